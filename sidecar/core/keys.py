@@ -1,0 +1,92 @@
+"""Ed25519 keys, key names and key ids, with no file I/O.
+
+A key is named `<origin>#<epoch>` (epoch as a decimal number). Its key id is the
+C2SP signed-note id: the first 4 bytes of SHA-256(name || 0x0A || 0x01 || pub),
+where 0x01 is the Ed25519 signature type. Key ids only help pick a key; the
+verifier always compares the full public key, because 4 bytes can be forced.
+
+`Signer` is the seam the ledger signs through; tests pin it with fixed seeds.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PrivateFormat, PublicFormat, NoEncryption
+
+ED25519_TYPE = b"\x01"
+
+
+def key_name(origin: str, epoch: int) -> str:
+    return f"{origin}#{epoch}"
+
+
+def key_id(name: str, public_key: bytes) -> bytes:
+    return hashlib.sha256(name.encode() + b"\n" + ED25519_TYPE + public_key).digest()[:4]
+
+
+@dataclass(frozen=True, slots=True)
+class PublicKey:
+    """A named Ed25519 public key."""
+
+    name: str
+    raw: bytes
+
+    @property
+    def key_id(self) -> bytes:
+        return key_id(self.name, self.raw)
+
+    @property
+    def epoch(self) -> int:
+        return int(self.name.rsplit("#", 1)[1])
+
+    def verify(self, signature: bytes, message: bytes) -> bool:
+        try:
+            Ed25519PublicKey.from_public_bytes(self.raw).verify(signature, message)
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "public_key": base64.b64encode(self.raw).decode(),
+                "key_id": self.key_id.hex()}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, str]) -> PublicKey:
+        raw = base64.b64decode(obj["public_key"], validate=True)
+        if len(raw) != 32:
+            raise ValueError(f"public key {obj.get('name')!r} is {len(raw)} bytes, expected 32")
+        return cls(obj["name"], raw)
+
+
+class Signer:
+    """An Ed25519 private key with its name. The only object that can sign."""
+
+    __slots__ = ("_key", "public")
+
+    def __init__(self, name: str, private: Ed25519PrivateKey) -> None:
+        self._key = private
+        raw = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self.public = PublicKey(name, raw)
+
+    @classmethod
+    def generate(cls, name: str) -> Signer:
+        return cls(name, Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_seed(cls, name: str, seed: bytes) -> Signer:
+        return cls(name, Ed25519PrivateKey.from_private_bytes(seed))
+
+    def seed(self) -> bytes:
+        return self._key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+
+    @property
+    def name(self) -> str:
+        return self.public.name
+
+    def sign(self, message: bytes) -> bytes:
+        return self._key.sign(message)

@@ -1,0 +1,425 @@
+"""Offline verification of a ledger: pure functions over bytes.
+
+Verification runs in two phases so it can use every core:
+
+1. `scan_segment` (one call per segment, in parallel): checks framing, record
+   syntax, sequence numbers, the hash chain inside the segment, time order, and
+   the signatures on the segment's checkpoints and seal with the keys the
+   segment itself names; it returns a small `SegmentScan` (compact Merkle ranges
+   instead of leaf hashes).
+2. `verify_scans` (once, in order): checks what links segments: numbering,
+   the chain across segment boundaries, every checkpoint's root against the
+   Merkle tree of all records before it, the key chain from the pinned root key
+   (so a key is trusted only if an earlier trusted key introduced it), seals,
+   and any checkpoint obtained elsewhere (which finds a cut tail or a rollback).
+
+Every problem becomes a `Finding` with the segment, the sequence number where
+known, a stable code and a message that says what was expected and what was
+found. Nothing here reads files, the clock or the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sidecar.core import framing
+from sidecar.core.keys import PublicKey, key_name
+from sidecar.core.merkle import CompactRange
+from sidecar.core.note import Checkpoint, NoteError, split_note
+from sidecar.core.record import genesis_hash
+from sidecar.core.segment import SegmentHeader, segment_name
+from sidecar.core.trust import TrustAnchor
+
+_LEAF = b"\x00"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    code: str
+    message: str
+    segment: str | None = None
+    seq: int | None = None
+
+    def __str__(self) -> str:
+        where = " ".join(p for p in (f"segment {self.segment}" if self.segment else "",
+                                     f"seq {self.seq}" if self.seq is not None else "") if p)
+        return f"{where + ': ' if where else ''}{self.message} [{self.code}]"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "segment": self.segment, "seq": self.seq}
+
+
+@dataclass(slots=True)
+class CheckpointScan:
+    kind: str  # "checkpoint" or "seal"
+    note: bytes
+    checkpoint: Checkpoint | None
+    subrange: tuple[bytes, ...]  # compact range [first_seq, size)
+    signer: bytes | None  # raw public key whose signature verified, if any
+    signer_name: str | None
+
+
+@dataclass(slots=True)
+class SegmentScan:
+    name: str
+    number: int | None
+    size_bytes: int
+    header: SegmentHeader | None = None
+    records: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    first_prev: bytes | None = None
+    first_hash: bytes | None = None
+    last_hash: bytes | None = None
+    first_ts: int | None = None
+    last_ts: int | None = None
+    end_range: tuple[bytes, ...] = ()
+    checkpoints: list[CheckpointScan] = field(default_factory=list)
+    rotations: list[tuple[int, PublicKey]] = field(default_factory=list)
+    end_key: PublicKey | None = None  # key in force after the last frame
+    pending_key: PublicKey | None = None  # introduced by a key.rotated record no checkpoint covers yet
+    extra_ranges: dict[int, tuple[bytes, ...]] = field(default_factory=dict)
+    sealed: bool = False
+    damage: framing.FrameDamage | None = None
+    types: Counter[str] = field(default_factory=Counter)
+    findings: list[Finding] = field(default_factory=list)
+
+
+def _check_signature(note: bytes, key: PublicKey) -> tuple[Checkpoint | None, bytes | None, str | None, str]:
+    """Return (checkpoint, signer raw key, signer name, problem)."""
+    try:
+        body, sigs = split_note(note)
+        cp = Checkpoint.parse_body(body)
+    except NoteError as exc:
+        return None, None, None, f"malformed note: {exc}"
+    for sig in sigs:
+        if sig.name == key.name and sig.key_id == key.key_id and key.verify(sig.signature, body):
+            return cp, key.raw, key.name, ""
+    names = ", ".join(s.name for s in sigs)
+    return cp, None, None, f"signed by {names}, expected a valid signature by {key.name}"
+
+
+def scan_segment(name: str, data: bytes, want_sizes: frozenset[int] = frozenset()) -> SegmentScan:
+    """Phase 1: check one segment on its own. Never raises on bad input."""
+    from sidecar.core.segment import segment_number
+
+    scan = SegmentScan(name=name, number=segment_number(name), size_bytes=len(data))
+    add = scan.findings.append
+    frames = framing.iter_frames(data)
+    first = next(frames, None)
+    if first is None:
+        add(Finding("segment-empty", "segment file is empty", name))
+        return scan
+    if isinstance(first, framing.FrameDamage) or first.kind != framing.HEADER:
+        what = first.reason if isinstance(first, framing.FrameDamage) else \
+            f"first frame is a {framing.KIND_NAMES[first.kind]}, expected a header"
+        add(Finding("header-missing", f"no segment header: {what}", name))
+        return scan
+    try:
+        header = SegmentHeader.decode(first.body)
+    except ValueError as exc:
+        add(Finding("header-malformed", str(exc), name))
+        return scan
+    scan.header = header
+    if scan.number is not None and header.segment != scan.number:
+        add(Finding("header-mismatch", f"header says segment {header.segment}, file name says {scan.number}", name))
+    seq = header.first_seq
+    prev = header.prev
+    scan.first_seq = seq
+    scan.first_prev = prev
+    crange = CompactRange.empty(seq)
+    append_leaf = crange.append
+    sha256 = hashlib.sha256
+    key = header.key
+    pending: PublicKey | None = None
+    last_ts = -1
+    from sidecar.core.canonical import parse
+
+    for frame in frames:
+        if isinstance(frame, framing.FrameDamage):
+            scan.damage = frame
+            add(Finding("frame-damaged", f"offset {frame.offset}: {frame.reason}"
+                        + (" (a torn tail)" if frame.torn else ""), name, seq))
+            break
+        if scan.sealed:
+            add(Finding("after-seal", f"offset {frame.offset}: a {framing.KIND_NAMES[frame.kind]} frame follows the seal",
+                        name, seq))
+            break
+        kind = frame.kind
+        if kind == framing.RECORD:
+            body = frame.body
+            leaf = sha256(_LEAF + body).digest()
+            try:
+                obj = parse(body)
+                r_seq, r_prev, event = obj["seq"], obj["prev"], obj["event"]
+                r_ts = int(obj["ts"])
+                if obj["v"] != 1 or len(obj) != 5 or not isinstance(event, dict):
+                    raise ValueError("unexpected fields or version")
+            except (ValueError, KeyError, TypeError) as exc:
+                add(Finding("record-malformed", f"offset {frame.offset}: record does not parse: {exc}", name, seq))
+                break
+            if r_seq != seq:
+                add(Finding("seq-mismatch", f"expected seq {seq}, record says {r_seq}", name, seq))
+                break
+            if r_prev != prev.hex():
+                add(Finding("chain-broken", f"previous hash is {r_prev[:16]}..., the record before it hashes to "
+                            f"{prev.hex()[:16]}...", name, seq))
+                break
+            if r_ts < last_ts:
+                add(Finding("time-backwards", f"time {r_ts} is before the previous record's {last_ts}", name, seq))
+            last_ts = r_ts
+            if scan.first_ts is None:
+                scan.first_ts = r_ts
+            etype = event.get("type")
+            scan.types[str(etype)] += 1
+            if etype == "key.rotated":
+                try:
+                    new_key = PublicKey.from_json(event["details"]["key"])
+                except (KeyError, TypeError, ValueError) as exc:
+                    add(Finding("rotation-malformed", f"key.rotated record has no usable key: {exc}", name, seq))
+                else:
+                    if pending is not None:
+                        add(Finding("rotation-invalid", "a second key.rotated record before any checkpoint",
+                                    name, seq))
+                    scan.rotations.append((seq, new_key))
+                    pending = new_key
+            append_leaf(leaf)
+            if scan.first_hash is None:
+                scan.first_hash = leaf
+            prev = leaf
+            seq += 1
+            if seq in want_sizes:
+                scan.extra_ranges[seq] = tuple(crange.hashes)
+        elif kind in (framing.CHECKPOINT, framing.SEAL):
+            # A key.rotated record takes effect after the first checkpoint that follows it,
+            # and that checkpoint must be signed by the outgoing key.
+            cp, signer, signer_name, problem = _check_signature(frame.body, key)
+            if pending is not None:
+                key, pending = pending, None
+            label = "seal" if kind == framing.SEAL else "checkpoint"
+            if problem:
+                add(Finding("bad-signature", f"{label} at offset {frame.offset}: {problem}", name, seq - 1))
+            if cp is not None and cp.size != seq:
+                add(Finding("checkpoint-size", f"{label} says tree size {cp.size}, but {seq} records precede it",
+                            name, seq - 1))
+            if cp is not None and (kind == framing.SEAL) != (cp.seal is not None):
+                add(Finding("seal-malformed", f"{label} frame kind and seal line disagree", name, seq - 1))
+            scan.checkpoints.append(CheckpointScan(label, frame.body, cp, tuple(crange.hashes), signer, signer_name))
+            if kind == framing.SEAL:
+                scan.sealed = True
+        else:  # a second header
+            add(Finding("header-duplicate", f"offset {frame.offset}: a second segment header", name, seq))
+            break
+    scan.records = seq - header.first_seq
+    scan.last_seq = seq - 1 if scan.records else None
+    scan.last_hash = prev
+    scan.last_ts = last_ts if last_ts >= 0 else None
+    scan.end_range = tuple(crange.hashes)
+    scan.end_key = key
+    scan.pending_key = pending
+    return scan
+
+
+@dataclass(slots=True)
+class Report:
+    segments: int = 0
+    records: int = 0
+    bytes: int = 0
+    checkpoints: int = 0
+    first_ts: int | None = None
+    last_ts: int | None = None
+    size: int = 0
+    root: bytes = b""
+    keys: list[str] = field(default_factory=list)
+    types: Counter[str] = field(default_factory=Counter)
+    external_checkpoints: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "verdict": "intact" if self.ok else "tampered-or-incomplete",
+            "segments": self.segments, "records": self.records, "bytes": self.bytes,
+            "checkpoints": self.checkpoints, "external_checkpoints": self.external_checkpoints,
+            "tree_size": self.size, "root": self.root.hex(),
+            "first_time_ns": self.first_ts, "last_time_ns": self.last_ts, "keys": self.keys,
+            "event_types": dict(sorted(self.types.items())),
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+
+def _root_at(prefix: CompactRange, subrange: Sequence[bytes], begin: int, end: int) -> bytes:
+    rng = prefix.copy()
+    rng.merge(CompactRange(begin, end, subrange))
+    return rng.root()
+
+
+def verify_scans(scans: Iterable[SegmentScan], trust: TrustAnchor,
+                 external: Sequence[bytes] = ()) -> Report:
+    """Phase 2: link the segment scans into one verdict."""
+    report = Report()
+    add = report.findings.append
+    ordered = sorted(scans, key=lambda s: (s.number if s.number is not None else -1, s.name))
+    key = trust.root_key
+    report.keys.append(key.name)
+    schedule: list[tuple[int, PublicKey]] = [(0, key)]  # (first tree size it signs beyond, key)
+    prefix = CompactRange.empty(0)
+    prev_hash = genesis_hash(trust.origin)
+    next_seq = 0
+    expected_segment = 0
+    last_time = -1
+    roots: dict[int, bytes] = {0: prefix.root()}
+    pending_ranges: dict[int, tuple[int, tuple[bytes, ...], CompactRange]] = {}
+    for i, scan in enumerate(ordered):
+        report.segments += 1
+        report.bytes += scan.size_bytes
+        report.findings.extend(scan.findings)
+        report.types.update(scan.types)
+        h = scan.header
+        if scan.number is None:
+            add(Finding("segment-name", "file name is not <8 digits>.seg", scan.name))
+            continue
+        if scan.number != expected_segment:
+            missing = ", ".join(segment_name(n) for n in range(expected_segment, scan.number)) \
+                if scan.number > expected_segment else ""
+            add(Finding("segment-missing" if missing else "segment-order",
+                        f"expected segment {segment_name(expected_segment)} next, found {scan.name}"
+                        + (f"; missing: {missing}" if missing else ""), scan.name))
+        expected_segment = scan.number + 1
+        if h is None:
+            continue
+        if h.origin != trust.origin:
+            add(Finding("origin-mismatch", f"segment belongs to origin {h.origin!r}, expected {trust.origin!r}",
+                        scan.name))
+            continue
+        if h.first_seq != next_seq:
+            add(Finding("seq-gap", f"segment starts at seq {h.first_seq}, expected {next_seq}", scan.name,
+                        h.first_seq))
+        elif h.prev != prev_hash:
+            add(Finding("chain-broken", f"previous hash is {h.prev.hex()[:16]}..., the record before it hashes to "
+                        f"{prev_hash.hex()[:16]}...", scan.name, h.first_seq))
+        if tuple(h.range) != tuple(prefix.hashes) and h.first_seq == next_seq:
+            add(Finding("range-mismatch", "header's Merkle range does not match the records before it",
+                        scan.name, h.first_seq))
+        if h.key != key:
+            add(Finding("untrusted-key", f"segment names key {h.key.name} ({h.key.key_id.hex()}), but the key in force "
+                        f"is {key.name} ({key.key_id.hex()})", scan.name, h.first_seq))
+        # checkpoints and seal
+        begin = h.first_seq
+        for cps in scan.checkpoints:
+            report.checkpoints += 1
+            cp = cps.checkpoint
+            if cp is None:
+                continue
+            if cp.origin != trust.origin:
+                add(Finding("origin-mismatch", f"{cps.kind} of size {cp.size} names origin {cp.origin!r}",
+                            scan.name, cp.size - 1))
+            if cp.size >= begin:
+                root = _root_at(prefix, cps.subrange, begin, cp.size)
+                roots[cp.size] = root
+                if root != cp.root:
+                    add(Finding("root-mismatch", f"{cps.kind} of size {cp.size} has root {cp.root.hex()[:16]}..., "
+                                f"the records hash to {root.hex()[:16]}...", scan.name, cp.size - 1))
+            if cp.time_ns < last_time:
+                add(Finding("time-backwards", f"{cps.kind} time {cp.time_ns} is before the previous checkpoint's "
+                            f"{last_time}", scan.name, cp.size - 1))
+            last_time = max(last_time, cp.time_ns)
+            if cp.seal is not None:
+                s = cp.seal
+                last = h.first_seq + scan.records - 1
+                if (s.segment, s.first_seq, s.last_seq) != (scan.number, h.first_seq, last) \
+                        or s.last_hash != scan.last_hash or s.first_hash != scan.first_hash:
+                    add(Finding("seal-mismatch", f"seal says segment {s.segment} seq {s.first_seq}..{s.last_seq} "
+                                f"ending in {s.last_hash.hex()[:16]}..., the segment holds {scan.number} seq "
+                                f"{h.first_seq}..{last} ending in {(scan.last_hash or b'').hex()[:16]}...",
+                                scan.name, scan.last_seq))
+                if s.policy_digest != h.policy:
+                    add(Finding("policy-mismatch", f"seal's policy digest {s.policy_digest[:16]}... differs from the "
+                                f"header's {h.policy[:16]}...", scan.name, scan.last_seq))
+        # The scan checked every signature with the key the header names, following in-segment
+        # rotations; here the header's key must be the one the key chain so far trusts.
+        for seq, new_key in scan.rotations:
+            if new_key.name != key_name(trust.origin, key.epoch + 1):
+                add(Finding("rotation-invalid", f"key.rotated introduces {new_key.name}, expected "
+                            f"{key_name(trust.origin, key.epoch + 1)}", scan.name, seq))
+            key = new_key
+            report.keys.append(key.name)
+            schedule.append((seq + 1, key))
+        if scan.pending_key is not None and i != len(ordered) - 1:
+            add(Finding("rotation-unsigned", f"key.rotated to {scan.pending_key.name} is not followed by a "
+                        "checkpoint signed by the outgoing key", scan.name, scan.last_seq))
+        if not scan.sealed and i != len(ordered) - 1:
+            add(Finding("not-sealed", f"segment is not sealed but {ordered[i + 1].name} follows it", scan.name))
+        # advance the global state
+        for size, sub in scan.extra_ranges.items():
+            pending_ranges[size] = (begin, sub, prefix.copy())
+        prefix.merge(CompactRange(begin, begin + scan.records, scan.end_range))
+        report.records += scan.records
+        next_seq = begin + scan.records
+        prev_hash = scan.last_hash if scan.last_hash is not None else prev_hash
+        if scan.first_ts is not None and report.first_ts is None:
+            report.first_ts = scan.first_ts
+        if scan.last_ts is not None:
+            report.last_ts = scan.last_ts
+    report.size = next_seq
+    report.root = prefix.root()
+    roots[next_seq] = report.root
+    for begin_size, (begin, sub, pre) in pending_ranges.items():
+        roots.setdefault(begin_size, _root_at(pre, sub, begin, begin_size))
+    for note in external:
+        _check_external(note, trust, report, roots, schedule)
+    return report
+
+
+def _check_external(note: bytes, trust: TrustAnchor, report: Report, roots: dict[int, bytes],
+                    schedule: Sequence[tuple[int, PublicKey]]) -> None:
+    report.external_checkpoints += 1
+    add = report.findings.append
+    try:
+        body, sigs = split_note(note)
+        cp = Checkpoint.parse_body(body)
+    except NoteError as exc:
+        add(Finding("external-malformed", f"external checkpoint does not parse: {exc}"))
+        return
+    if cp.origin != trust.origin:
+        add(Finding("external-origin", f"external checkpoint is for origin {cp.origin!r}, expected {trust.origin!r}"))
+        return
+    # The key in force at that size by the ledger's own key chain; beyond the ledger's end the
+    # newest key is the only candidate (a checkpoint from the future can only be signed by it).
+    # At a rotation's tree size both the outgoing and the incoming key sign checkpoints.
+    valid = [k for i, (start, k) in enumerate(schedule)
+             if start <= cp.size and (i + 1 == len(schedule) or cp.size <= schedule[i + 1][0])]
+    ok = any(s.name == k.name and s.key_id == k.key_id and k.verify(s.signature, body) for s in sigs for k in valid)
+    if not ok:
+        add(Finding("external-signature", f"external checkpoint of size {cp.size} is not signed by a key in "
+                    f"force at that size ({', '.join(k.name for k in valid)}); signed by "
+                    f"{', '.join(s.name for s in sigs)}"))
+        return
+    if cp.size > report.size:
+        add(Finding("tail-cut", f"an external checkpoint proves {cp.size} records, the ledger holds only "
+                    f"{report.size}: the tail was cut or the ledger rolled back", seq=report.size))
+        return
+    root = roots.get(cp.size)
+    if root is None:
+        add(Finding("external-unchecked", f"no Merkle range kept for size {cp.size}; pass it as want_sizes"))
+    elif root != cp.root:
+        add(Finding("split-view", f"external checkpoint of size {cp.size} has root {cp.root.hex()[:16]}..., the ledger's "
+                    f"records give {root.hex()[:16]}...: the ledger was rewritten or forked", seq=cp.size - 1))
+
+
+def external_sizes(notes: Sequence[bytes]) -> frozenset[int]:
+    """Tree sizes for which scan_segment must keep a Merkle range."""
+    sizes = set()
+    for note in notes:
+        try:
+            sizes.add(Checkpoint.parse_body(split_note(note)[0]).size)
+        except NoteError:
+            continue
+    return frozenset(sizes)

@@ -1,0 +1,453 @@
+"""The ledger writer: one task that sequences, chains, signs and fsyncs records.
+
+Invariants:
+
+* One writer per data directory (an exclusive lock file enforces it).
+* `append()` returns only after the record, and a checkpoint signed over the
+  whole tree including it, are on stable storage (write + fsync). That is the
+  acknowledgement the proxy waits for before answering a client.
+* Group commit: records that arrive while a batch is being written go into the
+  next batch; each batch ends with one signed checkpoint, so one Ed25519
+  signature and one fsync cover the whole batch.
+* The queue is bounded. When it is full, `append()` raises OverloadError at
+  once (the proxy turns that into 503 + Retry-After); nothing grows without bound.
+* A failed write is cut back to the last good offset; the waiting callers get
+  StorageError and nothing they were told is durable is lost.
+* Segments are sealed by size or age with a signed seal and never change after.
+  Keys rotate per epoch: a `key.rotated` record is committed under the old key,
+  then the old private key is destroyed.
+* On start, a torn tail (from a crash mid-write) is cut back to the last whole
+  frame, whole records after the last checkpoint are kept and signed, and a
+  `ledger.recovered` record says what was cut. Damage that is not a torn tail
+  stops the start: that is for `sidecar verify` and a human.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sidecar.clock import Clock, SystemClock
+from sidecar.core import framing
+from sidecar.core.events import EventType, IdentityEvent, Outcome
+from sidecar.core.keys import PublicKey, Signer
+from sidecar.core.merkle import CompactRange
+from sidecar.core.note import Checkpoint, Seal, sign_note
+from sidecar.core.record import encode_record, genesis_hash, record_hash
+from sidecar.core.segment import SEGMENT_DIR, SegmentHeader, segment_name, segment_number
+from sidecar.core.verify import scan_segment
+from sidecar.errors import IntegrityError, OverloadError, StorageError
+from sidecar.ledger.keystore import KeyStore, _fsync_dir
+
+log = logging.getLogger("sidecar.ledger")
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerConfig:
+    segment_max_bytes: int = 8 * 1024 * 1024
+    segment_max_age_s: float = 3600.0
+    epoch_s: float = 3600.0
+    heartbeat_s: float = 30.0
+    queue_max: int = 20_000
+    batch_max: int = 2_000
+    fsync: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """Proof of acknowledgement: the record's place and the checkpoint that covers it."""
+
+    seq: int
+    hash: bytes
+    tree_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """What one batch added, for the index and the replicator (never on the ack path)."""
+
+    segment: int
+    records: tuple[tuple[int, int, bytes], ...]  # (seq, file offset, record body)
+    checkpoint: bytes
+    sealed: bool
+    end_offset: int
+
+
+@dataclass(slots=True)
+class _State:
+    seq: int
+    prev: bytes
+    crange: CompactRange
+    segment: int
+    offset: int
+    header: SegmentHeader
+    first_hash: bytes | None
+    last_ts: int
+    signer: Signer
+    epoch_start_ns: int
+    segment_start_ns: int
+    last_checkpoint_ns: int = 0
+
+
+_Item = tuple[dict[str, Any], "asyncio.Future[Receipt]"]
+
+
+@dataclass
+class Ledger:
+    data_dir: Path
+    config: LedgerConfig
+    clock: Clock
+    policy_digest: str
+    keys: KeyStore
+    origin: str
+    _state: _State
+    _fd: int
+    _lock_fd: int
+    subscribers: list[Callable[[Commit], None]] = field(default_factory=list)
+    recovered: dict[str, Any] | None = None
+    broken: str | None = None
+
+    def __post_init__(self) -> None:
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue(self.config.queue_max)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="ledger-fsync")
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    async def open(cls, data_dir: Path, *, config: LedgerConfig | None = None, clock: Clock | None = None,
+                   policy_digest: str = "", start_task: bool = True) -> Ledger:
+        """Open (recovering if needed) the ledger in `data_dir` and start its writer task."""
+        config = config or LedgerConfig()
+        clock = clock or SystemClock()
+        keys = KeyStore(data_dir)
+        trust = keys.trust()
+        seg_dir = data_dir / SEGMENT_DIR
+        seg_dir.mkdir(exist_ok=True)
+        lock_fd = os.open(data_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            os.close(lock_fd)
+            raise StorageError(f"another sidecar is writing the ledger in {data_dir}") from exc
+        numbers = sorted(n for p in seg_dir.iterdir() if (n := segment_number(p.name)) is not None)
+        now = clock.now_ns()
+        recovered: dict[str, Any] | None = None
+        if not numbers:
+            signer = keys.load(0)
+            state = _new_segment_state(0, 0, genesis_hash(trust.origin), CompactRange.empty(0), signer,
+                                       trust.origin, policy_digest, now, now, -1)
+            fd = _create_segment(seg_dir, state.header)
+            state.offset = os.fstat(fd).st_size
+            pending: list[tuple[Signer, PublicKey]] = []
+        else:
+            state, fd, recovered, pending = _recover(seg_dir, numbers[-1], keys, trust.origin, policy_digest,
+                                                     now, config)
+        ledger = cls(data_dir, config, clock, policy_digest, keys, trust.origin, state, fd, lock_fd,
+                     recovered=recovered)
+        await ledger._finish_recovery(pending)
+        start = IdentityEvent(EventType.LEDGER_RECOVERED if recovered else EventType.LEDGER_STARTED,
+                              Outcome.SUCCEEDED, details=recovered or {"policy": policy_digest})
+        await ledger._commit([(start.to_json(), None)])
+        if start_task:
+            ledger.start()
+        return ledger
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="ledger-writer")
+
+    async def _finish_recovery(self, pending: list[tuple[Signer, PublicKey]]) -> None:
+        """Sign a checkpoint over whole records that a crash left without one."""
+        st = self._state
+        if not pending:
+            return
+        old_signer, _ = pending[0]
+        body = Checkpoint(self.origin, st.seq, st.crange.root(), self.clock.now_ns()).body()
+        data = framing.encode_frame(framing.CHECKPOINT, sign_note(body, old_signer))
+        await self._write(data, st.offset)
+        st.offset += len(data)
+        for signer, _new in pending:
+            if signer.public.epoch != st.signer.public.epoch:
+                self.keys.destroy(signer.public.epoch)
+
+    # ------------------------------------------------------------------ appending
+    async def append(self, event: IdentityEvent | dict[str, Any]) -> Receipt:
+        """Append one event; returns once it is durable and covered by a signed checkpoint."""
+        if self.broken:
+            raise StorageError(f"ledger unavailable: {self.broken}")
+        if self._closing:
+            raise StorageError("ledger is closing")
+        payload = event.to_json() if isinstance(event, IdentityEvent) else event
+        fut: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait((payload, fut))
+        except asyncio.QueueFull:
+            raise OverloadError(f"ledger queue full ({self.config.queue_max} waiting)", retry_after=1) from None
+        return await fut
+
+    @property
+    def size(self) -> int:
+        return self._state.seq
+
+    @property
+    def segment(self) -> int:
+        return self._state.segment
+
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    @property
+    def public_key(self) -> PublicKey:
+        return self._state.signer.public
+
+    async def close(self) -> None:
+        """Commit what is queued, write a final checkpoint, and release the directory."""
+        self._closing = True
+        if self._task is not None:
+            await self._queue.put(({}, asyncio.get_running_loop().create_future()))  # wake-up sentinel
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._pool.shutdown(wait=True)
+        os.close(self._fd)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        os.close(self._lock_fd)
+
+    # ------------------------------------------------------------------ the writer task
+    async def _run(self) -> None:
+        q = self._queue
+        while True:
+            timeout = self._next_deadline()
+            try:
+                first = await asyncio.wait_for(q.get(), timeout)
+            except TimeoutError:
+                if not self.broken:
+                    await self._commit([])  # heartbeat / age-based seal / rotation
+                continue
+            batch = [] if not first[0] else [first]
+            while len(batch) < self.config.batch_max and not q.empty():
+                item = q.get_nowait()
+                if item[0]:
+                    batch.append(item)
+            if batch:
+                await self._commit(batch)
+            if self._closing and q.empty():
+                if not self.broken:
+                    await self._commit([])
+                return
+
+    def _next_deadline(self) -> float:
+        st = self._state
+        now = self.clock.now_ns()
+        due = min(st.last_checkpoint_ns + int(self.config.heartbeat_s * 1e9),
+                  st.segment_start_ns + int(self.config.segment_max_age_s * 1e9),
+                  st.epoch_start_ns + int(self.config.epoch_s * 1e9))
+        return max(0.0, (due - now) / 1e9)
+
+    async def _commit(self, batch: list[tuple[dict[str, Any], asyncio.Future[Receipt] | None]]) -> None:
+        st = self._state
+        cfg = self.config
+        now = self.clock.now_ns()
+        seq, prev, last_ts = st.seq, st.prev, st.last_ts
+        crange = st.crange.copy()
+        first_hash = st.first_hash
+        buf = bytearray()
+        records: list[tuple[int, int, bytes]] = []
+        offset = st.offset
+        receipts: list[tuple[int, bytes]] = []
+
+        def add_record(payload: dict[str, Any]) -> None:
+            nonlocal seq, prev, last_ts, first_hash
+            ts = max(self.clock.now_ns(), last_ts)
+            body = encode_record(seq, ts, prev, payload)
+            leaf = record_hash(body)
+            records.append((seq, offset + len(buf), body))
+            buf.extend(framing.encode_frame(framing.RECORD, body))
+            crange.append(leaf)
+            receipts.append((seq, leaf))
+            if first_hash is None:
+                first_hash = leaf
+            prev, last_ts = leaf, ts
+            seq += 1
+
+        for payload, _fut in batch:
+            add_record(payload)
+        new_signer: Signer | None = None
+        if now - st.epoch_start_ns >= cfg.epoch_s * 1e9:
+            try:
+                new_signer = self.keys.create(st.signer.public.epoch + 1)
+            except StorageError as exc:
+                log.error("key rotation failed, keeping the current key: %s", exc)
+            else:
+                add_record(IdentityEvent(EventType.KEY_ROTATED, Outcome.SUCCEEDED, details={
+                    "key": new_signer.public.to_json(), "epoch": new_signer.public.epoch,
+                    "previous": st.signer.public.to_json()}).to_json())
+        root = crange.root()
+        cp_body = Checkpoint(self.origin, seq, root, now).body()
+        checkpoint = sign_note(cp_body, st.signer)
+        buf.extend(framing.encode_frame(framing.CHECKPOINT, checkpoint))
+        seal = (offset + len(buf) >= cfg.segment_max_bytes
+                or now - st.segment_start_ns >= cfg.segment_max_age_s * 1e9) and seq > st.header.first_seq
+        if seal:
+            assert first_hash is not None
+            seal_line = Seal(st.segment, st.header.first_seq, seq - 1, first_hash, prev, self.policy_digest)
+            # After a rotation's checkpoint the new key is in force, so it signs the seal.
+            seal_note = sign_note(Checkpoint(self.origin, seq, root, now, seal_line).body(), new_signer or st.signer)
+            buf.extend(framing.encode_frame(framing.SEAL, seal_note))
+        try:
+            await self._write(bytes(buf), offset)
+        except StorageError as exc:
+            self._fail(batch, exc, offset)
+            if new_signer is not None:
+                self.keys.destroy(new_signer.public.epoch)
+            return
+        # durable: advance the state, then release the waiters
+        st.seq, st.prev, st.last_ts, st.crange, st.first_hash = seq, prev, last_ts, crange, first_hash
+        st.offset = offset + len(buf)
+        st.last_checkpoint_ns = now
+        for (payload, fut), (r_seq, r_hash) in zip(batch, receipts, strict=False):
+            if fut is not None and not fut.done():
+                fut.set_result(Receipt(r_seq, r_hash, seq))
+        if new_signer is not None:
+            old_epoch = st.signer.public.epoch
+            st.signer = new_signer
+            st.epoch_start_ns = now
+            self.keys.destroy(old_epoch)
+            log.info("signing key rotated to epoch %d; epoch %d key destroyed", new_signer.public.epoch, old_epoch)
+        commit = Commit(st.segment, tuple(records), checkpoint, seal, st.offset)
+        if seal:
+            await self._roll_segment(now)
+        for sub in self.subscribers:
+            try:
+                sub(commit)
+            except Exception:  # a subscriber must never break the write path
+                log.exception("ledger subscriber failed")
+
+    async def _write(self, data: bytes, offset: int) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._pool, _write_at, self._fd, data, offset, self.config.fsync)
+        except OSError as exc:
+            raise StorageError(f"WAL write failed: {exc.strerror or exc}") from exc
+
+    def _fail(self, batch: list[tuple[dict[str, Any], asyncio.Future[Receipt] | None]], exc: StorageError,
+              offset: int) -> None:
+        try:
+            os.ftruncate(self._fd, offset)
+            os.fsync(self._fd)
+            log.error("WAL write failed, cut back to offset %d: %s", offset, exc)
+        except OSError as exc2:
+            self.broken = f"{exc}; could not cut back the partial write: {exc2.strerror}"
+            log.error("ledger broken: %s", self.broken)
+        for _payload, fut in batch:
+            if fut is not None and not fut.done():
+                fut.set_exception(StorageError(str(exc)))
+
+    async def _roll_segment(self, now: int) -> None:
+        st = self._state
+        seg_dir = self.data_dir / SEGMENT_DIR
+        os.close(self._fd)
+        os.chmod(seg_dir / segment_name(st.segment), 0o444)
+        new = _new_segment_state(st.segment + 1, st.seq, st.prev, st.crange, st.signer, self.origin,
+                                 self.policy_digest, now, st.epoch_start_ns, st.last_ts)
+        new.last_checkpoint_ns = st.last_checkpoint_ns
+        self._fd = await asyncio.get_running_loop().run_in_executor(self._pool, _create_segment, seg_dir, new.header)
+        new.offset = os.fstat(self._fd).st_size
+        self._state = new
+
+
+def _write_at(fd: int, data: bytes, offset: int, do_fsync: bool) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+    if do_fsync:
+        os.fdatasync(fd)
+
+
+def _new_segment_state(number: int, seq: int, prev: bytes, crange: CompactRange, signer: Signer, origin: str,
+                       policy: str, now: int, epoch_start: int, last_ts: int) -> _State:
+    header = SegmentHeader(origin, number, seq, prev, tuple(crange.hashes), signer.public, policy, now)
+    return _State(seq, prev, crange.copy(), number, 0, header, None, last_ts, signer, epoch_start, now, now)
+
+
+def _create_segment(seg_dir: Path, header: SegmentHeader) -> int:
+    path = seg_dir / segment_name(header.segment)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    _write_at(fd, framing.encode_frame(framing.HEADER, header.encode()), 0, True)
+    _fsync_dir(seg_dir)
+    return fd
+
+
+def _recover(seg_dir: Path, last: int, keys: KeyStore, origin: str, policy: str, now: int,
+             config: LedgerConfig) -> tuple[_State, int, dict[str, Any] | None, list[tuple[Signer, PublicKey]]]:
+    """Reopen the newest segment, cutting a torn tail; see the module docstring."""
+    path = seg_dir / segment_name(last)
+    data = path.read_bytes()
+    scan = scan_segment(path.name, data)
+    h = scan.header
+    if h is None:
+        if all(b == 0 for b in data) or (scan.findings and scan.findings[0].code == "header-missing"
+                                         and len(data) < framing.OVERHEAD + 4096):
+            # The crash hit while the header of a fresh segment was being written.
+            path.unlink()
+            if last == 0:
+                raise IntegrityError(f"{path}: the first segment has no header; initialise a new ledger")
+            return _recover(seg_dir, last - 1, keys, origin, policy, now, config)
+        raise IntegrityError(f"{path}: {scan.findings[0]}")
+    cut: dict[str, Any] | None = None
+    if scan.damage is not None:
+        if not scan.damage.torn:
+            raise IntegrityError(f"{path}: damage that is not a torn tail, refusing to start: {scan.damage.reason} "
+                                 f"at offset {scan.damage.offset}; run `sidecar verify`")
+        cut = {"segment": last, "offset": scan.damage.offset, "bytes_cut": len(data) - scan.damage.offset,
+               "reason": scan.damage.reason}
+        with open(path, "r+b") as f:
+            f.truncate(scan.damage.offset)
+            f.flush()
+            os.fsync(f.fileno())
+        data = data[: scan.damage.offset]
+        scan = scan_segment(path.name, data)
+    serious = [f for f in scan.findings if f.code != "frame-damaged"]
+    if serious:
+        raise IntegrityError(f"{path}: {serious[0]}; refusing to start, run `sidecar verify`")
+    assert scan.header is not None
+    h = scan.header
+    size = h.first_seq + scan.records
+    crange = CompactRange(0, h.first_seq, h.range)
+    crange.merge(CompactRange(h.first_seq, size, scan.end_range))
+    assert scan.end_key is not None
+    covered = max((c.checkpoint.size for c in scan.checkpoints if c.checkpoint), default=h.first_seq)
+    pending: list[tuple[Signer, PublicKey]] = []
+    if size > covered or scan.pending_key is not None:
+        # Whole records a crash left without a checkpoint: sign one with the key in force, which
+        # then hands over to a key a rotation record introduced.
+        pending.append((keys.load(scan.end_key.epoch), scan.pending_key or scan.end_key))
+        if cut is not None:
+            cut["records_without_checkpoint"] = size - covered
+    in_force = scan.pending_key or scan.end_key
+    signer = keys.load(in_force.epoch)
+    if signer.public != in_force:
+        raise IntegrityError(f"{path}: the key on disk ({signer.name}) is not the key in force")
+    for epoch in keys.epochs():  # keys from an interrupted rotation, or not yet destroyed
+        if epoch > signer.public.epoch or (epoch < signer.public.epoch and not pending):
+            keys.destroy(epoch)
+    state = _State(size, scan.last_hash or h.prev, crange, last, len(data), h, scan.first_hash,
+                   scan.last_ts if scan.last_ts is not None else -1, signer, now, h.created_ns, now)
+    fd = os.open(path, os.O_RDWR)
+    if scan.sealed:
+        os.close(fd)
+        new = _new_segment_state(last + 1, size, state.prev, crange, signer, origin, policy, now, now, state.last_ts)
+        fd = _create_segment(seg_dir, new.header)
+        new.offset = os.fstat(fd).st_size
+        state = new
+    return state, fd, cut, pending
