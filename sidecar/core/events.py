@@ -47,6 +47,8 @@ class EventType(enum.StrEnum):
     CLIENT_SECRET_ROTATED = "client.secret.rotated"
     USER_IMPERSONATED = "user.impersonated"
     SESSION_REVOKED = "session.revoked"
+    ORGANIZATION_JOINED = "organization.joined"
+    ORGANIZATION_LEFT = "organization.left"
     ADMIN_CHANGE = "admin.change"
     AUDIT_READ = "audit.read"
     LEDGER_STARTED = "ledger.started"

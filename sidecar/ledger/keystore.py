@@ -74,6 +74,8 @@ class KeyStore:
         self.key_dir.mkdir(mode=0o700, exist_ok=True)
         signer = Signer.generate(key_name(origin, 0))
         self._save(0, signer)
+        # A keyed-fingerprint key, separate from every signing key (P5): correlates secrets without storing them.
+        _write_private(self.key_dir / "fingerprint.key", os.urandom(32))
         anchor = TrustAnchor(origin, signer.public)
         (self.data_dir / "ledger.json").write_bytes(orjson.dumps({"origin": origin}) + b"\n")
         self.trust_path.write_bytes(anchor.encode())
@@ -86,6 +88,13 @@ class KeyStore:
         except FileNotFoundError as exc:
             raise ConfigError(f"no ledger keys in {self.data_dir}; run `sidecar keys init --data "
                               f"{self.data_dir}` first") from exc
+
+    def fingerprint_key(self) -> bytes:
+        path = self.key_dir / "fingerprint.key"
+        try:
+            return path.read_bytes()
+        except FileNotFoundError as exc:
+            raise ConfigError(f"fingerprint key {path} is missing") from exc
 
     def epochs(self) -> list[int]:
         if not self.key_dir.exists():

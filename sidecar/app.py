@@ -1,0 +1,126 @@
+"""`sidecar serve`: the aiohttp application that wires proxy, capture and ledger.
+
+Lifecycles hang off `cleanup_ctx` in data-path order: the ledger opens (and
+recovers) before the proxy accepts a request, and closes (after a final
+checkpoint) only once the proxy has stopped. The sidecar's own endpoints live
+under `/.sidecar/`, a prefix Keycloak never uses; everything else is Keycloak's.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from sidecar.capture.hooks import LedgerHooks
+from sidecar.capture.sessions import SessionDirectory
+from sidecar.capture.tokens import TokenVerifier
+from sidecar.core.events import IdentityEvent
+from sidecar.ledger.keystore import KeyStore
+from sidecar.ledger.writer import Ledger, LedgerConfig
+from sidecar.policy.schema import Policy, load_policy
+from sidecar.proxy.forward import ProxyLimits, ReverseProxy
+
+log = logging.getLogger("sidecar")
+
+
+@dataclass(frozen=True)
+class Settings:
+    upstream: str
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8443
+    policy_file: Path | None = None
+    ledger: LedgerConfig = field(default_factory=LedgerConfig)
+
+
+LEDGER = web.AppKey("ledger", Ledger)
+POLICY = web.AppKey("policy", Policy)
+SETTINGS = web.AppKey("settings", Settings)
+
+
+class _Upstream:
+    """Side calls the capture layer makes to Keycloak: JWKS and whoami. Never on behalf of nobody."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base.rstrip("/")
+        self.session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5),
+                                             cookie_jar=aiohttp.DummyCookieJar())
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    async def _get_json(self, path: str, headers: dict[str, str] | None = None) -> dict[str, Any] | None:
+        assert self.session is not None
+        try:
+            async with self.session.get(self.base + path, headers=headers) as resp:
+                if resp.status != 200:
+                    return None
+                data = await resp.json(content_type=None)
+                return data if isinstance(data, dict) else None
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.warning("side call to Keycloak failed (%s): %s", path.split("?")[0], type(exc).__name__)
+            return None
+
+    async def jwks(self, realm: str) -> dict[str, Any] | None:
+        return await self._get_json(f"/realms/{realm}/protocol/openid-connect/certs")
+
+    async def whoami(self, realm: str, token: str) -> dict[str, Any] | None:
+        # Uses the caller's own token, for the read Keycloak's console makes itself, to learn who holds it.
+        return await self._get_json(f"/admin/{realm}/console/whoami?currentRealm={realm}",
+                                    {"Authorization": f"Bearer {token}"})
+
+
+def make_app(settings: Settings) -> web.Application:
+    policy = load_policy(settings.policy_file)
+    keys = KeyStore(settings.data_dir)
+    keys.trust()  # fail early, with the fix in the message, if keys were never initialised
+    app = web.Application()
+    app[POLICY] = policy
+    app[SETTINGS] = settings
+    upstream = _Upstream(settings.upstream)
+
+    async def append(event: IdentityEvent | dict[str, Any]) -> Any:
+        return await app[LEDGER].append(event)
+
+    hooks = LedgerHooks(append, policy, TokenVerifier(upstream.jwks), SessionDirectory(secrets.token_bytes(32)),
+                        upstream.whoami, keys.fingerprint_key())
+    proxy = ReverseProxy(settings.upstream, hooks, ProxyLimits(max_captured_body=policy.capture.max_body_bytes))
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        ledger = await Ledger.open(settings.data_dir, config=settings.ledger, policy_digest=policy.digest)
+        app[LEDGER] = ledger
+        await upstream.start()
+        await proxy.start()
+        log.info("sidecar ready: ledger %s (%d records), upstream %s, policy %s (%s)", settings.data_dir,
+                 ledger.size, settings.upstream, policy.name, policy.digest[:12])
+        try:
+            yield
+        finally:
+            await proxy.close()
+            await upstream.close()
+            await ledger.close()
+
+    app.cleanup_ctx.append(lifecycle)
+
+    async def health(request: web.Request) -> web.Response:
+        ledger = request.app[LEDGER]
+        ok = ledger.broken is None
+        body = {"status": "ok" if ok else "failing", "ledger": {
+            "records": ledger.size, "segment": ledger.segment, "queue": ledger.queue_depth(),
+            "broken": ledger.broken, "key": ledger.public_key.name}, "policy": policy.digest}
+        return web.json_response(body, status=200 if ok else 503)
+
+    app.router.add_get("/.sidecar/health", health)
+    proxy.add_routes(app)
+    return app

@@ -1,0 +1,66 @@
+"""What the sidecar has seen of who holds which session.
+
+Keycloak 26 admin tokens are lightweight: no `sub`, no username, only the
+session id `sid`. The sidecar learns sid -> user from exchanges it forwarded
+(a password grant's username with the tokens it returned, an ID token from a
+code exchange, the identity cookie after a browser login, the console's
+whoami answer) and from login attempts in progress (keyed by a keyed hash of
+the AUTH_SESSION_ID cookie, never the cookie itself).
+
+Bounded: least-recently-used entries are dropped past `max_entries` (P9).
+In memory only: after a restart, attribution falls back to whoami.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections import OrderedDict
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    user_id: str | None
+    username: str | None
+    realm: str | None = None
+    client: str | None = None
+
+
+class _Lru:
+    def __init__(self, max_entries: int) -> None:
+        self._data: OrderedDict[str, Principal] = OrderedDict()
+        self._max = max_entries
+
+    def get(self, key: str) -> Principal | None:
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key: str, value: Principal) -> None:
+        old = self._data.get(key)
+        if old is not None:  # keep what we knew if the new sighting knows less
+            value = Principal(value.user_id or old.user_id, value.username or old.username,
+                              value.realm or old.realm, value.client or old.client)
+        self._data[key] = value
+        self._data.move_to_end(key)
+        while len(self._data) > self._max:
+            self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class SessionDirectory:
+    """sid -> principal, and login-attempt -> principal, both bounded."""
+
+    def __init__(self, secret: bytes, max_entries: int = 100_000) -> None:
+        self._secret = secret
+        self.sessions = _Lru(max_entries)
+        self.attempts = _Lru(max_entries)
+
+    def attempt_key(self, auth_session_cookie: str) -> str:
+        # SECURITY: the AUTH_SESSION_ID cookie is a credential for the login in progress; only a keyed
+        # hash of it is kept, so a memory dump does not hand it out.
+        return hmac.new(self._secret, auth_session_cookie.encode(), hashlib.sha256).hexdigest()

@@ -1,0 +1,208 @@
+"""The `sidecar` command line: thin wrappers over the library.
+
+Exit codes are part of the interface: `verify` gives 0 (intact), 1 (tampered
+or incomplete, with findings), 2 (unusable input). Every command that a
+machine might read has `--json`. Errors are one clear line on stderr, never a
+traceback (set SIDECAR_DEBUG=1 for one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import orjson
+
+from sidecar.errors import SidecarError
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _print_json(obj: Any) -> None:
+    click.echo(orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SidecarError as exc:
+            if os.environ.get("SIDECAR_DEBUG"):
+                raise
+            _fail(str(exc))
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="keycloak-ledger-sidecar")
+def main() -> None:
+    """Keycloak ledger sidecar: record every login and permission change in a signed, replicated log."""
+
+
+# ---------------------------------------------------------------------------------------------- serve
+@main.command()
+@click.option("--upstream", required=True, help="Keycloak's base URL, e.g. http://127.0.0.1:8080")
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path), help="ledger data directory")
+@click.option("--listen", default="127.0.0.1:8443", show_default=True, help="HOST:PORT to listen on")
+@click.option("--policy", "policy_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="policy TOML (default: policies/default.toml)")
+@click.option("--init/--no-init", default=False, help="create keys first if the data directory has none")
+@click.option("--origin", default=None, help="ledger origin name for --init")
+@click.option("--segment-max-bytes", type=int, default=8 * 1024 * 1024, show_default=True)
+@click.option("--segment-max-age", type=float, default=3600.0, show_default=True, help="seconds")
+@click.option("--epoch", "epoch_s", type=float, default=3600.0, show_default=True,
+              help="signing key lifetime in seconds (forward security)")
+@click.option("--heartbeat", type=float, default=30.0, show_default=True, help="idle checkpoint interval, seconds")
+@click.option("--log-level", default="INFO", show_default=True)
+def serve(upstream: str, data_dir: Path, listen: str, policy_file: Path | None, init: bool, origin: str | None,
+          segment_max_bytes: int, segment_max_age: float, epoch_s: float, heartbeat: float, log_level: str) -> None:
+    """Run the proxy in front of Keycloak, recording into the ledger."""
+    from aiohttp import web
+
+    from sidecar.app import Settings, make_app
+    from sidecar.ledger.keystore import KeyStore
+    from sidecar.ledger.writer import LedgerConfig
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    host, _, port_s = listen.rpartition(":")
+    if not host or not port_s.isdigit():
+        _fail(f"--listen must be HOST:PORT, got {listen!r}")
+    if init and not KeyStore(data_dir).exists():
+        anchor = KeyStore(data_dir).init(origin or _default_origin())
+        click.echo(f"created ledger keys for origin {anchor.origin} in {data_dir}", err=True)
+    settings = Settings(upstream=upstream, data_dir=data_dir, host=host.strip("[]"), port=int(port_s),
+                        policy_file=policy_file,
+                        ledger=LedgerConfig(segment_max_bytes=segment_max_bytes, segment_max_age_s=segment_max_age,
+                                            epoch_s=epoch_s, heartbeat_s=heartbeat))
+    app = make_app(settings)
+    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
+
+
+def _default_origin() -> str:
+    host = "".join(ch for ch in socket.gethostname() if ch.isalnum() or ch in ".-") or "localhost"
+    return f"{host}/keycloak-ledger/{secrets.token_hex(4)}"
+
+
+# ---------------------------------------------------------------------------------------------- keys
+@main.group()
+def keys() -> None:
+    """Create, rotate and show the ledger's signing keys."""
+
+
+@keys.command("init")
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--origin", default=None, help="a unique name for this ledger (default: host-based)")
+@click.option("--json", "as_json", is_flag=True)
+def keys_init(data_dir: Path, origin: str | None, as_json: bool) -> None:
+    """Create the epoch 0 key (mode 0600) and the trust anchor."""
+    from sidecar.ledger.keystore import KeyStore
+
+    anchor = KeyStore(data_dir).init(origin or _default_origin())
+    if as_json:
+        _print_json(anchor.to_json())
+    else:
+        click.echo(f"ledger keys created in {data_dir}\norigin: {anchor.origin}\n"
+                   f"trust anchor: {data_dir / 'trust.json'} (give this file to auditors)")
+
+
+@keys.command("show")
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path, exists=True))
+def keys_show(data_dir: Path) -> None:
+    """Print the trust anchor (origin and first public key) as JSON."""
+    from sidecar.ledger.keystore import KeyStore
+
+    _print_json(KeyStore(data_dir).trust().to_json())
+
+
+@keys.command("rotate")
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path, exists=True))
+@click.option("--json", "as_json", is_flag=True)
+def keys_rotate(data_dir: Path, as_json: bool) -> None:
+    """Rotate to a new epoch key now (the sidecar must not be running); the old key is destroyed."""
+    from sidecar.ledger.writer import Ledger, LedgerConfig
+
+    async def run() -> dict[str, Any]:
+        ledger = await Ledger.open(data_dir, config=LedgerConfig(epoch_s=0.0), start_task=False)
+        key = ledger.public_key
+        await ledger.close()
+        return {"key": key.to_json(), "records": ledger.size}
+
+    result = asyncio.run(run())
+    if as_json:
+        _print_json(result)
+    else:
+        click.echo(f"signing key is now {result['key']['name']} ({result['key']['key_id']})")
+
+
+# ---------------------------------------------------------------------------------------------- verify
+@main.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--trust", "trust_file", type=click.Path(path_type=Path), required=True,
+              help="the pinned trust anchor (from `sidecar keys show`)")
+@click.option("--checkpoint", "checkpoints", multiple=True, type=click.Path(path_type=Path),
+              help="a signed checkpoint obtained elsewhere; finds a cut tail or a rollback")
+@click.option("--workers", type=int, default=None, help="processes (default: all cores)")
+@click.option("--json", "as_json", is_flag=True)
+def verify(source: Path, trust_file: Path, checkpoints: tuple[Path, ...], workers: int | None,
+           as_json: bool) -> None:
+    """Verify a ledger directory or pulled bundle. Exit 0 intact, 1 findings, 2 unusable input."""
+    from rich.progress import Progress
+
+    from sidecar.audit.verifier import UnusableInput, load_trust, verify_directory
+
+    try:
+        trust = load_trust(trust_file)
+        external = []
+        for cp in checkpoints:
+            try:
+                external.append(cp.read_bytes())
+            except OSError as exc:
+                raise UnusableInput(f"cannot read checkpoint {cp}: {exc.strerror}") from exc
+        show = not as_json and sys.stderr.isatty()
+        with Progress(transient=True, disable=not show) as bar:
+            task = bar.add_task("verifying segments", total=None)
+            report = verify_directory(source, trust, external=external, workers=workers,
+                                      progress=lambda done, total: bar.update(task, completed=done, total=total))
+    except UnusableInput as exc:
+        if as_json:
+            _print_json({"verdict": "unusable-input", "error": str(exc)})
+            sys.exit(2)
+        _fail(str(exc), 2)
+    if as_json:
+        _print_json(report.to_json())
+    else:
+        _print_report(report, source)
+    sys.exit(0 if report.ok else 1)
+
+
+def _print_report(report: Any, source: Path) -> None:
+    from datetime import UTC, datetime
+
+    def when(ns: int | None) -> str:
+        return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="seconds") if ns else "-"
+
+    click.echo(f"ledger: {source}")
+    click.echo(f"checked: {report.segments} segments, {report.records} records, {report.bytes} bytes, "
+               f"{report.checkpoints} signed checkpoints/seals, {report.external_checkpoints} external checkpoints")
+    click.echo(f"span: {when(report.first_ts)} .. {when(report.last_ts)}")
+    click.echo(f"keys: {', '.join(report.keys)}")
+    click.echo(f"tree: size {report.size}, root {report.root.hex()}")
+    if report.ok:
+        click.echo("verdict: INTACT (framing, hash chain, Merkle roots, signatures, key chain, seals)")
+        return
+    click.echo(f"verdict: TAMPERED OR INCOMPLETE ({len(report.findings)} findings)")
+    for finding in report.findings:
+        click.echo(f"  - {finding}")
+
+
+if __name__ == "__main__":
+    main()

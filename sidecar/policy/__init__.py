@@ -1,0 +1,1 @@
+"""Policies: which exchanges become records, what is never stored, and what fails closed."""

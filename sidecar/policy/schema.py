@@ -1,0 +1,136 @@
+"""Typed, validated policy objects, loaded from TOML files in policies/.
+
+A policy is data. `load_policy` turns a file into a frozen `Policy` or raises
+PolicyError naming the file, the key and the reason, so a bad policy stops the
+start. The policy digest (SHA-256 of the policy's canonical JSON) goes into
+every segment header and seal, so an auditor knows which rules were in force.
+
+Dangerous choices say so in their name: a failure mode can only be "closed" or
+"open_unsafe".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sidecar.core.canonical import canonical_bytes
+from sidecar.errors import PolicyError
+
+FAILURE_MODES = ("closed", "open_unsafe")
+DEFAULT_POLICY = Path(__file__).resolve().parent.parent.parent / "policies" / "default.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class FailurePolicy:
+    """What happens when the ledger cannot take a record."""
+
+    admin_changes: str = "closed"  # a mutating admin request is forwarded only after its intent is durable
+    logins: str = "closed"  # a login response is released only after its record is durable
+    audit_reads: str = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class CapturePolicy:
+    max_body_bytes: int = 1024 * 1024
+    record_admin_reads: bool = False
+    record_before_after: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RedactionPolicy:
+    """Names of form fields, JSON keys, headers and cookies whose values never reach a record."""
+
+    fields: tuple[str, ...] = ()
+    headers: tuple[str, ...] = ()
+    cookies: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    name: str
+    version: int
+    failure: FailurePolicy
+    capture: CapturePolicy
+    redaction: RedactionPolicy
+    source: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("source")
+        return out
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(canonical_bytes(self.to_json())).hexdigest()
+
+
+def _table(doc: dict[str, Any], key: str, file: str) -> dict[str, Any]:
+    value = doc.get(key, {})
+    if not isinstance(value, dict):
+        raise PolicyError(file, key, "must be a table")
+    return value
+
+
+def _take(table: dict[str, Any], section: str, key: str, kind: type, default: Any, file: str) -> Any:
+    if key not in table:
+        return default
+    value = table[key]
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise PolicyError(file, f"{section}.{key}", f"must be {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def parse_policy(doc: dict[str, Any], file: str = "<policy>") -> Policy:
+    known = {"policy", "failure", "capture", "redaction"}
+    for key in doc:
+        if key not in known:
+            raise PolicyError(file, key, f"unknown section (known: {', '.join(sorted(known))})")
+    head = _table(doc, "policy", file)
+    name = _take(head, "policy", "name", str, "", file)
+    if not name:
+        raise PolicyError(file, "policy.name", "is required")
+    version = _take(head, "policy", "version", int, 1, file)
+    fail_t = _table(doc, "failure", file)
+    cap_t = _table(doc, "capture", file)
+    red_t = _table(doc, "redaction", file)
+    for section, table, allowed in (("failure", fail_t, FailurePolicy.__slots__),
+                                    ("capture", cap_t, CapturePolicy.__slots__),
+                                    ("redaction", red_t, RedactionPolicy.__slots__),
+                                    ("policy", head, ("name", "version"))):
+        for key in table:
+            if key not in allowed:
+                raise PolicyError(file, f"{section}.{key}", f"unknown key (known: {', '.join(allowed)})")
+    modes = {}
+    for key in FailurePolicy.__slots__:
+        mode = _take(fail_t, "failure", key, str, "closed", file)
+        if mode not in FAILURE_MODES:
+            raise PolicyError(file, f"failure.{key}", f"must be one of {FAILURE_MODES}, got {mode!r}")
+        modes[key] = mode
+    max_body = _take(cap_t, "capture", "max_body_bytes", int, CapturePolicy.max_body_bytes, file)
+    if not 1024 <= max_body <= 64 * 1024 * 1024:
+        raise PolicyError(file, "capture.max_body_bytes", f"must be between 1 KiB and 64 MiB, got {max_body}")
+    capture = CapturePolicy(max_body,
+                            _take(cap_t, "capture", "record_admin_reads", bool, False, file),
+                            _take(cap_t, "capture", "record_before_after", bool, True, file))
+    lists = {}
+    for key in RedactionPolicy.__slots__:
+        value = _take(red_t, "redaction", key, list, [], file)
+        if not all(isinstance(v, str) and v for v in value):
+            raise PolicyError(file, f"redaction.{key}", "must be a list of non-empty strings")
+        lists[key] = tuple(sorted({v.lower() for v in value}))
+    return Policy(name, version, FailurePolicy(**modes), capture, RedactionPolicy(**lists), file)
+
+
+def load_policy(path: Path | None = None) -> Policy:
+    path = path or DEFAULT_POLICY
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise PolicyError(str(path), "-", "file not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(str(path), "-", f"not valid TOML: {exc}") from exc
+    return parse_policy(doc, str(path))
