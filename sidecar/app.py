@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from sidecar.audit.endpoint import add_audit_routes
 from sidecar.capture.hooks import LedgerHooks
 from sidecar.capture.sessions import SessionDirectory
 from sidecar.capture.tokens import TokenVerifier
@@ -25,7 +26,10 @@ from sidecar.core.events import IdentityEvent
 from sidecar.ledger.keystore import KeyStore
 from sidecar.ledger.writer import Ledger, LedgerConfig
 from sidecar.policy.schema import Policy, load_policy
+from sidecar.errors import StorageError
 from sidecar.proxy.forward import ProxyLimits, ReverseProxy
+from sidecar.replicate.replicator import Replicator
+from sidecar.replicate.store import open_store
 
 log = logging.getLogger("sidecar")
 
@@ -38,11 +42,18 @@ class Settings:
     port: int = 8443
     policy_file: Path | None = None
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
+    store_url: str | None = None  # remote copy: s3://bucket/prefix?endpoint=... or a directory
+    store_retention_days: int = 365
+    replication_interval_s: float = 0.2
+    high_water_bytes: int = 256 * 1024 * 1024
+    auditor_realm: str = "master"
+    auditor_role: str = "ledger-auditor"
 
 
 LEDGER = web.AppKey("ledger", Ledger)
 POLICY = web.AppKey("policy", Policy)
 SETTINGS = web.AppKey("settings", Settings)
+REPLICATOR = web.AppKey("replicator", Replicator)
 
 
 class _Upstream:
@@ -90,16 +101,32 @@ def make_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     upstream = _Upstream(settings.upstream)
 
+    replicator: list[Replicator] = []
+
     async def append(event: IdentityEvent | dict[str, Any]) -> Any:
+        if replicator and replicator[0].over_high_water():
+            # P9: local disk is bounded; with the store unreachable past the mark, the failure policy decides.
+            raise StorageError(f"replication backlog above {settings.high_water_bytes} bytes "
+                               f"({replicator[0].last_error or 'store behind'})")
         return await app[LEDGER].append(event)
 
-    hooks = LedgerHooks(append, policy, TokenVerifier(upstream.jwks), SessionDirectory(secrets.token_bytes(32)),
+    tokens = TokenVerifier(upstream.jwks)
+    hooks = LedgerHooks(append, policy, tokens, SessionDirectory(secrets.token_bytes(32)),
                         upstream.whoami, keys.fingerprint_key())
     proxy = ReverseProxy(settings.upstream, hooks, ProxyLimits(max_captured_body=policy.capture.max_body_bytes))
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         ledger = await Ledger.open(settings.data_dir, config=settings.ledger, policy_digest=policy.digest)
         app[LEDGER] = ledger
+        store = None
+        if settings.store_url:
+            store = open_store(settings.store_url, retention_days=settings.store_retention_days)
+            rep = Replicator(settings.data_dir, store, interval_s=settings.replication_interval_s,
+                             high_water_bytes=settings.high_water_bytes)
+            ledger.subscribers.append(rep.on_commit)
+            rep.start()
+            replicator.append(rep)
+            app[REPLICATOR] = rep
         await upstream.start()
         await proxy.start()
         log.info("sidecar ready: ledger %s (%d records), upstream %s, policy %s (%s)", settings.data_dir,
@@ -110,6 +137,10 @@ def make_app(settings: Settings) -> web.Application:
             await proxy.close()
             await upstream.close()
             await ledger.close()
+            if replicator:
+                await replicator[0].stop()
+            if store is not None:
+                await store.close()
 
     app.cleanup_ctx.append(lifecycle)
 
@@ -119,8 +150,16 @@ def make_app(settings: Settings) -> web.Application:
         body = {"status": "ok" if ok else "failing", "ledger": {
             "records": ledger.size, "segment": ledger.segment, "queue": ledger.queue_depth(),
             "broken": ledger.broken, "key": ledger.public_key.name}, "policy": policy.digest}
+        if replicator:
+            rep = replicator[0]
+            body["replication"] = rep.status()
+            if rep.integrity_error or rep.over_high_water():
+                ok = False
+                body["status"] = "failing"
         return web.json_response(body, status=200 if ok else 503)
 
     app.router.add_get("/.sidecar/health", health)
+    add_audit_routes(app, settings.data_dir, tokens, append, realm=settings.auditor_realm,
+                     role=settings.auditor_role, fail_closed=policy.failure.audit_reads == "closed")
     proxy.add_routes(app)
     return app

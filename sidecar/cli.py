@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 import click
 import orjson
 
-from sidecar.errors import SidecarError
+from sidecar.errors import SidecarError, StorageError
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -62,9 +62,16 @@ def main() -> None:
 @click.option("--epoch", "epoch_s", type=float, default=3600.0, show_default=True,
               help="signing key lifetime in seconds (forward security)")
 @click.option("--heartbeat", type=float, default=30.0, show_default=True, help="idle checkpoint interval, seconds")
+@click.option("--store", "store_url", default=None,
+              help="remote copy: a directory, file:///dir, or s3://bucket/prefix?endpoint=URL&region=R")
+@click.option("--retention-days", type=int, default=365, show_default=True, help="S3 Object Lock retention")
+@click.option("--auditor-realm", default="master", show_default=True,
+              help="realm whose tokens may read the auditor endpoint")
+@click.option("--auditor-role", default="ledger-auditor", show_default=True, help="realm role auditors need")
 @click.option("--log-level", default="INFO", show_default=True)
 def serve(upstream: str, data_dir: Path, listen: str, policy_file: Path | None, init: bool, origin: str | None,
-          segment_max_bytes: int, segment_max_age: float, epoch_s: float, heartbeat: float, log_level: str) -> None:
+          segment_max_bytes: int, segment_max_age: float, epoch_s: float, heartbeat: float, store_url: str | None,
+          retention_days: int, auditor_realm: str, auditor_role: str, log_level: str) -> None:
     """Run the proxy in front of Keycloak, recording into the ledger."""
     from aiohttp import web
 
@@ -80,7 +87,8 @@ def serve(upstream: str, data_dir: Path, listen: str, policy_file: Path | None, 
         anchor = KeyStore(data_dir).init(origin or _default_origin())
         click.echo(f"created ledger keys for origin {anchor.origin} in {data_dir}", err=True)
     settings = Settings(upstream=upstream, data_dir=data_dir, host=host.strip("[]"), port=int(port_s),
-                        policy_file=policy_file,
+                        policy_file=policy_file, store_url=store_url, store_retention_days=retention_days,
+                        auditor_realm=auditor_realm, auditor_role=auditor_role,
                         ledger=LedgerConfig(segment_max_bytes=segment_max_bytes, segment_max_age_s=segment_max_age,
                                             epoch_s=epoch_s, heartbeat_s=heartbeat))
     app = make_app(settings)
@@ -144,19 +152,36 @@ def keys_rotate(data_dir: Path, as_json: bool) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- verify
+def _is_remote(source: str) -> bool:
+    """A URL, or a directory in the remote-store layout (a directory store), is pulled before verifying."""
+    if source.startswith(("s3://", "file://", "http://", "https://", "memory://")):
+        return True
+    path = Path(source)
+    return (path / "tail").is_dir() or ((path / "checkpoints").is_dir() and not (path / "objects").is_dir())
+
+
 @main.command()
-@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("source")
 @click.option("--trust", "trust_file", type=click.Path(path_type=Path), required=True,
               help="the pinned trust anchor (from `sidecar keys show`)")
+@click.option("--remote", default=None, help="also compare with this remote copy (finds a split view or lag)")
+@click.option("--token", envvar="SIDECAR_AUDIT_TOKEN", default=None,
+              help="bearer token for a sidecar URL source (or SIDECAR_AUDIT_TOKEN)")
 @click.option("--checkpoint", "checkpoints", multiple=True, type=click.Path(path_type=Path),
               help="a signed checkpoint obtained elsewhere; finds a cut tail or a rollback")
 @click.option("--workers", type=int, default=None, help="processes (default: all cores)")
 @click.option("--json", "as_json", is_flag=True)
-def verify(source: Path, trust_file: Path, checkpoints: tuple[Path, ...], workers: int | None,
-           as_json: bool) -> None:
-    """Verify a ledger directory or pulled bundle. Exit 0 intact, 1 findings, 2 unusable input."""
+def verify(source: str, trust_file: Path, remote: str | None, token: str | None, checkpoints: tuple[Path, ...],
+           workers: int | None, as_json: bool) -> None:
+    """Verify a ledger: a data directory, a pulled bundle, s3://bucket/prefix, or a sidecar URL.
+
+    Exit 0 intact, 1 tampered or incomplete (with findings), 2 unusable input.
+    """
+    import tempfile
+
     from rich.progress import Progress
 
+    from sidecar.audit.remote import compare_remote, pull_and_verify
     from sidecar.audit.verifier import UnusableInput, load_trust, verify_directory
 
     try:
@@ -168,11 +193,22 @@ def verify(source: Path, trust_file: Path, checkpoints: tuple[Path, ...], worker
             except OSError as exc:
                 raise UnusableInput(f"cannot read checkpoint {cp}: {exc.strerror}") from exc
         show = not as_json and sys.stderr.isatty()
-        with Progress(transient=True, disable=not show) as bar:
-            task = bar.add_task("verifying segments", total=None)
-            report = verify_directory(source, trust, external=external, workers=workers,
-                                      progress=lambda done, total: bar.update(task, completed=done, total=total))
-    except UnusableInput as exc:
+        with Progress(transient=True, disable=not show) as bar, tempfile.TemporaryDirectory() as tmp:
+            task = bar.add_task("verifying", total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            if _is_remote(source):
+                report = asyncio.run(pull_and_verify(source, Path(tmp), trust, external=external, token=token,
+                                                     workers=workers, progress=progress))
+            else:
+                report = verify_directory(Path(source), trust, external=external, workers=workers,
+                                          progress=progress)
+            if remote:
+                asyncio.run(compare_remote(report, Path(source), remote, Path(tmp) / "remote", trust,
+                                           token=token, workers=workers))
+    except (UnusableInput, StorageError) as exc:
         if as_json:
             _print_json({"verdict": "unusable-input", "error": str(exc)})
             sys.exit(2)
@@ -180,8 +216,46 @@ def verify(source: Path, trust_file: Path, checkpoints: tuple[Path, ...], worker
     if as_json:
         _print_json(report.to_json())
     else:
-        _print_report(report, source)
+        _print_report(report, Path(source))
     sys.exit(0 if report.ok else 1)
+
+
+@main.command()
+@click.argument("source")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="folder for the bundle")
+@click.option("--token", envvar="SIDECAR_AUDIT_TOKEN", default=None,
+              help="bearer token for a sidecar URL source (or SIDECAR_AUDIT_TOKEN)")
+@click.option("--json", "as_json", is_flag=True)
+def pull(source: str, out: Path, token: str | None, as_json: bool) -> None:
+    """Download a ledger (s3://bucket/prefix, a directory, or a sidecar URL) into a bundle; resumable."""
+    from rich.progress import Progress
+
+    from sidecar.audit.pull import pull as do_pull
+    from sidecar.audit.remote import open_source
+
+    async def run() -> Any:
+        store = open_source(source, token)
+        try:
+            with Progress(transient=True, disable=as_json or not sys.stderr.isatty()) as bar:
+                task = bar.add_task("pulling", total=None)
+                return await do_pull(store, out, progress=lambda d, t: bar.update(task, completed=d, total=t))
+        finally:
+            await store.close()
+
+    result = asyncio.run(run())
+    summary = {"source": source, "out": str(out), "objects": result.objects, "fetched": result.fetched,
+               "bytes_fetched": result.bytes_fetched, "segments": result.segments,
+               "checkpoints": len(result.checkpoints), "findings": [f.to_json() for f in result.findings]}
+    if as_json:
+        _print_json(summary)
+    else:
+        click.echo(f"pulled {result.objects} objects ({result.fetched} fetched now, {result.bytes_fetched} bytes) "
+                   f"into {out}: {result.segments} segments, {len(result.checkpoints)} checkpoints")
+        for f in result.findings:
+            click.echo(f"  - {f}")
+        click.echo(f"next: sidecar verify {out} --trust TRUST.json --checkpoint "
+                   f"{result.newest_checkpoint() or '<newest checkpoint>'}")
+    sys.exit(1 if result.findings else 0)
 
 
 def _print_report(report: Any, source: Path) -> None:

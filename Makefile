@@ -1,0 +1,33 @@
+# Two entry points (see README.md): `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: setup demo test lint unit clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+demo: setup
+	$(BIN)/python -m sidecar.demo
+
+# The whole suite: real Keycloak (fetched with mvn, cached in ~/.cache/sidecar-kc), Debian's chromium,
+# moto's S3 server on loopback. Nothing is skipped: a missing part fails the run.
+test: setup lint
+	$(BIN)/python -m sidecar.harness.keycloak fetch
+	$(BIN)/pytest -q -p no:cacheprovider
+
+unit: setup
+	$(BIN)/pytest -q -m "not keycloak and not browser and not slow"
+
+lint: setup
+	$(BIN)/ruff check sidecar tests
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

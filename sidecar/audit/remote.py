@@ -1,0 +1,70 @@
+"""Verifying remote copies: pull into a folder, verify it, and compare it with a local WAL.
+
+* `pull_and_verify(url, ...)`: pulls a store (s3://, a directory, or a sidecar's
+  auditor endpoint) into a folder and verifies it, using the newest checkpoint
+  the store holds as an external checkpoint; pull findings (objects the layout
+  does not account for, overwritten versions, chunk gaps) join the report.
+* `compare_remote(report, local_dir, url, ...)`: the local WAL and its remote
+  copy must tell one story. The remote's newest checkpoint must be consistent
+  with the local records (same root at that size), or it is a split view; a
+  remote that holds fewer records than the local WAL is behind, or a local
+  WAL with fewer records than the remote's checkpoint was cut or rolled back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from sidecar.audit.pull import pull
+from sidecar.audit.verifier import UnusableInput, verify_directory
+from sidecar.core.trust import TrustAnchor
+from sidecar.core.verify import Finding, Report
+from sidecar.replicate.store import ObjectStore, open_store
+
+
+def open_source(url: str, token: str | None) -> ObjectStore:
+    if url.startswith(("http://", "https://")):
+        from sidecar.audit.http_source import SidecarSource
+
+        return SidecarSource(url, token)
+    return open_store(url)
+
+
+async def pull_and_verify(url: str, out: Path, trust: TrustAnchor, *, external: list[bytes] | None = None,
+                          token: str | None = None, workers: int | None = None,
+                          progress: Callable[[int, int], None] | None = None) -> Report:
+    store = open_source(url, token)
+    try:
+        result = await pull(store, out, progress=progress)
+    finally:
+        await store.close()
+    if result.segments == 0:
+        raise UnusableInput(f"{url} holds no ledger segments")
+    notes = list(external or [])
+    newest = result.newest_checkpoint()
+    if newest is not None:
+        notes.append(newest.read_bytes())
+    report = verify_directory(out, trust, external=notes, workers=workers)
+    report.findings.extend(result.findings)
+    return report
+
+
+async def compare_remote(report: Report, local: Path, url: str, out: Path, trust: TrustAnchor, *,
+                         token: str | None = None, workers: int | None = None) -> None:
+    """Add split-view / lag findings to the local `report` by checking the remote copy against it."""
+    remote = await pull_and_verify(url, out, trust, token=token, workers=workers)
+    for f in remote.findings:
+        report.findings.append(Finding("remote-" + f.code if not f.code.startswith("remote") else f.code,
+                                       f"remote copy: {f.message}", f.segment, f.seq))
+    # The remote's checkpoints checked against the local records: a different root is a split view,
+    # a larger size means the local WAL lost its tail.
+    newest = sorted((out / "checkpoints").glob("*.note"))
+    if newest:
+        local_again = verify_directory(local, trust, external=[newest[-1].read_bytes()], workers=workers)
+        for f in local_again.findings:
+            if f.code in ("tail-cut", "split-view") and f not in report.findings:
+                report.findings.append(f)
+    if remote.size < report.size:
+        report.findings.append(Finding("remote-behind", f"the remote copy holds {remote.size} records, the local "
+                                       f"ledger {report.size}: {report.size - remote.size} not yet replicated"))
