@@ -288,10 +288,11 @@ class LedgerHooks:
         presented = unverified_claims(form.get("refresh_token", "")) if form.get("refresh_token") else None
         events = c.on_token(rt, request, response, basic_client, issued, presented)
         refresh = data.get("refresh_token") if isinstance(data, dict) else None
-        if isinstance(refresh, str) and issued is None:
+        if isinstance(refresh, str) and events and events[0].actor and not events[0].actor.id:
+            # Lightweight access tokens carry no sub; the refresh token from the same answer does
+            # (HMAC-signed by Keycloak, so read for correlation: it came back on the response we forwarded).
             issued_rt = unverified_claims(refresh)
-            if issued_rt and events and events[0].actor and not events[0].actor.id:
-                # Lightweight access tokens carry no sub; the refresh token from the same answer does.
+            if issued_rt and issued_rt.get("sub"):
                 events = [replace(events[0], actor=replace(events[0].actor, id=issued_rt.get("sub")),
                                   session=events[0].session or issued_rt.get("sid"))]
         out = []

@@ -1,0 +1,514 @@
+"""The reverse proxy in front of Keycloak, and the seam where capture hooks in.
+
+Every request is forwarded unchanged and every response comes back unchanged:
+status, reason, headers (Set-Cookie order and bytes included), redirects and body bytes
+(``auto_decompress=False``). The only edits are the ones a proxy must make:
+
+* hop-by-hop headers (RFC 9110 §7.6.1, plus any header named in ``Connection``) are
+  dropped in both directions;
+* client-supplied forwarding headers are dropped and ``X-Forwarded-For/-Proto/-Host/-Port``
+  are *set* from the real connection (Keycloak runs with ``--proxy-headers=xforwarded``
+  and must not trust what a client claims).
+
+A request is either **passed through** (the hooks' plan wants no body: bodies are
+streamed, nothing is buffered) or **captured**: the bounded request body is read, then
+
+    plan -> before_forward -> [Keycloak] -> bounded response body -> after_response -> client
+
+and nothing reaches the client before ``after_response`` returns. A ``Pushback`` (or a
+hook that raises) turns into 503 + Retry-After with a generic body: capture fails
+closed. The proxy never adds a header of its own to a forwarded exchange, keeps no
+cookie jar, follows no redirects, and never logs headers, cookies, queries or bodies.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import logging
+import secrets
+import time
+import traceback
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from sidecar.core.exchange import (
+    PASS_THROUGH,
+    CapturePlan,
+    Pushback,
+    RequestHead,
+    RequestView,
+    ResponseView,
+    decode_content,
+)
+from sidecar.errors import ConfigError
+
+__all__ = ["NO_HOOKS", "CaptureHooks", "ProxyLimits", "ReverseProxy"]
+
+log = logging.getLogger("sidecar.proxy")
+
+_CHUNK: Final = 64 * 1024
+
+_HOP_BY_HOP: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",  # non-standard, still sent by some clients
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+_REQUEST_DROP: Final = _HOP_BY_HOP | frozenset(
+    {
+        # SECURITY: a client must not choose the IP, scheme or host Keycloak records
+        # and builds URLs from; these are set from the real connection instead.
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-real-ip",
+        # The server side of this proxy already answered "100 Continue" to the client;
+        # repeating the handshake upstream only adds a round trip.
+        "expect",
+    }
+)
+# aiohttp would otherwise add headers the client never sent.
+_SKIP_AUTO_HEADERS: Final = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+
+_PUSHBACK_BODY: Final = b"audit log unavailable, retry later\n"
+_UNREACHABLE_BODY: Final = b"upstream Keycloak unreachable\n"
+
+
+class CaptureHooks(Protocol):
+    """What the capture layer implements; the proxy calls it for every request."""
+
+    def plan(self, head: RequestHead) -> CapturePlan:
+        """Decide, from the head alone and cheaply, which bodies to capture."""
+        ...
+
+    async def before_forward(self, request: RequestView) -> Pushback | object:
+        """Called for captured requests before anything goes upstream.
+
+        A ``Pushback`` means Keycloak never sees the request; any other value is an
+        opaque token handed to ``after_response``.
+        """
+        ...
+
+    async def after_response(
+        self, request: RequestView, response: ResponseView, token: object
+    ) -> Pushback | None:
+        """Called with the upstream answer before any byte of it reaches the client."""
+        ...
+
+
+class _NoHooks:
+    def plan(self, head: RequestHead) -> CapturePlan:
+        return PASS_THROUGH
+
+    async def before_forward(self, request: RequestView) -> Pushback | object:
+        return None
+
+    async def after_response(
+        self, request: RequestView, response: ResponseView, token: object
+    ) -> Pushback | None:
+        return None
+
+
+NO_HOOKS: Final[CaptureHooks] = _NoHooks()
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyLimits:
+    """Bounds on what one request may cost the proxy."""
+
+    max_captured_body: int = 1024 * 1024
+    upstream_connect_timeout: float = 5.0
+    upstream_read_timeout: float = 60.0
+    max_connections: int = 256
+
+
+def _filter_headers(headers: CIMultiDictProxy[str], drop: frozenset[str]) -> list[tuple[str, str]]:
+    """The headers minus ``drop`` and minus any header the Connection header names."""
+    connection = headers.get("Connection")
+    if connection is not None:
+        drop = drop | {token.strip().lower() for token in connection.split(",")}
+    return [(name, value) for name, value in headers.items() if name.lower() not in drop]
+
+
+def _host_port(host: str) -> str | None:
+    """The port of a Host header value ("example.org:8443", "[::1]:80"), if it has one."""
+    if host.startswith("["):
+        rest = host[host.find("]") + 1 :]
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        _, sep, port = host.rpartition(":")
+        if not sep:
+            return None
+    return port if port.isascii() and port.isdigit() else None
+
+
+def _bodiless(method: str, status: int) -> bool:
+    return method == "HEAD" or status in (204, 304) or status < 200
+
+
+async def _read_bounded(stream: aiohttp.StreamReader, limit: int) -> tuple[bytes, bool]:
+    """Read up to ``limit + 1`` bytes; returns ``(bytes read, there is more)``."""
+    buf = bytearray()
+    while len(buf) <= limit:
+        chunk = await stream.read(limit + 1 - len(buf))
+        if not chunk:
+            return bytes(buf), False
+        buf += chunk
+    return bytes(buf), True
+
+
+def _describe(exc: BaseException) -> str:
+    """An upstream failure for the operator log, without URLs (they carry query strings)."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"{type(exc).__name__} to {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{type(exc).__name__}: {exc.strerror}"
+    return type(exc).__name__
+
+
+def _plain(status: int, body: bytes) -> web.Response:
+    """An answer of the proxy's own: short, generic, never cached."""
+    resp = web.Response(status=status, body=body, content_type="text/plain")
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+class ReverseProxy:
+    """Forwards every request to one Keycloak and lets capture hooks see selected ones."""
+
+    def __init__(self, upstream: str, hooks: CaptureHooks, limits: ProxyLimits) -> None:
+        url = URL(upstream)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ConfigError(f"upstream {upstream!r}: want an http(s) base URL like http://127.0.0.1:8080")
+        if url.path not in ("", "/") or url.query_string or url.fragment:
+            raise ConfigError(f"upstream {upstream!r}: must have no path, query or fragment")
+        self._base = str(url.origin())
+        self._hooks = hooks
+        self._limits = limits
+        self._session: aiohttp.ClientSession | None = None
+        # Internal ids only: adding a header would make the proxy visible.
+        self._id_prefix = secrets.token_hex(4) + "-"
+        self._ids = itertools.count(1)
+
+    async def start(self) -> None:
+        """Open the upstream connection pool."""
+        if self._session is not None:
+            return
+        limits = self._limits
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=limits.max_connections),
+            # SECURITY: one shared jar would hand one user's Keycloak session cookies
+            # to the next client; cookies must only travel in each client's headers.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                sock_connect=limits.upstream_connect_timeout,
+                sock_read=limits.upstream_read_timeout,
+            ),
+            skip_auto_headers=_SKIP_AUTO_HEADERS,
+            trust_env=False,
+            # Keycloak's KC_RESTART cookie and long redirect URLs exceed aiohttp's 8 KiB default.
+            max_line_size=65536,
+            max_field_size=65536,
+        )
+
+    async def close(self) -> None:
+        """Close the pool; in-flight upstream connections are dropped."""
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    async def lifespan(self, app: web.Application) -> AsyncIterator[None]:
+        """For ``app.cleanup_ctx``: start with the app, close with it."""
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.close()
+
+    def add_routes(self, app: web.Application) -> None:
+        """Route every method and path of ``app`` to this proxy."""
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+
+    # -- request handling ---------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """The catch-all handler: forward one exchange, capturing it if the plan says so."""
+        started = time.perf_counter()
+        head = self._head(request)
+        try:
+            plan = self._hooks.plan(head)
+        except Exception as exc:
+            return self._hook_failed(head, "plan", exc)
+        if plan.request_body or plan.response_body:
+            resp = await self._captured(request, head, plan)
+        else:
+            resp = await self._pass_through(request, head)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s %s -> %d in %.3f ms",
+                head.method,
+                _log_path(head),
+                resp.status,
+                (time.perf_counter() - started) * 1000,
+            )
+        return resp
+
+    def _head(self, request: web.Request) -> RequestHead:
+        return RequestHead(
+            method=request.method,
+            path=request.path,
+            raw_path=request.raw_path,
+            query=request.rel_url.query,
+            headers=request.headers,
+            client_ip=request.remote or "",
+            scheme=request.scheme,
+            # Not request.host: without a Host header it falls back to the socket name.
+            host=request.headers.get("Host", ""),
+            request_id=f"{self._id_prefix}{next(self._ids):x}",
+        )
+
+    async def _pass_through(self, request: web.Request, head: RequestHead) -> web.StreamResponse:
+        data = request.content if request.body_exists else None
+        up = await self._open(request, head, data)
+        if isinstance(up, web.Response):
+            return up
+        length = up.content_length
+        if _bodiless(head.method, up.status) or (length is not None and length <= _CHUNK):
+            # Small and known: one read, one write to the client.
+            try:
+                body = await up.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                up.close()
+                return self._unreachable(head, exc)
+            return await self._relay(request, head, up, body, whole=True)
+        return await self._relay(request, head, up, b"", whole=False)
+
+    async def _captured(
+        self, request: web.Request, head: RequestHead, plan: CapturePlan
+    ) -> web.StreamResponse:
+        limit = self._limits.max_captured_body
+        data: bytes | io.BytesIO | aiohttp.StreamReader | None
+        if plan.request_body and request.body_exists:
+            declared = request.content_length
+            if declared is not None and declared > limit:
+                return self._too_large(head, limit)
+            try:
+                body, more = await _read_bounded(request.content, limit)
+            except (OSError, aiohttp.ClientError) as exc:
+                log.info("%s %s: client body read failed: %s", head.method, _log_path(head), _describe(exc))
+                return _plain(400, b"could not read the request body\n")
+            if more:
+                return self._too_large(head, limit)
+            view = RequestView(head, body, False)
+            # aiohttp warns about (and blocks the loop on) raw bytes over 1 MiB; a file-like is streamed.
+            data = body if len(body) <= 1024 * 1024 else io.BytesIO(body)
+        else:
+            view = RequestView(head, b"", request.body_exists)
+            data = request.content if request.body_exists else None
+
+        try:
+            token = await self._hooks.before_forward(view)
+        except Exception as exc:
+            return self._hook_failed(head, "before_forward", exc)
+        if isinstance(token, Pushback):
+            return self._pushback(head, token)
+
+        up = await self._open(request, head, data)
+        if isinstance(up, web.Response):
+            return up
+        raw, more = b"", False
+        if plan.response_body:
+            try:
+                raw, more = await _read_bounded(up.content, limit)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                up.close()
+                return self._unreachable(head, exc)
+            decoded, cut = decode_content(raw[:limit], up.headers.get("Content-Encoding"), limit)
+            response = ResponseView(up.status, up.headers, decoded, more or cut)
+        else:
+            # Not captured: say so unless the response cannot have a body.
+            missing = not _bodiless(head.method, up.status) and up.content_length != 0
+            response = ResponseView(up.status, up.headers, b"", missing)
+
+        whole = plan.response_body and not more
+        try:
+            verdict = await self._hooks.after_response(view, response, token)
+        except Exception as exc:
+            _discard(up, whole)
+            return self._hook_failed(head, "after_response", exc)
+        if isinstance(verdict, Pushback):
+            _discard(up, whole)
+            return self._pushback(head, verdict)
+        return await self._relay(request, head, up, raw, whole=whole)
+
+    async def _open(
+        self, request: web.Request, head: RequestHead, data: bytes | io.BytesIO | aiohttp.StreamReader | None
+    ) -> aiohttp.ClientResponse | web.Response:
+        """Send the request upstream; an unreachable Keycloak becomes a 502/504 answer."""
+        session = self._session
+        if session is None:
+            raise RuntimeError("ReverseProxy.start() was not called")
+        raw = head.raw_path
+        if not raw.startswith("/"):  # absolute-form request target
+            raw = request.rel_url.raw_path_qs
+        try:
+            return await session.request(
+                head.method,
+                URL(self._base + raw, encoded=True),
+                headers=self._forward_headers(request, head),
+                data=data,
+                allow_redirects=False,
+            )
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            return self._unreachable(head, exc)
+
+    def _forward_headers(self, request: web.Request, head: RequestHead) -> list[tuple[str, str]]:
+        headers = _filter_headers(head.headers, _REQUEST_DROP)
+        if head.client_ip:  # empty only on a unix socket: nothing true to say
+            headers.append(("X-Forwarded-For", head.client_ip))
+        headers.append(("X-Forwarded-Proto", head.scheme))
+        if head.host:
+            headers.append(("X-Forwarded-Host", head.host))
+        port = _host_port(head.host)
+        if port is None:
+            port = _socket_port(request, head.scheme)
+        headers.append(("X-Forwarded-Port", port))
+        return headers
+
+    async def _relay(
+        self,
+        request: web.Request,
+        head: RequestHead,
+        up: aiohttp.ClientResponse,
+        body: bytes,
+        *,
+        whole: bool,
+    ) -> web.StreamResponse:
+        """Send the upstream response to the client; ``body`` was already read from it.
+
+        Owns ``up``: releases it to the pool when fully read, closes it otherwise.
+        """
+        headers = _filter_headers(up.headers, _HOP_BY_HOP)
+        if whole and (up.content_length is not None or _bodiless(head.method, up.status)):
+            up.release()
+            return web.Response(status=up.status, reason=up.reason, headers=headers, body=body)
+
+        # Streamed: Content-Length framing if upstream declared one, chunked otherwise.
+        resp = web.StreamResponse(status=up.status, reason=up.reason, headers=headers)
+        complete = False
+        try:
+            await resp.prepare(request)
+            if body:
+                await resp.write(body)
+            while not whole:
+                try:
+                    chunk = await up.content.read(_CHUNK)
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    log.warning(
+                        "%s %s: upstream failed mid-body (%s); closing the client connection",
+                        head.method,
+                        _log_path(head),
+                        _describe(exc),
+                    )
+                    # A cut connection, so the client cannot take a partial body for a whole one.
+                    resp.force_close()
+                    if request.transport is not None:
+                        request.transport.close()
+                    return resp
+                if not chunk:
+                    break
+                await resp.write(chunk)
+            await resp.write_eof()
+            complete = True
+        except ConnectionError:
+            # The client went away; aiohttp's finish_response sees the same and stays quiet.
+            log.info("%s %s: client disconnected mid-response", head.method, _log_path(head))
+        finally:
+            _discard(up, complete)
+        return resp
+
+    # -- answers the proxy makes itself --------------------------------------------------
+
+    def _pushback(self, head: RequestHead, pushback: Pushback) -> web.Response:
+        log.warning(
+            "%s %s: pushback (%s); answering 503, Retry-After %d",
+            head.method,
+            _log_path(head),
+            pushback.reason,
+            pushback.retry_after,
+        )
+        resp = _plain(503, _PUSHBACK_BODY)
+        resp.headers["Retry-After"] = str(pushback.retry_after)
+        return resp
+
+    def _hook_failed(self, head: RequestHead, hook: str, exc: Exception) -> web.Response:
+        # SECURITY: the exception type and where it was raised, never its message or a
+        # traceback: either may quote the captured bytes (passwords, codes, tokens).
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+        reason = f"capture hook {hook} raised {type(exc).__name__}{where}"
+        log.error("%s %s: %s", head.method, _log_path(head), reason)
+        return self._pushback(head, Pushback(reason))
+
+    def _too_large(self, head: RequestHead, limit: int) -> web.Response:
+        log.warning(
+            "%s %s: request body over the capture limit of %d bytes; answering 413",
+            head.method,
+            _log_path(head),
+            limit,
+        )
+        resp = _plain(413, f"request body too large for the audit sidecar (limit {limit} bytes)\n".encode())
+        resp.force_close()  # the rest of the body is never read
+        return resp
+
+    def _unreachable(self, head: RequestHead, exc: BaseException) -> web.Response:
+        status = 504 if isinstance(exc, TimeoutError) else 502
+        log.warning(
+            "%s %s: upstream Keycloak unreachable (%s); answering %d",
+            head.method,
+            _log_path(head),
+            _describe(exc),
+            status,
+        )
+        return _plain(status, _UNREACHABLE_BODY)
+
+
+def _discard(up: aiohttp.ClientResponse, fully_read: bool) -> None:
+    """Give the upstream connection back to the pool if reusable, else close it."""
+    if fully_read:
+        up.release()
+    else:
+        up.close()
+
+
+def _socket_port(request: web.Request, scheme: str) -> str:
+    transport = request.transport
+    sockname = transport.get_extra_info("sockname") if transport is not None else None
+    if isinstance(sockname, tuple) and len(sockname) >= 2:
+        return str(sockname[1])
+    return "443" if scheme == "https" else "80"
+
+
+def _log_path(head: RequestHead) -> str:
+    # SECURITY: the raw path without its query: queries carry codes and tokens, and the
+    # percent-encoded form cannot smuggle line breaks into the log.
+    return head.raw_path.partition("?")[0][:512]

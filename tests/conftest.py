@@ -1,0 +1,7 @@
+"""Shared pytest configuration.
+
+Fixtures live in plugin modules next to this file, one per outside world, and are listed here.
+"""
+
+# tests.fixtures_keycloak: the real Keycloak server (session-scoped; a missing dist fails, never skips).
+pytest_plugins = ["tests.fixtures_keycloak"]

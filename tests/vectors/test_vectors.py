@@ -1,0 +1,145 @@
+"""The committed kc-ledger/1 test vectors: stable bytes, and what the reference verifier says of them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import rfc8785
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sidecar.audit.verifier import load_trust, verify_directory
+from sidecar.cli import main as cli
+from sidecar.core import framing
+from sidecar.core.canonical import CanonicalError, canonical_bytes
+from sidecar.core.keys import PublicKey
+from sidecar.core.merkle import root
+from sidecar.core.note import verify_note
+from tests.vectors import generate
+
+VECTORS = Path(__file__).resolve().parent
+NEGATIVE = sorted(p.name for p in (VECTORS / "negative").iterdir() if p.is_dir())
+
+# Vectors on which the reference verifier raises instead of reporting; strict, so a fix shows up here.
+KNOWN_CRASHES = {
+    "segment-deleted": "verify_scans merges a segment's Merkle range onto a prefix that ends elsewhere "
+                       "(seq-gap) and CompactRange.merge raises ValueError",
+    "sealed-record-deleted": "a scan that stops early in a sealed segment leaves a seq gap before the next "
+                             "segment, and CompactRange.merge raises ValueError",
+    "records-deleted-before-checkpoint": "a checkpoint whose size differs from the records before it "
+                                         "makes CompactRange(begin, size, subrange) raise ValueError",
+}
+
+
+def _expected(path: Path) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads((path / "expected.json").read_text())
+    return result
+
+
+def _external(path: Path) -> list[bytes]:
+    cp = path / "checkpoint.txt"
+    return [cp.read_bytes()] if cp.exists() else []
+
+
+def test_regeneration_is_byte_identical() -> None:
+    """Running the generator again reproduces every committed vector file byte for byte."""
+    assert generate.differences() == []
+
+
+def test_records_and_roots_match_the_segment_bytes() -> None:
+    """Each listed record body is a record frame in its segment and hashes (and roots) as listed."""
+    exp = _expected(VECTORS)
+    bodies = []
+    for seg in exp["segments"]:
+        data = (VECTORS / seg["file"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == seg["sha256"]
+        frames = list(framing.iter_frames(data))
+        assert all(isinstance(f, framing.Frame) for f in frames)
+        bodies += [(Path(seg["file"]).name, f.offset, f.body) for f in frames
+                   if isinstance(f, framing.Frame) and f.kind == framing.RECORD]
+    assert [(r["segment"], r["offset"], r["body"].encode()) for r in exp["records"]] == bodies
+    leaves = [hashlib.sha256(b"\x00" + body).digest() for _seg, _off, body in bodies]
+    assert [r["hash"] for r in exp["records"]] == [h.hex() for h in leaves]
+    assert exp["roots"] == {str(n): root(leaves[:n]).hex() for n in range(len(leaves) + 1)}
+    assert orjson.loads(bodies[0][2])["prev"] == exp["genesis"]
+
+
+def test_checkpoint_notes_verify_with_the_listed_keys() -> None:
+    """Every checkpoint and seal note in expected.json verifies under the key it names."""
+    exp = _expected(VECTORS)
+    keys = {k["name"]: PublicKey.from_json(k) for k in exp["test_keys_never_use"] if k["label"] != "attacker"}
+    for cp in exp["checkpoints"]:
+        verify_note(cp["note"].encode(), keys[cp["signer"]])
+    assert (VECTORS / "checkpoint.txt").read_text() == exp["checkpoints"][-1]["note"]
+
+
+def test_positive_vectors_verify_as_expected() -> None:
+    """The reference verifier finds the positive ledger intact and reports the summary in expected.json."""
+    exp = _expected(VECTORS)
+    trust = load_trust(VECTORS / "trust.json")
+    assert verify_directory(VECTORS, trust, workers=1).to_json() == exp["report"]
+    report = verify_directory(VECTORS, trust, external=_external(VECTORS), workers=1)
+    assert report.to_json() == exp["report_with_checkpoint"]
+
+
+def test_cli_verify_prints_the_expected_report() -> None:
+    """`sidecar verify --json` on the vectors exits 0 and prints the report in expected.json."""
+    result = CliRunner().invoke(cli, ["verify", str(VECTORS), "--trust", str(VECTORS / "trust.json"),
+                                      "--checkpoint", str(VECTORS / "checkpoint.txt"), "--workers", "1",
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == _expected(VECTORS)["report_with_checkpoint"]
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.xfail(raises=ValueError, strict=True, reason=KNOWN_CRASHES[n]))
+    if n in KNOWN_CRASHES else n for n in NEGATIVE])
+def test_negative_vector_gives_its_findings(name: str) -> None:
+    """Each negative vector makes the reference verifier report the findings its expected.json names."""
+    path = VECTORS / "negative" / name
+    exp = _expected(path)
+    report = verify_directory(path, load_trust(VECTORS / "trust.json"), external=_external(path), workers=1)
+    got = [{"code": f.code, "segment": f.segment, "seq": f.seq} for f in report.findings]
+    assert not report.ok
+    assert got[0]["code"] == exp["code"]
+    assert (got if exp["complete"] else got[: len(exp["findings"])]) == exp["findings"]
+
+
+def test_split_view_is_invisible_without_the_external_checkpoint() -> None:
+    """A rewrite re-signed with the current key verifies clean until the kept checkpoint is supplied."""
+    path = VECTORS / "negative" / "split-view"
+    assert verify_directory(path, load_trust(VECTORS / "trust.json"), workers=1).ok
+
+
+# --------------------------------------------------------------------------- canonical bytes
+
+_MAX = 2**53 - 1  # I-JSON (RFC 7493 §2.2): the integers a double holds exactly, both ends excluded
+_keys = st.text(st.characters(max_codepoint=0x7F), max_size=6)
+_strings = st.text(st.characters(codec="utf-8"), max_size=12) | st.sampled_from(
+    ["", "\x00\x1f\x7f", "\"\\/", "\u2028\u2029", "é\u0301", "\U0001f600", "\ufeff"])
+_scalars = st.none() | st.booleans() | st.integers(-_MAX, _MAX) | _strings
+_values = st.recursive(
+    _scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_keys, inner, max_size=5),
+    max_leaves=24)
+
+
+@settings(max_examples=400)
+@given(_values)
+def test_orjson_canonical_bytes_equal_rfc8785(value: Any) -> None:
+    """For every value in the allowed subset, canonical_bytes gives exactly the rfc8785 package's bytes."""
+    assert canonical_bytes(value) == rfc8785.dumps(value)
+
+
+@pytest.mark.parametrize("value", [
+    1.0, 0.5, {"a": [1, 2.5]}, 2**53 + 1, -(2**53) - 1, 2**64, {"é": 1}, {"a": {"ключ": None}},
+    "\ud800", {1: "x"}, b"bytes"])
+def test_canonical_bytes_rejects_values_outside_the_subset(value: Any) -> None:
+    """Floats, integers beyond 2^53, non-ASCII or non-string keys, lone surrogates and bytes are refused."""
+    with pytest.raises(CanonicalError):
+        canonical_bytes(value)
