@@ -86,10 +86,28 @@ class _Upstream:
     async def jwks(self, realm: str) -> dict[str, Any] | None:
         return await self._get_json(f"/realms/{realm}/protocol/openid-connect/certs")
 
-    async def whoami(self, realm: str, token: str) -> dict[str, Any] | None:
-        # Uses the caller's own token, for the read Keycloak's console makes itself, to learn who holds it.
-        return await self._get_json(f"/admin/{realm}/console/whoami?currentRealm={realm}",
-                                    {"Authorization": f"Bearer {token}"})
+    async def whoami(self, realm: str, token: str, username: str | None) -> dict[str, Any] | None:
+        """Who holds this lightweight admin token: {"userId", "displayName"} or None.
+
+        Uses the caller's own token for reads Keycloak's own clients make: the console's whoami
+        (console tokens only), else, when the username is known from the login the sidecar saw
+        (e.g. kcadm's password grant), the exact-username lookup an admin token may do.
+        """
+        auth = {"Authorization": f"Bearer {token}"}
+        who = await self._get_json(f"/admin/{realm}/console/whoami?currentRealm={realm}", auth)
+        if who is not None or not username:
+            return who
+        assert self.session is not None
+        try:
+            async with self.session.get(f"{self.base}/admin/realms/{realm}/users", headers=auth,
+                                        params={"username": username, "exact": "true",
+                                                "briefRepresentation": "true"}) as resp:
+                users = await resp.json(content_type=None) if resp.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+        if isinstance(users, list) and len(users) == 1 and users[0].get("username") == username:
+            return {"userId": users[0]["id"], "displayName": username}
+        return None
 
 
 def make_app(settings: Settings) -> web.Application:

@@ -39,7 +39,7 @@ from sidecar.policy.schema import Policy
 log = logging.getLogger("sidecar.capture")
 
 Appender = Callable[[IdentityEvent], Awaitable[Any]]
-WhoAmI = Callable[[str, str], Awaitable[dict[str, Any] | None]]
+WhoAmI = Callable[[str, str, str | None], Awaitable[dict[str, Any] | None]]
 
 _CAPTURE = CapturePlan(True, True)
 _TOKEN_KEYS = ("access_token", "refresh_token", "id_token", "value", "secret", "client_secret")
@@ -196,7 +196,7 @@ class LedgerHooks:
             return c.Attribution(Party(id=claims["sub"], username=username, client=azp, kind="user"), sid, azp, True)
         principal = self._sessions.sessions.get(sid) if sid else None
         if principal is None or principal.user_id is None:
-            who = await self._whoami(claims["_realm"], token)
+            who = await self._whoami(claims["_realm"], token, principal.username if principal else None)
             if who and who.get("userId"):
                 principal = Principal(str(who["userId"]), str(who.get("displayName") or "") or
                                       (principal.username if principal else None), claims["_realm"], azp)
