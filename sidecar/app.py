@@ -20,9 +20,10 @@ from aiohttp import web
 
 from sidecar.audit.endpoint import add_audit_routes
 from sidecar.capture.hooks import LedgerHooks
+from sidecar.capture.reader import KeycloakReader
 from sidecar.capture.sessions import SessionDirectory
 from sidecar.capture.tokens import TokenVerifier
-from sidecar.core.events import IdentityEvent
+from sidecar.core.events import EventType, IdentityEvent, Outcome, Party
 from sidecar.ledger.keystore import KeyStore
 from sidecar.ledger.writer import Ledger, LedgerConfig
 from sidecar.policy.schema import Policy, load_policy
@@ -48,6 +49,9 @@ class Settings:
     high_water_bytes: int = 256 * 1024 * 1024
     auditor_realm: str = "master"
     auditor_role: str = "ledger-auditor"
+    reader_realm: str | None = None  # read-only service account for before/after state and names
+    reader_client_id: str | None = None
+    reader_secret: str | None = field(default=None, repr=False)
 
 
 LEDGER = web.AppKey("ledger", Ledger)
@@ -129,8 +133,19 @@ def make_app(settings: Settings) -> web.Application:
         return await app[LEDGER].append(event)
 
     tokens = TokenVerifier(upstream.jwks)
+    reader = None
+    if settings.reader_realm and settings.reader_client_id and settings.reader_secret:
+        realm, client_id = settings.reader_realm, settings.reader_client_id
+
+        async def reader_login(ok: bool, error: str | None) -> None:
+            await append(IdentityEvent(EventType.TOKEN_ISSUED if ok else EventType.TOKEN_FAILED,
+                                       Outcome.SUCCEEDED if ok else Outcome.FAILED, realm=realm, client=client_id,
+                                       actor=Party(client=client_id, kind="client"), error=error,
+                                       details={"grant": "client_credentials", "via": "sidecar-state-reader"}))
+
+        reader = KeycloakReader(settings.upstream, realm, client_id, settings.reader_secret, on_login=reader_login)
     hooks = LedgerHooks(append, policy, tokens, SessionDirectory(secrets.token_bytes(32)),
-                        upstream.whoami, keys.fingerprint_key())
+                        upstream.whoami, keys.fingerprint_key(), reader)
     proxy = ReverseProxy(settings.upstream, hooks, ProxyLimits(max_captured_body=policy.capture.max_body_bytes))
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -146,6 +161,8 @@ def make_app(settings: Settings) -> web.Application:
             replicator.append(rep)
             app[REPLICATOR] = rep
         await upstream.start()
+        if reader is not None:
+            await reader.start()
         await proxy.start()
         log.info("sidecar ready: ledger %s (%d records), upstream %s, policy %s (%s)", settings.data_dir,
                  ledger.size, settings.upstream, policy.name, policy.digest[:12])
@@ -154,6 +171,8 @@ def make_app(settings: Settings) -> web.Application:
         finally:
             await proxy.close()
             await upstream.close()
+            if reader is not None:
+                await reader.close()
             await ledger.close()
             if replicator:
                 await replicator[0].stop()

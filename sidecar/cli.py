@@ -68,10 +68,15 @@ def main() -> None:
 @click.option("--auditor-realm", default="master", show_default=True,
               help="realm whose tokens may read the auditor endpoint")
 @click.option("--auditor-role", default="ledger-auditor", show_default=True, help="realm role auditors need")
+@click.option("--reader-realm", default=None, help="realm of the read-only service account (before/after state)")
+@click.option("--reader-client-id", default=None, help="client id of that service account")
+@click.option("--reader-secret-file", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="file holding its client secret (or env SIDECAR_READER_SECRET); never on the command line")
 @click.option("--log-level", default="INFO", show_default=True)
 def serve(upstream: str, data_dir: Path, listen: str, policy_file: Path | None, init: bool, origin: str | None,
           segment_max_bytes: int, segment_max_age: float, epoch_s: float, heartbeat: float, store_url: str | None,
-          retention_days: int, auditor_realm: str, auditor_role: str, log_level: str) -> None:
+          retention_days: int, auditor_realm: str, auditor_role: str, reader_realm: str | None,
+          reader_client_id: str | None, reader_secret_file: Path | None, log_level: str) -> None:
     """Run the proxy in front of Keycloak, recording into the ledger."""
     from aiohttp import web
 
@@ -88,7 +93,10 @@ def serve(upstream: str, data_dir: Path, listen: str, policy_file: Path | None, 
         click.echo(f"created ledger keys for origin {anchor.origin} in {data_dir}", err=True)
     settings = Settings(upstream=upstream, data_dir=data_dir, host=host.strip("[]"), port=int(port_s),
                         policy_file=policy_file, store_url=store_url, store_retention_days=retention_days,
-                        auditor_realm=auditor_realm, auditor_role=auditor_role,
+                        auditor_realm=auditor_realm, auditor_role=auditor_role, reader_realm=reader_realm,
+                        reader_client_id=reader_client_id,
+                        reader_secret=(reader_secret_file.read_text().strip() if reader_secret_file
+                                       else os.environ.get("SIDECAR_READER_SECRET")),
                         ledger=LedgerConfig(segment_max_bytes=segment_max_bytes, segment_max_age_s=segment_max_age,
                                             epoch_s=epoch_s, heartbeat_s=heartbeat))
     app = make_app(settings)

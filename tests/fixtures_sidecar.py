@@ -90,9 +90,11 @@ def sidecar(keycloak: KeycloakServer, ports: dict[str, int],
     data, store, log_file = root / "ledger", root / "store", root / "sidecar.log"
     cmd = [sys.executable, "-m", "sidecar", "serve", "--init", "--origin", ORIGIN, "--upstream", keycloak.base_url,
            "--data", str(data), "--store", str(store), "--listen", f"127.0.0.1:{ports['sidecar']}",
-           "--auditor-realm", REALM.name, "--segment-max-bytes", "65536", "--log-level", "DEBUG"]
+           "--auditor-realm", REALM.name, "--segment-max-bytes", "65536", "--log-level", "DEBUG",
+           "--reader-realm", REALM.name, "--reader-client-id", REALM.robot.client_id]
+    env = {**os.environ, "SIDECAR_READER_SECRET": REALM.robot.secret or ""}
     with log_file.open("wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     base = f"http://127.0.0.1:{ports['sidecar']}"
     try:
         wait_http(f"{base}/.sidecar/health", 30)

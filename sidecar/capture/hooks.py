@@ -29,6 +29,7 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 from sidecar.capture import classify as c
+from sidecar.capture.reader import KeycloakReader
 from sidecar.capture.sessions import Principal, SessionDirectory
 from sidecar.capture.tokens import TokenVerifier, unverified_claims
 from sidecar.core.events import EventType, IdentityEvent, Outcome, Party
@@ -51,6 +52,11 @@ class _Pending:
     attribution: c.Attribution
     action: c.AdminAction | None = None
     intent_seq: int | None = None
+    before: dict[str, Any] | None = None
+
+
+_ACCESS_CHANGES = frozenset({EventType.ROLE_GRANTED, EventType.ROLE_REVOKED, EventType.GROUP_JOINED,
+                             EventType.GROUP_LEFT})
 
 
 def _cookies(headers: Any, name: str) -> dict[str, str]:
@@ -88,7 +94,7 @@ class LedgerHooks:
     """Implements sidecar.proxy.forward.CaptureHooks on top of a ledger appender."""
 
     def __init__(self, append: Appender, policy: Policy, tokens: TokenVerifier, sessions: SessionDirectory,
-                 whoami: WhoAmI, fingerprint_key: bytes) -> None:
+                 whoami: WhoAmI, fingerprint_key: bytes, reader: KeycloakReader | None = None) -> None:
         self._append = append
         self._policy = policy
         self._tokens = tokens
@@ -96,6 +102,7 @@ class LedgerHooks:
         self._whoami = whoami
         self._fp_key = fingerprint_key
         self._redact = frozenset(policy.redaction.fields)
+        self._reader = reader if policy.capture.record_before_after else None
 
     # ------------------------------------------------------------------ CaptureHooks
     def plan(self, head: RequestHead) -> CapturePlan:
@@ -109,6 +116,13 @@ class LedgerHooks:
             return _Pending(rt, c.Attribution())
         attribution = await self._attribute_bearer(request)
         action = c.admin_action(rt, request)
+        before = None
+        if self._reader is not None and action.type in _ACCESS_CHANGES and action.target and action.target.id:
+            before = await self._reader.access(rt.realm, action.target.kind or "", action.target.id)
+            if action.target.kind == "user" and not action.target.username:
+                name = await self._reader.username(rt.realm, action.target.id)
+                if name:
+                    action = replace(action, target=replace(action.target, username=name))
         intent = IdentityEvent(action.type, Outcome.PENDING, realm=rt.realm, actor=attribution.actor,
                                target=action.target, client=attribution.client, source_ip=request.client_ip,
                                session=attribution.session, request_id=request.request_id,
@@ -122,7 +136,7 @@ class LedgerHooks:
                                 retry_after=getattr(exc, "retry_after", 5))
             log.error("UNRECORDED admin change (failure.admin_changes=open_unsafe): %s", exc)
             receipt = None
-        return _Pending(rt, attribution, action, getattr(receipt, "seq", None))
+        return _Pending(rt, attribution, action, getattr(receipt, "seq", None), before)
 
     async def after_response(self, request: RequestView, response: ResponseView, token: object) -> Pushback | None:
         if not isinstance(token, _Pending):
@@ -227,7 +241,12 @@ class LedgerHooks:
     async def _classify(self, p: _Pending, request: RequestView, response: ResponseView) -> list[IdentityEvent]:
         rt = p.route
         if rt.kind is c.Kind.ADMIN_WRITE:
-            return self._admin_outcome(p, request, response)
+            events = self._admin_outcome(p, request, response)
+            if p.before is not None and self._reader is not None and p.action and p.action.target \
+                    and p.action.target.id:
+                after = await self._reader.access(rt.realm, p.action.target.kind or "", p.action.target.id)
+                events = [replace(e, details={**e.details, "before": p.before, "after": after}) for e in events]
+            return events
         if rt.kind is c.Kind.TOKEN:
             return await self._token(rt, request, response)
         if rt.kind in (c.Kind.LOGIN_STEP, c.Kind.REQUIRED_ACTION, c.Kind.AUTH):

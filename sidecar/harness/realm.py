@@ -65,6 +65,7 @@ class TestRealm:
         "view-clients",
         "view-events",
         "query-groups",
+        "view-realm",
     )
     realm_roles: tuple[str, ...] = ("auditor", "operator", "viewer", "ledger-auditor")
     app_client_roles: tuple[str, ...] = ("app-admin", "app-user")

@@ -148,6 +148,12 @@ async def test_python_keycloak_grants_and_revokes_a_realm_role(keycloak: Keycloa
                and e.get("details", {}).get("phase") == "outcome"]
     assert [e["type"] for e in changes] == ["role.granted", "role.revoked"]
     assert all(e["target"]["id"] == uid and e["actor"]["username"] == ADMIN_USERNAME for e in changes)
+    assert all(e["target"].get("username") == REALM.carol.username for e in changes), "target ids resolve to names"
+    granted, revoked = changes
+    assert "viewer" not in granted["details"]["before"]["realm_roles"]
+    assert "viewer" in granted["details"]["after"]["realm_roles"], "the record shows the effect, not just the request"
+    assert "viewer" in revoked["details"]["before"]["realm_roles"]
+    assert "viewer" not in revoked["details"]["after"]["realm_roles"]
     result = await _oracle(keycloak, sidecar, since_ms, since_ns)
     assert not result.unmatched and not result.phantom
 

@@ -1,0 +1,131 @@
+"""A read-only view of Keycloak's state, for what requests alone cannot say.
+
+Keycloak keeps no previous state: after a role is revoked nothing says which
+roles the user held before. For permission changes the sidecar therefore
+reads the target's role and group set just before forwarding the change and
+again after the response, through a read-only service account (client
+credentials; `view-users` and `query-groups` of the realm's
+`realm-management` client suffice), and resolves user ids to usernames.
+
+The reader only serves the realm its service account lives in. Its token is
+kept in memory and renewed before it expires; it never reaches a record or a
+log. Every failure gives None: the change is still recorded, without the
+before/after state, and the record says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+
+log = logging.getLogger("sidecar.capture")
+
+# Called after each login of the reader itself: (succeeded, Keycloak error code or None). The sidecar's
+# own logins are identity events too, so they go into the ledger like anyone else's.
+OnLogin = Callable[[bool, str | None], Awaitable[None]]
+
+
+class KeycloakReader:
+    def __init__(self, base: str, realm: str, client_id: str, secret: str, *, timeout_s: float = 3.0,
+                 on_login: OnLogin | None = None) -> None:
+        self.base = base.rstrip("/")
+        self.realm = realm
+        self._client_id = client_id
+        self._secret = secret
+        self._token: str | None = None
+        self._expires = 0.0
+        self._lock = asyncio.Lock()
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+        self._names: dict[str, str] = {}
+        self._on_login = on_login
+        self.client_id = client_id
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(timeout=self._timeout, cookie_jar=aiohttp.DummyCookieJar())
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _bearer(self) -> str | None:
+        async with self._lock:
+            if self._token and time.monotonic() < self._expires:
+                return self._token
+            assert self._session is not None
+            try:
+                async with self._session.post(
+                        f"{self.base}/realms/{self.realm}/protocol/openid-connect/token",
+                        data={"grant_type": "client_credentials", "client_id": self._client_id,
+                              "client_secret": self._secret}) as resp:
+                    data = await resp.json(content_type=None)
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                log.warning("state reader cannot log in: %s", type(exc).__name__)
+                return None
+            if not isinstance(data, dict) or "access_token" not in data:
+                error = str(data.get("error")) if isinstance(data, dict) else "unexpected answer"
+                log.warning("state reader login refused: %s", error)
+                if self._on_login is not None:
+                    await self._on_login(False, error)
+                return None
+            if self._on_login is not None:
+                await self._on_login(True, None)
+            self._token = str(data["access_token"])
+            self._expires = time.monotonic() + max(5.0, float(data.get("expires_in", 60)) - 30.0)
+            return self._token
+
+    async def _get(self, path: str) -> Any:
+        token = await self._bearer()
+        if token is None or self._session is None:
+            return None
+        try:
+            async with self._session.get(f"{self.base}/admin/realms/{self.realm}/{path}",
+                                         headers={"Authorization": f"Bearer {token}"}) as resp:
+                if resp.status != 200:
+                    return None
+                return await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+
+    async def username(self, realm: str, user_id: str) -> str | None:
+        if realm != self.realm:
+            return None
+        if user_id in self._names:
+            return self._names[user_id]
+        user = await self._get(f"users/{user_id}")
+        name = user.get("username") if isinstance(user, dict) else None
+        if isinstance(name, str):
+            if len(self._names) > 50_000:
+                self._names.clear()
+            self._names[user_id] = name
+            return name
+        return None
+
+    async def access(self, realm: str, kind: str, target_id: str) -> dict[str, Any] | None:
+        """The direct role mappings (and, for users, group memberships) of a user or group."""
+        if realm != self.realm or kind not in ("user", "group"):
+            return None
+        base = f"{'users' if kind == 'user' else 'groups'}/{target_id}"
+        reads = [self._get(f"{base}/role-mappings")]
+        if kind == "user":
+            reads.append(self._get(f"{base}/groups?briefRepresentation=true"))
+        results = await asyncio.gather(*reads)
+        mappings = results[0]
+        if not isinstance(mappings, dict):
+            return None
+        state: dict[str, Any] = {
+            "realm_roles": sorted(r["name"] for r in mappings.get("realmMappings", []) if "name" in r),
+            "client_roles": {client_id: sorted(r["name"] for r in v.get("mappings", []) if "name" in r)
+                             for client_id, v in (mappings.get("clientMappings") or {}).items()
+                             if isinstance(v, dict)},
+        }
+        if kind == "user":
+            groups = results[1]
+            state["groups"] = sorted(g.get("path") or g.get("name") for g in groups) \
+                if isinstance(groups, list) else None
+        return state
