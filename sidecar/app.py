@@ -24,6 +24,7 @@ from sidecar.capture.reader import KeycloakReader
 from sidecar.capture.sessions import SessionDirectory
 from sidecar.capture.tokens import TokenVerifier
 from sidecar.core.events import EventType, IdentityEvent, Outcome, Party
+from sidecar.ledger.index import LedgerIndex
 from sidecar.ledger.keystore import KeyStore
 from sidecar.ledger.writer import Ledger, LedgerConfig
 from sidecar.policy.schema import Policy, load_policy
@@ -151,6 +152,11 @@ def make_app(settings: Settings) -> web.Application:
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         ledger = await Ledger.open(settings.data_dir, config=settings.ledger, policy_digest=policy.digest)
         app[LEDGER] = ledger
+        index = LedgerIndex(settings.data_dir / "index.sqlite")
+        await index.open()
+        ledger.subscribers.append(index.on_commit)
+        await index.catch_up(settings.data_dir)  # records written while no index was listening
+        index.start()
         store = None
         if settings.store_url:
             store = open_store(settings.store_url, retention_days=settings.store_retention_days)
@@ -174,6 +180,7 @@ def make_app(settings: Settings) -> web.Application:
             if reader is not None:
                 await reader.close()
             await ledger.close()
+            await index.close()
             if replicator:
                 await replicator[0].stop()
             if store is not None:
