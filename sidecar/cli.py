@@ -160,6 +160,29 @@ def keys_rotate(data_dir: Path, as_json: bool) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- verify
+def _verify_bundle(path: Path, trust: Any, as_json: bool) -> NoReturn:
+    from sidecar.core.proof import verify_bundle
+    from sidecar.errors import IntegrityError
+
+    try:
+        bundle = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        _fail(f"{path}: not a readable JSON proof bundle: {exc}", 2)
+    try:
+        what = verify_bundle(bundle, trust)
+    except IntegrityError as exc:
+        if as_json:
+            _print_json({"verdict": "invalid", "finding": str(exc)})
+        else:
+            click.echo(f"verdict: INVALID PROOF\n  - {exc}")
+        sys.exit(1)
+    if as_json:
+        _print_json({"verdict": "valid", "statement": what})
+    else:
+        click.echo(f"verdict: VALID PROOF\n  {what}")
+    sys.exit(0)
+
+
 def _is_remote(source: str) -> bool:
     """A URL, or a directory in the remote-store layout (a directory store), is pulled before verifying."""
     if source.startswith(("s3://", "file://", "http://", "https://", "memory://")):
@@ -207,6 +230,8 @@ def verify(source: str, trust_file: Path, remote: str | None, token: str | None,
             def progress(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
 
+            if source.endswith(".json") and Path(source).is_file():
+                _verify_bundle(Path(source), trust, as_json)
             if _is_remote(source):
                 report = asyncio.run(pull_and_verify(source, Path(tmp), trust, external=external, token=token,
                                                      workers=workers, progress=progress))
@@ -264,6 +289,43 @@ def pull(source: str, out: Path, token: str | None, as_json: bool) -> None:
         click.echo(f"next: sidecar verify {out} --trust TRUST.json --checkpoint "
                    f"{result.newest_checkpoint() or '<newest checkpoint>'}")
     sys.exit(1 if result.findings else 0)
+
+
+@main.group()
+def proof() -> None:
+    """Export stand-alone proofs that `sidecar verify BUNDLE.json --trust` checks without the ledger."""
+
+
+@proof.command("inclusion")
+@click.argument("source", type=click.Path(path_type=Path, exists=True))
+@click.option("--seq", type=int, required=True, help="the record to prove")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="write here instead of stdout")
+def proof_inclusion(source: Path, seq: int, out: Path | None) -> None:
+    """One record, its inclusion proof, the newest signed checkpoint and the key chain."""
+    from sidecar.audit.proofs import prove_inclusion
+
+    _emit(prove_inclusion(source, seq), out)
+
+
+@proof.command("consistency")
+@click.argument("source", type=click.Path(path_type=Path, exists=True))
+@click.option("--old-size", type=int, required=True, help="tree size of the older checkpoint")
+@click.option("--new-size", type=int, default=None, help="tree size of the newer one (default: newest)")
+@click.option("--out", type=click.Path(path_type=Path), default=None)
+def proof_consistency(source: Path, old_size: int, new_size: int | None, out: Path | None) -> None:
+    """Two signed checkpoints and the proof that the newer tree extends the older one."""
+    from sidecar.audit.proofs import prove_consistency
+
+    _emit(prove_consistency(source, old_size, new_size), out)
+
+
+def _emit(bundle: dict[str, Any], out: Path | None) -> None:
+    data = orjson.dumps(bundle, option=orjson.OPT_INDENT_2)
+    if out is None:
+        click.echo(data.decode())
+    else:
+        out.write_bytes(data + b"\n")
+        click.echo(f"wrote {out}", err=True)
 
 
 def _print_report(report: Any, source: Path) -> None:
