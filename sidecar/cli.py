@@ -335,7 +335,7 @@ def _print_report(report: Any, source: Path) -> None:
         return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="seconds") if ns else "-"
 
     click.echo(f"ledger: {source}")
-    click.echo(f"checked: {report.segments} segments, {report.records} records, {report.bytes} bytes, "
+    click.echo(f"checked: {report.segments} segments, {report.records} records, {report.total_bytes} bytes, "
                f"{report.checkpoints} signed checkpoints/seals, {report.external_checkpoints} external checkpoints")
     click.echo(f"span: {when(report.first_ts)} .. {when(report.last_ts)}")
     click.echo(f"keys: {', '.join(report.keys)}")

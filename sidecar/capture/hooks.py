@@ -359,6 +359,7 @@ class LedgerHooks:
         attribution = await self._attribute_bearer(request)
         ok = 200 <= response.status < 300
         parts = rt.parts
+        details: dict[str, Any]
         if parts[:1] == ("credentials",) and request.method == "DELETE" and len(parts) == 2:
             etype, details = EventType.CREDENTIAL_REMOVED, {"credential_id": parts[1], "via": "account"}
         elif parts[:1] == ("sessions",) and request.method == "DELETE":

@@ -2,7 +2,8 @@
 
 A trust file is JSON:
 
-    {"format": "kc-ledger-trust/1", "origin": "<origin>", "root_key": {"name": ..., "public_key": <base64>, "key_id": <hex>}}
+    {"format": "kc-ledger-trust/1", "origin": "<origin>",
+     "root_key": {"name": ..., "public_key": <base64>, "key_id": <hex>}}
 
 Later epoch keys are not listed: the verifier learns them from `key.rotated`
 records, each covered by a checkpoint signed by the key before it.

@@ -146,8 +146,8 @@ def scan_segment(name: str, data: bytes, want_sizes: frozenset[int] = frozenset(
                         + (" (a torn tail)" if frame.torn else ""), name, seq))
             break
         if scan.sealed:
-            add(Finding("after-seal", f"offset {frame.offset}: a {framing.KIND_NAMES[frame.kind]} frame follows the seal",
-                        name, seq))
+            kind_name = framing.KIND_NAMES[frame.kind]
+            add(Finding("after-seal", f"offset {frame.offset}: a {kind_name} frame follows the seal", name, seq))
             break
         kind = frame.kind
         if kind == framing.RECORD:
@@ -228,7 +228,7 @@ def scan_segment(name: str, data: bytes, want_sizes: frozenset[int] = frozenset(
 class Report:
     segments: int = 0
     records: int = 0
-    bytes: int = 0
+    total_bytes: int = 0
     checkpoints: int = 0
     first_ts: int | None = None
     last_ts: int | None = None
@@ -246,7 +246,7 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         return {
             "verdict": "intact" if self.ok else "tampered-or-incomplete",
-            "segments": self.segments, "records": self.records, "bytes": self.bytes,
+            "segments": self.segments, "records": self.records, "bytes": self.total_bytes,
             "checkpoints": self.checkpoints, "external_checkpoints": self.external_checkpoints,
             "tree_size": self.size, "root": self.root.hex(),
             "first_time_ns": self.first_ts, "last_time_ns": self.last_ts, "keys": self.keys,
@@ -279,7 +279,7 @@ def verify_scans(scans: Iterable[SegmentScan], trust: TrustAnchor,
     pending_ranges: dict[int, tuple[int, tuple[bytes, ...], CompactRange]] = {}
     for i, scan in enumerate(ordered):
         report.segments += 1
-        report.bytes += scan.size_bytes
+        report.total_bytes += scan.size_bytes
         report.findings.extend(scan.findings)
         report.types.update(scan.types)
         h = scan.header
@@ -410,8 +410,9 @@ def _check_external(note: bytes, trust: TrustAnchor, report: Report, roots: dict
     if root is None:
         add(Finding("external-unchecked", f"no Merkle range kept for size {cp.size}; pass it as want_sizes"))
     elif root != cp.root:
-        add(Finding("split-view", f"external checkpoint of size {cp.size} has root {cp.root.hex()[:16]}..., the ledger's "
-                    f"records give {root.hex()[:16]}...: the ledger was rewritten or forked", seq=cp.size - 1))
+        add(Finding("split-view", f"external checkpoint of size {cp.size} has root {cp.root.hex()[:16]}..., the "
+                    f"ledger's records give {root.hex()[:16]}...: the ledger was rewritten or forked",
+                    seq=cp.size - 1))
 
 
 def external_sizes(notes: Sequence[bytes]) -> frozenset[int]:

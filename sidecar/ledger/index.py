@@ -84,8 +84,7 @@ class LedgerIndex:
 
     async def close(self) -> None:
         if self._task is not None:
-            while not self._queue.empty():
-                await asyncio.sleep(0.01)
+            await self._queue.join()  # every queued commit written (or failed and marked stale)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -114,6 +113,9 @@ class LedgerIndex:
             except aiosqlite.Error as exc:
                 self.stale = True
                 log.error("index write failed (index stale, ledger unaffected): %s", exc)
+            finally:
+                for _ in commits:
+                    self._queue.task_done()
 
     async def rebuild(self, data_dir: Path) -> int:
         """Drop and refill the index from the segment files; returns the number of records."""
@@ -150,7 +152,8 @@ class LedgerIndex:
                     until_ns: int | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         """Records about an actor or target (id or name) in a time window, oldest first."""
         assert self._db is not None
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         if actor:
             where.append("(actor_id = ? OR actor_name = ? OR actor_client = ?)")
             args += [actor, actor, actor]

@@ -232,7 +232,7 @@ class Ledger:
                 if not self.broken:
                     await self._commit([])  # heartbeat / age-based seal / rotation
                 continue
-            batch = [] if not first[0] else [first]
+            batch: list[tuple[dict[str, Any], asyncio.Future[Receipt] | None]] = [] if not first[0] else [first]
             while len(batch) < self.config.batch_max and not q.empty():
                 item = q.get_nowait()
                 if item[0]:
@@ -313,7 +313,7 @@ class Ledger:
         st.seq, st.prev, st.last_ts, st.crange, st.first_hash = seq, prev, last_ts, crange, first_hash
         st.offset = offset + len(buf)
         st.last_checkpoint_ns = now
-        for (payload, fut), (r_seq, r_hash) in zip(batch, receipts, strict=False):
+        for (_payload, fut), (r_seq, r_hash) in zip(batch, receipts, strict=False):
             if fut is not None and not fut.done():
                 fut.set_result(Receipt(r_seq, r_hash, seq))
         if new_signer is not None:

@@ -33,9 +33,12 @@ class FailurePolicy:
     audit_reads: str = "closed"
 
 
+DEFAULT_MAX_BODY = 1024 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class CapturePolicy:
-    max_body_bytes: int = 1024 * 1024
+    max_body_bytes: int = DEFAULT_MAX_BODY
     record_admin_reads: bool = False
     record_before_after: bool = True
 
@@ -79,7 +82,7 @@ def _take(table: dict[str, Any], section: str, key: str, kind: type, default: An
     if key not in table:
         return default
     value = table[key]
-    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
         raise PolicyError(file, f"{section}.{key}", f"must be {kind.__name__}, got {type(value).__name__}")
     return value
 
@@ -110,7 +113,7 @@ def parse_policy(doc: dict[str, Any], file: str = "<policy>") -> Policy:
         if mode not in FAILURE_MODES:
             raise PolicyError(file, f"failure.{key}", f"must be one of {FAILURE_MODES}, got {mode!r}")
         modes[key] = mode
-    max_body = _take(cap_t, "capture", "max_body_bytes", int, CapturePolicy.max_body_bytes, file)
+    max_body = _take(cap_t, "capture", "max_body_bytes", int, DEFAULT_MAX_BODY, file)
     if not 1024 <= max_body <= 64 * 1024 * 1024:
         raise PolicyError(file, "capture.max_body_bytes", f"must be between 1 KiB and 64 MiB, got {max_body}")
     capture = CapturePolicy(max_body,

@@ -59,8 +59,8 @@ def test_inclusion_bundle_tampering_is_found(ledger: tuple[Path, TrustAnchor], m
 def test_consistency_bundle_verifies_and_detects_a_fork(ledger: tuple[Path, TrustAnchor]) -> None:
     """The newest checkpoint provably extends an older one; a proof for another size fails."""
     path, trust = ledger
-    from sidecar.testing import checkpoint_notes, segment_paths
     from sidecar.core.note import Checkpoint, split_note
+    from sidecar.testing import checkpoint_notes, segment_paths
 
     sizes = [Checkpoint.parse_body(split_note(n)[0]).size for p in segment_paths(path) for n in checkpoint_notes(p)]
     old = sizes[len(sizes) // 3]

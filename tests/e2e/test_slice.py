@@ -31,9 +31,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
-async def _settle(sidecar: SidecarProcess, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+async def _settle(sidecar: SidecarProcess, count: int, wait_s: float = 10.0) -> list[dict[str, Any]]:
     """Records written so far, once at least `count` exist (the writer acknowledges before answering)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + wait_s
     while True:
         records = sidecar.records()
         if len(records) >= count or time.monotonic() > deadline:
