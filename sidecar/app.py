@@ -24,11 +24,11 @@ from sidecar.capture.reader import KeycloakReader
 from sidecar.capture.sessions import SessionDirectory
 from sidecar.capture.tokens import TokenVerifier
 from sidecar.core.events import EventType, IdentityEvent, Outcome, Party
+from sidecar.errors import StorageError
 from sidecar.ledger.index import LedgerIndex
 from sidecar.ledger.keystore import KeyStore
 from sidecar.ledger.writer import Ledger, LedgerConfig
 from sidecar.policy.schema import Policy, load_policy
-from sidecar.errors import StorageError
 from sidecar.proxy.forward import ProxyLimits, ReverseProxy
 from sidecar.replicate.replicator import Replicator
 from sidecar.replicate.store import open_store

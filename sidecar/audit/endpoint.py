@@ -4,112 +4,236 @@
     GET /.sidecar/audit/objects/<key>    the bytes of one object
 
 Access needs a Keycloak-issued bearer token, verified against the realm's JWKS,
-from the configured realm and carrying the configured realm role. Keys are
+from the configured realm and carrying the configured realm role: no token, a
+bad signature, an expired token or another realm's token is 401; a valid token
+without the role is 403 (and recorded as a failed `audit.read`). Keys are
 validated by the same rule as the stores and must name a ledger object, so no
 path can leave the data directory. Every read is itself a ledger record
-(`audit.read`); if it cannot be written and the policy says so, the read is
-refused (503).
+(`audit.read`, naming the auditor and the object); if it cannot be written and
+the policy says so, the read is refused (503).
 
 Only committed bytes are served: an open segment up to its last checkpoint.
+The listing offers sealed segments, the open segment as the chunk at offset 0
+and the newest checkpoint; a GET also finds any older checkpoint still in the
+WAL, and `tail/<n>/<offset>.chunk` of a segment that was sealed since the
+listing (its bytes from offset to the end), so a listing stays usable while
+the ledger grows. The open segment's chunk grows between requests; the client
+(`sidecar.audit.http_source`) keeps the length it listed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from sidecar.capture.tokens import TokenVerifier
+from sidecar.capture.tokens import TokenVerifier, realm_of_issuer, unverified_claims
+from sidecar.core import framing
 from sidecar.core.events import EventType, IdentityEvent, Outcome, Party
-from sidecar.core.note import Checkpoint, split_note
-from sidecar.core.segment import SEGMENT_DIR, segment_number
+from sidecar.core.note import Checkpoint, NoteError, split_note
+from sidecar.core.segment import SEGMENT_DIR, SegmentHeader, segment_number
 from sidecar.errors import OverloadError, StorageError
 from sidecar.replicate.layout import checkpoint_key, chunk_key, parse_key, segment_key
-from sidecar.replicate.replicator import _read_from, _scan_new
+from sidecar.replicate.replicator import _read_from
 from sidecar.replicate.store import key_problem
 
 log = logging.getLogger("sidecar.audit")
 Appender = Callable[[IdentityEvent], Awaitable[Any]]
 
 
-def _snapshot(data_dir: Path) -> dict[str, tuple[Path, int, int]]:
-    """key -> (file, start offset, length) for every object the auditor may read now."""
-    out: dict[str, tuple[Path, int, int]] = {}
+_BODY_AT = framing.OVERHEAD - 4  # a frame is kind (1) + length (4), the body, then a CRC (4)
+
+
+@dataclass(frozen=True, slots=True)
+class _SegmentIndex:
+    """What one segment file offers an auditor now."""
+
+    size: int  # file size when scanned (a sealed file never changes, so its scan is cached)
+    end: int  # end of the last header, checkpoint or seal frame: the committed bytes
+    sealed: bool
+    first_size: int  # tree size at the segment's start (its header's first_seq), -1 if unreadable
+    last_size: int  # tree size of its newest checkpoint, -1 if none
+    newest: tuple[str, int, int] | None  # (key, offset, length) of its newest checkpoint note
+
+
+_CACHE: dict[Path, _SegmentIndex] = {}
+
+
+def _checkpoints(data: bytes) -> Iterator[tuple[framing.Frame, Checkpoint | None]]:
+    """The header, checkpoint and seal frames of a segment (with the parsed note), up to any damage."""
+    for frame in framing.iter_frames(data):
+        if isinstance(frame, framing.FrameDamage):
+            return
+        if frame.kind == framing.HEADER:
+            yield frame, None
+        elif frame.kind in (framing.CHECKPOINT, framing.SEAL):
+            try:
+                yield frame, Checkpoint.parse_body(split_note(frame.body)[0])
+            except NoteError:
+                yield frame, None  # the verifier reports it; it still ends the committed bytes
+
+
+def _index_segment(path: Path) -> _SegmentIndex:
+    cached = _CACHE.get(path)
+    if cached is not None and cached.size == path.stat().st_size:
+        return cached
+    data = _read_from(path, 0)
+    end, sealed, first, last = 0, False, -1, -1
+    newest: tuple[str, int, int] | None = None
+    for frame, cp in _checkpoints(data):
+        end = frame.offset + framing.OVERHEAD + len(frame.body)
+        sealed = frame.kind == framing.SEAL
+        if frame.kind == framing.HEADER:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                first = SegmentHeader.decode(frame.body).first_seq
+        elif cp is not None:
+            last = cp.size
+            newest = (checkpoint_key(cp.size, cp.time_ns), frame.offset + _BODY_AT, len(frame.body))
+    index = _SegmentIndex(len(data), end, sealed, first, last, newest)
+    if sealed:
+        _CACHE[path] = index  # small and fixed per sealed segment
+    return index
+
+
+def _find_checkpoint(path: Path, key: str) -> tuple[Path, int, int] | None:
+    for frame, cp in _checkpoints(_read_from(path, 0)):
+        if cp is not None and checkpoint_key(cp.size, cp.time_ns) == key:
+            return path, frame.offset + _BODY_AT, len(frame.body)
+    return None
+
+
+def _segments(data_dir: Path) -> list[tuple[int, Path]]:
     seg_dir = data_dir / SEGMENT_DIR
-    files = sorted((p for p in seg_dir.iterdir() if segment_number(p.name) is not None), key=lambda p: p.name)
-    newest: tuple[Path, int, bytes] | None = None
-    for path in files:
-        n = segment_number(path.name)
-        assert n is not None
-        data = _read_from(path, 0)
-        end, sealed, latest = _scan_new(data)
-        if sealed:
-            out[segment_key(n)] = (path, 0, len(data))
-        elif end:
-            out[chunk_key(n, 0)] = (path, 0, end)
-        if latest is not None:
-            newest = (path, data.rfind(latest), latest)
-    if newest is not None:  # the newest signed checkpoint: it pins the tail an auditor must find
-        path, start, note = newest
-        cp = Checkpoint.parse_body(split_note(note)[0])
-        out[checkpoint_key(cp.size, cp.time_ns)] = (path, start, len(note))
+    found = ((segment_number(p.name), p) for p in seg_dir.iterdir())
+    return sorted((n, p) for n, p in found if n is not None)
+
+
+def _snapshot(data_dir: Path) -> dict[str, tuple[Path, int, int]]:
+    """key -> (file, start offset, length) for every object the listing offers now.
+
+    Sealed segments whole, the open segment up to its last checkpoint as one chunk at offset 0, and
+    the newest signed checkpoint (it pins the tail an auditor must find).
+    """
+    out: dict[str, tuple[Path, int, int]] = {}
+    newest: tuple[str, Path, int, int] | None = None
+    for n, path in _segments(data_dir):
+        idx = _index_segment(path)
+        if idx.sealed:
+            out[segment_key(n)] = (path, 0, idx.size)
+        elif idx.end:
+            out[chunk_key(n, 0)] = (path, 0, idx.end)
+        if idx.newest is not None:
+            newest = (idx.newest[0], path, idx.newest[1], idx.newest[2])
+    if newest is not None:
+        key, path, start, length = newest
+        out[key] = (path, start, length)
     return out
+
+
+def _locate(data_dir: Path, key: str) -> tuple[Path, int, int] | None:
+    """Where the bytes of a layout key are now, or None.
+
+    Beyond what the listing offers, this serves every checkpoint still in the WAL and
+    `tail/<n>/<offset>.chunk` for any segment (open or sealed) as its committed bytes from
+    offset: the open segment grows and may be sealed between an auditor's list and get, and
+    the auditor's client keeps the length it listed.
+    """
+    parsed = parse_key(key)
+    if parsed is None:
+        return None
+    segments = _segments(data_dir)
+    if parsed.kind == "segment":
+        for n, path in segments:
+            if n == parsed.segment:
+                idx = _index_segment(path)
+                return (path, 0, idx.size) if idx.sealed else None
+        return None
+    if parsed.kind == "chunk":
+        for n, path in segments:
+            if n == parsed.segment:
+                idx = _index_segment(path)
+                end = idx.size if idx.sealed else idx.end
+                return (path, parsed.offset, end - parsed.offset) if parsed.offset < end else None
+        return None
+    for _n, path in reversed(segments):  # a checkpoint: only in a segment whose sizes span it
+        idx = _index_segment(path)
+        if idx.first_size <= parsed.size <= idx.last_size or idx.first_size < 0:
+            found = _find_checkpoint(path, key)
+            if found is not None:
+                return found
+    return None
 
 
 def add_audit_routes(app: web.Application, data_dir: Path, tokens: TokenVerifier, append: Appender, *,
                      realm: str, role: str, fail_closed: bool) -> None:
-    async def authorize(request: web.Request) -> dict[str, Any]:
+    async def record(request: web.Request, claims: dict[str, Any], what: str, outcome: Outcome,
+                     error: str | None = None) -> None:
+        event = IdentityEvent(EventType.AUDIT_READ, outcome, realm=realm, source_ip=request.remote,
+                              actor=Party(id=claims.get("sub"), username=claims.get("preferred_username"),
+                                          client=claims.get("azp"), kind="user"),
+                              client=claims.get("azp"), session=claims.get("sid"), error=error,
+                              details={"object": what})
+        try:
+            await append(event)
+        except (StorageError, OverloadError) as exc:
+            if fail_closed and outcome is Outcome.SUCCEEDED:
+                raise web.HTTPServiceUnavailable(text="audit log unavailable, retry later\n",
+                                                 headers={"Retry-After": "5"}) from exc
+            log.error("UNRECORDED audit read (%s) of %s: %s", outcome.value, what, exc)
+
+    async def authorize(request: web.Request, what: str) -> dict[str, Any]:
         auth = request.headers.get("Authorization", "")
         if not auth.lower().startswith("bearer "):
             raise web.HTTPUnauthorized(text="auditor token required\n",
                                        headers={"WWW-Authenticate": 'Bearer realm="sidecar-audit"'})
-        claims = await tokens.verify(auth[7:].strip())
-        if claims is None:
+        token = auth[7:].strip()
+        # Only the auditor realm's keys are ever fetched: a token naming another issuer is refused
+        # before its (attacker-chosen) realm reaches the JWKS lookup.
+        if realm_of_issuer((unverified_claims(token) or {}).get("iss")) != realm:
+            raise web.HTTPUnauthorized(text=f"not a token of realm {realm}\n",
+                                       headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        claims = await tokens.verify(token)
+        if claims is None or claims.get("_realm") != realm:
             raise web.HTTPUnauthorized(text="invalid or expired token\n",
                                        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
         roles = (claims.get("realm_access") or {}).get("roles") or []
-        if claims.get("_realm") != realm or role not in roles:
+        if not isinstance(roles, list) or role not in roles:
+            # A known identity tried to read the audit log without the role: that attempt is a record too.
+            await record(request, claims, what, Outcome.FAILED, error="forbidden")
             raise web.HTTPForbidden(text=f"token lacks the {role} role of realm {realm}\n")
         return claims
 
-    async def record(request: web.Request, claims: dict[str, Any], what: str, outcome: Outcome) -> None:
-        event = IdentityEvent(EventType.AUDIT_READ, outcome, realm=realm, source_ip=request.remote,
-                              actor=Party(id=claims.get("sub"), username=claims.get("preferred_username"),
-                                          client=claims.get("azp"), kind="user"),
-                              client=claims.get("azp"), session=claims.get("sid"), details={"object": what})
-        try:
-            await append(event)
-        except (StorageError, OverloadError) as exc:
-            if fail_closed:
-                raise web.HTTPServiceUnavailable(text="audit log unavailable, retry later\n",
-                                                 headers={"Retry-After": "5"}) from exc
-            log.error("UNRECORDED audit read of %s: %s", what, exc)
-
     async def list_objects(request: web.Request) -> web.Response:
-        claims = await authorize(request)
+        claims = await authorize(request, "list")
         snap = await asyncio.to_thread(_snapshot, data_dir)
         await record(request, claims, "list", Outcome.SUCCEEDED)
-        return web.json_response([{"key": k, "size": v[2]} for k, v in sorted(snap.items())])
+        return web.json_response([{"key": k, "size": v[2]} for k, v in sorted(snap.items())],
+                                 headers={"Cache-Control": "no-store"})
 
     async def get_object(request: web.Request) -> web.Response:
-        claims = await authorize(request)
         key = request.match_info["key"]
-        # SECURITY: the store key rule refuses '..', '.', absolute and empty segments; parse_key then
-        # accepts only the ledger layout, so nothing outside the segment files is reachable.
+        claims = await authorize(request, key if key_problem(key) is None else "<invalid key>")
+        # SECURITY: the store key rule refuses '..', '.', absolute and empty segments and anything
+        # outside [A-Za-z0-9._-] (so no '%' escapes); parse_key then accepts only the ledger layout,
+        # and the bytes come from segment files listed in segments/ only, never from a path built
+        # out of the key.
         problem = key_problem(key)
         if problem is not None or parse_key(key) is None:
             raise web.HTTPBadRequest(text=f"not a ledger object key: {problem or 'outside the layout'}\n")
-        snap = await asyncio.to_thread(_snapshot, data_dir)
-        if key not in snap:
+        where = await asyncio.to_thread(_locate, data_dir, key)
+        if where is None:
             raise web.HTTPNotFound(text="no such object\n")
-        path, start, length = snap[key]
-        data = (await asyncio.to_thread(_read_from, path, start))[:length]
+        path, start, length = where
+        data = await asyncio.to_thread(_read_from, path, start, start + length)
         await record(request, claims, key, Outcome.SUCCEEDED)
-        return web.Response(body=data, content_type="application/octet-stream")
+        return web.Response(body=data, content_type="application/octet-stream",
+                            headers={"Cache-Control": "no-store"})
 
     app.router.add_get("/.sidecar/audit/objects", list_objects)
     app.router.add_get("/.sidecar/audit/objects/{key:.+}", get_object)

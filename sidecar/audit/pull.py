@@ -7,9 +7,22 @@ The output folder is a ledger bundle `sidecar verify` reads:
     <out>/objects/...          the raw objects, exactly as fetched (resume state and evidence)
 
 Pulling is resumable: objects already in `objects/` with the right size are not
-fetched again. Anything in the store that the layout does not account for, any
-object with more than one version (overwritten behind the replicator's back),
-and any gap or overlap in an open segment's chunks is a `Finding`.
+fetched again. Every object must be accounted for by the ledger; anything else
+is a `Finding`:
+
+* `remote-unexpected`: a key outside the layout (such a key is never turned into
+  a local path unless it is a valid store key);
+* `remote-overwritten`: an object with more than one version (written behind
+  the replicator's back; the first version is the ledger's);
+* `remote-size`: an object whose bytes differ in length from its listing;
+* `remote-chunk-gap` / `remote-chunk-overlap`: tail chunks of an open segment
+  that do not line up; `remote-chunk-mismatch`: tail chunks of a sealed segment
+  that are not the beginning of that segment;
+* `remote-checkpoint-unknown`: a checkpoint object that is not byte for byte a
+  checkpoint or seal in the segments, or whose key does not match its body;
+* `remote-damaged`: a segment whose frames do not parse.
+
+Signatures, chains and Merkle roots are `sidecar verify`'s job on the bundle.
 """
 
 from __future__ import annotations
@@ -20,9 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sidecar.core import framing
+from sidecar.core.note import Checkpoint, NoteError, split_note
 from sidecar.core.verify import Finding
-from sidecar.replicate.layout import parse_key
-from sidecar.replicate.store import ObjectInfo, ObjectStore
+from sidecar.replicate.layout import checkpoint_key, parse_key
+from sidecar.replicate.store import ObjectInfo, ObjectStore, key_problem
 
 
 @dataclass
@@ -48,54 +62,86 @@ def _write(path: Path, data: bytes) -> None:
 async def pull(store: ObjectStore, out: Path, *, check_versions: bool = True,
                progress: Callable[[int, int], None] | None = None) -> PullResult:
     result = PullResult()
+    add = result.findings.append
     infos = await store.list("")
     result.objects = len(infos)
     sealed: dict[int, ObjectInfo] = {}
     chunks: dict[int, list[tuple[int, ObjectInfo]]] = {}
-    for info in infos:
-        parsed = parse_key(info.key)
+    checkpoints: dict[str, bytes] = {}  # key -> note bytes
+    for done, info in enumerate(infos, start=1):
+        problem = key_problem(info.key)
+        parsed = parse_key(info.key) if problem is None else None
+        if problem is not None:
+            # SECURITY: a key from the remote side never becomes a local path unless it is a valid store key.
+            add(Finding("remote-unexpected",
+                        f"object {info.key!r} is not a valid key ({problem}); not fetched"))
+            if progress:
+                progress(done, len(infos))
+            continue
         if parsed is None:
-            result.findings.append(Finding("remote-unexpected", f"object {info.key} is not part of the ledger layout"))
+            add(Finding("remote-unexpected", f"object {info.key} is not part of the ledger layout"))
         elif parsed.kind == "segment":
             sealed[parsed.segment] = info
         elif parsed.kind == "chunk":
             chunks.setdefault(parsed.segment, []).append((parsed.offset, info))
-    for done, info in enumerate(infos, start=1):
         local = out / "objects" / info.key
-        if not (local.exists() and local.stat().st_size == info.size):
+        if local.is_file() and local.stat().st_size == info.size:
+            data = local.read_bytes()
+        else:
             data = await store.get(info.key)
             if len(data) != info.size:
-                result.findings.append(Finding("remote-size", f"object {info.key} listed as {info.size} bytes, "
-                                               f"fetched {len(data)}"))
+                add(Finding("remote-size",
+                            f"object {info.key} listed as {info.size} bytes, fetched {len(data)}"))
             _write(local, data)
             result.fetched += 1
             result.bytes_fetched += len(data)
         if check_versions:
             versions = await store.versions(info.key)
             if len(versions) > 1:
-                result.findings.append(Finding(
-                    "remote-overwritten", f"object {info.key} has {len(versions)} versions: it was overwritten "
-                    "after the replicator wrote it; the first version is the ledger's"))
-        parsed = parse_key(info.key)
+                add(Finding("remote-overwritten", f"object {info.key} has {len(versions)} versions: it was "
+                            "overwritten after the replicator wrote it; the first version is the ledger's"))
         if parsed is not None and parsed.kind == "checkpoint":
+            _check_checkpoint_key(info.key, data, result)
+            checkpoints[info.key] = data
             dest = out / "checkpoints" / info.key.split("/", 1)[1]
-            if not dest.exists():
-                _write(dest, local.read_bytes())
+            if not (dest.is_file() and dest.read_bytes() == data):
+                _write(dest, data)
             result.checkpoints.append(dest)
         if progress:
             progress(done, len(infos))
     seg_dir = out / "segments"
     seg_dir.mkdir(parents=True, exist_ok=True)
+    notes: set[bytes] = set()
     for n in sorted(set(sealed) | set(chunks)):
         name = f"{n:08d}.seg"
+        parts = sorted(chunks.get(n, []), key=lambda c: c[0])
         if n in sealed:
             data = (out / "objects" / sealed[n].key).read_bytes()
+            if parts:
+                _check_history(n, data, parts, out, result)
         else:
-            data = _assemble(n, sorted(chunks[n], key=lambda c: c[0]), out, result)
-        _check_frames(name, data, result)
+            data = _assemble(n, parts, out, result)
+        notes.update(_check_frames(name, data, result))
         _write(seg_dir / name, data)
         result.segments += 1
+    for key, note in sorted(checkpoints.items()):
+        if note not in notes:
+            add(Finding("remote-checkpoint-unknown",
+                        f"checkpoint object {key} is not a checkpoint or seal in the ledger's segments"))
     return result
+
+
+def _check_checkpoint_key(key: str, note: bytes, result: PullResult) -> None:
+    try:
+        cp = Checkpoint.parse_body(split_note(note)[0])
+    except NoteError as exc:
+        result.findings.append(Finding("remote-checkpoint-unknown",
+                                       f"checkpoint object {key} does not parse: {exc}"))
+        return
+    if checkpoint_key(cp.size, cp.time_ns) != key:
+        result.findings.append(Finding("remote-checkpoint-unknown",
+                                       f"checkpoint object {key} holds the checkpoint of size {cp.size} "
+                                       f"at time {cp.time_ns}, which its key does not name"))
 
 
 def _assemble(n: int, parts: list[tuple[int, ObjectInfo]], out: Path, result: PullResult) -> bytes:
@@ -103,15 +149,32 @@ def _assemble(n: int, parts: list[tuple[int, ObjectInfo]], out: Path, result: Pu
     for offset, info in parts:
         if offset != len(buf):
             kind = "gap" if offset > len(buf) else "overlap"
-            result.findings.append(Finding("remote-chunk-" + kind, f"tail chunk {info.key} starts at {offset}, "
+            result.findings.append(Finding("remote-chunk-" + kind,
+                                           f"tail chunk {info.key} starts at {offset}, "
                                            f"the chunks before it end at {len(buf)}", f"{n:08d}.seg"))
             break
         buf.extend((out / "objects" / info.key).read_bytes())
     return bytes(buf)
 
 
-def _check_frames(name: str, data: bytes, result: PullResult) -> None:
+def _check_history(n: int, segment: bytes, parts: list[tuple[int, ObjectInfo]], out: Path,
+                   result: PullResult) -> None:
+    """The tail chunks a sealed segment was shipped in must be its beginning, byte for byte."""
+    for offset, info in parts:
+        data = (out / "objects" / info.key).read_bytes()
+        if segment[offset: offset + len(data)] != data:
+            result.findings.append(Finding("remote-chunk-mismatch",
+                                           f"tail chunk {info.key} ({len(data)} bytes at offset {offset}) "
+                                           "differs from the sealed segment's bytes there", f"{n:08d}.seg"))
+
+
+def _check_frames(name: str, data: bytes, result: PullResult) -> set[bytes]:
+    """Report damage; return the checkpoint and seal notes the segment holds."""
+    notes: set[bytes] = set()
     for frame in framing.iter_frames(data):
         if isinstance(frame, framing.FrameDamage):
             result.findings.append(Finding("remote-damaged", f"offset {frame.offset}: {frame.reason}", name))
-            return
+            break
+        if frame.kind in (framing.CHECKPOINT, framing.SEAL):
+            notes.add(frame.body)
+    return notes

@@ -5,10 +5,12 @@
   the store holds as an external checkpoint; pull findings (objects the layout
   does not account for, overwritten versions, chunk gaps) join the report.
 * `compare_remote(report, local_dir, url, ...)`: the local WAL and its remote
-  copy must tell one story. The remote's newest checkpoint must be consistent
-  with the local records (same root at that size), or it is a split view; a
-  remote that holds fewer records than the local WAL is behind, or a local
-  WAL with fewer records than the remote's checkpoint was cut or rolled back.
+  copy must tell one story. The remote's newest checkpoint (and the newest one
+  within the local ledger's size) must be consistent with the local records
+  (same root at that size), or it is a `split-view`; a remote that holds fewer
+  records than the local WAL is `remote-behind`; a local WAL with fewer records
+  than the remote's checkpoint was cut or rolled back (`tail-cut`). Findings of
+  the remote copy itself join the report with a `remote-` prefix.
 """
 
 from __future__ import annotations
@@ -53,18 +55,41 @@ async def pull_and_verify(url: str, out: Path, trust: TrustAnchor, *, external: 
 async def compare_remote(report: Report, local: Path, url: str, out: Path, trust: TrustAnchor, *,
                          token: str | None = None, workers: int | None = None) -> None:
     """Add split-view / lag findings to the local `report` by checking the remote copy against it."""
-    remote = await pull_and_verify(url, out, trust, token=token, workers=workers)
+    try:
+        remote = await pull_and_verify(url, out, trust, token=token, workers=workers)
+    except UnusableInput:
+        if any((out / "objects").rglob("*")):
+            raise  # the store holds objects but no segment: that is not "behind", it is unusable
+        report.findings.append(Finding("remote-behind", f"the remote copy {url} holds no ledger segments, "
+                                       f"the local ledger {report.size} records: nothing was replicated"))
+        return
     for f in remote.findings:
         report.findings.append(Finding("remote-" + f.code if not f.code.startswith("remote") else f.code,
                                        f"remote copy: {f.message}", f.segment, f.seq))
-    # The remote's checkpoints checked against the local records: a different root is a split view,
-    # a larger size means the local WAL lost its tail.
-    newest = sorted((out / "checkpoints").glob("*.note"))
-    if newest:
-        local_again = verify_directory(local, trust, external=[newest[-1].read_bytes()], workers=workers)
+    # The remote's checkpoints checked against the local records: a larger size than the local
+    # ledger holds means the local WAL lost its tail; a different root at a size both hold is a
+    # split view. The newest checkpoint the local ledger can check is used too, so a fork is
+    # found even when the remote copy is also longer.
+    notes = sorted((out / "checkpoints").glob("*.note"))
+    chosen: list[Path] = []
+    if notes:
+        chosen.append(notes[-1])
+        within = [n for n in notes if (size := _size(n)) is not None and size <= report.size]
+        if within and within[-1] != notes[-1]:
+            chosen.append(within[-1])
+    if chosen:
+        external = [n.read_bytes() for n in chosen]
+        local_again = verify_directory(local, trust, external=external, workers=workers)
         for f in local_again.findings:
             if f.code in ("tail-cut", "split-view") and f not in report.findings:
                 report.findings.append(f)
     if remote.size < report.size:
-        report.findings.append(Finding("remote-behind", f"the remote copy holds {remote.size} records, the local "
-                                       f"ledger {report.size}: {report.size - remote.size} not yet replicated"))
+        report.findings.append(Finding("remote-behind", f"the remote copy holds {remote.size} records, the "
+                                       f"local ledger {report.size}: {report.size - remote.size} not yet "
+                                       "replicated"))
+
+
+def _size(note: Path) -> int | None:
+    """The tree size a pulled checkpoint's file name (<size>-<time>.note) states."""
+    head = note.name.split("-", 1)[0]
+    return int(head) if head.isdigit() else None

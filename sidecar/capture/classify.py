@@ -4,29 +4,40 @@ The proxy shows capture a bounded copy of each interesting exchange; this module
 says which exchanges are interesting (`route`) and what they mean (`on_*`).
 Everything needed from outside — who the bearer of a token is, which user a
 browser session belongs to — is resolved by the caller and passed in as an
-`Attribution`, so this module does no I/O and is tested on recorded exchanges.
+`Attribution` or a `LoginContext`, so this module does no I/O and is tested on
+exchanges recorded off a real Keycloak 26.7.3 (tests/capture/).
 
 Records are built from an allowlist of fields (user ids, usernames, client ids,
 role and group names, session ids, error codes). Request and response bodies
 are never copied into a record, so passwords, codes, tokens, secrets and
 cookies have no path into the ledger; `scrub` is a second line of defence.
 
-Keycloak behaviours this relies on (docs/capture.md has the full table):
-* a browser login step posts to /login-actions/authenticate; a 302 whose
-  Location carries `code=` ends the flow; a 200 re-rendering the same form
-  with an error is a failure; the OTP form after a password post means the
-  password step passed;
+Keycloak behaviours this relies on, as recorded (docs/capture.md has the table):
+* every login page names itself: `<body data-page-id="login-<template>">`
+  (`login-login`, `login-login-otp`, `login-login-config-totp`, ...);
+* a field error is `id="input-error-<field>"`, an error alert is `pf-m-danger`.
+  Every field also has an always-present `id="input-error-container-<field>"`,
+  and `kc-feedback-text` also marks warnings ("You need to set up ..."), so
+  neither means "error";
+* which step a browser post is comes from its form fields (`password`, `otp`,
+  `clientDataJSON`, ...), not from the page it answers with;
+* a 302 whose Location carries `code=` ends the flow (Keycloak records LOGIN),
+  also after an application-initiated action (`kc_action_status=success` or
+  `cancelled`); a 302 to /login-actions/required-action means the credentials
+  passed and an action is pending; a 200 re-rendering the form with an error
+  is a failure;
 * on the token endpoint, success is 200 with `access_token`, failure is a JSON
   `error` (never the status alone);
 * admin REST mutations are POST/PUT/DELETE under /admin/realms/{realm}/; the
-  admin console revokes roles through `ui-ext/role-mapping-delete`.
+  admin console revokes roles through `POST ui-ext/role-mapping-delete/...`
+  with a body `[{roleId, roleName, clientId?}]` (clientId: the client's UUID).
 """
 
 from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -52,7 +63,7 @@ class Kind(enum.Enum):
 class Route:
     kind: Kind
     realm: str
-    parts: tuple[str, ...] = ()  # path segments after /admin/realms/{realm}/ or /realms/{realm}/account/
+    parts: tuple[str, ...] = ()  # segments after /admin/realms/{realm}/, /realms/{realm}/account/ or login-actions/
 
 
 _REALM = re.compile(r"^/realms/([^/]+)/(.*)$")
@@ -60,6 +71,8 @@ _ADMIN = re.compile(r"^/admin/realms/([^/]+)(?:/(.*))?$")
 _WHOAMI = re.compile(r"^/admin/([^/]+)/console/whoami$")
 _WRITE = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 _NOT_MUTATING_POSTS = frozenset({("partial-export",), ("testSMTPConnection",)})
+# Browser form posts that can finish a login (Keycloak then records LOGIN).
+_LOGIN_POSTS = frozenset({"authenticate", "registration"})
 
 
 def route(head: RequestHead) -> Route | None:
@@ -69,10 +82,10 @@ def route(head: RequestHead) -> Route | None:
         realm, rest = m.group(1), m.group(2)
         if rest.startswith("login-actions/"):
             action = rest[len("login-actions/"):]
-            if method == "POST" and action == "authenticate":
-                return Route(Kind.LOGIN_STEP, realm)
+            if method == "POST" and action in _LOGIN_POSTS:
+                return Route(Kind.LOGIN_STEP, realm, (action,))
             if method == "POST" and action == "required-action":
-                return Route(Kind.REQUIRED_ACTION, realm)
+                return Route(Kind.REQUIRED_ACTION, realm, (action,))
             return None
         if rest.startswith("protocol/openid-connect/"):
             ep = rest[len("protocol/openid-connect/"):]
@@ -82,10 +95,10 @@ def route(head: RequestHead) -> Route | None:
                 return Route(Kind.LOGOUT, realm)
             if ep == "revoke" and method == "POST":
                 return Route(Kind.REVOKE, realm)
-            if ep == "auth" and method == "GET":
+            if ep == "auth" and method in ("GET", "POST"):
                 return Route(Kind.AUTH, realm)  # SSO-cookie logins and kc_action starts
             return None
-        if rest.startswith("account") and method in _WRITE:
+        if (rest == "account" or rest.startswith("account/")) and method in _WRITE:
             return Route(Kind.ACCOUNT_WRITE, realm, tuple(p for p in rest.split("/")[1:] if p))
         return None
     if m := _ADMIN.match(path):
@@ -96,6 +109,16 @@ def route(head: RequestHead) -> Route | None:
     if (m := _WHOAMI.match(path)) and method == "GET":
         return Route(Kind.WHOAMI, m.group(1))
     return None
+
+
+def kc_action_of(request: RequestView | RequestHead) -> str | None:
+    """The application-initiated action an /auth request starts (`CONFIGURE_TOTP`,
+    `delete_credential:<credential id>`, ...), for the caller to remember until the
+    required-action post that finishes it (whose query names only the alias)."""
+    value = request.query.get("kc_action")
+    if value is None and isinstance(request, RequestView):
+        value = request.form().get("kc_action")
+    return value or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,54 +141,111 @@ def _location_params(resp: ResponseView) -> dict[str, str]:
     loc = resp.headers.get("Location", "")
     if not loc:
         return {}
-    query = urlsplit(loc).query or urlsplit(loc).fragment
+    parts = urlsplit(loc)
+    query = parts.query or parts.fragment
     return {k: v[0] for k, v in parse_qs(query).items()}
 
 
-def _page_has_error(resp: ResponseView) -> bool:
-    text = resp.text()
-    return ('id="input-error' in text or "kc-feedback-text" in text or 'class="alert-error' in text
-            or "pf-m-danger" in text or "alert-error" in text)
+# ---------------------------------------------------------------------------------------------- pages
+_PAGE_ID = re.compile(r'data-page-id="([A-Za-z0-9_-]+)"')
+_TEMPLATE = re.compile(r"<!-- template: ([A-Za-z0-9_.-]+)\.ftl -->")
+# keycloak.v2: id="input-error-<field>"; base theme: id="input-error". Never the always-present container.
+_FIELD_ERROR = re.compile(r'id="input-error(?:-(?!container-)([A-Za-z0-9_-]+))?"')
+_ATTEMPTED_USERNAME = re.compile(r'id="kc-attempted-username"[^>]*\bvalue="([^"]*)"')
+_CREDENTIAL_FIELDS = frozenset({"username", "password"})
 
 
-def _page_id(resp: ResponseView) -> str:
-    text = resp.text()
-    m = re.search(r'data-page-id="([a-z0-9-]+)"', text)
-    if m:
+def _html(resp: ResponseView) -> str:
+    ctype = resp.headers.get("Content-Type", "")
+    return resp.text() if resp.body and "html" in ctype.lower() else ""
+
+
+def page_id(resp: ResponseView) -> str:
+    """Which login page a response is: its `data-page-id` (e.g. `login-login-otp`), or ""."""
+    text = _html(resp)
+    if m := _PAGE_ID.search(text):
         return m.group(1)
-    if 'name="otp"' in text or 'id="otp"' in text:
-        return "login-login-otp"
-    if 'name="password"' in text and 'name="username"' in text:
-        return "login-login"
+    if m := _TEMPLATE.search(text):  # themes without the body attribute still name their template
+        return "login-" + m.group(1)
     return ""
+
+
+def page_errors(resp: ResponseView) -> frozenset[str]:
+    """The fields a login page marks as wrong; `"alert"` for an error alert, `"field"` for an unnamed one."""
+    text = _html(resp)
+    found = {m.group(1) or "field" for m in _FIELD_ERROR.finditer(text)}
+    if "pf-m-danger" in text:  # the alert of a message of type "error" (both themes)
+        found.add("alert")
+    return frozenset(found)
+
+
+def _attempted_username(resp: ResponseView) -> str | None:
+    m = _ATTEMPTED_USERNAME.search(_html(resp))
+    return m.group(1) if m and m.group(1) else None
+
+
+def _login_error(errors: frozenset[str]) -> str:
+    """Keycloak's own error code where the page shows which fields were wrong."""
+    return "invalid_user_credentials" if errors & _CREDENTIAL_FIELDS or "otp" in errors or "field" in errors \
+        else "login_error"
 
 
 # ---------------------------------------------------------------------------------------------- logins
 @dataclass(frozen=True, slots=True)
 class LoginContext:
-    """What the caller knows of the browser login in progress (from AUTH_SESSION_ID / identity cookie)."""
+    """What the caller knows of the browser login in progress (from AUTH_SESSION_ID / identity cookie).
+
+    `kc_action` is the application-initiated action the /auth request of this
+    attempt named (`kc_action_of`), if the caller kept it.
+    """
 
     username: str | None = None
     user_id: str | None = None
     session: str | None = None
+    kc_action: str | None = None
+
+
+def _step(form: Mapping[str, str], rt: Route) -> str:
+    """Which login step a browser form post is, from the fields it carries."""
+    if rt.parts[:1] == ("registration",):
+        return "registration"
+    if "otp" in form or "totp" in form:
+        return "otp"
+    if "password" in form:
+        return "password"
+    if "clientDataJSON" in form:
+        return "webauthn"
+    if "recoveryCodeInput" in form:
+        return "recovery-code"
+    if "authenticationExecution" in form:
+        return "select-authenticator"
+    if "username" in form:
+        return "username"
+    return "other"
+
+
+_USER_FIELDS = ("username", "email", "firstName", "lastName", "enabled", "emailVerified", "requiredActions",
+                "groups", "attributes", "federationLink", "credentials")
 
 
 def on_login_step(rt: Route, req: RequestView, resp: ResponseView, ctx: LoginContext,
                   identity: dict[str, Any] | None) -> tuple[list[IdentityEvent], str | None]:
-    """A browser form post to /login-actions/authenticate.
+    """A browser form post to /login-actions/authenticate (or /registration).
 
-    Returns the events and, when the password step passed but another step
-    follows, the username to remember for this login attempt.
-    `identity` is the decoded KEYCLOAK_IDENTITY cookie set by the response, if any.
+    Returns the events and, when this step passed but the login is not over
+    (another form or a required action follows), the username to remember for
+    this login attempt. `identity` is the decoded KEYCLOAK_IDENTITY cookie the
+    response sets, if any.
     """
     form = req.form()
-    otp_step = "otp" in form or "totp" in form
-    username = form.get("username") or ctx.username
+    step = _step(form, rt)
+    username = form.get("username") or ctx.username or _attempted_username(resp)
     client = _form_client(req)
     base = IdentityEvent(EventType.LOGIN_SUCCEEDED, Outcome.SUCCEEDED, realm=rt.realm, client=client,
                          source_ip=req.client_ip, request_id=req.request_id,
-                         details={"method": "browser", "step": "otp" if otp_step else "password"})
+                         details={"method": "browser", "step": step})
     params = _location_params(resp)
+    location = resp.headers.get("Location", "")
     if resp.status in (302, 303) and ("code" in params or "error" in params or identity):
         user_id = (identity or {}).get("sub") or ctx.user_id
         session = (identity or {}).get("sid") or params.get("session_state") or ctx.session
@@ -174,59 +254,114 @@ def on_login_step(rt: Route, req: RequestView, resp: ResponseView, ctx: LoginCon
             return [replace(base, type=EventType.LOGIN_FAILED, outcome=Outcome.FAILED, actor=actor,
                             error=params["error"])], None
         events = []
-        if otp_step:
+        if step == "otp":
             events.append(replace(base, type=EventType.MFA_OTP_VERIFIED, actor=actor, session=session))
+        if step == "registration":
+            fields = sorted(k for k in form if k in _USER_FIELDS)
+            events.append(replace(base, type=EventType.USER_CREATED, actor=actor, target=actor, session=session,
+                                  details={"via": "registration", "fields": fields}))
         events.append(replace(base, actor=actor, session=session))
         return events, None
-    if resp.status in (302, 303) and "/login-actions/required-action" in resp.headers.get("Location", ""):
+    if resp.status in (302, 303) and "/login-actions/required-action" in location:
         return [], username  # credentials passed; a required action must finish before the login does
-    if resp.status == 200:
-        page = _page_id(resp)
-        if otp_step:
-            if page == "login-login-otp" or _page_has_error(resp):
-                return [replace(base, type=EventType.MFA_OTP_FAILED, outcome=Outcome.FAILED,
-                                actor=Party(id=ctx.user_id, username=username, kind="user"),
-                                error="invalid_otp")], username
-            return [], username
-        if page == "login-login-otp" or page.startswith("login-config-totp") or page.startswith("login-update"):
-            return [], username  # password passed, another step follows
-        if _page_has_error(resp) or page in ("login-login", "login-login-password"):
-            return [replace(base, type=EventType.LOGIN_FAILED, outcome=Outcome.FAILED,
-                            actor=Party(username=username, kind="user"), error="invalid_user_credentials")], None
-    return [], username
+    if resp.status != 200:
+        return [], username
+    errors = page_errors(resp)
+    actor = Party(id=ctx.user_id, username=username, kind="user")
+    if step == "otp":
+        if errors:
+            # Keycloak records LOGIN_ERROR / invalid_user_credentials for a wrong code
+            return [replace(base, type=EventType.MFA_OTP_FAILED, outcome=Outcome.FAILED, actor=actor,
+                            error="invalid_user_credentials")], username
+        return [], username  # the form again without an error (e.g. another device chosen)
+    if step == "registration":
+        if errors:
+            return [replace(base, type=EventType.USER_CREATED, outcome=Outcome.FAILED,
+                            actor=Party(username=username, kind="user"), target=Party(username=username, kind="user"),
+                            error="invalid_registration", details={"via": "registration",
+                                                                   "fields": sorted(errors - {"alert"})})], None
+        return [], username
+    if errors:
+        return [replace(base, type=EventType.LOGIN_FAILED, outcome=Outcome.FAILED,
+                        actor=Party(username=username, kind="user"), error=_login_error(errors))], None
+    return [], username  # this step passed, the next form follows (OTP, password, select-authenticator, ...)
+
+
+# alias -> (credential type or None, event type, the page the action renders)
+_ACTIONS: dict[str, tuple[str | None, EventType, str]] = {
+    "CONFIGURE_TOTP": ("otp", EventType.CREDENTIAL_ENROLLED, "login-login-config-totp"),
+    "UPDATE_PASSWORD": ("password", EventType.PASSWORD_CHANGED, "login-login-update-password"),
+    "webauthn-register": ("webauthn", EventType.CREDENTIAL_ENROLLED, "login-webauthn-register"),
+    "webauthn-register-passwordless": ("webauthn-passwordless", EventType.CREDENTIAL_ENROLLED,
+                                       "login-webauthn-register"),
+    "CONFIGURE_RECOVERY_AUTHN_CODES": ("recovery-authn-codes", EventType.CREDENTIAL_ENROLLED,
+                                       "login-login-recovery-authn-code-config"),
+    "delete_credential": (None, EventType.CREDENTIAL_REMOVED, "login-delete-credential"),
+    "UPDATE_PROFILE": (None, EventType.USER_UPDATED, "login-login-update-profile"),
+    "UPDATE_EMAIL": (None, EventType.USER_UPDATED, "login-update-email"),
+}
+_PROFILE_FIELDS = ("username", "email", "firstName", "lastName")
 
 
 def on_required_action(rt: Route, req: RequestView, resp: ResponseView, ctx: LoginContext,
                        identity: dict[str, Any] | None) -> list[IdentityEvent]:
-    """A required-action form (CONFIGURE_TOTP, UPDATE_PASSWORD, webauthn-register, delete_credential)."""
+    """A required-action form post (CONFIGURE_TOTP, UPDATE_PASSWORD, webauthn-register, delete_credential, ...).
+
+    Succeeded: a 302 with `code` (the login, or the application-initiated action,
+    is over: Keycloak records LOGIN too), a 302 with `kc_action_status=success`,
+    a 302 to the next required action, or a 200 with the next action's page.
+    Failed: the action's own page again with an error. Declined (`cancel-aia`):
+    no change, but the code redirect is still a LOGIN for Keycloak.
+    """
     action = req.query.get("execution", "")
     form = req.form()
     user_id = (identity or {}).get("sub") or ctx.user_id
     session = (identity or {}).get("sid") or ctx.session
     actor = Party(id=user_id, username=ctx.username, kind="user")
     params = _location_params(resp)
-    ok = resp.status in (302, 303) and ("code" in params or params.get("kc_action_status") == "success")
-    cancelled = "cancel-aia" in form or params.get("kc_action_status") == "cancelled"
-    common = {"realm": rt.realm, "client": _form_client(req), "source_ip": req.client_ip,
-              "request_id": req.request_id, "session": session, "actor": actor, "target": actor}
+    status = params.get("kc_action_status")
+    redirect = resp.status in (302, 303)
+    to_next_action = redirect and "/login-actions/required-action" in resp.headers.get("Location", "")
+    known = _ACTIONS.get(action)
+    own_page = known[2] if known else None
+    page = page_id(resp) if resp.status == 200 else ""
+    errors = page_errors(resp) if resp.status == 200 else frozenset()
+    cancelled = "cancel-aia" in form or status == "cancelled"
+    if redirect and ("code" in params or status or to_next_action):
+        ok = status not in ("error", "cancelled")
+    elif resp.status == 200 and page and page != own_page and not errors:
+        ok = True  # served in place: the next required action's page
+    elif resp.status == 200 and page == own_page and errors:
+        ok = False
+    else:
+        return []  # re-rendered without an error (e.g. QR / manual mode switch), or an error page
+    common: dict[str, Any] = {"realm": rt.realm, "client": _form_client(req), "source_ip": req.client_ip,
+                              "request_id": req.request_id, "session": session, "actor": actor, "target": actor}
+    details: dict[str, Any] = {"action": action}
+    kc_action = ctx.kc_action or ""
+    if kc_action:
+        details["kc_action"] = kc_action.split(":", 1)[0]
     events: list[IdentityEvent] = []
-    kind = {"CONFIGURE_TOTP": ("otp", EventType.CREDENTIAL_ENROLLED),
-            "UPDATE_PASSWORD": ("password", EventType.PASSWORD_CHANGED),
-            "webauthn-register": ("webauthn", EventType.CREDENTIAL_ENROLLED),
-            "webauthn-register-passwordless": ("webauthn-passwordless", EventType.CREDENTIAL_ENROLLED),
-            "delete_credential": ("unknown", EventType.CREDENTIAL_REMOVED)}.get(action)
-    if kind is None or cancelled:
-        return events
-    ctype, etype = kind
-    if ok:
-        events.append(IdentityEvent(etype, Outcome.SUCCEEDED, details={"credential_type": ctype,
-                                                                      "action": action}, **common))
-        if "code" in params and params.get("kc_action_status") is None:
-            events.append(IdentityEvent(EventType.LOGIN_SUCCEEDED, Outcome.SUCCEEDED,
-                                        details={"method": "browser", "step": action}, **common))
-    elif resp.status == 200 and _page_has_error(resp):
-        events.append(IdentityEvent(etype, Outcome.FAILED, error="invalid_input",
-                                    details={"credential_type": ctype, "action": action}, **common))
+    if known is not None and not cancelled:
+        ctype, etype, _ = known
+        if ctype is not None:
+            details["credential_type"] = ctype
+        if action == "delete_credential" and kc_action.startswith("delete_credential:"):
+            details["credential_id"] = kc_action.split(":", 1)[1]
+        if etype is EventType.USER_UPDATED:
+            details["fields"] = sorted(k for k in form if k in _PROFILE_FIELDS)
+            details["via"] = "required-action"
+        if ok:
+            events.append(IdentityEvent(etype, Outcome.SUCCEEDED, details=details, **common))
+        else:
+            error = params.get("error") or ("invalid_otp" if ctype == "otp" else "invalid_input")
+            events.append(IdentityEvent(etype, Outcome.FAILED, error=error, details=details, **common))
+    if redirect and "code" in params:
+        login_details = {"method": "browser", "step": action}
+        if status:
+            login_details["kc_action_status"] = status
+        events.append(IdentityEvent(EventType.LOGIN_SUCCEEDED, Outcome.SUCCEEDED, details=login_details,
+                                    **{**common, "target": None}))
     return events
 
 
@@ -248,8 +383,8 @@ def on_token(rt: Route, req: RequestView, resp: ResponseView, client_auth: str |
     details: dict[str, Any] = {"grant": grant or "none"}
     if not ok and isinstance(data.get("error_description"), str):
         details["error_description"] = data["error_description"][:200]
-    common = {"realm": rt.realm, "client": client, "source_ip": req.client_ip, "request_id": req.request_id,
-              "session": session, "error": error}
+    common: dict[str, Any] = {"realm": rt.realm, "client": client, "source_ip": req.client_ip,
+                              "request_id": req.request_id, "session": session, "error": error}
     outcome = Outcome.SUCCEEDED if ok else Outcome.FAILED
     if grant == "password":
         actor = Party(id=claims.get("sub"), username=form.get("username") or claims.get("preferred_username"),
@@ -272,14 +407,18 @@ def on_token(rt: Route, req: RequestView, resp: ResponseView, client_auth: str |
 
 
 def on_logout(rt: Route, req: RequestView, resp: ResponseView, attribution: Attribution) -> list[IdentityEvent]:
-    """RP-initiated logout (GET/POST /logout, the confirm form, or POST with a refresh token)."""
-    text = resp.text() if resp.status == 200 else ""
-    confirm_page = "logout-confirm" in text and "confirmLogout" in text
-    if confirm_page:
+    """RP-initiated logout (GET/POST /logout, the confirm form, or POST with a refresh token).
+
+    `GET /logout` without `id_token_hint` on a live session only shows the
+    confirmation page (`login-logout-confirm`): nothing has ended yet.
+    """
+    if resp.status == 200 and page_id(resp) == "login-logout-confirm":
         return []  # nothing ended yet: the user must confirm
-    ok = resp.status in (200, 204, 302, 303) and not (resp.status == 200 and _page_has_error(resp))
+    ok = resp.status in (200, 204, 302, 303) and not (resp.status == 200 and page_errors(resp))
     data = resp.json()
-    error = None if ok else str((data or {}).get("error") if isinstance(data, dict) else f"http_{resp.status}")
+    error = None
+    if not ok:
+        error = str(data["error"]) if isinstance(data, dict) and data.get("error") else f"http_{resp.status}"
     if not attribution.actor and not attribution.session and not ok:
         return []
     return [IdentityEvent(EventType.LOGOUT_COMPLETED, Outcome.SUCCEEDED if ok else Outcome.FAILED,
@@ -289,6 +428,7 @@ def on_logout(rt: Route, req: RequestView, resp: ResponseView, attribution: Attr
 
 
 def on_revoke(rt: Route, req: RequestView, resp: ResponseView, attribution: Attribution) -> list[IdentityEvent]:
+    """RFC 7009 revocation: 200 (also for unknown tokens) is success."""
     ok = resp.status == 200
     return [IdentityEvent(EventType.TOKEN_REVOKED, Outcome.SUCCEEDED if ok else Outcome.FAILED, realm=rt.realm,
                           actor=attribution.actor, client=attribution.client, session=attribution.session,
@@ -299,15 +439,43 @@ def on_revoke(rt: Route, req: RequestView, resp: ResponseView, attribution: Attr
 
 def on_sso_auth(rt: Route, req: RequestView, resp: ResponseView, identity: dict[str, Any] | None,
                 ctx: LoginContext) -> list[IdentityEvent]:
-    """GET /auth answered at once with a code: a login by SSO cookie, without credentials."""
+    """GET /auth answered at once with a code: a login by SSO cookie, without credentials.
+
+    With `kc_action` the answer is a 302 to the required action instead, and the
+    login is recorded when that action finishes (`on_required_action`).
+    """
     params = _location_params(resp)
     if resp.status not in (302, 303) or "code" not in params:
         return []
     user_id = (identity or {}).get("sub") or ctx.user_id
+    client = req.query.get("client_id") or req.form().get("client_id")
     return [IdentityEvent(EventType.LOGIN_SUCCEEDED, Outcome.SUCCEEDED, realm=rt.realm,
                           actor=Party(id=user_id, username=ctx.username, kind="user"),
-                          client=req.query.get("client_id"), session=params.get("session_state") or ctx.session,
-                          source_ip=req.client_ip, request_id=req.request_id, details={"method": "sso-cookie"})]
+                          client=client, session=(identity or {}).get("sid") or params.get("session_state")
+                          or ctx.session, source_ip=req.client_ip, request_id=req.request_id,
+                          details={"method": "sso-cookie"})]
+
+
+def on_account(rt: Route, req: RequestView, resp: ResponseView, attribution: Attribution) -> list[IdentityEvent]:
+    """Account REST writes by the user themself (credential delete, profile update, sessions, consents)."""
+    ok = 200 <= resp.status < 300
+    parts = rt.parts
+    details: dict[str, Any]
+    if parts[:1] == ("credentials",) and req.method == "DELETE" and len(parts) == 2:
+        etype, details = EventType.CREDENTIAL_REMOVED, {"credential_id": parts[1], "via": "account"}
+    elif parts[:1] == ("sessions",) and req.method == "DELETE":
+        etype, details = EventType.SESSION_REVOKED, {"via": "account", "path": "/".join(parts)}
+    elif not parts and req.method == "POST":
+        body = req.json()
+        fields = sorted(k for k in body if k in _USER_FIELDS) if isinstance(body, dict) else []
+        etype, details = EventType.USER_UPDATED, {"via": "account", "fields": fields}
+    else:
+        etype, details = EventType.ADMIN_CHANGE, {"via": "account", "method": req.method,
+                                                  "path": "account/" + "/".join(parts)}
+    return [IdentityEvent(etype, Outcome.SUCCEEDED if ok else Outcome.FAILED, realm=rt.realm,
+                          actor=attribution.actor, target=attribution.actor, client=attribution.client,
+                          session=attribution.session, source_ip=req.client_ip, request_id=req.request_id,
+                          error=None if ok else f"http_{resp.status}", details=details)]
 
 
 # ---------------------------------------------------------------------------------------------- admin
@@ -320,15 +488,39 @@ class AdminAction:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+def _role_items(body: object) -> list[dict[str, Any]]:
+    return [item for item in body if isinstance(item, dict)] if isinstance(body, list) else []
+
+
 def _roles(body: object) -> list[str]:
-    if not isinstance(body, list):
-        return []
+    """Role names of a RoleRepresentation array (`name`) or a ui-ext delete body (`roleName`)."""
     out = []
-    for item in body:
-        if isinstance(item, dict):
-            name = item.get("name") or item.get("roleName") or item.get("id") or item.get("roleId")
-            if isinstance(name, str):
-                out.append(name)
+    for item in _role_items(body):
+        name = item.get("name") or item.get("roleName") or item.get("id") or item.get("roleId")
+        if isinstance(name, str):
+            out.append(name)
+    return out
+
+
+def _role_ids(body: object) -> list[str]:
+    out = []
+    for item in _role_items(body):
+        rid = item.get("id") or item.get("roleId")
+        if isinstance(rid, str):
+            out.append(rid)
+    return out
+
+
+def _role_clients(body: object) -> list[str]:
+    """Client UUIDs named by a ui-ext delete body (`clientId` is the client's UUID, absent for realm roles)."""
+    out: list[str] = []
+    for item in _role_items(body):
+        if "roleName" in item or "roleId" in item:  # ui-ext/role-mapping-delete body
+            cid = item.get("clientId")
+        else:  # a RoleRepresentation
+            cid = item.get("containerId") if item.get("clientRole") else None
+        if isinstance(cid, str) and cid not in out:
+            out.append(cid)
     return out
 
 
@@ -345,8 +537,6 @@ def _match(parts: tuple[str, ...], pattern: str) -> dict[str, str] | None:
     return out
 
 
-_USER_FIELDS = ("username", "email", "firstName", "lastName", "enabled", "emailVerified", "requiredActions",
-                "groups", "attributes", "federationLink")
 _CLIENT_FIELDS = ("clientId", "publicClient", "serviceAccountsEnabled", "directAccessGrantsEnabled",
                   "standardFlowEnabled", "enabled", "protocol")
 
@@ -419,6 +609,13 @@ def admin_action(rt: Route, req: RequestView) -> AdminAction:
                 target = Party(id=body, kind="user")
         if etype in (EventType.ROLE_GRANTED, EventType.ROLE_REVOKED, EventType.ROLE_COMPOSITE_CHANGED):
             details["roles"] = _roles(body)
+            if ids := _role_ids(body):
+                details["role_ids"] = ids
+            if "client_uuid" not in details and (clients := _role_clients(body)):
+                if len(clients) == 1:
+                    details["client_uuid"] = clients[0]
+                else:
+                    details["client_uuids"] = clients
             if etype is EventType.ROLE_COMPOSITE_CHANGED:
                 details["change"] = "removed" if req.method == "DELETE" or "role-mapping-delete" in path else "added"
             if req.method == "DELETE" and not details["roles"]:
@@ -427,7 +624,7 @@ def admin_action(rt: Route, req: RequestView) -> AdminAction:
             details["fields"] = sorted(k for k in body if k in _USER_FIELDS)
             target = Party(username=str(body.get("username", "")) or None, kind="user")
         if etype is EventType.USER_UPDATED and isinstance(body, dict):
-            details["fields"] = sorted(k for k in body if k != "credentials")
+            details["fields"] = sorted(k for k in body if k in _USER_FIELDS)
             if body.get("enabled") is False:
                 etype = EventType.USER_DISABLED
             elif body.get("enabled") is True and set(body) <= {"enabled", "id", "username"}:
@@ -442,7 +639,10 @@ def admin_action(rt: Route, req: RequestView) -> AdminAction:
         if rt.parts == ("logout-all",):
             target = Party(kind="realm", name=rt.realm)
         return AdminAction(etype, target, details)
-    return AdminAction(EventType.ADMIN_CHANGE, None, {"method": req.method, "path": path})
+    details = {"method": req.method, "path": path}
+    if rt.parts[:2] == ("ui-ext", "role-mapping-delete"):
+        details["roles"] = _roles(body)  # client / client-scope scope mappings, removed by the console
+    return AdminAction(EventType.ADMIN_CHANGE, None, details)
 
 
 def admin_outcome(action: AdminAction, resp: ResponseView) -> tuple[Outcome, str | None, dict[str, Any]]:

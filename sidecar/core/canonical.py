@@ -6,7 +6,7 @@ encoder, so that is the one encoder used. The allowed values are what makes the
 shortcut sound, and `check()` enforces them before encoding:
 
 * no floats (JCS number formatting is where encoders differ);
-* integers within +/- 2**53 (I-JSON's exactly representable range);
+* integers within +/-(2**53 - 1) (I-JSON's exactly representable range);
 * object keys are ASCII (JCS sorts by UTF-16 code units, orjson by code points;
   the two orders agree on ASCII);
 * strings are valid Unicode (no lone surrogates).
@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-MAX_SAFE_INT = 2**53
+MAX_SAFE_INT = 2**53 - 1  # I-JSON: integers JCS numbers represent exactly
 
 
 class CanonicalError(ValueError):
@@ -39,7 +39,7 @@ def check(value: Any, path: str = "$") -> None:
         return
     if isinstance(value, int):
         if not -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
-            raise CanonicalError(f"{path}: integer {value} is outside +/-2^53")
+            raise CanonicalError(f"{path}: integer {value} is outside +/-(2^53-1)")
         return
     if isinstance(value, float):
         raise CanonicalError(f"{path}: floats are not allowed in records")

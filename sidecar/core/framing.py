@@ -53,6 +53,30 @@ class FrameDamage:
     torn: bool  # True if this looks like an interrupted write at the tail
 
 
+def _valid_frame_after(view: memoryview, start: int) -> bool:
+    """Whether a whole, CRC-valid frame starts anywhere at or after `start`.
+
+    A torn write only damages the end of a file: if an intact frame follows the damage, the
+    damage is in the middle (tampering or media error), never a crash. Only called on damage.
+    """
+    end = len(view)
+    crc32 = zlib.crc32
+    data = bytes(view[start:])
+    for kind in KINDS:
+        pos = data.find(bytes([kind]))
+        while pos >= 0:
+            at = start + pos
+            if end - at >= OVERHEAD:
+                _, length = _HEAD.unpack_from(view, at)
+                stop = at + _HEAD.size + length
+                if length <= MAX_FRAME and stop + _CRC.size <= end:
+                    (crc,) = _CRC.unpack_from(view, stop)
+                    if crc32(view[at + _HEAD.size: stop], crc32(view[at: at + _HEAD.size])) == crc:
+                        return True
+            pos = data.find(bytes([kind]), pos + 1)
+    return False
+
+
 def iter_frames(data: bytes | memoryview) -> Iterator[Frame | FrameDamage]:
     """Yield frames in order; on the first damaged frame yield FrameDamage and stop."""
     view = memoryview(data)
@@ -70,20 +94,21 @@ def iter_frames(data: bytes | memoryview) -> Iterator[Frame | FrameDamage]:
             yield FrameDamage(pos, f"{end - pos} zero bytes at the end", True)
             return
         if kind not in KINDS:
-            yield FrameDamage(pos, f"unknown frame kind 0x{kind:02x}", False)
+            # Zeros (preallocated blocks) or garbage after a torn frame are still a torn tail.
+            yield FrameDamage(pos, f"unknown frame kind 0x{kind:02x}", not _valid_frame_after(view, pos + 1))
             return
         if length > MAX_FRAME:
             yield FrameDamage(pos, f"frame length {length} exceeds the maximum {MAX_FRAME}", False)
             return
         stop = pos + _HEAD.size + length
         if stop + _CRC.size > end:
-            yield FrameDamage(pos, f"frame of {length} bytes runs past the end of the data", True)
+            yield FrameDamage(pos, f"frame of {length} bytes runs past the end of the data",
+                              not _valid_frame_after(view, pos + 1))
             return
         body = view[pos + _HEAD.size: stop]
         (crc,) = unpack_crc(view, stop)
         if crc32(body, crc32(view[pos: pos + _HEAD.size])) != crc:
-            torn = stop + _CRC.size == end
-            yield FrameDamage(pos, "frame checksum mismatch", torn)
+            yield FrameDamage(pos, "frame checksum mismatch", not _valid_frame_after(view, pos + 1))
             return
         yield Frame(kind, pos, bytes(body))
         pos = stop + _CRC.size

@@ -42,7 +42,9 @@ class PublicKey:
 
     @property
     def epoch(self) -> int:
-        return int(self.name.rsplit("#", 1)[1])
+        """The epoch number from the name `<origin>#<epoch>`; -1 if the name does not have one."""
+        _, sep, tail = self.name.rpartition("#")
+        return int(tail) if sep and tail.isascii() and tail.isdigit() else -1
 
     def verify(self, signature: bytes, message: bytes) -> bool:
         try:

@@ -82,7 +82,7 @@ class Checkpoint:
         origin, size_s, root_s, time_s, *ext = lines
         if not origin:
             raise NoteError("line 1: empty origin")
-        if not size_s.isdigit() or (size_s != "0" and size_s.startswith("0")):
+        if not (size_s.isascii() and size_s.isdigit()) or (size_s != "0" and size_s.startswith("0")):
             raise NoteError(f"line 2: tree size {size_s!r} is not a decimal number")
         try:
             root = base64.b64decode(root_s, validate=True)
@@ -91,7 +91,7 @@ class Checkpoint:
         if len(root) != 32:
             raise NoteError(f"line 3: root hash is {len(root)} bytes, expected 32")
         parts = time_s.split(" ")
-        if len(parts) != 2 or parts[0] != "time" or not parts[1].isdigit():
+        if len(parts) != 2 or parts[0] != "time" or not (parts[1].isascii() and parts[1].isdigit()):
             raise NoteError(f"line 4: expected 'time <ns>', got {time_s!r}")
         seal = None
         for i, line in enumerate(ext, start=5):
@@ -132,7 +132,7 @@ def split_note(note: bytes) -> tuple[bytes, list[NoteSignature]]:
         except (ValueError, binascii.Error) as exc:
             raise NoteError(f"malformed signature line {line[:60]!r}") from exc
         if len(raw) != 4 + 64:
-            raise NoteError(f"signature for {name!r} is {len(raw)} bytes, expected 68")
+            continue  # not an Ed25519 note signature (e.g. a witness cosignature): ignored, as C2SP says
         sigs.append(NoteSignature(name, raw[:4], raw[4:]))
     if not sigs:
         raise NoteError("note has no signatures")

@@ -61,6 +61,7 @@ class CheckpointScan:
     subrange: tuple[bytes, ...]  # compact range [first_seq, size)
     signer: bytes | None  # raw public key whose signature verified, if any
     signer_name: str | None
+    at_seq: int = 0  # records before this checkpoint in the ledger (what its size must be)
 
 
 @dataclass(slots=True)
@@ -124,6 +125,9 @@ def scan_segment(name: str, data: bytes, want_sizes: frozenset[int] = frozenset(
     except ValueError as exc:
         add(Finding("header-malformed", str(exc), name))
         return scan
+    if header.first_seq < 0 or header.segment < 0:
+        add(Finding("header-malformed", f"header has first_seq {header.first_seq}, segment {header.segment}", name))
+        return scan
     scan.header = header
     if scan.number is not None and header.segment != scan.number:
         add(Finding("header-mismatch", f"header says segment {header.segment}, file name says {scan.number}", name))
@@ -155,10 +159,14 @@ def scan_segment(name: str, data: bytes, want_sizes: frozenset[int] = frozenset(
             leaf = sha256(_LEAF + body).digest()
             try:
                 obj = parse(body)
-                r_seq, r_prev, event = obj["seq"], obj["prev"], obj["event"]
-                r_ts = int(obj["ts"])
+                r_seq, r_prev, event, ts_s = obj["seq"], obj["prev"], obj["event"], obj["ts"]
                 if obj["v"] != 1 or len(obj) != 5 or not isinstance(event, dict):
                     raise ValueError("unexpected fields or version")
+                if type(r_seq) is not int or not (isinstance(ts_s, str) and ts_s.isascii() and ts_s.isdigit()):
+                    raise ValueError("seq must be an integer and ts a string of decimal digits")
+                if not isinstance(r_prev, str):
+                    raise ValueError("prev must be a hex string")
+                r_ts = int(ts_s)
             except (ValueError, KeyError, TypeError) as exc:
                 add(Finding("record-malformed", f"offset {frame.offset}: record does not parse: {exc}", name, seq))
                 break
@@ -208,7 +216,8 @@ def scan_segment(name: str, data: bytes, want_sizes: frozenset[int] = frozenset(
                             name, seq - 1))
             if cp is not None and (kind == framing.SEAL) != (cp.seal is not None):
                 add(Finding("seal-malformed", f"{label} frame kind and seal line disagree", name, seq - 1))
-            scan.checkpoints.append(CheckpointScan(label, frame.body, cp, tuple(crange.hashes), signer, signer_name))
+            scan.checkpoints.append(CheckpointScan(label, frame.body, cp, tuple(crange.hashes), signer, signer_name,
+                                                   seq))
             if kind == framing.SEAL:
                 scan.sealed = True
         else:  # a second header
@@ -221,6 +230,11 @@ def scan_segment(name: str, data: bytes, want_sizes: frozenset[int] = frozenset(
     scan.end_range = tuple(crange.hashes)
     scan.end_key = key
     scan.pending_key = pending
+    covered = scan.checkpoints[-1].at_seq if scan.checkpoints else header.first_seq
+    if seq > covered and scan.damage is None and not any(f.code in _STOPS for f in scan.findings):
+        add(Finding("unsigned-tail", f"{seq - covered} record(s) after the last checkpoint (seq {covered}..{seq - 1}) "
+                    "are covered by no signature: appended by someone without the key, or a crash not yet "
+                    "recovered", name, covered))
     return scan
 
 
@@ -255,6 +269,18 @@ class Report:
         }
 
 
+# Findings after which a segment scan stopped before its end.
+_STOPS = frozenset({"record-malformed", "seq-mismatch", "chain-broken", "after-seal", "header-duplicate"})
+
+
+def _range_fits(size: int, hashes: Sequence[bytes]) -> bool:
+    try:
+        CompactRange(0, size, hashes)
+    except ValueError:
+        return False
+    return True
+
+
 def _root_at(prefix: CompactRange, subrange: Sequence[bytes], begin: int, end: int) -> bytes:
     rng = prefix.copy()
     rng.merge(CompactRange(begin, end, subrange))
@@ -270,12 +296,14 @@ def verify_scans(scans: Iterable[SegmentScan], trust: TrustAnchor,
     key = trust.root_key
     report.keys.append(key.name)
     schedule: list[tuple[int, PublicKey]] = [(0, key)]  # (first tree size it signs beyond, key)
-    prefix = CompactRange.empty(0)
+    prefix: CompactRange | None = CompactRange.empty(0)
     prev_hash = genesis_hash(trust.origin)
     next_seq = 0
     expected_segment = 0
     last_time = -1
-    roots: dict[int, bytes] = {0: prefix.root()}
+    roots: dict[int, bytes] = {0: CompactRange.empty(0).root()}
+    tree_ok = True
+    last_record_ts = -1
     pending_ranges: dict[int, tuple[int, tuple[bytes, ...], CompactRange]] = {}
     for i, scan in enumerate(ordered):
         report.segments += 1
@@ -302,10 +330,15 @@ def verify_scans(scans: Iterable[SegmentScan], trust: TrustAnchor,
         if h.first_seq != next_seq:
             add(Finding("seq-gap", f"segment starts at seq {h.first_seq}, expected {next_seq}", scan.name,
                         h.first_seq))
+            # Records are missing (or extra): roots from here on cannot be checked against the records.
+            # Carry on from the header's own claims so the rest of the ledger is still examined.
+            tree_ok = False
+            prefix = CompactRange(0, h.first_seq, h.range) if _range_fits(h.first_seq, h.range) else None
+            next_seq = h.first_seq
         elif h.prev != prev_hash:
             add(Finding("chain-broken", f"previous hash is {h.prev.hex()[:16]}..., the record before it hashes to "
                         f"{prev_hash.hex()[:16]}...", scan.name, h.first_seq))
-        if tuple(h.range) != tuple(prefix.hashes) and h.first_seq == next_seq:
+        if prefix is not None and tuple(h.range) != tuple(prefix.hashes) and h.first_seq == next_seq:
             add(Finding("range-mismatch", "header's Merkle range does not match the records before it",
                         scan.name, h.first_seq))
         if h.key != key:
@@ -321,7 +354,7 @@ def verify_scans(scans: Iterable[SegmentScan], trust: TrustAnchor,
             if cp.origin != trust.origin:
                 add(Finding("origin-mismatch", f"{cps.kind} of size {cp.size} names origin {cp.origin!r}",
                             scan.name, cp.size - 1))
-            if cp.size >= begin:
+            if prefix is not None and cp.size == cps.at_seq and cp.size >= begin:
                 root = _root_at(prefix, cps.subrange, begin, cp.size)
                 roots[cp.size] = root
                 if root != cp.root:
@@ -357,10 +390,19 @@ def verify_scans(scans: Iterable[SegmentScan], trust: TrustAnchor,
                         "checkpoint signed by the outgoing key", scan.name, scan.last_seq))
         if not scan.sealed and i != len(ordered) - 1:
             add(Finding("not-sealed", f"segment is not sealed but {ordered[i + 1].name} follows it", scan.name))
+        if scan.first_ts is not None and scan.first_ts < last_record_ts:
+            add(Finding("time-backwards", f"first record time {scan.first_ts} is before the previous segment's "
+                        f"last {last_record_ts}", scan.name, h.first_seq))
+        if scan.last_ts is not None:
+            last_record_ts = scan.last_ts
         # advance the global state
-        for size, sub in scan.extra_ranges.items():
-            pending_ranges[size] = (begin, sub, prefix.copy())
-        prefix.merge(CompactRange(begin, begin + scan.records, scan.end_range))
+        if prefix is not None:
+            for size, sub in scan.extra_ranges.items():
+                pending_ranges[size] = (begin, sub, prefix.copy())
+            if scan.damage is None and not any(f.code in _STOPS for f in scan.findings):
+                prefix.merge(CompactRange(begin, begin + scan.records, scan.end_range))
+            else:
+                prefix = None  # the scan stopped early: later roots cannot be computed
         report.records += scan.records
         next_seq = begin + scan.records
         prev_hash = scan.last_hash if scan.last_hash is not None else prev_hash
@@ -369,8 +411,9 @@ def verify_scans(scans: Iterable[SegmentScan], trust: TrustAnchor,
         if scan.last_ts is not None:
             report.last_ts = scan.last_ts
     report.size = next_seq
-    report.root = prefix.root()
-    roots[next_seq] = report.root
+    if prefix is not None and tree_ok:
+        report.root = prefix.root()
+        roots[next_seq] = report.root
     for begin_size, (begin, sub, pre) in pending_ranges.items():
         roots.setdefault(begin_size, _root_at(pre, sub, begin, begin_size))
     for note in external:

@@ -138,20 +138,31 @@ class Ledger:
         except BlockingIOError as exc:
             os.close(lock_fd)
             raise StorageError(f"another sidecar is writing the ledger in {data_dir}") from exc
-        numbers = sorted(n for p in seg_dir.iterdir() if (n := segment_number(p.name)) is not None)
+        try:
+            return await cls._open_locked(data_dir, config, clock, policy_digest, start_task, keys, trust.origin,
+                                          seg_dir, lock_fd)
+        except BaseException:
+            fcntl.flock(lock_fd, fcntl.LOCK_UN)  # a failed open must not leave the directory locked
+            os.close(lock_fd)
+            raise
+
+    @classmethod
+    async def _open_locked(cls, data_dir: Path, config: LedgerConfig, clock: Clock, policy_digest: str,
+                           start_task: bool, keys: KeyStore, origin: str, seg_dir: Path, lock_fd: int) -> Ledger:
         now = clock.now_ns()
         recovered: dict[str, Any] | None = None
-        if not numbers:
+        numbers = sorted(n for p in seg_dir.iterdir() if (n := segment_number(p.name)) is not None)
+        found = _recover(seg_dir, numbers[-1], keys, origin, policy_digest, now, config) if numbers else None
+        if found is None:
             signer = keys.load(0)
-            state = _new_segment_state(0, 0, genesis_hash(trust.origin), CompactRange.empty(0), signer,
-                                       trust.origin, policy_digest, now, now, -1)
+            state = _new_segment_state(0, 0, genesis_hash(origin), CompactRange.empty(0), signer,
+                                       origin, policy_digest, now, now, -1)
             fd = _create_segment(seg_dir, state.header)
             state.offset = os.fstat(fd).st_size
             pending: list[tuple[Signer, PublicKey]] = []
         else:
-            state, fd, recovered, pending = _recover(seg_dir, numbers[-1], keys, trust.origin, policy_digest,
-                                                     now, config)
-        ledger = cls(data_dir, config, clock, policy_digest, keys, trust.origin, state, fd, lock_fd,
+            state, fd, recovered, pending = found
+        ledger = cls(data_dir, config, clock, policy_digest, keys, origin, state, fd, lock_fd,
                      recovered=recovered)
         await ledger._finish_recovery(pending)
         start = IdentityEvent(EventType.LEDGER_RECOVERED if recovered else EventType.LEDGER_STARTED,
@@ -182,6 +193,8 @@ class Ledger:
     # ------------------------------------------------------------------ appending
     async def append(self, event: IdentityEvent | dict[str, Any]) -> Receipt:
         """Append one event; returns once it is durable and covered by a signed checkpoint."""
+        if self._task is not None and self._task.done() and not self.broken:
+            self.broken = "writer task ended"
         if self.broken:
             raise StorageError(f"ledger unavailable: {self.broken}")
         if self._closing:
@@ -217,7 +230,8 @@ class Ledger:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._pool.shutdown(wait=True)
-        os.close(self._fd)
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
         fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         os.close(self._lock_fd)
 
@@ -225,31 +239,45 @@ class Ledger:
     async def _run(self) -> None:
         q = self._queue
         while True:
-            timeout = self._next_deadline()
-            try:
-                first = await asyncio.wait_for(q.get(), timeout)
-            except TimeoutError:
-                if not self.broken:
-                    await self._commit([])  # heartbeat / age-based seal / rotation
-                continue
+            if q.empty():
+                try:
+                    first = await asyncio.wait_for(q.get(), max(self._next_deadline(), 0.001))
+                except TimeoutError:
+                    if not self.broken:
+                        await self._commit_guarded([])  # heartbeat / age-based seal / rotation
+                    continue
+            else:  # never let a due timer starve queued records
+                first = q.get_nowait()
             batch: list[tuple[dict[str, Any], asyncio.Future[Receipt] | None]] = [] if not first[0] else [first]
             while len(batch) < self.config.batch_max and not q.empty():
                 item = q.get_nowait()
                 if item[0]:
                     batch.append(item)
             if batch:
-                await self._commit(batch)
+                await self._commit_guarded(batch)
             if self._closing and q.empty():
                 if not self.broken:
-                    await self._commit([])
+                    await self._commit_guarded([])
                 return
+
+    async def _commit_guarded(self, batch: list[tuple[dict[str, Any], asyncio.Future[Receipt] | None]]) -> None:
+        """Commit; an unexpected error marks the ledger broken and fails the waiters, never kills the task."""
+        try:
+            await self._commit(batch)
+        except Exception as exc:
+            self.broken = f"writer failed: {type(exc).__name__}: {exc}"
+            log.exception("ledger writer failed; appends now fail with 503 until restart")
+            for _payload, fut in batch:
+                if fut is not None and not fut.done():
+                    fut.set_exception(StorageError(self.broken))
 
     def _next_deadline(self) -> float:
         st = self._state
         now = self.clock.now_ns()
         due = min(st.last_checkpoint_ns + int(self.config.heartbeat_s * 1e9),
-                  st.segment_start_ns + int(self.config.segment_max_age_s * 1e9),
                   st.epoch_start_ns + int(self.config.epoch_s * 1e9))
+        if st.seq > st.header.first_seq:  # only a segment with records is sealed by age
+            due = min(due, st.segment_start_ns + int(self.config.segment_max_age_s * 1e9))
         return max(0.0, (due - now) / 1e9)
 
     async def _commit(self, batch: list[tuple[dict[str, Any], asyncio.Future[Receipt] | None]]) -> None:
@@ -298,7 +326,8 @@ class Ledger:
                 or now - st.segment_start_ns >= cfg.segment_max_age_s * 1e9) and seq > st.header.first_seq
         if seal:
             assert first_hash is not None
-            seal_line = Seal(st.segment, st.header.first_seq, seq - 1, first_hash, prev, self.policy_digest)
+            # The seal repeats the digest of the policy the segment was opened under (its header's).
+            seal_line = Seal(st.segment, st.header.first_seq, seq - 1, first_hash, prev, st.header.policy)
             # After a rotation's checkpoint the new key is in force, so it signs the seal.
             seal_note = sign_note(Checkpoint(self.origin, seq, root, now, seal_line).body(), new_signer or st.signer)
             buf.extend(framing.encode_frame(framing.SEAL, seal_note))
@@ -324,7 +353,11 @@ class Ledger:
             log.info("signing key rotated to epoch %d; epoch %d key destroyed", new_signer.public.epoch, old_epoch)
         commit = Commit(st.segment, tuple(records), checkpoint, seal, st.offset)
         if seal:
-            await self._roll_segment(now)
+            try:
+                await self._roll_segment(now)
+            except OSError as exc:  # the batch is durable; the next segment cannot be opened
+                self.broken = f"cannot open the next segment: {exc.strerror or exc}"
+                log.error("ledger broken: %s", self.broken)
         for sub in self.subscribers:
             try:
                 sub(commit)
@@ -388,8 +421,11 @@ def _create_segment(seg_dir: Path, header: SegmentHeader) -> int:
     return fd
 
 
+_Recovered = tuple["_State", int, dict[str, Any] | None, list[tuple[Signer, PublicKey]]]
+
+
 def _recover(seg_dir: Path, last: int, keys: KeyStore, origin: str, policy: str, now: int,
-             config: LedgerConfig) -> tuple[_State, int, dict[str, Any] | None, list[tuple[Signer, PublicKey]]]:
+             config: LedgerConfig) -> _Recovered | None:
     """Reopen the newest segment, cutting a torn tail; see the module docstring."""
     path = seg_dir / segment_name(last)
     data = path.read_bytes()
@@ -401,7 +437,7 @@ def _recover(seg_dir: Path, last: int, keys: KeyStore, origin: str, policy: str,
             # The crash hit while the header of a fresh segment was being written.
             path.unlink()
             if last == 0:
-                raise IntegrityError(f"{path}: the first segment has no header; initialise a new ledger")
+                return None  # nothing was ever written: start the ledger afresh
             return _recover(seg_dir, last - 1, keys, origin, policy, now, config)
         raise IntegrityError(f"{path}: {scan.findings[0]}")
     cut: dict[str, Any] | None = None
@@ -417,7 +453,8 @@ def _recover(seg_dir: Path, last: int, keys: KeyStore, origin: str, policy: str,
             os.fsync(f.fileno())
         data = data[: scan.damage.offset]
         scan = scan_segment(path.name, data)
-    serious = [f for f in scan.findings if f.code != "frame-damaged"]
+    # A torn tail and whole records without a checkpoint are what a crash leaves; recovery repairs both.
+    serious = [f for f in scan.findings if f.code not in ("frame-damaged", "unsigned-tail")]
     if serious:
         raise IntegrityError(f"{path}: {serious[0]}; refusing to start, run `sidecar verify`")
     assert scan.header is not None
@@ -443,9 +480,9 @@ def _recover(seg_dir: Path, last: int, keys: KeyStore, origin: str, policy: str,
             keys.destroy(epoch)
     state = _State(size, scan.last_hash or h.prev, crange, last, len(data), h, scan.first_hash,
                    scan.last_ts if scan.last_ts is not None else -1, signer, now, h.created_ns, now)
-    fd = os.open(path, os.O_RDWR)
-    if scan.sealed:
-        os.close(fd)
+    if not scan.sealed:
+        fd = os.open(path, os.O_RDWR)
+    else:  # a crash came between the seal and the next segment: start that segment now
         new = _new_segment_state(last + 1, size, state.prev, crange, signer, origin, policy, now, now, state.last_ts)
         fd = _create_segment(seg_dir, new.header)
         new.offset = os.fstat(fd).st_size

@@ -7,10 +7,25 @@ newest checkpoint. Each put is read back and compared before the cursor
 moves. The cursor (`replication.json` in the data directory, replaced
 atomically) makes restarts resume where they stopped.
 
+Only durable bytes are shipped: the replicator never reads past the newest
+commit the writer announced (`on_commit` runs after the fsync), or, before
+the first announcement, past the last checkpoint found in the files when it
+was created. A write the ledger later cuts back (failed fsync) never reaches
+the store.
+
+Resuming: a crash between a put and the cursor save leaves chunks in the store
+beyond the cursor, while the open segment has grown since, so the chunk at the
+cursor would now be longer. On (re)start the replicator first adopts the
+chunks already stored at the cursor, checking each one is byte-identical to
+the local WAL at that offset; a chunk that differs is a `StoreIntegrityError`
+(the remote and the local copy tell different stories).
+
 Errors back off exponentially (0.2 s to 10 s). The backlog (bytes committed
 but not yet in the store) is exposed with the lag; past `high_water_bytes`
 `over_high_water()` turns true and the capture layer applies the failure
 policy (admin changes fail closed by default), so local disk stays bounded.
+Crossing the mark either way is logged once, and `status()` (shown in
+/.sidecar/health) carries the state and the reason.
 """
 
 from __future__ import annotations
@@ -59,12 +74,18 @@ class Replicator:
         self.cursor = self._load_cursor()
         self._wake = asyncio.Event()
         self._commits: deque[tuple[int, int, int]] = deque(maxlen=100_000)  # (segment, end offset, commit ns)
-        self._head: tuple[int, int] = (self.cursor.segment, self.cursor.offset)  # newest committed position
+        # Newest durable position: what the files held at creation, then each commit the writer announces.
+        self._head: tuple[int, int] = max(self._committed_on_disk(),
+                                          (self.cursor.segment, self.cursor.offset))
         self._task: asyncio.Task[None] | None = None
+        self._reconciled = False  # chunks already in the store at the cursor adopted (see the docstring)
         self.last_error: str | None = None
+        self.last_error_ns: int | None = None
+        self.last_success_ns: int | None = None
         self.lags_ms: deque[float] = deque(maxlen=10_000)
         self.integrity_error: str | None = None
         self.uploaded_objects = 0
+        self._was_over = False
 
     # ------------------------------------------------------------------ wiring
     def on_commit(self, commit: Commit) -> None:
@@ -75,6 +96,7 @@ class Replicator:
         self._wake.set()
 
     def start(self) -> None:
+        self._reconciled = False  # a previous run may have been cancelled between a put and the cursor save
         self._task = asyncio.get_running_loop().create_task(self._run(), name="replicator")
 
     async def stop(self, drain_timeout_s: float = 5.0) -> None:
@@ -109,15 +131,64 @@ class Replicator:
         return total
 
     def over_high_water(self) -> bool:
-        return self.backlog_bytes() > self.high_water
+        backlog = self.backlog_bytes()
+        over = backlog > self.high_water
+        if over != self._was_over:
+            self._was_over = over
+            if over:
+                log.error("REPLICATION BACKLOG %d bytes is above the high-water mark of %d bytes (%s): the "
+                          "failure policy now applies to new records (admin changes fail closed by default)",
+                          backlog, self.high_water, self.last_error or "store behind")
+            else:
+                log.warning("replication backlog %d bytes is back under the high-water mark of %d bytes",
+                            backlog, self.high_water)
+        return over
+
+    def pending_since_ms(self) -> float | None:
+        """Age of the oldest commit not yet in the store (the lag right now), or None if none waits."""
+        if not self._commits or self.backlog_bytes() == 0:
+            return None
+        return (time.time_ns() - self._commits[0][2]) / 1e6
 
     def status(self) -> dict[str, Any]:
         lags = sorted(self.lags_ms)
-        return {"store": self.store.url, "cursor": self.cursor.to_json(), "backlog_bytes": self.backlog_bytes(),
+        backlog = self.backlog_bytes()
+        over = self.over_high_water()
+        if self.integrity_error:
+            state, reason = "integrity-error", self.integrity_error
+        elif over:
+            state = "over-high-water"
+            reason = (f"backlog {backlog} bytes above the high-water mark {self.high_water}; "
+                      f"{self.last_error or 'the store is behind'}")
+        elif self.last_error:
+            state, reason = "retrying", self.last_error
+        else:
+            state, reason = "ok", None
+        return {"state": state, "reason": reason, "store": self.store.url, "cursor": self.cursor.to_json(),
+                "backlog_bytes": backlog, "high_water_bytes": self.high_water, "over_high_water": over,
                 "last_error": self.last_error, "integrity_error": self.integrity_error,
+                "last_error_ns": self.last_error_ns, "last_success_ns": self.last_success_ns,
+                "pending_since_ms": self.pending_since_ms(),
                 "lag_ms_p50": lags[len(lags) // 2] if lags else None,
                 "lag_ms_p99": lags[min(len(lags) - 1, int(len(lags) * 0.99))] if lags else None,
+                "lag_ms_max": lags[-1] if lags else None,
                 "objects": self.uploaded_objects}
+
+    def _committed_on_disk(self) -> tuple[int, int]:
+        """The end of the last committed frame in the files now, as (segment, offset)."""
+        seg_dir = self.data_dir / SEGMENT_DIR
+        n = self.cursor.segment
+        head = (n, self.cursor.offset)
+        while True:
+            try:
+                data = _read_from(seg_dir / segment_name(n), 0)
+            except FileNotFoundError:
+                return head
+            end, sealed, _ = _scan_new(data)
+            if not sealed:
+                return (n, end)
+            n += 1
+            head = (n, 0)
 
     def _load_cursor(self) -> Cursor:
         try:
@@ -144,11 +215,14 @@ class Replicator:
         backoff = 0.2
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval_s * 10)
+                await asyncio.wait_for(self._wake.wait(), max(self.interval_s * 10, 1.0))
             self._wake.clear()
             try:
                 await self.step()
+                if self.last_error is not None:
+                    log.warning("replication to %s works again", self.store.url)
                 self.last_error = None
+                self.last_success_ns = time.time_ns()
                 backoff = 0.2
             except StoreIntegrityError as exc:
                 # Someone else wrote into our keys: loud, and never retried into silence.
@@ -157,6 +231,7 @@ class Replicator:
                 await asyncio.sleep(10)
             except (StorageError, OSError) as exc:
                 self.last_error = str(exc)
+                self.last_error_ns = time.time_ns()
                 log.warning("replication to %s failed, retrying in %.1fs: %s", self.store.url, backoff, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
@@ -168,11 +243,22 @@ class Replicator:
     async def step(self) -> int:
         """Ship everything committed so far; returns the number of bytes shipped."""
         seg_dir = self.data_dir / SEGMENT_DIR
+        if not self._reconciled:
+            await self._reconcile()
         shipped = 0
         while True:
             path = seg_dir / segment_name(self.cursor.segment)
+            head_segment, head_offset = self._head
+            if head_offset == 0:
+                # A segment rolled by a sealing commit: its header was fsynced before the commit was
+                # announced, so it is durable and ships on its own.
+                head_offset = await asyncio.to_thread(_header_end, seg_dir / segment_name(head_segment))
+            if (self.cursor.segment, self.cursor.offset) >= (head_segment, head_offset):
+                return shipped
+            # Segments before the head's are sealed and whole; in the head's segment stop at the head.
+            limit = head_offset if self.cursor.segment == head_segment else None
             try:
-                new = await asyncio.to_thread(_read_from, path, self.cursor.offset)
+                new = await asyncio.to_thread(_read_from, path, self.cursor.offset, limit)
             except FileNotFoundError:
                 return shipped
             # The cursor always sits on a frame boundary, so the new bytes parse on their own.
@@ -189,13 +275,45 @@ class Replicator:
                 shipped += end_rel
                 self.cursor.offset = end
                 self._record_lag(self.cursor.segment, end)
-            if not sealed:
+            # A segment before the head's with nothing left to read had its seal shipped already (as a
+            # chunk, by a run that stopped before uploading the whole segment).
+            if not sealed and not (self.cursor.segment < head_segment and not new):
                 if end_rel:
                     await asyncio.to_thread(self._save_cursor)
                 return shipped
             await self._put(segment_key(self.cursor.segment), await asyncio.to_thread(path.read_bytes))
             self.cursor = Cursor(self.cursor.segment + 1, 0)
             await asyncio.to_thread(self._save_cursor)
+
+    async def _reconcile(self) -> None:
+        """Adopt tail chunks a previous run stored at (and beyond) the cursor before it could save it."""
+        seg, offset = self.cursor.segment, self.cursor.offset
+        path = self.data_dir / SEGMENT_DIR / segment_name(seg)
+        adopted = 0
+        while True:
+            key = chunk_key(seg, offset)
+            if await self.store.head(key) is None:
+                break
+            stored = await self.store.get(key)
+            try:
+                local = await asyncio.to_thread(_read_from, path, offset, offset + len(stored))
+            except FileNotFoundError:
+                local = b""
+            if local != stored:
+                raise StoreIntegrityError(
+                    f"{self.store.url}: {key} ({len(stored)} bytes, sha256 {sha256_hex(stored)[:16]}...) "
+                    f"is not the local WAL at that offset ({len(local)} bytes, sha256 "
+                    f"{sha256_hex(local)[:16]}...): the remote copy and the local ledger diverge; "
+                    "run `sidecar verify DATA_DIR --remote STORE`")
+            offset += len(stored)
+            adopted += 1
+        if adopted:
+            log.info("replication resumes after %d chunk(s) of segment %d already in %s (cursor %d -> %d)",
+                     adopted, seg, self.store.url, self.cursor.offset, offset)
+            self.cursor = Cursor(seg, offset)
+            self._head = max(self._head, (seg, offset))
+            await asyncio.to_thread(self._save_cursor)
+        self._reconciled = True
 
     async def _put(self, key: str, data: bytes) -> None:
         result = await self.store.put(key, data)
@@ -214,10 +332,24 @@ class Replicator:
             self.lags_ms.append((now - t) / 1e6)
 
 
-def _read_from(path: Path, offset: int) -> bytes:
+def _read_from(path: Path, offset: int, end: int | None = None) -> bytes:
+    """Bytes [offset, end) of a file (to its end when end is None)."""
     with path.open("rb") as f:
         f.seek(offset)
-        return f.read()
+        return f.read() if end is None else f.read(max(0, end - offset))
+
+
+def _header_end(path: Path) -> int:
+    """The end of a segment's header frame, or 0 if the file is missing or has no whole header yet."""
+    try:
+        data = _read_from(path, 0, 64 * 1024)
+    except FileNotFoundError:
+        return 0
+    for frame in framing.iter_frames(data):
+        if isinstance(frame, framing.Frame) and frame.kind == framing.HEADER:
+            return frame.offset + framing.OVERHEAD + len(frame.body)
+        break
+    return 0
 
 
 def _scan_new(data: bytes) -> tuple[int, bool, bytes | None]:

@@ -44,10 +44,10 @@ async def _append_and_report(ledger: Ledger, event: IdentityEvent) -> None:
 async def _worker(ledger: Ledger, rng: random.Random, worker: int) -> None:
     n = 0
     while True:
-        batch = rng.randint(1, 16)
+        batch = rng.randint(1, 32)
         await asyncio.gather(*(_append_and_report(ledger, _event(rng, worker, n + i)) for i in range(batch)))
         n += batch
-        await asyncio.sleep(rng.uniform(0.002, 0.012))  # keeps the volume a test can re-verify
+        await asyncio.sleep(rng.uniform(0.01, 0.06))  # keeps the volume a test can re-verify
 
 
 async def main(data_dir: Path, seed: int) -> None:

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,21 +69,44 @@ class Contents:
         return [r for r in self.records if r.event.get("type") == etype]
 
 
-def read_ledger(data: Path) -> Contents:
-    """Every whole frame of every segment, in order; stops a segment at its first damaged frame."""
+_Parsed = tuple[list[Rec], list[tuple[str, int, Checkpoint, str]]]
+
+
+def _read_segment(path: Path) -> _Parsed:
+    records: list[Rec] = []
+    checkpoints: list[tuple[str, int, Checkpoint, str]] = []
+    for frame in framing.iter_frames(path.read_bytes()):
+        if isinstance(frame, framing.FrameDamage):
+            break
+        if frame.kind == framing.RECORD:
+            obj = parse(frame.body)
+            records.append(Rec(obj["seq"], record_hash(frame.body), int(obj["ts"]), obj["event"], path.name,
+                               frame.offset))
+        elif frame.kind in (framing.CHECKPOINT, framing.SEAL):
+            body, sigs = split_note(frame.body)
+            checkpoints.append((path.name, frame.offset, Checkpoint.parse_body(body), sigs[0].name))
+    return records, checkpoints
+
+
+def read_ledger(data: Path, cache: dict[str, tuple[tuple[int, int, int], _Parsed]] | None = None) -> Contents:
+    """Every whole frame of every segment, in order; stops a segment at its first damaged frame.
+
+    With `cache`, a segment whose size, mtime and inode are unchanged since the last call is not re-read.
+    """
     out = Contents([], [], [])
     for path in sorted((data / SEGMENT_DIR).glob("*.seg")):
         out.segments.append(path.name)
-        for frame in framing.iter_frames(path.read_bytes()):
-            if isinstance(frame, framing.FrameDamage):
-                break
-            if frame.kind == framing.RECORD:
-                obj = parse(frame.body)
-                out.records.append(Rec(obj["seq"], record_hash(frame.body), int(obj["ts"]), obj["event"],
-                                       path.name, frame.offset))
-            elif frame.kind in (framing.CHECKPOINT, framing.SEAL):
-                body, sigs = split_note(frame.body)
-                out.checkpoints.append((path.name, frame.offset, Checkpoint.parse_body(body), sigs[0].name))
+        st = path.stat()
+        key = (st.st_size, st.st_mtime_ns, st.st_ino)
+        hit = cache.get(path.name) if cache is not None else None
+        if hit is not None and hit[0] == key:
+            parsed = hit[1]
+        else:
+            parsed = _read_segment(path)
+            if cache is not None:
+                cache[path.name] = (key, parsed)
+        out.records.extend(parsed[0])
+        out.checkpoints.extend(parsed[1])
     return out
 
 
@@ -98,8 +122,8 @@ def open_segment(data: Path) -> Path:
     return sorted((data / SEGMENT_DIR).glob("*.seg"))[-1]
 
 
-def assert_verifies(data: Path) -> None:
-    report = verify_directory(data, KeyStore(data).trust(), workers=1)
+def assert_verifies(data: Path, workers: int | None = 1) -> None:
+    report = verify_directory(data, KeyStore(data).trust(), workers=workers)
     assert report.ok, "verify_directory found: " + "; ".join(str(f) for f in report.findings[:5])
 
 
@@ -175,6 +199,47 @@ def _acks(out: Path) -> list[tuple[int, bytes]]:
     return acks
 
 
+def _simulate_torn_next_write(seg: Path, rng: random.Random) -> tuple[str, dict[int, bytes], int]:
+    """Simulate a crash inside the next batch write: whole records, a torn frame and/or zeros.
+
+    Only appends bytes after a clean tail (what a crashed write can leave); never removes bytes that may have
+    been fsynced. A tail the kill itself tore, and a sealed segment, are left alone. Returns (what was done,
+    the whole records appended as seq -> hash, the number of garbage bytes appended after them).
+    """
+    raw = seg.read_bytes()
+    frames: list[framing.Frame] = []
+    for frame in framing.iter_frames(raw):
+        if isinstance(frame, framing.FrameDamage):
+            return "left alone: torn by the kill", {}, 0
+        frames.append(frame)
+    if frames[-1].kind == framing.SEAL:
+        return "left alone: sealed", {}, 0
+    header = parse(frames[0].body)
+    seq, prev, ts = header["first_seq"], bytes.fromhex(header["prev"]), time.time_ns()
+    for frame in frames:
+        if frame.kind == framing.RECORD:
+            obj = parse(frame.body)
+            seq, prev, ts = obj["seq"] + 1, record_hash(frame.body), max(ts, int(obj["ts"]))
+    how = rng.choice(["partial-frame", "zeros", "records", "records+partial-frame"])
+    out = bytearray()
+    records: dict[int, bytes] = {}
+    if how.startswith("records"):
+        for _ in range(rng.randint(1, 3)):
+            body = encode_record(seq, ts, prev, event(-seq).to_json())
+            out += framing.encode_frame(framing.RECORD, body)
+            records[seq] = prev = record_hash(body)
+            seq += 1
+    garbage = b""
+    if how == "zeros":
+        garbage = b"\0" * rng.choice([512, 4096, 65536])
+    elif how.endswith("partial-frame"):
+        frame = rng.choice(frames)
+        whole = raw[frame.offset: frame.offset + framing.OVERHEAD + len(frame.body)]
+        garbage = whole[: rng.randrange(1, len(whole))]
+    append_bytes(seg, bytes(out) + garbage)
+    return how, records, len(garbage)
+
+
 async def _recover_in_parent(data: Path) -> dict[str, Any] | None:
     ledger = await Ledger.open(data, config=PARENT_CONFIG)
     recovered = ledger.recovered
@@ -188,26 +253,27 @@ def test_sigkill_loop(tmp_path: Path) -> None:
     data = tmp_path / "ledger"
     KeyStore(data).init(ORIGIN)
     acked: dict[int, bytes] = {}
-    parent_recoveries = early_kills = 0
+    before_ready = torn_by_kill = 0
+    simulated_writes: Counter[str] = Counter()
+    cache: dict[str, Any] = {}
     started = time.monotonic()
     for i in range(KILL_ITERATIONS):
+        where = f"iteration {i} (seed {KILL_SEED})"
         out, err = tmp_path / f"child-{i}.out", tmp_path / f"child-{i}.err"
-        delay = rng.uniform(0.05, 0.4)
-        # One kill in six is timed from the spawn, not from READY, so it can land inside open/recovery.
+        # One kill in six is timed from the spawn, not from READY, so it can land inside open()'s recovery.
         early = rng.random() < 1 / 6
+        delay = rng.uniform(0.08, 0.3) if early else rng.uniform(0.05, 0.4)
         child_seed = rng.randrange(2**31)
         with out.open("wb") as fo, err.open("wb") as fe:
-            proc = subprocess.Popen([sys.executable, "-m", "tests.ledger.crash_child", str(data), str(child_seed)],
-                                    stdout=fo, stderr=fe, cwd=REPO)
+            proc = subprocess.Popen([sys.executable, "-m", "tests.ledger.crash_child", str(data),
+                                     str(child_seed)], stdout=fo, stderr=fe, cwd=REPO)
         try:
-            if early:
-                early_kills += 1
-                time.sleep(delay + 0.25)
-            else:
+            if not early:
                 ready = _child_ready(out, proc, time.monotonic() + 30)
-                assert ready, f"iteration {i}: child did not start (rc {proc.poll()}):\n{err.read_text()[-3000:]}"
-                time.sleep(delay)
-            assert proc.poll() is None, f"iteration {i}: child exited by itself:\n{err.read_text()[-3000:]}"
+                assert ready, f"{where}: child did not start (rc {proc.poll()}):\n{err.read_text()[-3000:]}"
+            time.sleep(delay)
+            assert proc.poll() is None, f"{where}: child exited by itself:\n{err.read_text()[-3000:]}"
+            before_ready += not out.read_bytes().startswith(b"READY")
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
         finally:
@@ -215,27 +281,41 @@ def test_sigkill_loop(tmp_path: Path) -> None:
                 proc.kill()
                 proc.wait(timeout=10)
         for seq, digest in _acks(out):
-            assert acked.setdefault(seq, digest) == digest, f"iteration {i}: seq {seq} acknowledged twice"
-            # (with different hashes: an earlier acknowledged record was lost and its seq reused)
+            # The same seq acknowledged with another hash: an acknowledged record was lost and its seq reused.
+            assert acked.setdefault(seq, digest) == digest, f"{where}: seq {seq} acknowledged with two hashes"
+
+        how, simulated, garbage = "", {}, 0
+        if rng.random() < 0.35 and any((data / SEGMENT_DIR).glob("*.seg")):
+            how, simulated, garbage = _simulate_torn_next_write(open_segment(data), rng)
+            simulated_writes[how] += 1
         try:
             recovered = asyncio.run(_recover_in_parent(data))
         except IntegrityError as exc:
-            pytest.fail(f"iteration {i} (seed {KILL_SEED}): recovery refused to start: {exc}")
-        parent_recoveries += recovered is not None
-        contents = read_ledger(data)
+            pytest.fail(f"{where}: recovery refused to start after {how or 'the kill'}: {exc}")
+        if garbage:
+            assert recovered is not None and recovered["bytes_cut"] == garbage, f"{where} {how}: {recovered}"
+            assert recovered.get("records_without_checkpoint", 0) == len(simulated), f"{where}: {recovered}"
+        elif how == "records":
+            assert recovered is None, f"{where}: {how}: nothing was torn, yet recovery says {recovered}"
+        else:
+            torn_by_kill += recovered is not None
+
+        contents = read_ledger(data, cache)
+        assert [r.seq for r in contents.records] == list(range(len(contents.records))), f"{where}: seq gap"
         assert_present(contents, acked)
-        assert [r.seq for r in contents.records] == list(range(len(contents.records)))
+        assert_present(contents, simulated)  # whole records a crash left without a checkpoint are kept
         assert_verifies(data)
         out.unlink()
         err.unlink()
-    contents = read_ledger(data)
+
+    contents = read_ledger(data, cache)
     rotations = len(contents.of_type("key.rotated"))
     recovered_records = contents.of_type("ledger.recovered")
-    print(f"\nSIGKILL loop: {KILL_ITERATIONS} iterations ({early_kills} timed from spawn), "
-          f"{len(acked)} acknowledged records checked, {len(contents.records)} records in total; "
-          f"ledger.recovered records: {len(recovered_records)} ({parent_recoveries} in the parent's opens); "
-          f"key rotations: {rotations}; segments: {len(contents.segments)}; "
-          f"{time.monotonic() - started:.1f} s")
+    print(f"\nSIGKILL loop: {KILL_ITERATIONS} iterations in {time.monotonic() - started:.1f} s "
+          f"({before_ready} killed before READY); {len(acked)} acknowledged records checked, "
+          f"{len(contents.records)} records in total; ledger.recovered records: {len(recovered_records)} "
+          f"({torn_by_kill} from tails the kill tore); simulated torn writes: {dict(simulated_writes)}; "
+          f"key rotations: {rotations}; segments: {len(contents.segments)}")
     assert len(acked) > KILL_ITERATIONS, "the children acknowledged almost nothing; the loop tested nothing"
     assert len(contents.segments) > 3 and rotations > 3, "no segment rolls or key rotations happened"
     for rec in recovered_records:
@@ -245,12 +325,12 @@ def test_sigkill_loop(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- torn tails
 @pytest.mark.parametrize("shape", ["first-7-bytes", "half-body", "3-stray-bytes"])
 async def test_torn_record_frame_is_cut_and_recorded(tmp_path: Path, shape: str) -> None:
-    """A partial record frame at the tail is cut on open, a ledger.recovered record says so, and it verifies."""
+    """A partial record frame at the tail is cut on open, a ledger.recovered record says so, it verifies."""
     data = tmp_path / "ledger"
     receipts = await fresh_ledger(data)
     frame = record_frame(data, event(99).to_json())
-    garbage = {"first-7-bytes": frame[:7], "half-body": frame[: framing.OVERHEAD - 4 + (len(frame) - 9) // 2],
-               "3-stray-bytes": frame[:3]}[shape]
+    body_len = len(frame) - framing.OVERHEAD
+    garbage = {"first-7-bytes": frame[:7], "half-body": frame[: 5 + body_len // 2], "3-stray-bytes": frame[:3]}[shape]
     seg = open_segment(data)
     clean_size = seg.stat().st_size
     append_bytes(seg, garbage)
@@ -285,12 +365,13 @@ async def test_zero_filled_tail_is_cut_and_recorded(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("torn_checkpoint", [False, True], ids=["no-checkpoint", "torn-checkpoint"])
-async def test_whole_record_without_checkpoint_is_kept_and_signed(tmp_path: Path, torn_checkpoint: bool) -> None:
+async def test_whole_record_without_checkpoint_is_kept_and_signed(tmp_path: Path,
+                                                                   torn_checkpoint: bool) -> None:
     """A whole record a crash left without its checkpoint is kept and covered by a new signed checkpoint."""
     data = tmp_path / "ledger"
     receipts = await fresh_ledger(data)
     frame = record_frame(data, event(77).to_json())
-    expected_hash = record_hash(frame[5:-4])
+    expected_hash = record_hash(frame[5:-4])  # kind+length | body | crc
     garbage = b"C\x00\x00\x01\x00partial checkpoint" if torn_checkpoint else b""
     append_bytes(open_segment(data), frame + garbage)
 
@@ -318,7 +399,7 @@ def _middle_record(seg: Path) -> framing.Frame:
 
 
 async def test_damage_in_the_middle_refuses_to_start(tmp_path: Path) -> None:
-    """A flipped byte inside a record in the middle of the open segment stops the start and changes nothing."""
+    """A flipped byte inside a record mid-way through the open segment stops the start and changes nothing."""
     data = tmp_path / "ledger"
     await fresh_ledger(data)
     seg = open_segment(data)
@@ -354,7 +435,7 @@ async def test_failed_open_releases_the_directory_lock(tmp_path: Path) -> None:
 
 
 async def test_damaged_length_field_in_the_middle_is_not_a_torn_tail(tmp_path: Path) -> None:
-    """A corrupted length field of a record in the middle stops the start instead of cutting acknowledged data."""
+    """A corrupted length field in a mid-segment record stops the start instead of cutting acked records."""
     data = tmp_path / "ledger"
     receipts = await fresh_ledger(data)
     seg = open_segment(data)
@@ -451,7 +532,7 @@ async def test_old_key_left_after_completed_rotation_is_destroyed(tmp_path: Path
 
 
 async def test_rotation_record_without_checkpoint_completes_on_open(tmp_path: Path) -> None:
-    """A key.rotated record whose checkpoint was torn off is kept, signed by the old key, and the new key takes over."""
+    """A key.rotated record with a torn checkpoint is kept, signed by the old key; then the new key signs."""
     data = tmp_path / "ledger"
     receipts = await fresh_ledger(data)
     keys = KeyStore(data)
@@ -470,7 +551,8 @@ async def test_rotation_record_without_checkpoint_completes_on_open(tmp_path: Pa
     assert epoch == 1 and _key_files(data) == ["epoch-000001.key"]
     contents = read_ledger(data)
     [rec] = contents.of_type("key.rotated")
-    after = [(cp, name) for seg, off, cp, name in contents.checkpoints if (seg, off) > (rec.segment, rec.offset)]
+    after = [(cp, name) for seg, off, cp, name in contents.checkpoints
+             if (seg, off) > (rec.segment, rec.offset)]
     assert after[0][0].size == rec.seq + 1 and after[0][1] == f"{ORIGIN}#0"
     assert after[-1][1] == f"{ORIGIN}#1"
     assert_present(contents, receipts + more)
@@ -480,7 +562,7 @@ async def test_rotation_record_without_checkpoint_completes_on_open(tmp_path: Pa
 # ---------------------------------------------------------------------------- I/O errors
 def _require_chattr(probe_dir: Path) -> None:
     if shutil.which("chattr") is None:
-        pytest.fail("chattr is not installed; the I/O error tests need it (e2fsprogs) and must not be skipped")
+        pytest.fail("chattr is not installed: the I/O error tests need it (e2fsprogs); they must not skip")
     probe = probe_dir / "chattr-probe"
     probe.write_bytes(b"x")
     try:
@@ -501,7 +583,7 @@ def _chattr(flag: str, path: Path) -> None:
 
 
 async def test_write_error_fails_the_append_promptly(tmp_path: Path) -> None:
-    """When the open segment cannot be written, append raises StorageError at once; after repair it recovers."""
+    """When the open segment cannot be written, append raises StorageError at once; repaired, it recovers."""
     _require_chattr(tmp_path)
     data = tmp_path / "ledger"
     KeyStore(data).init(ORIGIN)
@@ -515,8 +597,8 @@ async def test_write_error_fails_the_append_promptly(tmp_path: Path) -> None:
         with pytest.raises(StorageError):
             await asyncio.wait_for(ledger.append(event(10)), 10)
         assert time.monotonic() - started < 5
-        # The write and the cut-back both fail on an immutable file: the ledger must say it is broken, and why.
-        assert ledger.broken is not None and "could not cut back" in ledger.broken
+        # The write and the cut-back both fail on an immutable file: the ledger must say it is broken and why.
+        assert ledger.broken, "the partial write could not be cut back, yet the ledger is not marked broken"
         with pytest.raises(StorageError, match="ledger unavailable"):
             await asyncio.wait_for(ledger.append(event(11)), 10)
         await ledger.close()
@@ -535,7 +617,7 @@ async def test_write_error_fails_the_append_promptly(tmp_path: Path) -> None:
 
 
 async def test_segment_roll_error_fails_appends_instead_of_hanging(tmp_path: Path) -> None:
-    """When a sealed segment's successor cannot be created, later appends raise StorageError instead of hanging."""
+    """When a sealed segment's successor cannot be created, later appends raise StorageError, not hang."""
     _require_chattr(tmp_path)
     data = tmp_path / "ledger"
     KeyStore(data).init(ORIGIN)
@@ -558,11 +640,79 @@ async def test_segment_roll_error_fails_appends_instead_of_hanging(tmp_path: Pat
         _chattr("-i", seg_dir)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(ledger.close(), 10)
-    assert "hang" not in outcomes, (f"append hung after a failed segment roll (outcomes: {outcomes}); the writer "
-                                    f"task died: {ledger._task and ledger._task.done() and ledger._task.exception()!r}")
+    task = ledger._task
+    died = task.exception() if task is not None and task.done() and not task.cancelled() else None
+    assert "hang" not in outcomes, (f"append hung after a failed segment roll (outcomes: {outcomes}); "
+                                    f"the writer task died with {died!r}")
     assert "StorageError" in outcomes
 
     _, _, more = await reopen(data)
 
     assert_present(read_ledger(data), receipts + more)
+    assert_verifies(data)
+
+
+# ---------------------------------------------------------------------------- more crash shapes
+async def test_half_written_first_segment_header_opens(tmp_path: Path) -> None:
+    """A crash while the very first segment's header was written leaves a ledger that the next open starts."""
+    data = tmp_path / "ledger"
+    KeyStore(data).init(ORIGIN)
+    ledger = await Ledger.open(data)
+    await ledger.close()
+    seg = open_segment(data)
+    header = frames_of(seg)[0]
+    seg.write_bytes(seg.read_bytes()[: (framing.OVERHEAD + len(header.body)) // 2])
+
+    _, _, more = await reopen(data)
+
+    assert_present(read_ledger(data), more)
+    assert_verifies(data)
+
+
+async def test_torn_frame_followed_by_zero_fill_is_a_torn_tail(tmp_path: Path) -> None:
+    """A half-written last frame followed by zeros (a file extended before its blocks landed) is cut."""
+    data = tmp_path / "ledger"
+    receipts = await fresh_ledger(data)
+    frame = record_frame(data, event(99, pad=2000).to_json())
+    garbage = frame[:1000] + b"\0" * 4096
+    append_bytes(open_segment(data), garbage)
+
+    recovered, _, more = await reopen(data)
+
+    assert recovered is not None and recovered["bytes_cut"] == len(garbage)
+    assert_present(read_ledger(data), receipts + more)
+    assert_verifies(data)
+
+
+_REOPEN_SCRIPT = """
+import asyncio, sys
+from pathlib import Path
+from sidecar.ledger.writer import Ledger
+
+async def main():
+    ledger = await Ledger.open(Path(sys.argv[1]))
+    await ledger.close()
+
+asyncio.run(main())
+"""
+
+
+def test_sealed_segment_without_successor_reopens_without_root(tmp_path: Path) -> None:
+    """A crash between a seal and the next segment's creation leaves a ledger a non-root writer can reopen."""
+    data = tmp_path / "ledger"
+    receipts = asyncio.run(fresh_ledger(data))
+    asyncio.run(reopen(data, config=LedgerConfig(segment_max_bytes=1), extra=0))  # seals 00000000.seg
+    (data / SEGMENT_DIR / "00000001.seg").unlink()  # the crash came before the successor was created
+    assert (data / SEGMENT_DIR / "00000000.seg").stat().st_mode & 0o777 == 0o444
+    prefix: list[str] = []
+    if os.geteuid() == 0:  # root ignores file modes: drop CAP_DAC_OVERRIDE so they apply, as to a service
+        if shutil.which("setpriv") is None:
+            pytest.fail("running as root without setpriv (util-linux): cannot run the writer with file modes")
+        prefix = ["setpriv", "--bounding-set=-dac_override"]
+    run = subprocess.run([*prefix, sys.executable, "-c", _REOPEN_SCRIPT, str(data)], cwd=REPO,
+                         capture_output=True, timeout=60, check=False)
+    assert run.returncode == 0, f"reopen failed:\n{run.stderr.decode()[-1500:]}"
+    contents = read_ledger(data)
+    assert contents.segments == ["00000000.seg", "00000001.seg"]
+    assert_present(contents, receipts)
     assert_verifies(data)

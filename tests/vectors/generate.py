@@ -510,7 +510,7 @@ external checkpoint, and an `expected.json` with the first finding's `code` and 
 `findings` (code, segment file, seq; `null` where the reference verifier names none), in the
 order the reference verifier gives them. When `complete` is `false` only the leading findings
 are pinned: these vectors make the current reference verifier stop with an exception after
-those findings (docs/format.md, "Known deviations of the reference verifier"), and the test
+those findings (docs/format.md §16, "Known deviations of the reference implementation"), and the test
 marks them as expected failures until that is fixed. All of them use the top-level
 `trust.json`. A verifier passes a negative vector if it rejects the ledger; matching the
 finding codes is a check on its precision.

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +14,7 @@ import orjson
 import pytest
 import rfc8785
 from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -77,6 +81,62 @@ def test_checkpoint_notes_verify_with_the_listed_keys() -> None:
     for cp in exp["checkpoints"]:
         verify_note(cp["note"].encode(), keys[cp["signer"]])
     assert (VECTORS / "checkpoint.txt").read_text() == exp["checkpoints"][-1]["note"]
+
+
+def _spec_frames(data: bytes) -> list[tuple[bytes, bytes]]:
+    """Frames read as docs/format.md §10 describes them, without sidecar code."""
+    out, pos = [], 0
+    while pos < len(data):
+        kind, (length,) = data[pos:pos + 1], struct.unpack(">I", data[pos + 1:pos + 5])
+        body = data[pos + 5:pos + 5 + length]
+        (crc,) = struct.unpack(">I", data[pos + 5 + length:pos + 9 + length])
+        assert zlib.crc32(data[pos:pos + 5 + length]) == crc
+        out.append((kind, body))
+        pos += 9 + length
+    return out
+
+
+def _spec_range(leaves: list[bytes], begin: int, end: int) -> list[bytes]:
+    """The compact range [begin, end) by the greedy rule of docs/format.md §7."""
+    out, i = [], begin
+    while i < end:
+        size = 1
+        while (i == 0 or i % (size * 2) == 0) and i + size * 2 <= end:
+            size *= 2
+        out.append(root(leaves[i:i + size]))
+        i += size
+    return out
+
+
+def test_format_document_rules_reproduce_the_vectors() -> None:
+    """Genesis, key ids, frames, header ranges and note signatures follow from docs/format.md alone."""
+    trust = json.loads((VECTORS / "trust.json").read_text())
+    origin = trust["origin"]
+    exp = _expected(VECTORS)
+    assert hashlib.sha256(b"kc-ledger/1 genesis\n" + origin.encode()).hexdigest() == exp["genesis"]
+    keys = {}
+    for k in [trust["root_key"], *(k for k in exp["test_keys_never_use"] if k["label"] == "epoch 1")]:
+        raw = base64.b64decode(k["public_key"])
+        assert hashlib.sha256(k["name"].encode() + b"\n\x01" + raw).digest()[:4].hex() == k["key_id"]
+        keys[k["name"]] = (bytes.fromhex(k["key_id"]), Ed25519PublicKey.from_public_bytes(raw))
+    leaves = [bytes.fromhex(r["hash"]) for r in exp["records"]]
+    for seg in exp["segments"]:
+        frames = _spec_frames((VECTORS / seg["file"]).read_bytes())
+        header = json.loads(frames[0][1])
+        assert frames[0][0] == b"H" and header["range"] == [h.hex() for h in
+                                                             _spec_range(leaves, 0, header["first_seq"])]
+        for kind, note in frames[1:]:
+            if kind in (b"C", b"S"):
+                cut = note.rindex(b"\n\n")
+                body, line = note[:cut + 1], note[cut + 2:].decode()
+                assert line.startswith("\u2014 ") and line.endswith("\n")
+                name, blob = line[2:-1].split(" ")
+                key_id, public = keys[name]
+                sig = base64.b64decode(blob)
+                assert sig[:4] == key_id
+                public.verify(sig[4:], body)  # raises InvalidSignature if the rule were wrong
+                size, root_b64 = body.decode().split("\n")[1:3]
+                assert base64.b64decode(root_b64).hex() == exp["roots"][size]
 
 
 def test_positive_vectors_verify_as_expected() -> None:

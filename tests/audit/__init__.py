@@ -1,0 +1,1 @@
+"""Tests for the auditor's side: `sidecar verify` on good, tampered and unusable input."""
