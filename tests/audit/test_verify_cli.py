@@ -195,7 +195,6 @@ def test_directory_named_like_a_segment_is_unreadable_finding(ledger: Ledger) ->
     assert "segment 00000003.seg: cannot read: Is a directory [segment-unreadable]" in run.out
 
 
-@pytest.mark.xfail(strict=True, reason=MIDDLE_SEGMENT_CRASH)
 def test_truncated_middle_segment_is_a_finding_not_a_traceback(ledger: Ledger) -> None:
     """A sealed middle segment cut mid-frame exits 1 with frame-damaged, not a traceback."""
     path = segment_paths(ledger.dir)[1]

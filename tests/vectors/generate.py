@@ -292,7 +292,7 @@ def _negatives(b: _Builder) -> list[Negative]:
 
     # The size-8 checkpoint now follows 7 records, and record 8 sits where record 7 should be.
     add("record-deleted", "record 7 is removed from segment 1",
-        (("checkpoint-size", n1, 6), ("seq-mismatch", n1, 7), ("root-mismatch", n1, 7)), s1=edit1(delete_7))
+        (("checkpoint-size", n1, 6), ("seq-mismatch", n1, 7)), s1=edit1(delete_7))
 
     def delete_6_7(frames: Frames) -> None:
         del frames[_record_index(frames, 7)]

@@ -31,14 +31,6 @@ VECTORS = Path(__file__).resolve().parent
 NEGATIVE = sorted(p.name for p in (VECTORS / "negative").iterdir() if p.is_dir())
 
 # Vectors on which the reference verifier raises instead of reporting; strict, so a fix shows up here.
-KNOWN_CRASHES = {
-    "segment-deleted": "verify_scans merges a segment's Merkle range onto a prefix that ends elsewhere "
-                       "(seq-gap) and CompactRange.merge raises ValueError",
-    "sealed-record-deleted": "a scan that stops early in a sealed segment leaves a seq gap before the next "
-                             "segment, and CompactRange.merge raises ValueError",
-    "records-deleted-before-checkpoint": "a checkpoint whose size differs from the records before it "
-                                         "makes CompactRange(begin, size, subrange) raise ValueError",
-}
 
 
 def _expected(path: Path) -> dict[str, Any]:
@@ -157,9 +149,7 @@ def test_cli_verify_prints_the_expected_report() -> None:
     assert json.loads(result.output) == _expected(VECTORS)["report_with_checkpoint"]
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(raises=ValueError, strict=True, reason=KNOWN_CRASHES[n]))
-    if n in KNOWN_CRASHES else n for n in NEGATIVE])
+@pytest.mark.parametrize("name", NEGATIVE)
 def test_negative_vector_gives_its_findings(name: str) -> None:
     """Each negative vector makes the reference verifier report the findings its expected.json names."""
     path = VECTORS / "negative" / name
