@@ -100,8 +100,8 @@ def _check_signature(note: bytes, key: PublicKey) -> tuple[Checkpoint | None, by
     for sig in sigs:
         if sig.name == key.name and sig.key_id == key.key_id and key.verify(sig.signature, body):
             return cp, key.raw, key.name, ""
-    names = ", ".join(s.name for s in sigs)
-    return cp, None, None, f"signed by {names}, expected a valid signature by {key.name}"
+    names = ", ".join(f"{s.name} (key id {s.key_id.hex()})" for s in sigs)
+    return cp, None, None, f"signed by {names}, expected a valid signature by {key.name} (key id {key.key_id.hex()})"
 
 
 def scan_segment(name: str, data: bytes, want_sizes: frozenset[int] = frozenset()) -> SegmentScan:
