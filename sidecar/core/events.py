@@ -2,7 +2,7 @@
 
 Wire names are explicit string constants, never derived from Python names, so
 renaming code can never change signed bytes. A shipped name is never changed
-or reused; new kinds are added with new names (docs/events.md lists them all).
+or reused; new kinds are added with new names (docs/format.md §5 lists them all).
 
 An `IdentityEvent` is a frozen value. `to_json()` gives the dict that goes into
 a record; absent (None) fields are left out so records stay small.
