@@ -291,6 +291,107 @@ def pull(source: str, out: Path, token: str | None, as_json: bool) -> None:
     sys.exit(1 if result.findings else 0)
 
 
+def _ns(value: str | None) -> int | None:
+    if value is None:
+        return None
+    from datetime import datetime
+
+    try:
+        return int(datetime.fromisoformat(value).timestamp() * 1e9)
+    except ValueError:
+        _fail(f"not an ISO 8601 time: {value!r}")
+
+
+def _filter(actor: str | None, target: str | None, session: str | None, realm: str | None, types: tuple[str, ...],
+            since: str | None, until: str | None) -> Any:
+    from sidecar.audit.timeline import Filter
+
+    return Filter(actor, target, session, realm, types, _ns(since), _ns(until))
+
+
+_FILTERS = [
+    click.option("--actor", default=None, help="user id, username or client id of who acted"),
+    click.option("--target", default=None, help="user id, username, client or name acted upon"),
+    click.option("--session", default=None, help="a Keycloak session id"),
+    click.option("--realm", default=None),
+    click.option("--type", "types", multiple=True, help="event type or family (login, role.granted, ...)"),
+    click.option("--since", default=None, help="ISO 8601 time"),
+    click.option("--until", default=None, help="ISO 8601 time"),
+]
+
+
+def _with_filters(fn: Any) -> Any:
+    for option in reversed(_FILTERS):
+        fn = option(fn)
+    return fn
+
+
+@main.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@_with_filters
+@click.option("--json", "as_json", is_flag=True, help="JSON lines, one record each")
+def timeline(source: Path, actor: str | None, target: str | None, session: str | None, realm: str | None,
+             types: tuple[str, ...], since: str | None, until: str | None, as_json: bool) -> None:
+    """Who did what to whom, when: a readable timeline of a ledger (run `sidecar verify` first)."""
+    from datetime import UTC, datetime
+
+    from sidecar.audit.timeline import describe, records
+    from sidecar.audit.verifier import UnusableInput
+
+    try:
+        for rec in records(source, _filter(actor, target, session, realm, types, since, until)):
+            if as_json:
+                click.echo(orjson.dumps(rec).decode())
+            else:
+                when = datetime.fromtimestamp(int(rec["ts"]) / 1e9, UTC).isoformat(timespec="milliseconds")
+                e = rec["event"]
+                click.echo(f"{when} #{rec['seq']:<7} {e.get('realm') or '-':12} {describe(rec)}"
+                           f"{'  from ' + e['ip'] if e.get('ip') else ''}")
+    except UnusableInput as exc:
+        _fail(str(exc), 2)
+
+
+@main.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "ocsf"]), default="jsonl", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="file (default: stdout)")
+@_with_filters
+def export(source: Path, fmt: str, out: Path | None, actor: str | None, target: str | None, session: str | None,
+           realm: str | None, types: tuple[str, ...], since: str | None, until: str | None) -> None:
+    """Export records as JSON lines or OCSF events for a SIEM (only what the ledger holds: no secrets)."""
+    from sidecar.audit.timeline import records, to_ocsf
+    from sidecar.audit.verifier import UnusableInput
+    from sidecar.core.segment import SegmentHeader
+
+    try:
+        keep = _filter(actor, target, session, realm, types, since, until)
+        origin = "ledger"
+        if fmt == "ocsf":
+            from sidecar.audit.verifier import segment_files
+            from sidecar.core import framing
+
+            first = next(iter(framing.iter_frames(segment_files(source)[0].read_bytes())), None)
+            if isinstance(first, framing.Frame) and first.kind == framing.HEADER:
+                origin = SegmentHeader.decode(first.body).origin
+        sink = out.open("wb") if out else None
+        count = 0
+        try:
+            for rec in records(source, keep):
+                line = orjson.dumps(to_ocsf(rec, origin) if fmt == "ocsf" else rec) + b"\n"
+                if sink:
+                    sink.write(line)
+                else:
+                    sys.stdout.buffer.write(line)
+                count += 1
+        finally:
+            if sink:
+                sink.close()
+        if out:
+            click.echo(f"exported {count} records to {out}", err=True)
+    except UnusableInput as exc:
+        _fail(str(exc), 2)
+
+
 @main.group()
 def proof() -> None:
     """Export stand-alone proofs that `sidecar verify BUNDLE.json --trust` checks without the ledger."""

@@ -1,0 +1,301 @@
+"""The oracle test: a seeded random workload of 300+ actions through the sidecar, matched against Keycloak.
+
+Plain OIDC clients (direct grants, client credentials, refresh, logout), browser-style form logins,
+Chromium logins, python-keycloak admin changes by two admins (the master admin and carol, a realm
+admin of ledger-test) including races on the same user, and kcadm.sh. Afterwards every event in
+Keycloak's own store for the realm must have a ledger record of the same kind, actor, target and
+outcome, and no record may claim a success Keycloak did not see. The match table is printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from keycloak import KeycloakAdmin
+from keycloak.exceptions import KeycloakError
+from playwright.async_api import async_playwright
+
+from sidecar.harness import activity
+from sidecar.harness.keycloak import KeycloakServer
+from sidecar.harness.realm import REALM
+from tests import oracle
+from tests.e2e.test_slice import CHROMIUM_ARGS
+from tests.fixtures_keycloak import ADMIN_PASSWORD, ADMIN_USERNAME
+from tests.fixtures_sidecar import SidecarProcess
+
+pytestmark = [pytest.mark.keycloak, pytest.mark.browser, pytest.mark.slow]
+
+SEED = 20261126
+ACTIONS = 320
+USERS = (REALM.alice, REALM.bob, REALM.dave)
+ROLES = ("auditor", "operator", "viewer")
+
+
+class Workload:
+    def __init__(self, keycloak: KeycloakServer, sidecar: SidecarProcess, secrets: set[str], tmp: Path) -> None:
+        self.kc, self.sc, self.secrets, self.tmp = keycloak, sidecar, secrets, tmp
+        self.rng = random.Random(SEED)
+        self.done: Counter[str] = Counter()
+        self.refresh: list[tuple[str, str]] = []  # (client_id, refresh token)
+        self.created: list[str] = []
+        self.admins: dict[str, KeycloakAdmin] = {}
+        self.kcadm_config = tmp / "kcadm.config"
+
+    def admin(self, who: str) -> KeycloakAdmin:
+        if who not in self.admins:
+            if who == "admin":
+                self.admins[who] = KeycloakAdmin(server_url=self.sc.base_url + "/", username=ADMIN_USERNAME,
+                                                 password=ADMIN_PASSWORD, realm_name=REALM.name,
+                                                 user_realm_name="master")
+            else:
+                self.admins[who] = KeycloakAdmin(server_url=self.sc.base_url + "/", username=REALM.carol.username,
+                                                 password=REALM.carol.password, realm_name=REALM.name,
+                                                 user_realm_name=REALM.name)
+        return self.admins[who]
+
+    async def run(self) -> None:
+        kinds = (["direct_ok"] * 40 + ["direct_bad"] * 25 + ["client_ok"] * 20 + ["client_bad"] * 10 +
+                 ["refresh"] * 15 + ["logout"] * 10 + ["form_login"] * 20 + ["form_bad"] * 10 +
+                 ["role"] * 50 + ["client_role"] * 15 + ["group"] * 25 + ["user_lifecycle"] * 20 +
+                 ["reset_password"] * 10 + ["client_lifecycle"] * 6 + ["secret_rotation"] * 6 +
+                 ["race"] * 10 + ["admin_failure"] * 8 + ["kcadm"] * 6 + ["chromium"] * 4)
+        assert len(kinds) >= 300
+        self.rng.shuffle(kinds)
+        for kind in kinds[:ACTIONS]:
+            await getattr(self, kind)()
+            self.done[kind] += 1
+
+    # -------------------------------------------------------------- OIDC clients
+    async def direct_ok(self) -> None:
+        user = self.rng.choice(USERS)
+        status, data = await activity.direct_grant(self.sc.base_url, REALM.name, REALM.app.client_id,
+                                                   REALM.app.secret, user.username, user.password)
+        assert status == 200, data
+        self.secrets.update(data[k] for k in ("access_token", "refresh_token", "id_token"))
+        self.refresh.append((REALM.app.client_id, data["refresh_token"]))
+
+    async def direct_bad(self) -> None:
+        user = self.rng.choice(USERS)
+        status, _ = await activity.direct_grant(self.sc.base_url, REALM.name, REALM.app.client_id, REALM.app.secret,
+                                                user.username, f"wrong-{self.rng.randrange(10**6)}")
+        assert status == 400
+
+    async def client_ok(self) -> None:
+        status, data = await activity.client_credentials(self.sc.base_url, REALM.name, REALM.robot.client_id,
+                                                         REALM.robot.secret or "")
+        assert status == 200
+        self.secrets.add(data["access_token"])
+
+    async def client_bad(self) -> None:
+        status, _ = await activity.client_credentials(self.sc.base_url, REALM.name, REALM.robot.client_id,
+                                                      "not-the-secret")
+        assert status in (400, 401)
+
+    async def refresh(self) -> None:
+        if not self.refresh:
+            return await self.direct_ok()
+        client, token = self.refresh.pop(self.rng.randrange(len(self.refresh)))
+        status, data = await activity.token(self.sc.base_url, REALM.name, {
+            "grant_type": "refresh_token", "client_id": client, "client_secret": REALM.app.secret or "",
+            "refresh_token": token})
+        if status == 200:
+            self.secrets.update(data[k] for k in ("access_token", "refresh_token") if k in data)
+            self.refresh.append((client, data["refresh_token"]))
+
+    async def logout(self) -> None:
+        if not self.refresh:
+            return await self.direct_ok()
+        client, token = self.refresh.pop(self.rng.randrange(len(self.refresh)))
+        import aiohttp
+
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{self.sc.base_url}/realms/{REALM.name}/protocol/openid-connect/logout",
+                                 data={"client_id": client, "client_secret": REALM.app.secret or "",
+                                       "refresh_token": token}) as resp:
+                assert resp.status in (204, 400)
+
+    async def form_login(self) -> None:
+        user = self.rng.choice(USERS)
+        res = await activity.browser_login(self.sc.base_url, REALM.name, REALM.app.client_id, user.username,
+                                           user.password, "http://127.0.0.1:9/callback")
+        assert res.ok
+        if res.code:
+            self.secrets.add(res.code)
+
+    async def form_bad(self) -> None:
+        user = self.rng.choice(USERS)
+        res = await activity.browser_login(self.sc.base_url, REALM.name, REALM.app.client_id, user.username,
+                                           "wrong-password-" + str(self.rng.randrange(1000)),
+                                           "http://127.0.0.1:9/callback")
+        assert not res.ok
+
+    async def chromium(self) -> None:
+        user = self.rng.choice(USERS)
+        auth = (f"{self.sc.base_url}/realms/{REALM.name}/protocol/openid-connect/auth?client_id="
+                f"{REALM.app.client_id}&redirect_uri=http://127.0.0.1:9/cb&response_type=code&scope=openid")
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page()
+                seen: list[str] = []
+                page.on("request", lambda r: seen.append(r.url) if r.url.startswith("http://127.0.0.1:9/") else None)
+                await page.goto(auth)
+                await page.fill("#username", user.username)
+                await page.fill("#password", user.password)
+                await page.click("#kc-login")
+                for _ in range(100):
+                    if seen:
+                        break
+                    await asyncio.sleep(0.1)
+                assert seen and "code=" in seen[0]
+                for cookie in await page.context.cookies():
+                    self.secrets.add(cookie["value"])
+            finally:
+                await browser.close()
+
+    # -------------------------------------------------------------- admin changes (python-keycloak, kcadm)
+    async def _admin(self, fn: Any, who: str = "admin") -> Any:
+        return await asyncio.to_thread(fn, self.admin(who))
+
+    def _uid(self, kc: KeycloakAdmin, username: str) -> str:
+        return str(kc.get_user_id(username))
+
+    async def role(self) -> None:
+        user, role = self.rng.choice(USERS), self.rng.choice(ROLES)
+        who = self.rng.choice(("admin", "carol"))
+
+        def work(kc: KeycloakAdmin) -> None:
+            uid = self._uid(kc, user.username)
+            r = kc.get_realm_role(role)
+            kc.assign_realm_roles(uid, [r])
+            kc.delete_realm_roles_of_user(uid, [r])
+        await self._admin(work, who)
+
+    async def client_role(self) -> None:
+        user = self.rng.choice(USERS)
+
+        def work(kc: KeycloakAdmin) -> None:
+            uid = self._uid(kc, user.username)
+            cid = kc.get_client_id(REALM.app.client_id)
+            r = kc.get_client_role(cid, self.rng.choice(REALM.app_client_roles))
+            kc.assign_client_role(uid, cid, [r])
+            kc.delete_client_roles_of_user(uid, cid, [r])
+        await self._admin(work)
+
+    async def group(self) -> None:
+        user, group = self.rng.choice(USERS), self.rng.choice(REALM.groups)
+
+        def work(kc: KeycloakAdmin) -> None:
+            uid = self._uid(kc, user.username)
+            gid = kc.get_group_by_path(f"/{group}")["id"]
+            kc.group_user_add(uid, gid)
+            kc.group_user_remove(uid, gid)
+        await self._admin(work, self.rng.choice(("admin", "carol")))
+
+    async def user_lifecycle(self) -> None:
+        name = f"wl-{self.rng.randrange(10**9)}"
+
+        def work(kc: KeycloakAdmin) -> None:
+            uid = kc.create_user({"username": name, "enabled": True, "email": f"{name}@example.test"})
+            kc.update_user(uid, {"firstName": "Work", "lastName": "Load"})
+            kc.update_user(uid, {"enabled": False})
+            if self.rng.random() < 0.7:
+                kc.delete_user(uid)
+        await self._admin(work)
+
+    async def reset_password(self) -> None:
+        name = f"pw-{self.rng.randrange(10**9)}"
+        password = f"Reset-{self.rng.randrange(10**12)}!"
+        self.secrets.add(password)
+
+        def work(kc: KeycloakAdmin) -> None:
+            uid = kc.create_user({"username": name, "enabled": True})
+            kc.set_user_password(uid, password, temporary=self.rng.random() < 0.5)
+            kc.delete_user(uid)
+        await self._admin(work)
+
+    async def client_lifecycle(self) -> None:
+        client_id = f"wl-client-{self.rng.randrange(10**9)}"
+
+        def work(kc: KeycloakAdmin) -> None:
+            cid = kc.create_client({"clientId": client_id, "publicClient": False, "serviceAccountsEnabled": False})
+            secret = kc.generate_client_secrets(cid)
+            self.secrets.add(secret["value"])
+            kc.delete_client(cid)
+        await self._admin(work)
+
+    async def secret_rotation(self) -> None:
+        def work(kc: KeycloakAdmin) -> None:
+            cid = kc.create_client({"clientId": f"rot-{self.rng.randrange(10**9)}", "publicClient": False})
+            for _ in range(2):
+                self.secrets.add(kc.generate_client_secrets(cid)["value"])
+            kc.delete_client(cid)
+        await self._admin(work)
+
+    async def race(self) -> None:
+        """Two admins change the same user at the same moment."""
+        user = self.rng.choice(USERS)
+        role_a, role_b = self.rng.sample(ROLES, 2)
+
+        def change(kc: KeycloakAdmin, role: str) -> None:
+            uid = self._uid(kc, user.username)
+            r = kc.get_realm_role(role)
+            kc.assign_realm_roles(uid, [r])
+            kc.delete_realm_roles_of_user(uid, [r])
+        await asyncio.gather(asyncio.to_thread(change, self.admin("admin"), role_a),
+                             asyncio.to_thread(change, self.admin("carol"), role_b))
+
+    async def admin_failure(self) -> None:
+        """Changes Keycloak refuses: a role that does not exist, a duplicate username, a dave-made change."""
+        choice = self.rng.randrange(3)
+
+        def work(kc: KeycloakAdmin) -> None:
+            try:
+                if choice == 0:
+                    kc.assign_realm_roles(self._uid(kc, "alice"), [{"id": "00000000-0000-0000-0000-000000000000",
+                                                                   "name": "no-such-role"}])
+                elif choice == 1:
+                    kc.create_user({"username": "alice", "enabled": True})
+                else:
+                    kc.delete_user("00000000-0000-0000-0000-000000000000")
+            except KeycloakError:
+                return
+        await self._admin(work)
+
+    async def kcadm(self) -> None:
+        user, role = self.rng.choice(USERS), self.rng.choice(ROLES)
+
+        def work() -> None:
+            if not self.kcadm_config.exists():
+                self.kc.kcadm("config", "credentials", "--realm", "master", "--user", ADMIN_USERNAME, "--password",
+                              ADMIN_PASSWORD, config_file=self.kcadm_config, server=self.sc.base_url)
+            self.kc.kcadm("add-roles", "-r", REALM.name, "--uusername", user.username, "--rolename", role,
+                          config_file=self.kcadm_config)
+            self.kc.kcadm("remove-roles", "-r", REALM.name, "--uusername", user.username, "--rolename", role,
+                          config_file=self.kcadm_config)
+        await asyncio.to_thread(work)
+
+
+async def test_seeded_workload_matches_keycloaks_own_events(keycloak: KeycloakServer, sidecar: SidecarProcess,
+                                                           secrets_seen: set[str], tmp_path: Path) -> None:
+    """Every Keycloak event of a 300+ action seeded workload has a matching ledger record, and no record claims a success Keycloak did not see."""
+    since_ms, since_ns = oracle.now_ms() - 1, time.time_ns()
+    work = Workload(keycloak, sidecar, secrets_seen, tmp_path)
+    started = time.monotonic()
+    await work.run()
+    print(f"\nworkload: {sum(work.done.values())} actions in {time.monotonic() - started:.0f} s: {dict(work.done)}")
+    assert sum(work.done.values()) >= 300
+    await asyncio.sleep(1.0)
+    token = await oracle.admin_token(keycloak.base_url, ADMIN_USERNAME, ADMIN_PASSWORD)
+    user_events, admin_events = await oracle.keycloak_events(keycloak.base_url, token, REALM.name, since_ms)
+    result = oracle.match(user_events, admin_events, sidecar.records(), REALM.name, since_ns)
+    print(f"oracle: {len(user_events)} user events, {len(admin_events)} admin events\n{result.render()}")
+    assert len(user_events) + len(admin_events) >= 300
+    assert not result.unmatched, f"{len(result.unmatched)} Keycloak events without a record"
+    assert not result.phantom, f"{len(result.phantom)} records claim successes Keycloak did not see"
