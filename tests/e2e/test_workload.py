@@ -29,7 +29,7 @@ from tests.e2e.test_slice import CHROMIUM_ARGS
 from tests.fixtures_keycloak import ADMIN_PASSWORD, ADMIN_USERNAME
 from tests.fixtures_sidecar import SidecarProcess
 
-pytestmark = [pytest.mark.keycloak, pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.keycloak, pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 SEED = 20261126
 ACTIONS = 320
@@ -42,7 +42,7 @@ class Workload:
         self.kc, self.sc, self.secrets, self.tmp = keycloak, sidecar, secrets, tmp
         self.rng = random.Random(SEED)
         self.done: Counter[str] = Counter()
-        self.refresh: list[tuple[str, str]] = []  # (client_id, refresh token)
+        self.live_tokens: list[tuple[str, str]] = []  # (client_id, refresh token)
         self.created: list[str] = []
         self.admins: dict[str, KeycloakAdmin] = {}
         self.kcadm_config = tmp / "kcadm.config"
@@ -78,7 +78,7 @@ class Workload:
                                                    REALM.app.secret, user.username, user.password)
         assert status == 200, data
         self.secrets.update(data[k] for k in ("access_token", "refresh_token", "id_token"))
-        self.refresh.append((REALM.app.client_id, data["refresh_token"]))
+        self.live_tokens.append((REALM.app.client_id, data["refresh_token"]))
 
     async def direct_bad(self) -> None:
         user = self.rng.choice(USERS)
@@ -98,20 +98,20 @@ class Workload:
         assert status in (400, 401)
 
     async def refresh(self) -> None:
-        if not self.refresh:
+        if not self.live_tokens:
             return await self.direct_ok()
-        client, token = self.refresh.pop(self.rng.randrange(len(self.refresh)))
+        client, token = self.live_tokens.pop(self.rng.randrange(len(self.live_tokens)))
         status, data = await activity.token(self.sc.base_url, REALM.name, {
             "grant_type": "refresh_token", "client_id": client, "client_secret": REALM.app.secret or "",
             "refresh_token": token})
         if status == 200:
             self.secrets.update(data[k] for k in ("access_token", "refresh_token") if k in data)
-            self.refresh.append((client, data["refresh_token"]))
+            self.live_tokens.append((client, data["refresh_token"]))
 
     async def logout(self) -> None:
-        if not self.refresh:
+        if not self.live_tokens:
             return await self.direct_ok()
-        client, token = self.refresh.pop(self.rng.randrange(len(self.refresh)))
+        client, token = self.live_tokens.pop(self.rng.randrange(len(self.live_tokens)))
         import aiohttp
 
         async with aiohttp.ClientSession() as http:
