@@ -392,6 +392,38 @@ def export(source: Path, fmt: str, out: Path | None, actor: str | None, target: 
         _fail(str(exc), 2)
 
 
+@main.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--keycloak", "keycloak_url", required=True, help="Keycloak's base URL (direct, not the sidecar)")
+@click.option("--realm", required=True, help="realm to compare (the reader's service account lives there)")
+@click.option("--client-id", required=True, help="read-only service account client id")
+@click.option("--secret-file", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="file with its secret (or env SIDECAR_READER_SECRET)")
+@click.option("--json", "as_json", is_flag=True)
+def drift(source: Path, keycloak_url: str, realm: str, client_id: str, secret_file: Path | None,
+          as_json: bool) -> None:
+    """Compare Keycloak's live roles and groups with what the ledger recorded. Exit 0 none, 1 drift found."""
+    from sidecar.audit.verifier import UnusableInput
+    from sidecar.capture.reader import KeycloakReader
+    from sidecar.drift.monitor import check
+
+    secret = secret_file.read_text().strip() if secret_file else os.environ.get("SIDECAR_READER_SECRET")
+    if not secret:
+        _fail("the reader's client secret is needed: --secret-file or SIDECAR_READER_SECRET")
+    try:
+        checked, drifts = asyncio.run(check(source, KeycloakReader(keycloak_url, realm, client_id, secret)))
+    except UnusableInput as exc:
+        _fail(str(exc), 2)
+    if as_json:
+        _print_json({"checked": checked, "drift": [d.to_json() for d in drifts]})
+    else:
+        click.echo(f"compared {checked} users and groups of realm {realm} with the ledger")
+        click.echo("no drift" if not drifts else f"DRIFT ({len(drifts)}):")
+        for d in drifts:
+            click.echo(f"  - {d}")
+    sys.exit(1 if drifts else 0)
+
+
 @main.group()
 def proof() -> None:
     """Export stand-alone proofs that `sidecar verify BUNDLE.json --trust` checks without the ledger."""
