@@ -94,7 +94,8 @@ def to_ocsf(rec: dict[str, Any], origin: str) -> dict[str, Any]:
     actor, target = e.get("actor") or {}, e.get("target") or {}
     status = {"succeeded": (1, "Success"), "failed": (2, "Failure")}.get(e["outcome"], (0, "Unknown"))
     out: dict[str, Any] = {
-        "class_uid": class_uid, "class_name": class_name, "category_uid": 3, "category_name": "Identity & Access Management",
+        "class_uid": class_uid, "class_name": class_name,
+        "category_uid": 3, "category_name": "Identity & Access Management",
         "activity_id": activity_id, "activity_name": activity, "type_uid": class_uid * 100 + activity_id,
         "time": int(rec["ts"]) // 1_000_000, "status_id": status[0], "status": status[1],
         "severity_id": 1, "message": describe(rec),
