@@ -102,10 +102,16 @@ def _index_segment(path: Path) -> _SegmentIndex:
 
 
 def _find_checkpoint(path: Path, key: str) -> tuple[Path, int, int] | None:
+    """The note stored under a checkpoint key: the last frame with that size and time.
+
+    A sealing batch writes a checkpoint and then the seal with the same size and time, so both map
+    to one key; like the replicator (which ships the last note of what it reads), serve the seal.
+    """
+    found = None
     for frame, cp in _checkpoints(_read_from(path, 0)):
         if cp is not None and checkpoint_key(cp.size, cp.time_ns) == key:
-            return path, frame.offset + _BODY_AT, len(frame.body)
-    return None
+            found = path, frame.offset + _BODY_AT, len(frame.body)
+    return found
 
 
 def _segments(data_dir: Path) -> list[tuple[int, Path]]:

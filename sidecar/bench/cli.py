@@ -29,7 +29,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -219,20 +219,30 @@ def identity_events(count: int, *, seed: int = 20_261_126, start: int = 0) -> li
 # ============================================================================================ references
 
 
-def _timed_loop(step: Callable[[], int], seconds: float) -> float:
-    """Call `step` (which does some work and returns how many operations) for ~seconds; ops/s."""
+def _rates(step: Callable[[], int], seconds: float) -> tuple[float, float]:
+    """Call `step` (some work; returns how many operations) for ~seconds: (ops per wall s, ops per CPU s)."""
     done = 0
-    began = time.perf_counter()
+    began, cpu0 = time.perf_counter(), time.process_time()
     deadline = began + seconds
     while True:
         done += step()
         now = time.perf_counter()
         if now >= deadline:
-            return done / (now - began)
+            cpu = time.process_time() - cpu0
+            return done / (now - began), (done / cpu if cpu > 0 else 0.0)
 
 
-def ed25519_sign_rate(seconds: float = 1.0) -> float:
-    """Single-core Ed25519 signatures per second over a 32-byte message (a hash or a Merkle root)."""
+def _timed_loop(step: Callable[[], int], seconds: float) -> float:
+    """ops per wall-clock second of `step`, run for ~seconds."""
+    return _rates(step, seconds)[0]
+
+
+def ed25519_sign_rate(seconds: float = 1.0, *, per_cpu_second: bool = False) -> float:
+    """Single-core Ed25519 signatures per second over a 32-byte message (a hash or a Merkle root).
+
+    Per wall-clock second, or with `per_cpu_second` per second of this process' CPU time (which
+    does not change when other work on the machine takes CPU away).
+    """
     key = Ed25519PrivateKey.generate()
     msg = hashlib.sha256(b"bench").digest()
     sign = key.sign
@@ -242,7 +252,8 @@ def ed25519_sign_rate(seconds: float = 1.0) -> float:
             sign(msg)
         return 200
 
-    return _timed_loop(step, seconds)
+    wall, cpu = _rates(step, seconds)
+    return cpu if per_cpu_second else wall
 
 
 def ed25519_verify_rate(seconds: float = 1.0) -> float:
@@ -260,29 +271,50 @@ def ed25519_verify_rate(seconds: float = 1.0) -> float:
     return _timed_loop(step, seconds)
 
 
-def fsync_latency(directory: Path, samples: int = 200, size: int = 400) -> dict[str, float]:
+class FsyncProbe:
     """This disk's latency of one small durable append: write(size bytes) + fdatasync, on a growing file.
 
-    The same system calls the ledger makes per commit (it uses pwrite at the end of the segment).
+    The same system calls the ledger makes per commit (pwrite at the end of the segment, then
+    fdatasync). The probe file lives in the directory measured; `sample(n)` adds n timings, so
+    a benchmark can take them in small blocks between its own measurements (the disk is shared
+    and its latency drifts). Close it to remove the file.
     """
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=".fsync-probe-", dir=directory)
-    data = os.urandom(size)
-    times: list[float] = []
-    try:
+
+    def __init__(self, directory: Path, size: int = 400) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self._fd, self._name = tempfile.mkstemp(prefix=".fsync-probe-", dir=directory)
+        self._data = os.urandom(size)
+        self.size = size
+        self.times_us: list[float] = []
         for _ in range(20):  # warm-up: first extents, journal
-            os.write(fd, data)
-            os.fdatasync(fd)
-        for _ in range(samples):
+            os.write(self._fd, self._data)
+            os.fdatasync(self._fd)
+
+    def sample(self, n: int = 10) -> None:
+        for _ in range(n):
             t0 = time.perf_counter_ns()
-            os.write(fd, data)
-            os.fdatasync(fd)
-            times.append((time.perf_counter_ns() - t0) / 1000)
+            os.write(self._fd, self._data)
+            os.fdatasync(self._fd)
+            self.times_us.append((time.perf_counter_ns() - t0) / 1000)
+
+    def summary(self) -> dict[str, float]:
+        return {"p50_us": percentile(self.times_us, 50), "p99_us": percentile(self.times_us, 99),
+                "samples": len(self.times_us), "bytes": self.size}
+
+    def close(self) -> None:
+        os.close(self._fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._name)
+
+
+def fsync_latency(directory: Path, samples: int = 200, size: int = 400) -> dict[str, float]:
+    """p50/p99 of `samples` small durable appends in `directory` (see `FsyncProbe`)."""
+    probe = FsyncProbe(directory, size)
+    try:
+        probe.sample(samples)
+        return probe.summary()
     finally:
-        os.close(fd)
-        os.unlink(name)
-    return {"p50_us": percentile(times, 50), "p99_us": percentile(times, 99), "samples": samples,
-            "bytes": size}
+        probe.close()
 
 
 def sha256_record_rate(bodies: Sequence[bytes], seconds: float = 1.0) -> float:
@@ -369,13 +401,40 @@ def _read_segments(data_dir: Path) -> tuple[list[_SegmentFacts], list[bytes]]:
     return facts, bodies
 
 
-async def _append_many(data_dir: Path, events: Sequence[dict[str, Any]], concurrency: int,
-                       segment_max_bytes: int, progress: Callable[[int], None]) -> dict[str, Any]:
-    """Append `events` through `Ledger.append` with `concurrency` appenders in flight."""
-    from sidecar.ledger.writer import Commit, Ledger, LedgerConfig
+@contextlib.asynccontextmanager
+async def _ledger(data_dir: Path, *, segment_max_bytes: int, with_index: bool) -> AsyncIterator[Any]:
+    """An open Ledger, with the lookup index subscribed as `sidecar serve` wires it if `with_index`."""
+    from sidecar.ledger.writer import Ledger, LedgerConfig
 
-    config = LedgerConfig(segment_max_bytes=segment_max_bytes)
-    ledger = await Ledger.open(data_dir, config=config)
+    ledger = await Ledger.open(data_dir, config=LedgerConfig(segment_max_bytes=segment_max_bytes))
+    index: Any = None
+    try:
+        if with_index:
+            from sidecar.ledger.index import LedgerIndex
+
+            index = LedgerIndex(data_dir / "index.sqlite")
+            await index.open()
+            ledger.subscribers.append(index.on_commit)
+            index.start()
+        yield ledger
+    finally:
+        await ledger.close()
+        if index is not None:
+            await index.close()
+
+
+async def _append_many(data_dir: Path, events: Sequence[dict[str, Any]], concurrency: int,
+                       segment_max_bytes: int, progress: Callable[[int], None],
+                       with_index: bool = False) -> dict[str, Any]:
+    """Append `events` through `Ledger.append` with `concurrency` appenders in flight."""
+    async with _ledger(data_dir, segment_max_bytes=segment_max_bytes, with_index=with_index) as ledger:
+        return await _drive(ledger, events, concurrency, progress)
+
+
+async def _drive(ledger: Any, events: Sequence[dict[str, Any]], concurrency: int,
+                 progress: Callable[[int], None]) -> dict[str, Any]:
+    from sidecar.ledger.writer import Commit
+
     batches: list[int] = []
 
     def on_commit(commit: Commit) -> None:
@@ -402,33 +461,34 @@ async def _append_many(data_dir: Path, events: Sequence[dict[str, Any]], concurr
         tick.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await tick
-        await ledger.close()
     full = [b for b in batches if b]
     return {"seconds": elapsed, "cpu_seconds": cpu, "commits": len(full),
             "mean_batch": sum(full) / len(full) if full else 0.0, "max_batch": max(full, default=0)}
 
 
-async def _append_sequential(data_dir: Path, events: Sequence[dict[str, Any]]) -> list[float]:
-    """One appender, one append at a time; the latency of each in µs."""
-    from sidecar.ledger.writer import Ledger
+async def _append_sequential(data_dir: Path, events: Sequence[dict[str, Any]], segment_max_bytes: int,
+                             with_index: bool = False, probe: FsyncProbe | None = None) -> list[float]:
+    """One appender, one append at a time; the latency of each in µs.
 
-    ledger = await Ledger.open(data_dir)
+    Every 100 appends the fsync probe (if any) takes 10 samples, so reference and measurement
+    see the same disk at the same time.
+    """
     times: list[float] = []
-    try:
+    async with _ledger(data_dir, segment_max_bytes=segment_max_bytes, with_index=with_index) as ledger:
         for event in events[:50]:  # warm-up
             await ledger.append(event)
-        for event in events:
+        for n, event in enumerate(events[50:]):
+            if probe is not None and n % 100 == 0:
+                probe.sample(10)
             t0 = time.perf_counter_ns()
             await ledger.append(event)
             times.append((time.perf_counter_ns() - t0) / 1000)
-    finally:
-        await ledger.close()
     return times
 
 
 def run_ledger(data_dir: Path, *, events: int = 200_000, concurrency: int = 2000, latency_appends: int = 2000,
-               segment_max_bytes: int = 8 * 1024 * 1024, keep: bool = False, ui: Ui | None = None,
-               reference_seconds: float = 1.0) -> dict[str, Any]:
+               segment_max_bytes: int = 8 * 1024 * 1024, with_index: bool = False, keep: bool = False,
+               ui: Ui | None = None, reference_seconds: float = 1.0) -> dict[str, Any]:
     """The ledger benchmark; see `bench ledger --help`."""
     from sidecar.audit.verifier import verify_directory
     from sidecar.ledger.keystore import KeyStore
@@ -439,10 +499,12 @@ def run_ledger(data_dir: Path, *, events: int = 200_000, concurrency: int = 2000
     machine = machine_info(data_dir)
     root = Path(tempfile.mkdtemp(prefix="bench-ledger-", dir=data_dir))
     try:
-        ui.phase(f"references: Ed25519 sign and verify loops, fsync of a small append in {data_dir}")
-        sign_rate = ed25519_sign_rate(reference_seconds)
+        # Each reference is measured just before and just after what it is compared with (the machine
+        # is shared, so its speed drifts); the mean of the two is the reference.
+        ui.phase("reference: Ed25519 signing loop (before the append run)")
+        sign_rates = [ed25519_sign_rate(reference_seconds)]
+        sign_cpu = ed25519_sign_rate(reference_seconds, per_cpu_second=True)
         verify_rate = ed25519_verify_rate(reference_seconds)
-        fsync = fsync_latency(root)
 
         ui.phase(f"building {events:,} synthetic identity events")
         evs = identity_events(events)
@@ -452,25 +514,37 @@ def run_ledger(data_dir: Path, *, events: int = 200_000, concurrency: int = 2000
         bulk = root / "throughput"
         trust = KeyStore(bulk).init(ORIGIN)
         with ui.bar("appending", events) as progress:
-            run = asyncio.run(_append_many(bulk, evs, concurrency, segment_max_bytes, progress))
+            run = asyncio.run(_append_many(bulk, evs, concurrency, segment_max_bytes, progress, with_index))
         del evs
+        ui.phase("reference: Ed25519 signing loop (after the append run)")
+        sign_rates.append(ed25519_sign_rate(reference_seconds))
+        sign_rate = sum(sign_rates) / len(sign_rates)
 
-        ui.phase(f"append latency: one appender, {latency_appends:,} sequential appends")
+        ui.phase(f"append latency: one appender, {latency_appends:,} sequential appends, with the fsync "
+                 f"reference (write + fdatasync in {data_dir}) sampled in blocks between them")
         lat_dir = root / "latency"
         KeyStore(lat_dir).init(ORIGIN)
-        latencies = asyncio.run(_append_sequential(lat_dir, lat_events[50:] if latency_appends else []))
+        probe = FsyncProbe(root)
+        try:
+            latencies = asyncio.run(_append_sequential(lat_dir, lat_events, segment_max_bytes, with_index, probe))
+            probe.sample(10)
+        finally:
+            probe.close()
+        fsync = probe.summary()
 
-        ui.phase(f"verifying the ledger with {cores} worker processes")
+        ui.phase("reference: SHA-256 of every record body of the same segments (before verifying)")
+        segments, bodies = _read_segments(bulk)
+        sha_rates = [sha256_record_rate(bodies, reference_seconds)]
+        ui.phase(f"verifying the ledger with {cores} worker processes, then with 1")
         t0 = time.perf_counter()
         report = verify_directory(bulk, trust, workers=cores)
         verify_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         report1 = verify_directory(bulk, trust, workers=1)
         verify1_s = time.perf_counter() - t0
-
-        ui.phase("references on the same files: SHA-256 per record body; signing trade-off")
-        segments, bodies = _read_segments(bulk)
-        sha_rate = sha256_record_rate(bodies, reference_seconds)
+        ui.phase("reference: SHA-256 loop again (after verifying); signing trade-off")
+        sha_rates.append(sha256_record_rate(bodies, reference_seconds))
+        sha_rate = sum(sha_rates) / len(sha_rates)
         tradeoff = signing_tradeoff(bodies, reference_seconds)
         enc_rate = encode_rate(lat_events, reference_seconds)
         body_mean = sum(map(len, bodies)) / len(bodies) if bodies else 0.0
@@ -510,15 +584,18 @@ def run_ledger(data_dir: Path, *, events: int = 200_000, concurrency: int = 2000
         "benchmark": "ledger",
         "machine": machine,
         "config": {"events": events, "concurrency": concurrency, "latency_appends": latency_appends,
-                   "segment_max_bytes": segment_max_bytes, "data": str(data_dir),
+                   "segment_max_bytes": segment_max_bytes, "with_index": with_index, "data": str(data_dir),
                    "kept": str(root) if keep else None},
         "references": {
             "cores": cores,
             "ed25519_sign_per_s": sign_rate,
+            "ed25519_sign_per_s_before_after": sign_rates,
+            "ed25519_sign_per_cpu_s": sign_cpu,
             "ed25519_verify_per_s": verify_rate,
             "fsync_p50_us": fsync["p50_us"],
             "fsync_p99_us": fsync["p99_us"],
             "sha256_records_per_s_1core": sha_rate,
+            "sha256_records_per_s_1core_before_after": sha_rates,
             "sha256_records_per_s_all_cores": hash_all,
         },
         "results": {
@@ -527,6 +604,7 @@ def run_ledger(data_dir: Path, *, events: int = 200_000, concurrency: int = 2000
             "appends_per_s": appends_per_s,
             "appends_vs_sign_rate": appends_per_s / sign_rate if sign_rate else 0.0,
             "cpu_us_per_append": run["cpu_seconds"] / events * 1e6 if events else 0.0,
+            "appends_per_cpu_s": events / run["cpu_seconds"] if run["cpu_seconds"] else 0.0,
             "commits": run["commits"],
             "mean_batch": run["mean_batch"],
             "max_batch": run["max_batch"],
@@ -565,10 +643,16 @@ def run_ledger(data_dir: Path, *, events: int = 200_000, concurrency: int = 2000
 # ============================================================================================ processes
 
 
-def _process_cpu_seconds(pid: int) -> float:
-    """utime + stime of one process (all its threads, live or exited), from /proc/<pid>/stat."""
+def _process_times(pid: int) -> tuple[float, float]:
+    """(utime, stime) in seconds of one process (all its threads, live or exited), from /proc/<pid>/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    """utime + stime of one process, in seconds."""
+    return sum(_process_times(pid))
 
 
 def _group_cpu_seconds(pgid: int) -> float:
@@ -681,9 +765,12 @@ async def _timed_request(session: Any, method: str, url: str, form: dict[str, st
 
 
 async def _interleaved(direct: str, proxied: str, method: str, path: str, form: dict[str, str] | None,
-                       requests: int, warmup: int, concurrency: int,
-                       progress: Callable[[int], None]) -> dict[str, Any]:
-    """The same request, alternately direct to Keycloak and through the sidecar; latencies in ms."""
+                       requests: int, warmup: int, concurrency: int, progress: Callable[[int], None],
+                       probe: FsyncProbe | None = None) -> dict[str, Any]:
+    """The same request, alternately direct to Keycloak and through the sidecar; latencies in ms.
+
+    Every 50 pairs the fsync probe (if any) takes 10 samples between requests.
+    """
     import aiohttp
 
     d_times: list[float] = []
@@ -698,6 +785,8 @@ async def _interleaved(direct: str, proxied: str, method: str, path: str, form: 
 
         async def worker() -> None:
             for i in counter:
+                if probe is not None and i % 50 == 0:
+                    probe.sample(10)
                 if i % 2:
                     d = await _timed_request(d_http, method, direct + path, form)
                     p = await _timed_request(p_http, method, proxied + path, form)
@@ -715,6 +804,13 @@ async def _interleaved(direct: str, proxied: str, method: str, path: str, form: 
     return {"requests": len(diffs), "direct_p50_ms": d50, "direct_p99_ms": d99, "proxied_p50_ms": p50,
             "proxied_p99_ms": p99, "added_p50_ms": p50 - d50, "added_p99_ms": p99 - d99,
             "paired_added_median_ms": percentile(diffs, 50)}
+
+
+def _cpu_per_request(result: dict[str, Any], side0: float, side1: float, kc0: float, kc1: float,
+                     proxied: int) -> None:
+    """Add CPU per request to an `_interleaved` result: the sidecar saw `proxied` requests, Keycloak twice that."""
+    result["sidecar_cpu_us_per_request"] = (side1 - side0) / proxied * 1e6
+    result["keycloak_cpu_us_per_request"] = (kc1 - kc0) / (2 * proxied) * 1e6
 
 
 async def _logins(base: str, count: int, progress: Callable[[int], None]) -> int:
@@ -750,8 +846,6 @@ def run_proxy(*, requests: int = 400, logins: int = 150, concurrency: int = 1, u
     sidecar_base = f"http://127.0.0.1:{port}"
     kc: KeycloakServer | None = None
     try:
-        ui.phase(f"reference: fsync of a small append in {root}")
-        fsync = fsync_latency(root)
         if upstream is None:
             ui.phase("starting Keycloak (fetched with mvn and cached on first use; 15-60 s)")
             mgmt = free_port()
@@ -785,13 +879,24 @@ def run_proxy(*, requests: int = 400, logins: int = 150, concurrency: int = 1, u
                        "client_secret": REALM.robot.secret or ""}
             warmup = max(20, min(200, requests // 2))
             ui.phase(f"pass-through: {requests} pairs of GET {passthrough_path} (+{warmup} warm-up)")
+            s0, k0 = _process_cpu_seconds(side_pid), kc_cpu()
             with ui.bar("pass-through", requests) as progress:
                 passthrough = asyncio.run(_interleaved(direct_base, sidecar_base, "GET", passthrough_path,
                                                        None, requests, warmup, concurrency, progress))
-            ui.phase(f"captured: {requests} pairs of client-credentials grants (+{warmup} warm-up)")
-            with ui.bar("captured", requests) as progress:
-                captured = asyncio.run(_interleaved(direct_base, sidecar_base, "POST", token_path, cc_form,
-                                                    requests, warmup, concurrency, progress))
+            _cpu_per_request(passthrough, s0, _process_cpu_seconds(side_pid), k0, kc_cpu(), requests + warmup)
+            ui.phase(f"captured: {requests} pairs of client-credentials grants (+{warmup} warm-up), with the "
+                     f"fsync reference (write + fdatasync in {root}) sampled in blocks between them")
+            probe = FsyncProbe(root)
+            s0, k0 = _process_cpu_seconds(side_pid), kc_cpu()
+            try:
+                with ui.bar("captured", requests) as progress:
+                    captured = asyncio.run(_interleaved(direct_base, sidecar_base, "POST", token_path, cc_form,
+                                                        requests, warmup, concurrency, progress, probe))
+                probe.sample(10)
+            finally:
+                probe.close()
+            _cpu_per_request(captured, s0, _process_cpu_seconds(side_pid), k0, kc_cpu(), requests + warmup)
+            fsync = probe.summary()
             ui.phase(f"CPU per browser login: {logins} logins through the sidecar (+5 warm-up, 3 s idle)")
             asyncio.run(_logins(sidecar_base, 5, lambda n: None))
             s0, k0, t0 = _process_cpu_seconds(side_pid), kc_cpu(), time.monotonic()
@@ -799,11 +904,12 @@ def run_proxy(*, requests: int = 400, logins: int = 150, concurrency: int = 1, u
             s1, k1, t1 = _process_cpu_seconds(side_pid), kc_cpu(), time.monotonic()
             idle_side, idle_kc = (s1 - s0) / (t1 - t0), (k1 - k0) / (t1 - t0)
             with ui.bar("logins", logins) as progress:
-                s0, k0, t0 = _process_cpu_seconds(side_pid), kc_cpu(), time.monotonic()
+                (u0, y0), k0, t0 = _process_times(side_pid), kc_cpu(), time.monotonic()
                 ok = asyncio.run(_logins(sidecar_base, logins, progress))
-                s1, k1, t1 = _process_cpu_seconds(side_pid), kc_cpu(), time.monotonic()
+                (u1, y1), k1, t1 = _process_times(side_pid), kc_cpu(), time.monotonic()
             wall = t1 - t0
-            side_cpu = max(0.0, (s1 - s0) - idle_side * wall)
+            side_user, side_sys = u1 - u0, y1 - y0
+            side_cpu = max(0.0, (side_user + side_sys) - idle_side * wall)
             kc_cpu_used = max(0.0, (k1 - k0) - idle_kc * wall)
         ui.phase("verifying the sidecar's ledger and counting its records")
         report = verify_directory(data, KeyStore(data).trust())
@@ -840,6 +946,8 @@ def run_proxy(*, requests: int = 400, logins: int = 150, concurrency: int = 1, u
             "login": {"logins": logins, "succeeded": ok, "seconds": wall,
                       "sidecar_cpu_ms_per_login": side_per_login, "keycloak_cpu_ms_per_login": kc_per_login,
                       "ratio_percent": ratio * 100, "idle_cpu_share_sidecar": idle_side,
+                      "sidecar_user_ms_per_login": side_user / logins * 1000,
+                      "sidecar_sys_ms_per_login": side_sys / logins * 1000,
                       "idle_cpu_share_keycloak": idle_kc,
                       "cpu_clock_resolution_ms": 1000 / os.sysconf("SC_CLK_TCK")},
             "ledger": {"records": report.records, "verdict": "intact" if report.ok else "findings",
@@ -943,10 +1051,17 @@ async def _steady_load(data_dir: Path, store_url: str, *, rate: float, seconds: 
 async def _pull_verify(url: str, out: Path, trust: Any, workers: int) -> dict[str, Any]:
     from sidecar.audit.remote import pull_and_verify
 
+    pulled_at = [0.0]
+
+    def progress(done: int, total: int) -> None:  # called by pull per object: the last call ends the pull
+        pulled_at[0] = time.perf_counter()
+
     t0 = time.perf_counter()
-    report = await pull_and_verify(url, out, trust, workers=workers)
+    report = await pull_and_verify(url, out, trust, workers=workers, progress=progress)
     elapsed = time.perf_counter() - t0
+    pull_s = pulled_at[0] - t0 if pulled_at[0] else 0.0
     return {"records": report.records, "bytes": report.total_bytes, "seconds": elapsed,
+            "pull_seconds": pull_s, "verify_seconds": elapsed - pull_s,
             "records_per_s": report.records / elapsed if elapsed else 0.0,
             "mb_per_s": report.total_bytes / elapsed / 1e6 if elapsed else 0.0,
             "verdict": "intact" if report.ok else "findings",
@@ -1060,7 +1175,8 @@ def _machine_line(m: dict[str, Any]) -> str:
 
 def print_ledger(result: dict[str, Any], console: Console) -> None:
     ref, res, tr = result["references"], result["results"], result["tradeoff"]
-    sign = _fmt(ref["ed25519_sign_per_s"])
+    sign = (f"{_fmt(ref['ed25519_sign_per_s'])}: mean of "
+            + " and ".join(_fmt(x) for x in ref["ed25519_sign_per_s_before_after"]))
     enc_rate = res["encode_record_per_s"]
     enc = f"encode_record alone: {1e6 / enc_rate:.1f} us" if enc_rate else ""
     lat = f"{res['latency_p50_us']:.0f} / {res['latency_p99_us']:.0f} us"
@@ -1075,6 +1191,8 @@ def print_ledger(result: dict[str, Any], console: Console) -> None:
          f"{_fmt(res['commits'])} commits, mean batch {res['mean_batch']:.0f}, max {_fmt(res['max_batch'])}"),
         ("CPU per append (whole process)", f"{res['cpu_us_per_append']:.1f} us",
          enc),
+        ("appends per CPU-second", _fmt(res["appends_per_cpu_s"]),
+         f"Ed25519 signs per CPU-second: {_fmt(ref['ed25519_sign_per_cpu_s'])} (contention-free view)"),
         ("append latency p50 / p99 (1 appender)", lat,
          f"{res['latency_p50_vs_fsync_p50']:.2f} x fsync p50 ({ref['fsync_p50_us']:.0f} us; p99 "
          f"{ref['fsync_p99_us']:.0f} us)"),
@@ -1109,19 +1227,21 @@ def print_proxy(result: dict[str, Any], console: Console) -> None:
     console.print(_machine_line(result["machine"]))
     table = Table(title="proxy: latency through the sidecar vs direct (ms)", title_justify="left")
     for col in ("request", "pairs", "direct p50", "direct p99", "sidecar p50", "sidecar p99", "added p50",
-                "added p99", "paired median"):
+                "added p99", "paired median", "sidecar CPU/req", "Keycloak CPU/req"):
         table.add_column(col, justify="left" if col == "request" else "right")
     for name, key in (("pass-through: GET openid-configuration", "passthrough"),
                       ("captured: client-credentials grant", "captured")):
         r = res[key]
         keys = ("direct_p50_ms", "direct_p99_ms", "proxied_p50_ms", "proxied_p99_ms", "added_p50_ms",
                 "added_p99_ms", "paired_added_median_ms")
-        table.add_row(name, _fmt(r["requests"]), *(f"{r[k]:.3f}" for k in keys))
+        table.add_row(name, _fmt(r["requests"]), *(f"{r[k]:.3f}" for k in keys),
+                      f"{r['sidecar_cpu_us_per_request'] / 1000:.3f}", f"{r['keycloak_cpu_us_per_request'] / 1000:.3f}")
     console.print(table)
     login = res["login"]
     console.print(_kv_table("proxy: CPU per captured browser login", [
         ("logins (succeeded)", f"{login['logins']} ({login['succeeded']})", f"{login['seconds']:.1f} s"),
         ("sidecar CPU per login", f"{login['sidecar_cpu_ms_per_login']:.2f} ms",
+         f"user {login['sidecar_user_ms_per_login']:.2f} + system {login['sidecar_sys_ms_per_login']:.2f} ms; "
          f"idle share {login['idle_cpu_share_sidecar']:.3f} CPU subtracted"),
         ("Keycloak CPU per login", f"{login['keycloak_cpu_ms_per_login']:.1f} ms",
          f"idle share {login['idle_cpu_share_keycloak']:.3f} CPU subtracted"),
@@ -1141,13 +1261,14 @@ def print_replication(result: dict[str, Any], console: Console) -> None:
     table = Table(title=f"replication: {cfg['rate']:g} events/s for {cfg['seconds']:g} s, segments of "
                         f"{cfg['segment_max_bytes'] // 1024} KiB", title_justify="left")
     for col in ("store", "appended", "rate/s", "lag p50 ms", "lag p99 ms", "lag max ms", "objects",
-                "pull+verify rec/s", "MB/s", "verdict"):
+                "pull+verify rec/s", "MB/s", "pull s", "verify s", "verdict"):
         table.add_column(col, justify="left" if col in ("store", "verdict") else "right")
     for name, r in result["results"].items():
         pv = r["pull_verify"]
         table.add_row(name, _fmt(r["appended"]), _fmt(r["rate_achieved"]), f"{r['lag_p50_ms']:.0f}",
                       f"{r['lag_p99_ms']:.0f}", f"{r['lag_max_ms']:.0f}", _fmt(r["objects_uploaded"]),
-                      _fmt(pv["records_per_s"]), f"{pv['mb_per_s']:.1f}", pv["verdict"])
+                      _fmt(pv["records_per_s"]), f"{pv['mb_per_s']:.1f}", f"{pv['pull_seconds']:.1f}",
+                      f"{pv['verify_seconds']:.1f}", pv["verdict"])
     console.print(table)
     console.print(_targets_table(result))
 
@@ -1185,15 +1306,18 @@ def bench() -> None:
               help="sequential appends of the one-appender latency run")
 @click.option("--segment-max-bytes", type=click.IntRange(min=4096), default=8 * 1024 * 1024,
               show_default=True)
+@click.option("--with-index", is_flag=True,
+              help="also run the SQLite lookup index as `sidecar serve` wires it (a commit subscriber)")
 @click.option("--reference-seconds", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
               help="length of each reference loop (Ed25519, SHA-256, signing trade-off)")
 @click.option("--keep", is_flag=True, help="keep the ledgers written (their path is in the result)")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 def ledger_cmd(events: int, data_dir: Path, concurrency: int, latency_appends: int, segment_max_bytes: int,
-               reference_seconds: float, keep: bool, as_json: bool) -> None:
+               with_index: bool, reference_seconds: float, keep: bool, as_json: bool) -> None:
     """Durable signed appends/s, append latency, verification rate and bytes per event at rest."""
     result = run_ledger(data_dir, events=events, concurrency=concurrency, latency_appends=latency_appends,
-                        segment_max_bytes=segment_max_bytes, keep=keep, reference_seconds=reference_seconds)
+                        segment_max_bytes=segment_max_bytes, with_index=with_index, keep=keep,
+                        reference_seconds=reference_seconds)
     _emit(result, as_json, print_ledger)
 
 
