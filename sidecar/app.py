@@ -31,6 +31,7 @@ from sidecar.ledger.writer import Ledger, LedgerConfig
 from sidecar.policy.schema import Policy, load_policy
 from sidecar.proxy.forward import ProxyLimits, ReverseProxy
 from sidecar.replicate.replicator import Replicator
+from sidecar.replicate.s3 import S3Store
 from sidecar.replicate.store import open_store
 
 log = logging.getLogger("sidecar")
@@ -47,6 +48,7 @@ class Settings:
     store_url: str | None = None  # remote copy: s3://bucket/prefix?endpoint=... or a directory
     store_retention_days: int = 365
     replication_interval_s: float = 0.2
+    store_create_bucket: bool = False  # tests and demos only: create an Object Lock bucket if missing
     high_water_bytes: int = 256 * 1024 * 1024
     auditor_realm: str = "master"
     auditor_role: str = "ledger-auditor"
@@ -160,6 +162,9 @@ def make_app(settings: Settings) -> web.Application:
         store = None
         if settings.store_url:
             store = open_store(settings.store_url, retention_days=settings.store_retention_days)
+            if isinstance(store, S3Store):
+                # A bucket without versioning and Object Lock would make the "cannot rewrite" promise false.
+                await store.ensure_bucket(create=settings.store_create_bucket)
             rep = Replicator(settings.data_dir, store, interval_s=settings.replication_interval_s,
                              high_water_bytes=settings.high_water_bytes)
             ledger.subscribers.append(rep.on_commit)

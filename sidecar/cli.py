@@ -65,6 +65,9 @@ def main() -> None:
 @click.option("--store", "store_url", default=None,
               help="remote copy: a directory, file:///dir, or s3://bucket/prefix?endpoint=URL&region=R")
 @click.option("--retention-days", type=int, default=365, show_default=True, help="S3 Object Lock retention")
+@click.option("--high-water", "high_water_mb", type=int, default=256, show_default=True,
+              help="MiB of unreplicated ledger before the failure policy applies")
+@click.option("--replication-interval", type=float, default=0.2, show_default=True, help="seconds between steps")
 @click.option("--auditor-realm", default="master", show_default=True,
               help="realm whose tokens may read the auditor endpoint")
 @click.option("--auditor-role", default="ledger-auditor", show_default=True, help="realm role auditors need")
@@ -75,7 +78,7 @@ def main() -> None:
 @click.option("--log-level", default="INFO", show_default=True)
 def serve(upstream: str, data_dir: Path, listen: str, policy_file: Path | None, init: bool, origin: str | None,
           segment_max_bytes: int, segment_max_age: float, epoch_s: float, heartbeat: float, store_url: str | None,
-          retention_days: int, auditor_realm: str, auditor_role: str, reader_realm: str | None,
+          retention_days: int, high_water_mb: int, replication_interval: float, auditor_realm: str, auditor_role: str, reader_realm: str | None,
           reader_client_id: str | None, reader_secret_file: Path | None, log_level: str) -> None:
     """Run the proxy in front of Keycloak, recording into the ledger."""
     from aiohttp import web
@@ -93,6 +96,7 @@ def serve(upstream: str, data_dir: Path, listen: str, policy_file: Path | None, 
         click.echo(f"created ledger keys for origin {anchor.origin} in {data_dir}", err=True)
     settings = Settings(upstream=upstream, data_dir=data_dir, host=host.strip("[]"), port=int(port_s),
                         policy_file=policy_file, store_url=store_url, store_retention_days=retention_days,
+                        high_water_bytes=high_water_mb * 1024 * 1024, replication_interval_s=replication_interval,
                         auditor_realm=auditor_realm, auditor_role=auditor_role, reader_realm=reader_realm,
                         reader_client_id=reader_client_id,
                         reader_secret=(reader_secret_file.read_text().strip() if reader_secret_file

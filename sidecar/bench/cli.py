@@ -1225,12 +1225,13 @@ def print_ledger(result: dict[str, Any], console: Console) -> None:
 def print_proxy(result: dict[str, Any], console: Console) -> None:
     res, ref = result["results"], result["references"]
     console.print(_machine_line(result["machine"]))
-    table = Table(title="proxy: latency through the sidecar vs direct (ms)", title_justify="left")
+    table = Table(title="proxy: latency through the sidecar vs direct, and CPU per request (ms); discovery = GET "
+                        "/realms/ledger-test/.well-known/openid-configuration, cc grant = client_credentials "
+                        "for ledger-robot", title_justify="left")
     for col in ("request", "pairs", "direct p50", "direct p99", "sidecar p50", "sidecar p99", "added p50",
                 "added p99", "paired median", "sidecar CPU/req", "Keycloak CPU/req"):
         table.add_column(col, justify="left" if col == "request" else "right")
-    for name, key in (("pass-through: GET openid-configuration", "passthrough"),
-                      ("captured: client-credentials grant", "captured")):
+    for name, key in (("pass-through (discovery)", "passthrough"), ("captured (cc grant)", "captured")):
         r = res[key]
         keys = ("direct_p50_ms", "direct_p99_ms", "proxied_p50_ms", "proxied_p99_ms", "added_p50_ms",
                 "added_p99_ms", "paired_added_median_ms")

@@ -120,6 +120,7 @@ class Ledger:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="ledger-fsync")
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._cut_back_to: int | None = None
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -195,6 +196,8 @@ class Ledger:
         """Append one event; returns once it is durable and covered by a signed checkpoint."""
         if self._task is not None and self._task.done() and not self.broken:
             self.broken = "writer task ended"
+        if self.broken and self._cut_back_to is not None:
+            self._retry_cut_back()
         if self.broken:
             raise StorageError(f"ledger unavailable: {self.broken}")
         if self._closing:
@@ -371,6 +374,22 @@ class Ledger:
         except OSError as exc:
             raise StorageError(f"WAL write failed: {exc.strerror or exc}") from exc
 
+    def _retry_cut_back(self) -> None:
+        """A write failed and could not be cut back (e.g. the file was immutable); try again now.
+
+        Once the file is back at the last acknowledged offset the ledger is whole again and can
+        take appends; until then every append fails (503) rather than writing after garbage.
+        """
+        assert self._cut_back_to is not None
+        try:
+            os.ftruncate(self._fd, self._cut_back_to)
+            os.fsync(self._fd)
+        except OSError:
+            return
+        log.warning("WAL cut back to offset %d; the ledger takes appends again", self._cut_back_to)
+        self._cut_back_to = None
+        self.broken = None
+
     def _fail(self, batch: list[tuple[dict[str, Any], asyncio.Future[Receipt] | None]], exc: StorageError,
               offset: int) -> None:
         try:
@@ -379,6 +398,7 @@ class Ledger:
             log.error("WAL write failed, cut back to offset %d: %s", offset, exc)
         except OSError as exc2:
             self.broken = f"{exc}; could not cut back the partial write: {exc2.strerror}"
+            self._cut_back_to = offset
             log.error("ledger broken: %s", self.broken)
         for _payload, fut in batch:
             if fut is not None and not fut.done():
