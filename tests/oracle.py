@@ -126,6 +126,8 @@ def match(user_events: list[dict[str, Any]], admin_events: list[dict[str, Any]],
                 continue
             if ev["type"] in ("CLIENT_LOGIN", "CLIENT_LOGIN_ERROR"):
                 ok = e.get("client") == ev.get("clientId")
+            elif ev["type"] == "IMPERSONATE":  # Keycloak puts the impersonated user in userId
+                ok = (e.get("target") or {}).get("id") == ev.get("userId")
             else:
                 ok = _actor_ok(ev.get("userId"), username, rec)
             if ok and (e.get("client") in (None, ev.get("clientId"))):

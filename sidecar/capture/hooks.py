@@ -230,7 +230,7 @@ class LedgerHooks:
         session_known = self._sessions.sessions.get(sid) if sid else None
         username = (known.username if known else None) or (session_known.username if session_known else None)
         user_id = (known.user_id if known else None) or identity.get("sub")
-        return c.LoginContext(username, user_id, sid), key
+        return c.LoginContext(username, user_id, sid, kc_action=self._sessions.action(key)), key
 
     def _identity_cookie(self, response: ResponseView) -> dict[str, Any] | None:
         # The identity cookie is HMAC-signed with a key Keycloak does not publish; its claims are
@@ -258,7 +258,17 @@ class LedgerHooks:
                     self._sessions.attempts.put(key, Principal(ctx.user_id, remember, rt.realm))
             elif rt.kind is c.Kind.REQUIRED_ACTION:
                 events = c.on_required_action(rt, request, response, ctx, identity)
+                if any(e.type is EventType.LOGIN_SUCCEEDED for e in events):
+                    self._sessions.forget_action(key)
             else:
+                action = c.kc_action_of(request)
+                if action:
+                    # The required-action post that finishes it names only the alias (not, e.g., which
+                    # credential delete_credential removes): remember it for this login attempt.
+                    cookie = _cookies(request.headers, "Cookie").get("AUTH_SESSION_ID") or \
+                        _cookies(response.headers, "Set-Cookie").get("AUTH_SESSION_ID")
+                    if cookie:
+                        self._sessions.remember_action(self._sessions.attempt_key(cookie), action)
                 events = c.on_sso_auth(rt, request, response, identity, ctx)
             for e in events:
                 if e.type is EventType.LOGIN_SUCCEEDED and e.session and e.actor:
@@ -356,23 +366,4 @@ class LedgerHooks:
 
     async def _account(self, rt: c.Route, request: RequestView, response: ResponseView) -> list[IdentityEvent]:
         """Account REST writes by the user themself (credential delete, profile update, sessions)."""
-        attribution = await self._attribute_bearer(request)
-        ok = 200 <= response.status < 300
-        parts = rt.parts
-        details: dict[str, Any]
-        if parts[:1] == ("credentials",) and request.method == "DELETE" and len(parts) == 2:
-            etype, details = EventType.CREDENTIAL_REMOVED, {"credential_id": parts[1], "via": "account"}
-        elif parts[:1] == ("sessions",) and request.method == "DELETE":
-            etype, details = EventType.SESSION_REVOKED, {"via": "account", "path": "/".join(parts)}
-        elif not parts and request.method == "POST":
-            body = request.json()
-            fields = sorted(k for k in body if k != "credentials") if isinstance(body, dict) else []
-            etype, details = EventType.USER_UPDATED, {"via": "account", "fields": fields}
-        else:
-            etype, details = EventType.ADMIN_CHANGE, {"via": "account", "method": request.method,
-                                                      "path": "account/" + "/".join(parts)}
-        return [IdentityEvent(etype, Outcome.SUCCEEDED if ok else Outcome.FAILED, realm=rt.realm,
-                              actor=attribution.actor, target=attribution.actor, client=attribution.client,
-                              session=attribution.session, source_ip=request.client_ip,
-                              request_id=request.request_id, error=None if ok else f"http_{response.status}",
-                              details=details)]
+        return c.on_account(rt, request, response, await self._attribute_bearer(request))

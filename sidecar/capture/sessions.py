@@ -59,6 +59,22 @@ class SessionDirectory:
         self._secret = secret
         self.sessions = _Lru(max_entries)
         self.attempts = _Lru(max_entries)
+        self._actions: OrderedDict[str, str] = OrderedDict()
+        self._max = max_entries
+
+    def remember_action(self, key: str, action: str) -> None:
+        """The application-initiated action (kc_action) a login attempt started, until it ends."""
+        self._actions[key] = action
+        self._actions.move_to_end(key)
+        while len(self._actions) > self._max:
+            self._actions.popitem(last=False)
+
+    def action(self, key: str | None) -> str | None:
+        return self._actions.get(key) if key else None
+
+    def forget_action(self, key: str | None) -> None:
+        if key:
+            self._actions.pop(key, None)
 
     def attempt_key(self, auth_session_cookie: str) -> str:
         # SECURITY: the AUTH_SESSION_ID cookie is a credential for the login in progress; only a keyed
