@@ -78,8 +78,9 @@ def main() -> None:
 @click.option("--log-level", default="INFO", show_default=True)
 def serve(upstream: str, data_dir: Path, listen: str, policy_file: Path | None, init: bool, origin: str | None,
           segment_max_bytes: int, segment_max_age: float, epoch_s: float, heartbeat: float, store_url: str | None,
-          retention_days: int, high_water_mb: int, replication_interval: float, auditor_realm: str, auditor_role: str, reader_realm: str | None,
-          reader_client_id: str | None, reader_secret_file: Path | None, log_level: str) -> None:
+          retention_days: int, high_water_mb: int, replication_interval: float, auditor_realm: str,
+          auditor_role: str, reader_realm: str | None, reader_client_id: str | None,
+          reader_secret_file: Path | None, log_level: str) -> None:
     """Run the proxy in front of Keycloak, recording into the ledger."""
     from aiohttp import web
 

@@ -1389,3 +1389,7 @@ def all_cmd(data_dir: Path, as_json: bool) -> None:
     passed = sum(t["passed"] for r in results.values() for t in r["targets"])
     total = sum(len(r["targets"]) for r in results.values())
     console.print(f"targets met: {passed} of {total}")
+
+
+if __name__ == "__main__":  # `python -m sidecar.bench.cli ledger --data DIR` works without the `sidecar` entry point
+    bench()

@@ -152,7 +152,8 @@ class Ledger:
                            start_task: bool, keys: KeyStore, origin: str, seg_dir: Path, lock_fd: int) -> Ledger:
         now = clock.now_ns()
         recovered: dict[str, Any] | None = None
-        numbers = sorted(n for p in seg_dir.iterdir() if (n := segment_number(p.name)) is not None)
+        # Opening runs once before any request is served; its file I/O blocks on purpose.
+        numbers = sorted(n for p in seg_dir.iterdir() if (n := segment_number(p.name)) is not None)  # noqa: ASYNC240
         found = _recover(seg_dir, numbers[-1], keys, origin, policy_digest, now, config) if numbers else None
         if found is None:
             signer = keys.load(0)

@@ -16,9 +16,8 @@ and `CompactRange.merge` raises ValueError.
 
 from __future__ import annotations
 
-import re
-
 import asyncio
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
