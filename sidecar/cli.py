@@ -486,5 +486,13 @@ def _print_report(report: Any, source: Path) -> None:
         click.echo(f"  - {finding}")
 
 
+def _register_bench() -> None:
+    from sidecar.bench.cli import bench
+
+    main.add_command(bench)
+
+
+_register_bench()
+
 if __name__ == "__main__":
     main()

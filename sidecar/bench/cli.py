@@ -307,16 +307,6 @@ class FsyncProbe:
             os.unlink(self._name)
 
 
-def fsync_latency(directory: Path, samples: int = 200, size: int = 400) -> dict[str, float]:
-    """p50/p99 of `samples` small durable appends in `directory` (see `FsyncProbe`)."""
-    probe = FsyncProbe(directory, size)
-    try:
-        probe.sample(samples)
-        return probe.summary()
-    finally:
-        probe.close()
-
-
 def sha256_record_rate(bodies: Sequence[bytes], seconds: float = 1.0) -> float:
     """Single-core records/s of the bare loop `sha256(body)` over record bodies already in memory."""
     if not bodies:
