@@ -206,9 +206,11 @@ def _is_remote(source: str) -> bool:
 @click.option("--checkpoint", "checkpoints", multiple=True, type=click.Path(path_type=Path),
               help="a signed checkpoint obtained elsewhere; finds a cut tail or a rollback")
 @click.option("--workers", type=int, default=None, help="processes (default: all cores)")
+@click.option("--thorough", is_flag=True,
+              help="read every record's envelope even when the quick scan finds nothing (slower)")
 @click.option("--json", "as_json", is_flag=True)
 def verify(source: str, trust_file: Path, remote: str | None, token: str | None, checkpoints: tuple[Path, ...],
-           workers: int | None, as_json: bool) -> None:
+           workers: int | None, thorough: bool, as_json: bool) -> None:
     """Verify a ledger: a data directory, a pulled bundle, s3://bucket/prefix, or a sidecar URL.
 
     Exit 0 intact, 1 tampered or incomplete (with findings), 2 unusable input.
@@ -239,10 +241,10 @@ def verify(source: str, trust_file: Path, remote: str | None, token: str | None,
                 _verify_bundle(Path(source), trust, as_json)
             if _is_remote(source):
                 report = asyncio.run(pull_and_verify(source, Path(tmp), trust, external=external, token=token,
-                                                     workers=workers, progress=progress))
+                                                     workers=workers, thorough=thorough, progress=progress))
             else:
                 report = verify_directory(Path(source), trust, external=external, workers=workers,
-                                          progress=progress)
+                                          thorough=thorough, progress=progress)
             if remote:
                 asyncio.run(compare_remote(report, Path(source), remote, Path(tmp) / "remote", trust,
                                            token=token, workers=workers))
@@ -479,7 +481,11 @@ def _print_report(report: Any, source: Path) -> None:
     click.echo(f"keys: {', '.join(report.keys)}")
     click.echo(f"tree: size {report.size}, root {report.root.hex()}")
     if report.ok:
-        click.echo("verdict: INTACT (framing, hash chain, Merkle roots, signatures, key chain, seals)")
+        if report.mode == "quick":
+            click.echo("verdict: INTACT (framing, every record in the signed Merkle roots, signatures, key chain, "
+                       "seals, segment links; record envelopes: quick, --thorough reads them all)")
+        else:
+            click.echo("verdict: INTACT (framing, hash chain, Merkle roots, signatures, key chain, seals)")
         return
     click.echo(f"verdict: TAMPERED OR INCOMPLETE ({len(report.findings)} findings)")
     for finding in report.findings:

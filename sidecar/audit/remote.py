@@ -34,7 +34,7 @@ def open_source(url: str, token: str | None) -> ObjectStore:
 
 
 async def pull_and_verify(url: str, out: Path, trust: TrustAnchor, *, external: list[bytes] | None = None,
-                          token: str | None = None, workers: int | None = None,
+                          token: str | None = None, workers: int | None = None, thorough: bool = False,
                           progress: Callable[[int, int], None] | None = None) -> Report:
     store = open_source(url, token)
     try:
@@ -47,7 +47,7 @@ async def pull_and_verify(url: str, out: Path, trust: TrustAnchor, *, external: 
     newest = result.newest_checkpoint()
     if newest is not None:
         notes.append(newest.read_bytes())
-    report = verify_directory(out, trust, external=notes, workers=workers)
+    report = verify_directory(out, trust, external=notes, workers=workers, thorough=thorough)
     report.findings.extend(result.findings)
     return report
 

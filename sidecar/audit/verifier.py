@@ -48,7 +48,7 @@ def load_trust(path: Path) -> TrustAnchor:
         raise UnusableInput(f"{path}: {exc}") from exc
 
 
-def _scan_file(args: tuple[str, frozenset[int]]) -> SegmentScan:
+def _scan_file(args: tuple[str, frozenset[int], bool]) -> SegmentScan:
     path = Path(args[0])
     try:
         data = path.read_bytes()
@@ -56,16 +56,29 @@ def _scan_file(args: tuple[str, frozenset[int]]) -> SegmentScan:
         scan = SegmentScan(name=path.name, number=segment_number(path.name), size_bytes=0)
         scan.findings.append(Finding("segment-unreadable", f"cannot read: {exc.strerror}", path.name))
         return scan
-    return scan_segment(path.name, data, args[1])
+    return scan_segment(path.name, data, args[1], thorough=args[2])
 
 
 def verify_directory(source: Path, trust: TrustAnchor, *, external: Sequence[bytes] = (),
-                     workers: int | None = None,
+                     workers: int | None = None, thorough: bool = False,
                      progress: Callable[[int, int], None] | None = None) -> Report:
-    """Verify every segment under `source` against `trust` and any external checkpoints."""
+    """Verify every segment under `source` against `trust` and any external checkpoints.
+
+    By default a quick scan runs first (records hashed, envelopes not read; see
+    `scan_segment`); if it finds anything, every segment is scanned again thoroughly so the
+    findings name the exact record. `thorough=True` always reads every envelope.
+    """
     files = segment_files(source)
+    report = _verify(files, trust, external, workers, thorough, progress)
+    if not thorough and not report.ok:
+        report = _verify(files, trust, external, workers, True, progress)
+    return report
+
+
+def _verify(files: list[Path], trust: TrustAnchor, external: Sequence[bytes], workers: int | None, thorough: bool,
+            progress: Callable[[int, int], None] | None) -> Report:
     sizes = external_sizes(external)
-    jobs = [(str(p), sizes) for p in files]
+    jobs = [(str(p), sizes, thorough) for p in files]
     workers = workers or os.cpu_count() or 1
     scans: list[SegmentScan] = []
     if workers > 1 and len(files) > 1:
@@ -79,4 +92,6 @@ def verify_directory(source: Path, trust: TrustAnchor, *, external: Sequence[byt
             scans.append(_scan_file(job))
             if progress:
                 progress(len(scans), len(files))
-    return verify_scans(scans, trust, external)
+    report = verify_scans(scans, trust, external)
+    report.mode = "thorough" if thorough else "quick"
+    return report

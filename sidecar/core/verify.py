@@ -21,6 +21,8 @@ found. Nothing here reads files, the clock or the network.
 from __future__ import annotations
 
 import hashlib
+import re
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -104,8 +106,53 @@ def _check_signature(note: bytes, key: PublicKey) -> tuple[Checkpoint | None, by
     return cp, None, None, f"signed by {names}, expected a valid signature by {key.name} (key id {key.key_id.hex()})"
 
 
-def scan_segment(name: str, data: bytes, want_sizes: frozenset[int] = frozenset()) -> SegmentScan:
-    """Phase 1: check one segment on its own. Never raises on bad input."""
+_FAST_HEAD = b'{"event":{'
+
+
+_TAIL = re.compile(rb'"type":"([^"\\]*)"},"prev":"([0-9a-f]{64})","seq":(0|[1-9][0-9]*),"ts":"([0-9]+)","v":1}')
+
+
+def _record_fields(data: bytes, start: int, stop: int) -> tuple[int, bytes, int, bytes] | None:
+    """(seq, prev hex, ts, event type) read from a record's canonical envelope, or None.
+
+    Canonical bytes sort keys, so a record is `{"event":{...,"type":"T"},"prev":"H","seq":N,
+    "ts":"D","v":1}`: the envelope is read from the end without parsing the event object.
+    Anything unexpected returns None and the caller parses the whole record.
+    """
+    if not data.startswith(_FAST_HEAD, start):
+        return None
+    m = _TAIL.fullmatch(data, data.rfind(b'"type":"', start, stop), stop)
+    if m is None:
+        return None
+    return int(m.group(3)), m.group(2), int(m.group(4)), m.group(1)
+
+
+def _record_fields_slow(body: bytes) -> tuple[tuple[int, bytes, int, bytes], dict[str, Any]]:
+    """The same fields by a full parse; raises ValueError/KeyError/TypeError on a malformed record."""
+    from sidecar.core.canonical import parse
+
+    obj = parse(body)
+    r_seq, r_prev, event, ts_s = obj["seq"], obj["prev"], obj["event"], obj["ts"]
+    if obj["v"] != 1 or len(obj) != 5 or not isinstance(event, dict):
+        raise ValueError("unexpected fields or version")
+    if type(r_seq) is not int or not (isinstance(ts_s, str) and ts_s.isascii() and ts_s.isdigit()):
+        raise ValueError("seq must be an integer and ts a string of decimal digits")
+    if not isinstance(r_prev, str):
+        raise ValueError("prev must be a hex string")
+    return (r_seq, r_prev.encode(), int(ts_s), str(event.get("type")).encode()), event
+
+
+def scan_segment(name: str, data: bytes, want_sizes: frozenset[int] = frozenset(), *,
+                 thorough: bool = True) -> SegmentScan:
+    """Phase 1: check one segment on its own. Never raises on bad input.
+
+    `thorough=False` skips reading each record's envelope (seq, prev, ts, type) except the
+    first and last and any `key.rotated`: every record is still hashed into the Merkle tree, so
+    any change to a record covered by a checkpoint is a `root-mismatch` and any record after the
+    last checkpoint is an `unsigned-tail`. Callers rescan thoroughly when that finds anything,
+    to name the exact record (`verify_directory` does). What the quick scan cannot see is a
+    ledger whose signer itself wrote inconsistent envelopes; `--thorough` checks that too.
+    """
     from sidecar.core.segment import segment_number
 
     scan = SegmentScan(name=name, number=segment_number(name), size_bytes=len(data))
@@ -136,55 +183,86 @@ def scan_segment(name: str, data: bytes, want_sizes: frozenset[int] = frozenset(
     scan.first_seq = seq
     scan.first_prev = prev
     crange = CompactRange.empty(seq)
-    append_leaf = crange.append
     sha256 = hashlib.sha256
     key = header.key
     pending: PublicKey | None = None
     last_ts = -1
-    from sidecar.core.canonical import parse
 
-    for frame in frames:
-        if isinstance(frame, framing.FrameDamage):
-            scan.damage = frame
-            add(Finding("frame-damaged", f"offset {frame.offset}: {frame.reason}"
-                        + (" (a torn tail)" if frame.torn else ""), name, seq))
+    leaves: list[bytes] = []  # leaf hashes not yet folded into crange (folded in batches: much faster)
+    extend = crange.extend
+    mv = memoryview(data)
+    end = len(data)
+    pos = first.offset + framing.OVERHEAD + len(first.body)
+    crc32 = zlib.crc32
+    kinds = framing.KINDS
+    max_frame = framing.MAX_FRAME
+    head = framing._HEAD.unpack_from
+    crc_at = framing._CRC.unpack_from
+    types: dict[bytes, int] = {}
+    prev_hex = prev.hex().encode()
+    last_span: tuple[int, int] | None = None  # the last record the quick scan did not read
+    while pos < end:
+        # Inline frame walk (the generator in framing.iter_frames costs more than the hashing);
+        # on anything unusual, iter_frames describes the damage exactly.
+        frame_ok = False
+        if end - pos >= framing.OVERHEAD:
+            kind, length = head(data, pos)
+            stop = pos + 5 + length
+            frame_ok = (kind in kinds and length <= max_frame and stop + 4 <= end
+                        and crc32(mv[pos:stop]) == crc_at(data, stop)[0])
+        if not frame_ok:
+            d = next(framing.iter_frames(mv[pos:]))
+            assert isinstance(d, framing.FrameDamage)
+            scan.damage = framing.FrameDamage(pos + d.offset, d.reason, d.torn)
+            add(Finding("frame-damaged", f"offset {pos + d.offset}: {d.reason}"
+                        + (" (a torn tail)" if d.torn else ""), name, seq))
             break
+        offset, pos = pos, stop + 4
         if scan.sealed:
-            kind_name = framing.KIND_NAMES[frame.kind]
-            add(Finding("after-seal", f"offset {frame.offset}: a {kind_name} frame follows the seal", name, seq))
+            kind_name = framing.KIND_NAMES[kind]
+            add(Finding("after-seal", f"offset {offset}: a {kind_name} frame follows the seal", name, seq))
             break
-        kind = frame.kind
         if kind == framing.RECORD:
-            body = frame.body
-            leaf = sha256(_LEAF + body).digest()
-            try:
-                obj = parse(body)
-                r_seq, r_prev, event, ts_s = obj["seq"], obj["prev"], obj["event"], obj["ts"]
-                if obj["v"] != 1 or len(obj) != 5 or not isinstance(event, dict):
-                    raise ValueError("unexpected fields or version")
-                if type(r_seq) is not int or not (isinstance(ts_s, str) and ts_s.isascii() and ts_s.isdigit()):
-                    raise ValueError("seq must be an integer and ts a string of decimal digits")
-                if not isinstance(r_prev, str):
-                    raise ValueError("prev must be a hex string")
-                r_ts = int(ts_s)
-            except (ValueError, KeyError, TypeError) as exc:
-                add(Finding("record-malformed", f"offset {frame.offset}: record does not parse: {exc}", name, seq))
-                break
+            start = offset + 5
+            leaf = sha256(_LEAF + data[start:stop]).digest()
+            if not thorough and seq != header.first_seq and data.find(b'"key.rotated"', start, stop) < 0:
+                t = data.rfind(b'"type":"', start, stop)
+                etype = data[t + 8: data.find(b'"', t + 8, stop)] if t >= 0 else b"?"
+                types[etype] = types.get(etype, 0) + 1
+                last_span = (start, stop)
+                leaves.append(leaf)
+                prev = leaf
+                seq += 1
+                if seq in want_sizes:
+                    extend(leaves)
+                    leaves.clear()
+                    scan.extra_ranges[seq] = tuple(crange.hashes)
+                continue
+            fields = _record_fields(data, start, stop)
+            if fields is None or fields[3] == b"key.rotated":
+                try:
+                    fields, event = _record_fields_slow(data[start:stop])
+                except (ValueError, KeyError, TypeError) as exc:
+                    add(Finding("record-malformed", f"offset {offset}: record does not parse: {exc}", name, seq))
+                    break
+            else:
+                event = None
+            r_seq, r_prev, r_ts, etype = fields
             if r_seq != seq:
                 add(Finding("seq-mismatch", f"expected seq {seq}, record says {r_seq}", name, seq))
                 break
-            if r_prev != prev.hex():
-                add(Finding("chain-broken", f"previous hash is {r_prev[:16]}..., the record before it hashes to "
+            if thorough and r_prev != prev_hex:
+                shown = r_prev[:16].decode("ascii", "replace")
+                add(Finding("chain-broken", f"previous hash is {shown}..., the record before it hashes to "
                             f"{prev.hex()[:16]}...", name, seq))
                 break
-            if r_ts < last_ts:
+            if thorough and r_ts < last_ts:
                 add(Finding("time-backwards", f"time {r_ts} is before the previous record's {last_ts}", name, seq))
             last_ts = r_ts
             if scan.first_ts is None:
                 scan.first_ts = r_ts
-            etype = event.get("type")
-            scan.types[str(etype)] += 1
-            if etype == "key.rotated":
+            types[etype] = types.get(etype, 0) + 1
+            if event is not None and etype == b"key.rotated":
                 try:
                     new_key = PublicKey.from_json(event["details"]["key"])
                 except (KeyError, TypeError, ValueError) as exc:
@@ -195,34 +273,53 @@ def scan_segment(name: str, data: bytes, want_sizes: frozenset[int] = frozenset(
                                     name, seq))
                     scan.rotations.append((seq, new_key))
                     pending = new_key
-            append_leaf(leaf)
+            leaves.append(leaf)
             if scan.first_hash is None:
                 scan.first_hash = leaf
             prev = leaf
+            prev_hex = leaf.hex().encode()
+            last_span = None
             seq += 1
             if seq in want_sizes:
+                extend(leaves)
+                leaves.clear()
                 scan.extra_ranges[seq] = tuple(crange.hashes)
         elif kind in (framing.CHECKPOINT, framing.SEAL):
+            extend(leaves)
+            leaves.clear()
+            note = data[offset + 5: stop]
             # A key.rotated record takes effect after the first checkpoint that follows it,
             # and that checkpoint must be signed by the outgoing key.
-            cp, signer, signer_name, problem = _check_signature(frame.body, key)
+            cp, signer, signer_name, problem = _check_signature(note, key)
             if pending is not None:
                 key, pending = pending, None
             label = "seal" if kind == framing.SEAL else "checkpoint"
             if problem:
-                add(Finding("bad-signature", f"{label} at offset {frame.offset}: {problem}", name, seq - 1))
+                add(Finding("bad-signature", f"{label} at offset {offset}: {problem}", name, seq - 1))
             if cp is not None and cp.size != seq:
                 add(Finding("checkpoint-size", f"{label} says tree size {cp.size}, but {seq} records precede it",
                             name, seq - 1))
             if cp is not None and (kind == framing.SEAL) != (cp.seal is not None):
                 add(Finding("seal-malformed", f"{label} frame kind and seal line disagree", name, seq - 1))
-            scan.checkpoints.append(CheckpointScan(label, frame.body, cp, tuple(crange.hashes), signer, signer_name,
+            scan.checkpoints.append(CheckpointScan(label, note, cp, tuple(crange.hashes), signer, signer_name,
                                                    seq))
             if kind == framing.SEAL:
                 scan.sealed = True
         else:  # a second header
-            add(Finding("header-duplicate", f"offset {frame.offset}: a second segment header", name, seq))
+            add(Finding("header-duplicate", f"offset {offset}: a second segment header", name, seq))
             break
+    extend(leaves)
+    if last_span is not None:  # the quick scan still reports the time span
+        fields = _record_fields(data, *last_span)
+        if fields is None:
+            try:
+                fields = _record_fields_slow(data[last_span[0]: last_span[1]])[0]
+            except (ValueError, KeyError, TypeError):
+                fields = None
+        if fields is not None:
+            last_ts = max(last_ts, fields[2])
+    for etype_b, count in types.items():
+        scan.types[etype_b.decode("utf-8", "replace")] += count
     scan.records = seq - header.first_seq
     scan.last_seq = seq - 1 if scan.records else None
     scan.last_hash = prev
@@ -252,6 +349,7 @@ class Report:
     types: Counter[str] = field(default_factory=Counter)
     external_checkpoints: int = 0
     findings: list[Finding] = field(default_factory=list)
+    mode: str = "thorough"  # or "quick": record envelopes not read (see scan_segment)
 
     @property
     def ok(self) -> bool:
@@ -264,7 +362,7 @@ class Report:
             "checkpoints": self.checkpoints, "external_checkpoints": self.external_checkpoints,
             "tree_size": self.size, "root": self.root.hex(),
             "first_time_ns": self.first_ts, "last_time_ns": self.last_ts, "keys": self.keys,
-            "event_types": dict(sorted(self.types.items())),
+            "event_types": dict(sorted(self.types.items())), "mode": self.mode,
             "findings": [f.to_json() for f in self.findings],
         }
 

@@ -407,6 +407,7 @@ def _report(b: _Builder, external: int) -> dict[str, Any]:
         "external_checkpoints": external, "tree_size": b.seq, "root": b.crange.root().hex(),
         "first_time_ns": int(b.records[0]["ts"]), "last_time_ns": int(b.records[-1]["ts"]),
         "keys": [KEY0.name, KEY1.name], "event_types": dict(sorted(types.items())), "findings": [],
+        "mode": "quick",  # verify_directory's default: quick scan, thorough rescan only on findings
     }
 
 
