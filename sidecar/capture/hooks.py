@@ -307,10 +307,13 @@ class LedgerHooks:
         basic_client, _ = _basic_client(request.headers)
         data = response.json()
         issued: dict[str, Any] | None = None
-        if isinstance(data, dict):
+        if isinstance(data, dict) and response.status == 200:
+            # These tokens are in Keycloak's own answer on the sidecar's upstream connection: the
+            # channel vouches for them, so their claims are read without a signature check (which
+            # would add ~0.4 ms to every grant). Tokens *presented* by clients are always verified.
             for key in ("id_token", "access_token"):
                 if isinstance(data.get(key), str):
-                    issued = await self._tokens.verify(data[key])
+                    issued = unverified_claims(data[key])
                     if issued is not None:
                         break
         form = request.form()

@@ -78,6 +78,7 @@ class Replicator:
         self._head: tuple[int, int] = max(self._committed_on_disk(),
                                           (self.cursor.segment, self.cursor.offset))
         self._task: asyncio.Task[None] | None = None
+        self._hw_checked = -1.0
         self._reconciled = False  # chunks already in the store at the cursor adopted (see the docstring)
         self.last_error: str | None = None
         self.last_error_ns: int | None = None
@@ -131,6 +132,11 @@ class Replicator:
         return total
 
     def over_high_water(self) -> bool:
+        # Asked on every append: the answer is cached for 100 ms (stat calls per request add up).
+        now = time.monotonic()
+        if now - self._hw_checked < 0.1:
+            return self._was_over
+        self._hw_checked = now
         backlog = self.backlog_bytes()
         over = backlog > self.high_water
         if over != self._was_over:
