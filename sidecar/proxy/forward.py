@@ -190,6 +190,30 @@ def _plain(status: int, body: bytes) -> web.Response:
     return resp
 
 
+class _MirrorStreamResponse(web.StreamResponse):
+    """A relayed response that adds no Date or Server header Keycloak did not send (P6: invisible).
+
+    aiohttp adds both to every response it serves; its hook for that, `_prepare_headers`, is
+    private, so a test pins the behaviour (tests/proxy/test_invisibility.py).
+    """
+
+    absent: tuple[str, ...] = ()
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        for name in self.absent:
+            self._headers.popall(name, None)
+
+
+class _MirrorResponse(web.Response):
+    absent: tuple[str, ...] = ()
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        for name in self.absent:
+            self._headers.popall(name, None)
+
+
 class ReverseProxy:
     """Forwards every request to one Keycloak and lets capture hooks see selected ones."""
 
@@ -408,12 +432,16 @@ class ReverseProxy:
         Owns ``up``: releases it to the pool when fully read, closes it otherwise.
         """
         headers = _filter_headers(up.headers, _HOP_BY_HOP)
+        absent = tuple(h for h in ("Date", "Server") if h not in up.headers)
         if whole and (up.content_length is not None or _bodiless(head.method, up.status)):
             up.release()
-            return web.Response(status=up.status, reason=up.reason, headers=headers, body=body)
+            whole_resp = _MirrorResponse(status=up.status, reason=up.reason, headers=headers, body=body)
+            whole_resp.absent = absent
+            return whole_resp
 
         # Streamed: Content-Length framing if upstream declared one, chunked otherwise.
-        resp = web.StreamResponse(status=up.status, reason=up.reason, headers=headers)
+        resp = _MirrorStreamResponse(status=up.status, reason=up.reason, headers=headers)
+        resp.absent = absent
         complete = False
         try:
             await resp.prepare(request)
