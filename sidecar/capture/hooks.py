@@ -123,6 +123,7 @@ class LedgerHooks:
                 name = await self._reader.username(rt.realm, action.target.id)
                 if name:
                     action = replace(action, target=replace(action.target, username=name))
+            action = await self._names(rt.realm, action)
         intent = IdentityEvent(action.type, Outcome.PENDING, realm=rt.realm, actor=attribution.actor,
                                target=action.target, client=attribution.client, source_ip=request.client_ip,
                                session=attribution.session, request_id=request.request_id,
@@ -194,6 +195,19 @@ class LedgerHooks:
     def _fingerprint(self, value: str) -> str:
         # SECURITY: a keyed fingerprint (not a plain hash) so a low-entropy secret cannot be guessed back.
         return hmac.new(self._fp_key, value.encode(), hashlib.sha256).hexdigest()[:32]
+
+    async def _names(self, realm: str, action: c.AdminAction) -> c.AdminAction:
+        """Group and client ids resolved to names, for a record an investigator can read."""
+        assert self._reader is not None
+        details = dict(action.details)
+        target = action.target
+        if target is not None and target.kind == "group" and target.id and not target.name:
+            target = replace(target, name=await self._reader.name_of(realm, "group", target.id))
+        if details.get("group_id"):
+            details["group"] = await self._reader.name_of(realm, "group", details["group_id"])
+        if details.get("client_uuid"):
+            details["client_id"] = await self._reader.name_of(realm, "client", details["client_uuid"])
+        return replace(action, target=target, details={k: v for k, v in details.items() if v is not None})
 
     async def _attribute_bearer(self, request: RequestView) -> c.Attribution:
         token = _bearer(request.headers)

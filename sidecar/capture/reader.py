@@ -106,6 +106,22 @@ class KeycloakReader:
             return name
         return None
 
+    async def name_of(self, realm: str, kind: str, object_id: str) -> str | None:
+        """A group's path or a client's clientId for its internal id (cached)."""
+        if realm != self.realm or kind not in ("group", "client"):
+            return None
+        key = f"{kind}:{object_id}"
+        if key in self._names:
+            return self._names[key]
+        obj = await self._get(f"{'groups' if kind == 'group' else 'clients'}/{object_id}")
+        if not isinstance(obj, dict):
+            return None
+        name = (obj.get("path") or obj.get("name")) if kind == "group" else obj.get("clientId")
+        if isinstance(name, str):
+            self._names[key] = name
+            return name
+        return None
+
     async def access(self, realm: str, kind: str, target_id: str) -> dict[str, Any] | None:
         """The direct role mappings (and, for users, group memberships) of a user or group."""
         if realm != self.realm or kind not in ("user", "group"):

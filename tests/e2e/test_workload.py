@@ -299,3 +299,10 @@ async def test_seeded_workload_matches_keycloaks_own_events(keycloak: KeycloakSe
     assert len(user_events) + len(admin_events) >= 300
     assert not result.unmatched, f"{len(result.unmatched)} Keycloak events without a record"
     assert not result.phantom, f"{len(result.phantom)} records claim successes Keycloak did not see"
+    # ids resolved to names by the read-only state reader
+    records = [r["event"] for r in sidecar.records() if int(r["ts"]) >= since_ns]
+    joins = [e for e in records if e["type"] == "group.joined" and e["details"].get("phase") == "outcome"]
+    assert joins and all(e["details"].get("group") in ("/ops", "/devs") for e in joins)
+    client_grants = [e for e in records if e["type"] == "role.granted" and "client_uuid" in e["details"]
+                     and e["details"].get("phase") == "outcome"]
+    assert client_grants and all(e["details"].get("client_id") == REALM.app.client_id for e in client_grants)
