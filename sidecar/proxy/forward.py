@@ -191,7 +191,7 @@ def _plain(status: int, body: bytes) -> web.Response:
 
 
 class _MirrorStreamResponse(web.StreamResponse):
-    """A relayed response that adds no Date or Server header Keycloak did not send (P6: invisible).
+    """A relayed response that adds no Date, Server or Content-Type header Keycloak did not send (P6).
 
     aiohttp adds both to every response it serves; its hook for that, `_prepare_headers`, is
     private, so a test pins the behaviour (tests/proxy/test_invisibility.py).
@@ -432,7 +432,7 @@ class ReverseProxy:
         Owns ``up``: releases it to the pool when fully read, closes it otherwise.
         """
         headers = _filter_headers(up.headers, _HOP_BY_HOP)
-        absent = tuple(h for h in ("Date", "Server") if h not in up.headers)
+        absent = tuple(h for h in ("Date", "Server", "Content-Type") if h not in up.headers)
         if whole and (up.content_length is not None or _bodiless(head.method, up.status)):
             up.release()
             whole_resp = _MirrorResponse(status=up.status, reason=up.reason, headers=headers, body=body)
