@@ -209,7 +209,10 @@ async def test_outage_past_the_high_water_mark_fails_closed(
     runner = asyncio.create_task(load.run())
     try:
         await asyncio.sleep(3)
-        await drain(sidecar.rep, 10)
+        # Under steady load the backlog is rarely exactly 0 at a poll; "keeping up" is well below the mark.
+        await wait_for(lambda: sidecar.rep.backlog_bytes() < 8 * 1024, 30,
+                       f"replication to keep up ({sidecar.rep.status()})")
+        assert not any(r[2] == 503 for r in load.results), "nothing refused while the store is up"
         s3_server.stop()
         down = time.monotonic()
         await wait_for(lambda: any(r[2] == 503 for r in load.since(down)), 60, "a refused admin change")
