@@ -169,7 +169,9 @@ async def test_outage_under_load_then_catch_up(tmp_path: Path, s3_server: MotoSe
     runner = asyncio.create_task(load.run())
     try:
         await asyncio.sleep(5)
-        await drain(sidecar.rep, 10)
+        # Under steady load the backlog is rarely exactly 0 at a poll; "keeping up" is a small backlog.
+        await wait_for(lambda: sidecar.rep.backlog_bytes() < 8 * 1024, 30,
+                       f"replication to keep up ({sidecar.rep.status()})")
         s3_server.stop()
         down = time.monotonic()
         await wait_for(lambda: sidecar.rep.last_error is not None, 15, "the replicator to notice the outage")
