@@ -1,9 +1,9 @@
 """Flows no recording covers, on exchanges built from Keycloak's documented fields (not recorded).
 
-WebAuthn registration could not be recorded: Chromium refuses WebAuthn on an IP-address origin, and
-the tests' Keycloak names the sidecar as http://127.0.0.1:<port>. Organization membership needs an
-organization-enabled realm the test realm does not have. These tests pin the recognition on
-hand-built exchanges that follow reference/keycloak-surfaces.md §1.6 and §3.7.
+Organization membership needs an organization-enabled realm the test realm does not have. WebAuthn
+is exercised for real in tests/e2e/test_webauthn.py (a localhost topology with a virtual
+authenticator); here its recognition is also pinned without a browser. Both exchanges follow
+reference/keycloak-surfaces.md §1.6 and §3.7.
 """
 
 from __future__ import annotations
