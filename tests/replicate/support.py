@@ -78,19 +78,30 @@ def segment_records(folder: Path) -> list[tuple[int, bytes]]:
     return out
 
 
-async def wait_for(predicate: Callable[[], bool], limit_s: float, what: str, poll: float = 0.1) -> float:
-    """Poll until predicate() holds; return the seconds it took; fail with `what` after timeout."""
+async def wait_for(predicate: Callable[[], bool], limit_s: float, what: str | Callable[[], str],
+                   poll: float = 0.1) -> float:
+    """Poll until predicate() holds; return the seconds it took; fail with `what` after timeout.
+
+    `what` may be a callable, so the failure describes the state at the timeout, not at the call.
+    """
     start = time.monotonic()
     while not predicate():
         if time.monotonic() - start > limit_s:
-            raise AssertionError(f"timed out after {limit_s:.0f}s waiting for {what}")
+            described = what() if callable(what) else what
+            raise AssertionError(f"timed out after {limit_s:.0f}s waiting for {described}")
         await asyncio.sleep(poll)
     return time.monotonic() - start
 
 
 async def drain(rep: Replicator, limit_s: float = 60.0) -> float:
     """Wait until the replicator's backlog is empty; return how long it took."""
-    return await wait_for(lambda: rep.backlog_bytes() == 0, limit_s, f"replication to drain ({rep.status()})")
+    return await wait_for(lambda: rep.backlog_bytes() == 0, limit_s, lambda: f"replication to drain ({rep.status()})")
+
+
+async def catch_up(rep: Replicator, limit_s: float = 90.0, within: int = 16 * 1024) -> float:
+    """Under continuing load the backlog is rarely exactly 0 at a poll: wait until it is within a step or two."""
+    return await wait_for(lambda: rep.backlog_bytes() < within, limit_s,
+                          lambda: f"replication to catch up ({rep.status()})")
 
 
 def lag_line(rep: Replicator) -> str:
