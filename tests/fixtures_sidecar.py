@@ -12,6 +12,7 @@ none of them reached any byte the sidecar wrote.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -74,6 +75,26 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
             time.sleep(0.1)
 
 
+@contextlib.contextmanager
+def sidecar_process(args: list[str], port: int, log_file: Path,
+                    env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m sidecar serve ARGS` until its health answers; SIGINT (then SIGKILL) at the end."""
+    with log_file.open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "sidecar", "serve", *args], stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/.sidecar/health", 30)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+
 @pytest.fixture(scope="session")
 def secrets_seen() -> set[str]:
     """Every secret value the tests used or received; none may appear in what the sidecar wrote."""
@@ -88,22 +109,9 @@ def sidecar(keycloak: KeycloakServer, ports: dict[str, int],
     """The sidecar process in front of Keycloak, on the port Keycloak believes is its public address."""
     root = tmp_path_factory.mktemp("sidecar")
     data, store, log_file = root / "ledger", root / "store", root / "sidecar.log"
-    cmd = [sys.executable, "-m", "sidecar", "serve", "--init", "--origin", ORIGIN, "--upstream", keycloak.base_url,
-           "--data", str(data), "--store", str(store), "--listen", f"127.0.0.1:{ports['sidecar']}",
-           "--auditor-realm", REALM.name, "--segment-max-bytes", "65536", "--log-level", "DEBUG",
-           "--reader-realm", REALM.name, "--reader-client-id", REALM.robot.client_id]
+    args = ["--init", "--origin", ORIGIN, "--upstream", keycloak.base_url, "--data", str(data), "--store", str(store),
+            "--listen", f"127.0.0.1:{ports['sidecar']}", "--auditor-realm", REALM.name, "--segment-max-bytes",
+            "65536", "--log-level", "DEBUG", "--reader-realm", REALM.name, "--reader-client-id", REALM.robot.client_id]
     env = {**os.environ, "SIDECAR_READER_SECRET": REALM.robot.secret or ""}
-    with log_file.open("wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-    base = f"http://127.0.0.1:{ports['sidecar']}"
-    try:
-        wait_http(f"{base}/.sidecar/health", 30)
-        yield SidecarProcess(base, data, store, log_file, proc)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+    with sidecar_process(args, ports["sidecar"], log_file, env) as proc:
+        yield SidecarProcess(f"http://127.0.0.1:{ports['sidecar']}", data, store, log_file, proc)

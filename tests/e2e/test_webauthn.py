@@ -7,10 +7,6 @@ URL is http://localhost:<sidecar port> and its own sidecar process in front of i
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +23,7 @@ from sidecar.harness.realm import REALM
 from tests import oracle
 from tests.e2e.test_slice import CHROMIUM_ARGS
 from tests.fixtures_keycloak import ADMIN_PASSWORD, ADMIN_USERNAME
-from tests.fixtures_sidecar import ledger_records, wait_http
+from tests.fixtures_sidecar import ledger_records, sidecar_process
 
 pytestmark = [pytest.mark.keycloak, pytest.mark.browser]
 
@@ -65,22 +61,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                             realm_files=[REALM.file], log_file=root / "keycloak.log")
     data, store, log_file = root / "ledger", root / "store", root / "sidecar.log"
     with server:
-        cmd = [sys.executable, "-m", "sidecar", "serve", "--init", "--origin", ORIGIN, "--upstream", server.base_url,
-               "--data", str(data), "--store", str(store), "--listen", f"127.0.0.1:{sidecar_port}",
-               "--log-level", "DEBUG"]
-        with log_file.open("wb") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_http(f"http://127.0.0.1:{sidecar_port}/.sidecar/health", 30)
+        args = ["--init", "--origin", ORIGIN, "--upstream", server.base_url, "--data", str(data), "--store",
+                str(store), "--listen", f"127.0.0.1:{sidecar_port}", "--log-level", "DEBUG"]
+        with sidecar_process(args, sidecar_port, log_file):
             yield Stack(server, public_url, data, log_file)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGINT)
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(5)
 
 
 async def _ensure_webauthn_register(base: str, token: str) -> dict[str, Any]:
