@@ -129,7 +129,7 @@ def make_app(settings: Settings) -> web.Application:
     replicator: list[Replicator] = []
 
     async def append(event: IdentityEvent | dict[str, Any]) -> Any:
-        if replicator and replicator[0].over_high_water():
+        if replicator and replicator[0].over_high_water(max_age_s=0.1):
             # P9: local disk is bounded; with the store unreachable past the mark, the failure policy decides.
             raise StorageError(f"replication backlog above {settings.high_water_bytes} bytes "
                                f"({replicator[0].last_error or 'store behind'})")

@@ -131,10 +131,11 @@ class Replicator:
             n += 1
         return total
 
-    def over_high_water(self) -> bool:
-        # Asked on every append: the answer is cached for 100 ms (stat calls per request add up).
+    def over_high_water(self, max_age_s: float = 0.0) -> bool:
+        """Whether the backlog is past the mark; `max_age_s` lets a hot path reuse a recent answer
+        (the capture layer asks on every append, and each answer costs a stat per segment)."""
         now = time.monotonic()
-        if now - self._hw_checked < 0.1:
+        if max_age_s and now - self._hw_checked < max_age_s:
             return self._was_over
         self._hw_checked = now
         backlog = self.backlog_bytes()
