@@ -1,15 +1,15 @@
 """Scenario tests: given an exchange recorded off Keycloak 26.7.3, expect these events.
 
-Every file in tests/capture/exchanges/ (written by tests/capture/record_exchanges.py) is classified
-with the pure functions of sidecar.capture.classify, given what the hooks would have given them: the
-decoded identity cookie of the response, the claims of the tokens, the Basic client id, and for the
-later steps of a browser login the username remembered from the earlier ones. `facts` in each file
-are the ids and names the recording knew to be true.
+Every file in tests/capture/exchanges/ (written by tests/capture/record_exchanges.py) is driven
+through the real capture pipeline (sidecar.capture.pipeline: both phases, with its own session
+memory), given only the facts the async layer would fetch: the bearer token's verified claims. The
+later steps of a browser login are driven after the earlier steps of the same recorded login, so the
+pipeline itself remembers what they need. `facts` in each file are the ids and names the recording
+knew to be true.
 """
 
 from __future__ import annotations
 
-import base64
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -18,11 +18,15 @@ import orjson
 import pytest
 
 from sidecar.capture import classify as c
-from sidecar.capture.tokens import unverified_claims
-from sidecar.core.events import IdentityEvent, Party
+from sidecar.capture.hooks import keyed_fingerprint
+from sidecar.capture.pipeline import BearerFacts, CapturePipeline, Facts
+from sidecar.capture.sessions import Principal, SessionDirectory
+from sidecar.capture.tokens import realm_of_issuer
+from sidecar.core.events import IdentityEvent
 from tests.capture.recorded import DIR, Recorded, load, names
 
 ABSENT = object()
+FP_KEY = b"scenario-fingerprint-key-0123456"
 
 
 @dataclass(frozen=True)
@@ -34,93 +38,62 @@ class F:
 
 Expected = dict[str, Any]
 
+# The exchanges of the same recorded login that the pipeline sees first, so it remembers what the later
+# step needs (the username of the password step, the kc_action of the /auth request).
+PRECEDED_BY: dict[str, tuple[str, ...]] = {
+    "login_otp_wrong": ("login_password_then_otp",),
+    "login_otp_ok": ("login_password_then_otp",),
+    "required_action_totp_wrong": ("login_password_required_action",),
+    "required_action_totp_ok": ("login_password_required_action",),
+    "required_action_delete_credential": ("auth_kc_action_delete_credential",),
+    "required_action_delete_credential_cancel": ("auth_kc_action_delete_credential",),
+    "required_action_aia_configure_totp": ("auth_kc_action_configure_totp",),
+}
+# Logins whose first step was not recorded: the attempt the pipeline already remembers (cookie, username).
+REMEMBERED: dict[str, tuple[str, str]] = {
+    name: ("COOKIE-AUTH_SESSION_ID-6", "gina")
+    for name in ("required_action_totp_then_next", "required_action_update_password_mismatch",
+                 "required_action_update_password")
+}
 
-def _basic_client(r: Recorded) -> str | None:
-    auth = r.request.headers.get("Authorization", "")
-    if not auth.lower().startswith("basic "):
+
+def new_pipeline() -> CapturePipeline:
+    return CapturePipeline(SessionDirectory(b"s" * 32), keyed_fingerprint(FP_KEY))
+
+
+def bearer_facts(r: Recorded) -> BearerFacts | None:
+    """The recorded bearer token as the async layer would resolve it: Keycloak accepted it, so it verified.
+
+    (The recordings keep the claims but not the signatures; the signature check itself is tested in
+    tests/capture/test_tokens.py.)
+    """
+    claims = r.bearer_claims()
+    if claims is None:
         return None
-    return base64.b64decode(auth[6:]).decode().partition(":")[0]
+    realm = realm_of_issuer(claims.get("iss"))
+    return BearerFacts(True, {**claims, "_realm": realm})
 
 
-def _ctx(**kw: Any) -> c.LoginContext:
-    return c.LoginContext(**kw)
-
-
-def _remembered(name: str) -> str | None:
-    """The username `on_login_step` asks the hooks to remember after the exchange `name`."""
-    r = load(name)
-    rt = c.route(r.request.head)
-    assert rt is not None
-    _, remember = c.on_login_step(rt, r.request, r.response, c.LoginContext(), r.identity())
-    return remember
-
-
-def _contexts() -> dict[str, c.LoginContext]:
-    """What the hooks know when a later step of a login arrives (see LedgerHooks._login_context)."""
-    delete_action = c.kc_action_of(load("auth_kc_action_delete_credential").request)
-    return {
-        "login_otp_wrong": _ctx(username=_remembered("login_password_then_otp")),
-        "login_otp_ok": _ctx(username=_remembered("login_password_then_otp")),
-        "required_action_totp_wrong": _ctx(username=_remembered("login_password_required_action")),
-        "required_action_totp_ok": _ctx(username=_remembered("login_password_required_action")),
-        "required_action_totp_then_next": _ctx(username="gina"),
-        "required_action_update_password_mismatch": _ctx(username="gina"),
-        "required_action_update_password": _ctx(username="gina"),
-        "required_action_delete_credential": _ctx(kc_action=delete_action),
-        "required_action_delete_credential_cancel": _ctx(kc_action=delete_action),
-        "required_action_aia_configure_totp": _ctx(kc_action=c.kc_action_of(
-            load("auth_kc_action_configure_totp").request)),
-    }
-
-
-def _hint_attribution(r: Recorded) -> c.Attribution:
-    """What LedgerHooks._logout_attribution derives: token hint claims, else the identity cookie."""
-    form = r.request.form()
-    hint = form.get("id_token_hint") or r.request.query.get("id_token_hint") or form.get("refresh_token") \
-        or form.get("token")
-    claims = unverified_claims(hint) if hint else None
-    if not claims:
-        cookie = r.request.headers.get("Cookie", "")
-        m = re.search(r"KEYCLOAK_IDENTITY=([^;]+)", cookie)
-        claims = unverified_claims(m.group(1)) if m else {}
-    claims = claims or {}
-    actor = Party(id=claims.get("sub"), kind="user") if claims.get("sub") else None
-    return c.Attribution(actor, claims.get("sid"), _basic_client(r) or form.get("client_id") or claims.get("azp"))
-
-
-def classify(name: str) -> list[IdentityEvent]:
-    """Run the classifier on one recorded exchange as the hooks would."""
-    r = load(name)
-    rt = c.route(r.request.head)
-    if rt is None:
+def drive(pipe: CapturePipeline, r: Recorded) -> list[IdentityEvent]:
+    """One recorded exchange through the real pipeline, both phases, with the facts the hooks would fetch."""
+    bearer = bearer_facts(r)
+    needs = pipe.needs_before(r.request)
+    pending = pipe.begin(r.request, Facts(bearer=bearer if needs.bearer else None))
+    if pending is None:
         return []
-    ctx = _contexts().get(name, c.LoginContext())
-    if rt.kind is c.Kind.LOGIN_STEP:
-        return c.on_login_step(rt, r.request, r.response, ctx, r.identity())[0]
-    if rt.kind is c.Kind.REQUIRED_ACTION:
-        return c.on_required_action(rt, r.request, r.response, ctx, r.identity())
-    if rt.kind is c.Kind.AUTH:
-        return c.on_sso_auth(rt, r.request, r.response, r.identity(), ctx)
-    if rt.kind is c.Kind.TOKEN:
-        issued = r.response_claims("id_token") or r.response_claims("access_token")
-        form = r.request.form()
-        presented = unverified_claims(form["refresh_token"]) if form.get("refresh_token") else None
-        return c.on_token(rt, r.request, r.response, _basic_client(r), issued, presented)
-    if rt.kind is c.Kind.LOGOUT:
-        return c.on_logout(rt, r.request, r.response, _hint_attribution(r))
-    if rt.kind is c.Kind.REVOKE:
-        return c.on_revoke(rt, r.request, r.response, _hint_attribution(r))
-    if rt.kind is c.Kind.ACCOUNT_WRITE:
-        claims = r.bearer_claims() or {}
-        who = c.Attribution(Party(id=claims.get("sub"), username=claims.get("preferred_username"), kind="user"),
-                            claims.get("sid"), claims.get("azp"), True)
-        return c.on_account(rt, r.request, r.response, who)
-    if rt.kind is c.Kind.ADMIN_WRITE:
-        action = c.admin_action(rt, r.request)
-        outcome, error, extra = c.admin_outcome(action, r.response)
-        return [IdentityEvent(action.type, outcome, realm=rt.realm, target=action.target, error=error,
-                              details={**action.details, **extra})]
-    return []  # WHOAMI: learnt by the hooks, never recorded
+    after = pipe.needs_after(pending)
+    return pipe.finish(pending, r.request, r.response, Facts(bearer=bearer if after.bearer else None))
+
+
+def classify(name: str, pipe: CapturePipeline | None = None) -> list[IdentityEvent]:
+    """Run the capture pipeline on one recorded exchange, after the exchanges that precede it."""
+    pipe = pipe or new_pipeline()
+    if name in REMEMBERED:
+        cookie, username = REMEMBERED[name]
+        pipe.sessions.attempts.put(pipe.sessions.attempt_key(cookie), Principal(None, username, REALM))
+    for earlier in PRECEDED_BY.get(name, ()):
+        drive(pipe, load(earlier))
+    return drive(pipe, load(name))
 
 
 def _get(obj: dict[str, Any], path: str) -> Any:
@@ -389,10 +362,17 @@ def test_otp_failure_names_the_user_from_the_page_without_context() -> None:
 
 
 def test_password_step_passing_to_otp_is_remembered_not_recorded() -> None:
-    """The password step that leads to the OTP form records nothing yet and asks to remember the username."""
-    assert _remembered("login_password_then_otp") == "erin"
-    assert _remembered("login_password_required_action") == "erin"
-    assert _remembered("login_password_wrong") is None
+    """The password step that leads to the OTP form records nothing yet; the pipeline remembers the username."""
+    for name, remembered in (("login_password_then_otp", "erin"), ("login_password_required_action", "erin"),
+                             ("login_password_wrong", None)):
+        pipe = new_pipeline()
+        r = load(name)
+        events = drive(pipe, r)
+        cookie = re.search(r"AUTH_SESSION_ID=([^;]+)", r.request.headers["Cookie"])
+        assert cookie is not None
+        known = pipe.sessions.attempts.get(pipe.sessions.attempt_key(cookie.group(1)))
+        assert (known.username if known else None) == remembered, name
+        assert remembered is None or events == [], name
 
 
 def test_ui_ext_role_mapping_delete_body_shape() -> None:
@@ -436,8 +416,9 @@ def test_logout_attribution_is_in_the_exchange() -> None:
     """Each logout exchange carries what attributes it: an id_token_hint, a refresh token or the identity cookie."""
     for name in ("logout_id_token_hint", "logout_confirm_post", "logout_refresh_token", "revoke_refresh_token"):
         r = load(name)
-        who = _hint_attribution(r)
-        assert who.actor is not None and who.actor.id == r.facts["user_id"], name
+        events = classify(name)
+        assert len(events) == 1 and events[0].actor is not None, name
+        assert events[0].actor.id == r.facts["user_id"], name
 
 
 def test_route_covers_the_recorded_surfaces() -> None:
