@@ -8,11 +8,7 @@ traceback (set SIDECAR_DEBUG=1 for one).
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import os
-import secrets
-import socket
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -32,7 +28,24 @@ def _print_json(obj: Any) -> None:
     click.echo(orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
 
 
+# Subcommands whose modules are imported only when they run (or `--help` lists them): `bench` pulls
+# in rich, the harness and every benchmark, which no other command should pay for.
+_LAZY_COMMANDS = {"bench": ("sidecar.bench.cli", "bench")}
+
+
 class _Group(click.Group):
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _LAZY_COMMANDS and cmd_name not in self.commands:
+            import importlib
+
+            module, attr = _LAZY_COMMANDS[cmd_name]
+            self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -82,6 +95,8 @@ def serve(upstream: str, data_dir: Path, listen: str, policy_file: Path | None, 
           auditor_role: str, reader_realm: str | None, reader_client_id: str | None,
           reader_secret_file: Path | None, log_level: str) -> None:
     """Run the proxy in front of Keycloak, recording into the ledger."""
+    import logging
+
     from aiohttp import web
 
     from sidecar.app import Settings, make_app
@@ -109,6 +124,9 @@ def serve(upstream: str, data_dir: Path, listen: str, policy_file: Path | None, 
 
 
 def _default_origin() -> str:
+    import secrets
+    import socket
+
     host = "".join(ch for ch in socket.gethostname() if ch.isalnum() or ch in ".-") or "localhost"
     return f"{host}/keycloak-ledger/{secrets.token_hex(4)}"
 
@@ -149,6 +167,8 @@ def keys_show(data_dir: Path) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def keys_rotate(data_dir: Path, as_json: bool) -> None:
     """Rotate to a new epoch key now (the sidecar must not be running); the old key is destroyed."""
+    import asyncio
+
     from sidecar.ledger.writer import Ledger, LedgerConfig
 
     async def run() -> dict[str, Any]:
@@ -215,6 +235,7 @@ def verify(source: str, trust_file: Path, remote: str | None, token: str | None,
 
     Exit 0 intact, 1 tampered or incomplete (with findings), 2 unusable input.
     """
+    import asyncio
     import tempfile
 
     from rich.progress import Progress
@@ -268,6 +289,8 @@ def verify(source: str, trust_file: Path, remote: str | None, token: str | None,
 @click.option("--json", "as_json", is_flag=True)
 def pull(source: str, out: Path, token: str | None, as_json: bool) -> None:
     """Download a ledger (s3://bucket/prefix, a directory, or a sidecar URL) into a bundle; resumable."""
+    import asyncio
+
     from rich.progress import Progress
 
     from sidecar.audit.pull import pull as do_pull
@@ -410,6 +433,8 @@ def export(source: Path, fmt: str, out: Path | None, actor: str | None, target: 
 def drift(source: Path, keycloak_url: str, realm: str, client_id: str, secret_file: Path | None,
           as_json: bool) -> None:
     """Compare Keycloak's live roles and groups with what the ledger recorded. Exit 0 none, 1 drift found."""
+    import asyncio
+
     from sidecar.audit.verifier import UnusableInput
     from sidecar.capture.reader import KeycloakReader
     from sidecar.drift.monitor import check
@@ -491,14 +516,6 @@ def _print_report(report: Any, source: Path) -> None:
     for finding in report.findings:
         click.echo(f"  - {finding}")
 
-
-def _register_bench() -> None:
-    from sidecar.bench.cli import bench
-
-    main.add_command(bench)
-
-
-_register_bench()
 
 if __name__ == "__main__":
     main()

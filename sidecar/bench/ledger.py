@@ -1,0 +1,355 @@
+"""`bench ledger`: durable signed appends/s, append latency, verification rate, bytes per event at rest."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from sidecar.bench.common import (
+    ORIGIN,
+    Target,
+    Ui,
+    fmt,
+    identity_events,
+    kv_table,
+    machine_info,
+    machine_line,
+    percentile,
+    targets_table,
+)
+from sidecar.bench.references import (
+    FsyncProbe,
+    ed25519_sign_rate,
+    ed25519_verify_rate,
+    encode_rate,
+    sha256_record_rate,
+    signing_tradeoff,
+)
+from sidecar.core import framing
+
+
+@dataclass
+class _SegmentFacts:
+    path: Path
+    size: int
+    records: int
+    sealed: bool
+
+
+def _read_segments(data_dir: Path) -> tuple[list[_SegmentFacts], list[bytes]]:
+    from sidecar.core.segment import SEGMENT_DIR
+
+    facts: list[_SegmentFacts] = []
+    bodies: list[bytes] = []
+    for path in sorted((data_dir / SEGMENT_DIR).glob("*.seg")):
+        data = path.read_bytes()
+        count, sealed = 0, False
+        for frame in framing.iter_frames(data):
+            if isinstance(frame, framing.FrameDamage):
+                break
+            if frame.kind == framing.RECORD:
+                bodies.append(frame.body)
+                count += 1
+            sealed = frame.kind == framing.SEAL
+        facts.append(_SegmentFacts(path, len(data), count, sealed))
+    return facts, bodies
+
+
+@contextlib.asynccontextmanager
+async def _ledger(data_dir: Path, *, segment_max_bytes: int, with_index: bool) -> AsyncIterator[Any]:
+    """An open Ledger, with the lookup index subscribed as `sidecar serve` wires it if `with_index`."""
+    from sidecar.ledger.writer import Ledger, LedgerConfig
+
+    ledger = await Ledger.open(data_dir, config=LedgerConfig(segment_max_bytes=segment_max_bytes))
+    index: Any = None
+    try:
+        if with_index:
+            from sidecar.ledger.index import LedgerIndex
+
+            index = LedgerIndex(data_dir / "index.sqlite")
+            await index.open()
+            ledger.subscribers.append(index.on_commit)
+            index.start()
+        yield ledger
+    finally:
+        await ledger.close()
+        if index is not None:
+            await index.close()
+
+
+async def _append_many(data_dir: Path, events: Sequence[dict[str, Any]], concurrency: int,
+                       segment_max_bytes: int, progress: Callable[[int], None],
+                       with_index: bool = False) -> dict[str, Any]:
+    """Append `events` through `Ledger.append` with `concurrency` appenders in flight."""
+    async with _ledger(data_dir, segment_max_bytes=segment_max_bytes, with_index=with_index) as ledger:
+        return await _drive(ledger, events, concurrency, progress)
+
+
+async def _drive(ledger: Any, events: Sequence[dict[str, Any]], concurrency: int,
+                 progress: Callable[[int], None]) -> dict[str, Any]:
+    from sidecar.ledger.writer import Commit
+
+    batches: list[int] = []
+
+    def on_commit(commit: Commit) -> None:
+        batches.append(len(commit.records))
+
+    ledger.subscribers.append(on_commit)
+    source = iter(events)
+
+    async def appender() -> None:
+        for event in source:
+            await ledger.append(event)
+
+    async def ticker() -> None:
+        while True:
+            progress(ledger.size)
+            await asyncio.sleep(0.25)
+
+    tick = asyncio.get_running_loop().create_task(ticker())
+    try:
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(appender() for _ in range(concurrency)))
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    finally:
+        tick.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await tick
+    full = [b for b in batches if b]
+    return {"seconds": elapsed, "cpu_seconds": cpu, "commits": len(full),
+            "mean_batch": sum(full) / len(full) if full else 0.0, "max_batch": max(full, default=0)}
+
+
+async def _append_sequential(data_dir: Path, events: Sequence[dict[str, Any]], segment_max_bytes: int,
+                             with_index: bool = False, probe: FsyncProbe | None = None) -> list[float]:
+    """One appender, one append at a time; the latency of each in µs.
+
+    Every 100 appends the fsync probe (if any) takes 10 samples, so reference and measurement
+    see the same disk at the same time.
+    """
+    times: list[float] = []
+    async with _ledger(data_dir, segment_max_bytes=segment_max_bytes, with_index=with_index) as ledger:
+        for event in events[:50]:  # warm-up
+            await ledger.append(event)
+        for n, event in enumerate(events[50:]):
+            if probe is not None and n % 100 == 0:
+                probe.sample(10)
+            t0 = time.perf_counter_ns()
+            await ledger.append(event)
+            times.append((time.perf_counter_ns() - t0) / 1000)
+    return times
+
+
+def run_ledger(data_dir: Path, *, events: int = 200_000, concurrency: int = 2000, latency_appends: int = 2000,
+               segment_max_bytes: int = 8 * 1024 * 1024, with_index: bool = False, keep: bool = False,
+               ui: Ui | None = None, reference_seconds: float = 1.0) -> dict[str, Any]:
+    """The ledger benchmark; see `bench ledger --help`."""
+    from sidecar.audit.verifier import verify_directory
+    from sidecar.ledger.keystore import KeyStore
+
+    ui = ui or Ui()
+    cores = os.cpu_count() or 1
+    data_dir.mkdir(parents=True, exist_ok=True)
+    machine = machine_info(data_dir)
+    root = Path(tempfile.mkdtemp(prefix="bench-ledger-", dir=data_dir))
+    try:
+        # Each reference is measured just before and just after what it is compared with (the machine
+        # is shared, so its speed drifts); the mean of the two is the reference.
+        ui.phase("reference: Ed25519 signing loop (before the append run)")
+        sign_rates = [ed25519_sign_rate(reference_seconds)]
+        sign_cpu = ed25519_sign_rate(reference_seconds, per_cpu_second=True)
+        verify_rate = ed25519_verify_rate(reference_seconds)
+
+        ui.phase(f"building {events:,} synthetic identity events")
+        evs = identity_events(events)
+        lat_events = identity_events(latency_appends + 50, start=events)
+
+        ui.phase(f"appending {events:,} events, {concurrency} appenders in flight (durable, signed)")
+        bulk = root / "throughput"
+        trust = KeyStore(bulk).init(ORIGIN)
+        with ui.bar("appending", events) as progress:
+            run = asyncio.run(_append_many(bulk, evs, concurrency, segment_max_bytes, progress, with_index))
+        del evs
+        ui.phase("reference: Ed25519 signing loop (after the append run)")
+        sign_rates.append(ed25519_sign_rate(reference_seconds))
+        sign_rate = sum(sign_rates) / len(sign_rates)
+
+        ui.phase(f"append latency: one appender, {latency_appends:,} sequential appends, with the fsync "
+                 f"reference (write + fdatasync in {data_dir}) sampled in blocks between them")
+        lat_dir = root / "latency"
+        KeyStore(lat_dir).init(ORIGIN)
+        probe = FsyncProbe(root)
+        try:
+            latencies = asyncio.run(_append_sequential(lat_dir, lat_events, segment_max_bytes, with_index, probe))
+            probe.sample(10)
+        finally:
+            probe.close()
+        fsync = probe.summary()
+
+        ui.phase("reference: SHA-256 of every record body of the same segments (before verifying)")
+        segments, bodies = _read_segments(bulk)
+        sha_rates = [sha256_record_rate(bodies, reference_seconds)]
+        ui.phase(f"verifying the ledger with {cores} worker processes, then with 1")
+        t0 = time.perf_counter()
+        report = verify_directory(bulk, trust, workers=cores)
+        verify_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        report1 = verify_directory(bulk, trust, workers=1)
+        verify1_s = time.perf_counter() - t0
+        ui.phase("reference: SHA-256 loop again (after verifying); signing trade-off")
+        sha_rates.append(sha256_record_rate(bodies, reference_seconds))
+        sha_rate = sum(sha_rates) / len(sha_rates)
+        tradeoff = signing_tradeoff(bodies, reference_seconds)
+        enc_rate = encode_rate(lat_events, reference_seconds)
+        body_mean = sum(map(len, bodies)) / len(bodies) if bodies else 0.0
+
+        ui.phase("compressing sealed segments (gzip level 6)")
+        raw_bytes = sum(s.size for s in segments)
+        records = sum(s.records for s in segments)
+        sealed = [s for s in segments if s.sealed]
+        scope = f"{len(sealed)} sealed segments"
+        if not sealed:  # a short run: no segment filled up, so compress what there is and say so
+            sealed, scope = segments, "the open segment (no segment was sealed in this run)"
+        gz_bytes = sum(len(gzip.compress(s.path.read_bytes(), 6)) for s in sealed)
+        gz_records = sum(s.records for s in sealed)
+        del bodies
+    finally:
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+    appends_per_s = events / run["seconds"] if run["seconds"] else 0.0
+    verify_per_s = report.records / verify_s if verify_s else 0.0
+    hash_all = sha_rate * cores
+    lat_p50 = percentile(latencies, 50)
+    compressed_per_event = gz_bytes / gz_records if gz_records else 0.0
+    targets = [
+        Target("durable signed appends/s", appends_per_s, sign_rate, "appends/s", True,
+               f"1.0 x single-core Ed25519 signs/s ({sign_rate:,.0f}/s)"),
+        Target("verified records/s vs hash loop", verify_per_s, 0.35 * hash_all, "records/s", True,
+               f"35% of SHA-256-per-record loop x {cores} cores ({hash_all:,.0f}/s)"),
+        Target("verified records/s, absolute", verify_per_s, 1_000_000, "records/s", True,
+               "1M records/s on all cores (brief §9)"),
+        Target("append latency p50", lat_p50, 1.5 * fsync["p50_us"], "us", False,
+               f"1.5 x this disk's fsync p50 ({fsync['p50_us']:.0f} us)"),
+        Target("bytes/event at rest, compressed", compressed_per_event, 300, "bytes", False,
+               "300 bytes, gzip-6 of sealed segments"),
+    ]
+    return {
+        "benchmark": "ledger",
+        "machine": machine,
+        "config": {"events": events, "concurrency": concurrency, "latency_appends": latency_appends,
+                   "segment_max_bytes": segment_max_bytes, "with_index": with_index, "data": str(data_dir),
+                   "kept": str(root) if keep else None},
+        "references": {
+            "cores": cores,
+            "ed25519_sign_per_s": sign_rate,
+            "ed25519_sign_per_s_before_after": sign_rates,
+            "ed25519_sign_per_cpu_s": sign_cpu,
+            "ed25519_verify_per_s": verify_rate,
+            "fsync_p50_us": fsync["p50_us"],
+            "fsync_p99_us": fsync["p99_us"],
+            "sha256_records_per_s_1core": sha_rate,
+            "sha256_records_per_s_1core_before_after": sha_rates,
+            "sha256_records_per_s_all_cores": hash_all,
+        },
+        "results": {
+            "events": events,
+            "append_seconds": run["seconds"],
+            "appends_per_s": appends_per_s,
+            "appends_vs_sign_rate": appends_per_s / sign_rate if sign_rate else 0.0,
+            "cpu_us_per_append": run["cpu_seconds"] / events * 1e6 if events else 0.0,
+            "appends_per_cpu_s": events / run["cpu_seconds"] if run["cpu_seconds"] else 0.0,
+            "commits": run["commits"],
+            "mean_batch": run["mean_batch"],
+            "max_batch": run["max_batch"],
+            "latency_appends": len(latencies),
+            "latency_p50_us": lat_p50,
+            "latency_p99_us": percentile(latencies, 99),
+            "latency_p50_vs_fsync_p50": lat_p50 / fsync["p50_us"] if fsync["p50_us"] else 0.0,
+            "verified_records": report.records,
+            "verify_ok": report.ok and report1.ok,
+            "verify_findings": len(report.findings),
+            "verify_seconds": verify_s,
+            "verify_records_per_s": verify_per_s,
+            "verify_records_per_s_1worker": report1.records / verify1_s if verify1_s else 0.0,
+            "verify_vs_hash_loop_all_cores": verify_per_s / hash_all if hash_all else 0.0,
+            "segments": len(segments),
+            "sealed_segments": sum(1 for s in segments if s.sealed),
+            "record_body_mean_bytes": body_mean,
+            "raw_bytes_per_event": raw_bytes / records if records else 0.0,
+            "compressed_bytes_per_event": compressed_per_event,
+            "compression": "gzip level 6",
+            "compressed_scope": scope,
+            "encode_record_per_s": enc_rate,
+        },
+        "tradeoff": {
+            **tradeoff,
+            "ed25519_verify_per_s_1core": verify_rate,
+            "verify_every_record_ceiling_all_cores": verify_rate * cores,
+            "verify_measured_checkpoint_scheme": verify_per_s,
+            "extra_raw_bytes_per_record": 64,
+        },
+        "targets": [t.to_json() for t in targets],
+    }
+
+
+def print_ledger(result: dict[str, Any], console: Console) -> None:
+    ref, res, tr = result["references"], result["results"], result["tradeoff"]
+    sign = (f"{fmt(ref['ed25519_sign_per_s'])}: mean of "
+            + " and ".join(fmt(x) for x in ref["ed25519_sign_per_s_before_after"]))
+    enc_rate = res["encode_record_per_s"]
+    enc = f"encode_record alone: {1e6 / enc_rate:.1f} us" if enc_rate else ""
+    lat = f"{res['latency_p50_us']:.0f} / {res['latency_p99_us']:.0f} us"
+    segs = (f"{fmt(res['verified_records'])} records, {res['segments']} segments "
+            f"({res['sealed_segments']} sealed)")
+    batched = fmt(tr[f"sign_per_{tr['batch']}_per_s"])
+    console.print(machine_line(result["machine"]))
+    console.print(kv_table("ledger: measured", [
+        ("durable signed appends/s", fmt(res["appends_per_s"]),
+         f"{res['appends_vs_sign_rate']:.2f} x Ed25519 signs/s on one core ({sign})"),
+        ("events, appenders in flight", f"{fmt(res['events'])}, {fmt(result['config']['concurrency'])}",
+         f"{fmt(res['commits'])} commits, mean batch {res['mean_batch']:.0f}, max {fmt(res['max_batch'])}"),
+        ("CPU per append (whole process)", f"{res['cpu_us_per_append']:.1f} us",
+         enc),
+        ("appends per CPU-second", fmt(res["appends_per_cpu_s"]),
+         f"Ed25519 signs per CPU-second: {fmt(ref['ed25519_sign_per_cpu_s'])} (contention-free view)"),
+        ("append latency p50 / p99 (1 appender)", lat,
+         f"{res['latency_p50_vs_fsync_p50']:.2f} x fsync p50 ({ref['fsync_p50_us']:.0f} us; p99 "
+         f"{ref['fsync_p99_us']:.0f} us)"),
+        ("verified records/s, all cores", fmt(res["verify_records_per_s"]),
+         f"{res['verify_vs_hash_loop_all_cores']:.1%} of SHA-256 loop x {ref['cores']} cores "
+         f"({fmt(ref['sha256_records_per_s_all_cores'])}/s)"),
+        ("verified records/s, 1 worker", fmt(res["verify_records_per_s_1worker"]),
+         f"SHA-256 loop, 1 core: {fmt(ref['sha256_records_per_s_1core'])}/s"),
+        ("verdict", "intact" if res["verify_ok"] else f"{res['verify_findings']} findings",
+         segs),
+        ("record body, mean", f"{res['record_body_mean_bytes']:.0f} B", "canonical JSON (JCS)"),
+        ("bytes/event at rest, raw", f"{res['raw_bytes_per_event']:.0f} B", "segment bytes / records"),
+        ("bytes/event at rest, compressed", f"{res['compressed_bytes_per_event']:.0f} B",
+         f"{res['compression']} of {res['compressed_scope']}"),
+    ]))
+    console.print(kv_table("signature per record vs one per batch checkpoint", [
+        ("leaf hash + sign every record", f"{fmt(tr['sign_every_record_per_s'])}/s",
+         f"{tr['sign_cost_us_per_record_every']:.1f} us/record"),
+        (f"leaf hash + one sign per {tr['batch']}", f"{batched}/s",
+         f"{tr['sign_cost_us_per_record_batched']:.2f} us/record, {tr['speedup']:.0f}x"),
+        ("verify ceiling, a signature on every record",
+         f"{fmt(tr['verify_every_record_ceiling_all_cores'])}/s",
+         f"Ed25519 verify {fmt(tr['ed25519_verify_per_s_1core'])}/s/core x {ref['cores']}"),
+        ("verify measured, checkpoint signatures", f"{fmt(tr['verify_measured_checkpoint_scheme'])}/s",
+         f"+{tr['extra_raw_bytes_per_record']} B/record (incompressible) with per-record signatures"),
+    ]))
+    console.print(targets_table(result))
+
+
