@@ -67,7 +67,7 @@ def main() -> None:
 @click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path), help="ledger data directory")
 @click.option("--listen", default="127.0.0.1:8443", show_default=True, help="HOST:PORT to listen on")
 @click.option("--policy", "policy_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="policy TOML (default: policies/default.toml)")
+              help="policy TOML (default: the shipped sidecar/policies/default.toml)")
 @click.option("--init/--no-init", default=False, help="create keys first if the data directory has none")
 @click.option("--origin", default=None, help="ledger origin name for --init")
 @click.option("--segment-max-bytes", type=int, default=8 * 1024 * 1024, show_default=True)
@@ -95,11 +95,10 @@ def serve(upstream: str, data_dir: Path, listen: str, policy_file: Path | None, 
           auditor_role: str, reader_realm: str | None, reader_client_id: str | None,
           reader_secret_file: Path | None, log_level: str) -> None:
     """Run the proxy in front of Keycloak, recording into the ledger."""
+    import asyncio
     import logging
 
-    from aiohttp import web
-
-    from sidecar.app import Settings, make_app
+    from sidecar.app import Settings, make_app, serve_app
     from sidecar.ledger.keystore import KeyStore
     from sidecar.ledger.writer import LedgerConfig
 
@@ -120,7 +119,7 @@ def serve(upstream: str, data_dir: Path, listen: str, policy_file: Path | None, 
                         ledger=LedgerConfig(segment_max_bytes=segment_max_bytes, segment_max_age_s=segment_max_age,
                                             epoch_s=epoch_s, heartbeat_s=heartbeat))
     app = make_app(settings)
-    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
+    asyncio.run(serve_app(app, settings.host, settings.port))
 
 
 def _default_origin() -> str:

@@ -1,12 +1,11 @@
 """The ``ledger-test`` realm that tests and the demo import into Keycloak, as constants.
 
-Role: one typed home for the names and test secrets in ``tests/realm/ledger-test.json``, so code never
+Role: one typed home for the names and test secrets in ``sidecar/harness/realms/ledger-test.json``, so code never
 repeats a password or client secret literally. Invariant: every value here matches that file; the
 harness tests log in with these values, so a drift fails loudly.
 
 The passwords and secrets are throwaway test values for a loopback-only server.
-``REALM_FILE`` is resolved relative to this package, so it exists in a source checkout (editable
-install), which is how the tests and the demo run.
+``REALM_FILE`` ships inside the package (importlib.resources), so an installed wheel has it too.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-REALM_FILE = Path(__file__).resolve().parents[2] / "tests" / "realm" / "ledger-test.json"
+from sidecar.resources import TEST_REALM as REALM_FILE
 
 
 @dataclass(frozen=True)

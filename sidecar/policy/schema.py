@@ -1,4 +1,4 @@
-"""Typed, validated policy objects, loaded from TOML files in policies/.
+"""Typed, validated policy objects, loaded from TOML files (the shipped one: sidecar/policies/).
 
 A policy is data. `load_policy` turns a file into a frozen `Policy` or raises
 PolicyError naming the file, the key and the reason, so a bad policy stops the
@@ -19,9 +19,9 @@ from typing import Any
 
 from sidecar.core.canonical import canonical_bytes
 from sidecar.errors import PolicyError
+from sidecar.resources import DEFAULT_POLICY
 
 FAILURE_MODES = ("closed", "open_unsafe")
-DEFAULT_POLICY = Path(__file__).resolve().parent.parent.parent / "policies" / "default.toml"
 
 
 @dataclass(frozen=True, slots=True)
