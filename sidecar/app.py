@@ -2,8 +2,8 @@
 
 Lifecycle: each resource is one `cleanup_ctx` entry, registered in data-path order (`RESOURCES`):
 the ledger opens (and recovers) first, then the index, the store (whose bucket check may refuse
-the start), the replicator, the side calls to Keycloak, the state reader, the readiness probe and
-last the proxy. aiohttp enters them in that order and leaves the entered ones in reverse, also when
+the start), the replicator, the side calls to Keycloak, the state reader, the drift monitor, the
+readiness probe and last the proxy. aiohttp enters them in that order and leaves the entered ones in reverse, also when
 a later one fails to start, so a bucket without Object Lock still closes the index and the ledger
 it opened. Adding a resource is one function and one line in `RESOURCES`.
 
@@ -14,6 +14,7 @@ is Keycloak's:
 * `/.sidecar/health/ready` (and `/.sidecar/health`): 200 only while the ledger takes records, the
   replication is within bounds and Keycloak answers; 503 with the reasons otherwise;
 * `/.sidecar/metrics`: Prometheus text format (sidecar.metrics);
+* `/.sidecar/drift`: the drift monitor's state (baseline, last poll and sweep, active findings);
 * `/.sidecar/audit/objects`: the auditor endpoint (sidecar.audit.endpoint).
 """
 
@@ -43,6 +44,7 @@ from sidecar.capture.reader import KeycloakReader
 from sidecar.capture.sessions import SessionDirectory
 from sidecar.capture.tokens import TokenVerifier
 from sidecar.core.events import EventType, IdentityEvent, Outcome, Party
+from sidecar.drift.monitor import DriftConfig, DriftMonitor, previous_run_end
 from sidecar.errors import ConfigError, OverloadError, StorageError
 from sidecar.ledger.index import LedgerIndex
 from sidecar.ledger.keystore import KeyStore
@@ -80,6 +82,7 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     upstream_probe_s: float = 5.0  # how often readiness checks that Keycloak answers; 0 turns it off
     access_log: bool = True  # one line per request on the "sidecar.access" logger
+    drift: DriftConfig | None = field(default_factory=DriftConfig)  # None: no drift monitor (needs the reader)
 
 
 LEDGER = web.AppKey("ledger", Ledger)
@@ -104,6 +107,8 @@ class Parts:
     store: ObjectStore | None = None
     replicator: Replicator | None = None
     probe: UpstreamProbe | None = None
+    drift: DriftMonitor | None = None
+    append: Callable[[IdentityEvent | dict[str, Any]], Awaitable[Any]] | None = None
     # Readiness: each check returns None when fine, else a short reason. Resources add their own.
     checks: dict[str, Callable[[], str | None]] = field(default_factory=dict)
     _ledger_closed: bool = False
@@ -327,6 +332,26 @@ async def _state_reader(app: web.Application) -> AsyncIterator[None]:
         await reader.close()
 
 
+async def _drift_monitor(app: web.Application) -> AsyncIterator[None]:
+    """The drift monitor (sidecar.drift.monitor): its own task, off the request path."""
+    parts = app[PARTS]
+    s = parts.settings
+    if parts.reader is None or s.drift is None or parts.ledger is None or parts.append is None:
+        yield
+        return
+    # Keycloak events since the ledger's previous run count too: changes made while the sidecar was down.
+    since = await asyncio.get_running_loop().run_in_executor(None, previous_run_end, s.data_dir)
+    monitor = DriftMonitor(parts.reader, parts.append, s.data_dir, s.drift, client_id=parts.reader.client_id,
+                           since_ns=since)
+    parts.ledger.subscribers.append(monitor.on_commit)
+    monitor.start()
+    parts.drift = monitor
+    try:
+        yield
+    finally:
+        await monitor.stop()
+
+
 async def _upstream_probe(app: web.Application) -> AsyncIterator[None]:
     parts = app[PARTS]
     if parts.settings.upstream_probe_s <= 0:
@@ -362,6 +387,7 @@ RESOURCES: tuple[Resource, ...] = (
     _final_checkpoint,
     _side_calls,
     _state_reader,
+    _drift_monitor,
     _upstream_probe,
     _proxy,
 )
@@ -527,6 +553,7 @@ def make_app(settings: Settings, *, extra_resources: tuple[Resource, ...] = ()) 
     tokens = TokenVerifier(upstream.jwks)
     parts = Parts(settings, policy, keys, upstream, tokens)
     append = _appender(parts)
+    parts.append = append
     if settings.reader_realm and settings.reader_client_id and settings.reader_secret:
         realm, client_id = settings.reader_realm, settings.reader_client_id
 
@@ -553,10 +580,16 @@ def make_app(settings: Settings, *, extra_resources: tuple[Resource, ...] = ()) 
     app.router.add_get("/.sidecar/health/ready", _ready)
     app.router.add_get("/.sidecar/health", _ready)
     app.router.add_get("/.sidecar/metrics", _metrics)
+    app.router.add_get("/.sidecar/drift", _drift)
     add_audit_routes(app, settings.data_dir, tokens, append, realm=settings.auditor_realm,
                      role=settings.auditor_role, fail_closed=policy.failure.audit_reads == "closed")
     parts.proxy.add_routes(app)
     return app
+
+
+async def _drift(request: web.Request) -> web.Response:
+    monitor = request.app[PARTS].drift
+    return web.json_response({"enabled": False} if monitor is None else {"enabled": True, **monitor.to_json()})
 
 
 async def _live(request: web.Request) -> web.Response:

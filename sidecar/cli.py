@@ -30,7 +30,8 @@ def _print_json(obj: Any) -> None:
 
 # Subcommands whose modules are imported only when they run (or `--help` lists them): `bench` pulls
 # in rich, the harness and every benchmark, which no other command should pay for.
-_LAZY_COMMANDS = {"bench": ("sidecar.bench.cli", "bench")}
+_LAZY_COMMANDS = {"bench": ("sidecar.bench.cli", "bench"),
+                  **{name: ("sidecar.cli_auditor", name) for name in ("timeline", "export", "drift", "report")}}
 
 
 class _Group(click.Group):
@@ -88,17 +89,27 @@ def main() -> None:
 @click.option("--reader-client-id", default=None, help="client id of that service account")
 @click.option("--reader-secret-file", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
               help="file holding its client secret (or env SIDECAR_READER_SECRET); never on the command line")
+@click.option("--drift/--no-drift", "drift_on", default=True, show_default=True,
+              help="run the drift monitor (needs the state reader's service account)")
+@click.option("--drift-poll", type=float, default=10.0, show_default=True,
+              help="seconds between reconciliations of Keycloak's event stores")
+@click.option("--drift-sweep", type=float, default=300.0, show_default=True,
+              help="seconds between full sweeps of the live access state")
+@click.option("--drift-rate", type=float, default=50.0, show_default=True,
+              help="most Keycloak reads per second the drift monitor makes")
 @click.option("--log-level", default="INFO", show_default=True)
 def serve(upstream: str, data_dir: Path, listen: str, policy_file: Path | None, init: bool, origin: str | None,
           segment_max_bytes: int, segment_max_age: float, epoch_s: float, heartbeat: float, store_url: str | None,
           retention_days: int, high_water_mb: int, replication_interval: float, auditor_realm: str,
           auditor_role: str, reader_realm: str | None, reader_client_id: str | None,
-          reader_secret_file: Path | None, log_level: str) -> None:
+          reader_secret_file: Path | None, drift_on: bool, drift_poll: float, drift_sweep: float, drift_rate: float,
+          log_level: str) -> None:
     """Run the proxy in front of Keycloak, recording into the ledger."""
     import asyncio
     import logging
 
     from sidecar.app import Settings, make_app, serve_app
+    from sidecar.drift.monitor import DriftConfig
     from sidecar.ledger.keystore import KeyStore
     from sidecar.ledger.writer import LedgerConfig
 
@@ -116,6 +127,8 @@ def serve(upstream: str, data_dir: Path, listen: str, policy_file: Path | None, 
                         reader_client_id=reader_client_id,
                         reader_secret=(reader_secret_file.read_text().strip() if reader_secret_file
                                        else os.environ.get("SIDECAR_READER_SECRET")),
+                        drift=DriftConfig(poll_s=drift_poll, sweep_s=drift_sweep, rate_per_s=drift_rate)
+                        if drift_on else None,
                         ledger=LedgerConfig(segment_max_bytes=segment_max_bytes, segment_max_age_s=segment_max_age,
                                             epoch_s=epoch_s, heartbeat_s=heartbeat))
     app = make_app(settings)
@@ -318,141 +331,6 @@ def pull(source: str, out: Path, token: str | None, as_json: bool) -> None:
         click.echo(f"next: sidecar verify {out} --trust TRUST.json --checkpoint "
                    f"{result.newest_checkpoint() or '<newest checkpoint>'}")
     sys.exit(1 if result.findings else 0)
-
-
-def _ns(value: str | None) -> int | None:
-    if value is None:
-        return None
-    from datetime import datetime
-
-    try:
-        return int(datetime.fromisoformat(value).timestamp() * 1e9)
-    except ValueError:
-        _fail(f"not an ISO 8601 time: {value!r}")
-
-
-def _filter(actor: str | None, target: str | None, session: str | None, realm: str | None, types: tuple[str, ...],
-            since: str | None, until: str | None) -> Any:
-    from sidecar.audit.timeline import Filter
-
-    return Filter(actor, target, session, realm, types, _ns(since), _ns(until))
-
-
-_FILTERS = [
-    click.option("--actor", default=None, help="user id, username or client id of who acted"),
-    click.option("--target", default=None, help="user id, username, client or name acted upon"),
-    click.option("--session", default=None, help="a Keycloak session id"),
-    click.option("--realm", default=None),
-    click.option("--type", "types", multiple=True, help="event type or family (login, role.granted, ...)"),
-    click.option("--since", default=None, help="ISO 8601 time"),
-    click.option("--until", default=None, help="ISO 8601 time"),
-]
-
-
-def _with_filters(fn: Any) -> Any:
-    for option in reversed(_FILTERS):
-        fn = option(fn)
-    return fn
-
-
-@main.command()
-@click.argument("source", type=click.Path(path_type=Path))
-@_with_filters
-@click.option("--json", "as_json", is_flag=True, help="JSON lines, one record each")
-def timeline(source: Path, actor: str | None, target: str | None, session: str | None, realm: str | None,
-             types: tuple[str, ...], since: str | None, until: str | None, as_json: bool) -> None:
-    """Who did what to whom, when: a readable timeline of a ledger (run `sidecar verify` first)."""
-    from datetime import UTC, datetime
-
-    from sidecar.audit.timeline import describe, records
-    from sidecar.audit.verifier import UnusableInput
-
-    try:
-        for rec in records(source, _filter(actor, target, session, realm, types, since, until)):
-            if as_json:
-                click.echo(orjson.dumps(rec).decode())
-            else:
-                when = datetime.fromtimestamp(int(rec["ts"]) / 1e9, UTC).isoformat(timespec="milliseconds")
-                e = rec["event"]
-                click.echo(f"{when} #{rec['seq']:<7} {e.get('realm') or '-':12} {describe(rec)}"
-                           f"{'  from ' + e['ip'] if e.get('ip') else ''}")
-    except UnusableInput as exc:
-        _fail(str(exc), 2)
-
-
-@main.command()
-@click.argument("source", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "ocsf"]), default="jsonl", show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="file (default: stdout)")
-@_with_filters
-def export(source: Path, fmt: str, out: Path | None, actor: str | None, target: str | None, session: str | None,
-           realm: str | None, types: tuple[str, ...], since: str | None, until: str | None) -> None:
-    """Export records as JSON lines or OCSF events for a SIEM (only what the ledger holds: no secrets)."""
-    from sidecar.audit.timeline import records, to_ocsf
-    from sidecar.audit.verifier import UnusableInput
-    from sidecar.core.segment import SegmentHeader
-
-    try:
-        keep = _filter(actor, target, session, realm, types, since, until)
-        origin = "ledger"
-        if fmt == "ocsf":
-            from sidecar.audit.verifier import segment_files
-            from sidecar.core import framing
-
-            first = next(iter(framing.iter_frames(segment_files(source)[0].read_bytes())), None)
-            if isinstance(first, framing.Frame) and first.kind == framing.HEADER:
-                origin = SegmentHeader.decode(first.body).origin
-        sink = out.open("wb") if out else None
-        count = 0
-        try:
-            for rec in records(source, keep):
-                line = orjson.dumps(to_ocsf(rec, origin) if fmt == "ocsf" else rec) + b"\n"
-                if sink:
-                    sink.write(line)
-                else:
-                    sys.stdout.buffer.write(line)
-                count += 1
-        finally:
-            if sink:
-                sink.close()
-        if out:
-            click.echo(f"exported {count} records to {out}", err=True)
-    except UnusableInput as exc:
-        _fail(str(exc), 2)
-
-
-@main.command()
-@click.argument("source", type=click.Path(path_type=Path))
-@click.option("--keycloak", "keycloak_url", required=True, help="Keycloak's base URL (direct, not the sidecar)")
-@click.option("--realm", required=True, help="realm to compare (the reader's service account lives there)")
-@click.option("--client-id", required=True, help="read-only service account client id")
-@click.option("--secret-file", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
-              help="file with its secret (or env SIDECAR_READER_SECRET)")
-@click.option("--json", "as_json", is_flag=True)
-def drift(source: Path, keycloak_url: str, realm: str, client_id: str, secret_file: Path | None,
-          as_json: bool) -> None:
-    """Compare Keycloak's live roles and groups with what the ledger recorded. Exit 0 none, 1 drift found."""
-    import asyncio
-
-    from sidecar.audit.verifier import UnusableInput
-    from sidecar.capture.reader import KeycloakReader
-    from sidecar.drift.monitor import check
-
-    secret = secret_file.read_text().strip() if secret_file else os.environ.get("SIDECAR_READER_SECRET")
-    if not secret:
-        _fail("the reader's client secret is needed: --secret-file or SIDECAR_READER_SECRET")
-    try:
-        checked, drifts = asyncio.run(check(source, KeycloakReader(keycloak_url, realm, client_id, secret)))
-    except UnusableInput as exc:
-        _fail(str(exc), 2)
-    if as_json:
-        _print_json({"checked": checked, "drift": [d.to_json() for d in drifts]})
-    else:
-        click.echo(f"compared {checked} users and groups of realm {realm} with the ledger")
-        click.echo("no drift" if not drifts else f"DRIFT ({len(drifts)}):")
-        for d in drifts:
-            click.echo(f"  - {d}")
-    sys.exit(1 if drifts else 0)
 
 
 @main.group()

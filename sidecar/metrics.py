@@ -85,6 +85,24 @@ DRIFT_LAST = Gauge("sidecar_drift_last_timestamp_seconds", "When the last drift 
 DRIFT_CHECKED = Gauge("sidecar_drift_last_checked", "Targets the last drift check compared", registry=REGISTRY)
 DRIFT_FINDINGS = Gauge("sidecar_drift_last_findings", "Drifts the last drift check found", registry=REGISTRY)
 
+# -- the drift monitor (sidecar.drift.monitor) -----------------------------------------------------
+DRIFT_DETECTED = Counter("sidecar_drift_detected", "drift.detected records the monitor wrote, by kind "
+                         "(unrecorded-change, unrecorded-event, state-mismatch)", ["kind"], registry=REGISTRY)
+DRIFT_ACTIVE = Gauge("sidecar_drift_active", "Mismatches the latest sweep found", registry=REGISTRY)
+DRIFT_POLLS = Counter("sidecar_drift_polls", "Reconciliations of Keycloak's event stores", registry=REGISTRY)
+DRIFT_EVENTS = Counter("sidecar_drift_events_checked", "Keycloak events matched against the ledger",
+                       registry=REGISTRY)
+DRIFT_SWEEPS = Counter("sidecar_drift_sweeps", "Sweeps of the live access state", registry=REGISTRY)
+DRIFT_ERRORS = Counter("sidecar_drift_errors", "Drift monitor reads of Keycloak that failed, by phase "
+                       "(baseline, poll, sweep)", ["phase"], registry=REGISTRY)
+DRIFT_SWEEP_SECONDS = Gauge("sidecar_drift_sweep_seconds", "Duration of the latest sweep", registry=REGISTRY)
+DRIFT_SWEEP_REQUESTS = Gauge("sidecar_drift_sweep_requests", "Keycloak reads of the latest sweep",
+                             registry=REGISTRY)
+DRIFT_LAST_POLL = Gauge("sidecar_drift_last_poll_timestamp_seconds", "When a reconciliation last succeeded",
+                        registry=REGISTRY)
+DRIFT_LAST_SWEEP = Gauge("sidecar_drift_last_sweep_timestamp_seconds", "When a sweep last succeeded",
+                         registry=REGISTRY)
+
 READY = Gauge("sidecar_ready", "1 while the sidecar is ready (ledger, replication and Keycloak fine)",
               registry=REGISTRY)
 

@@ -111,7 +111,8 @@ def sidecar(keycloak: KeycloakServer, ports: dict[str, int],
     data, store, log_file = root / "ledger", root / "store", root / "sidecar.log"
     args = ["--init", "--origin", ORIGIN, "--upstream", keycloak.base_url, "--data", str(data), "--store", str(store),
             "--listen", f"127.0.0.1:{ports['sidecar']}", "--auditor-realm", REALM.name, "--segment-max-bytes",
-            "65536", "--log-level", "DEBUG", "--reader-realm", REALM.name, "--reader-client-id", REALM.robot.client_id]
+            "65536", "--log-level", "DEBUG", "--reader-realm", REALM.name, "--reader-client-id", REALM.robot.client_id,
+            "--drift-sweep", "15"]
     env = {**os.environ, "SIDECAR_READER_SECRET": REALM.robot.secret or ""}
     with sidecar_process(args, ports["sidecar"], log_file, env) as proc:
         yield SidecarProcess(f"http://127.0.0.1:{ports['sidecar']}", data, store, log_file, proc)

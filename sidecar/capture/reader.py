@@ -92,6 +92,31 @@ class KeycloakReader:
         except (aiohttp.ClientError, TimeoutError, ValueError):
             return None
 
+    async def fetch(self, path: str, params: dict[str, str] | None = None) -> Any:
+        """GET an admin path of the reader's realm, strictly: None only for 404, else the JSON.
+
+        Unlike the lenient reads above (a failure there only costs a record its before/after
+        state), a caller that must tell "absent" from "could not look" (the drift monitor)
+        gets UpstreamError when Keycloak is unreachable, refuses the login, or answers oddly.
+        """
+        from sidecar.errors import UpstreamError
+
+        token = await self._bearer()
+        if token is None or self._session is None:
+            raise UpstreamError(f"the state reader cannot log in to realm {self.realm} at {self.base}")
+        try:
+            async with self._session.get(f"{self.base}/admin/realms/{self.realm}/{path}", params=params,
+                                         headers={"Authorization": f"Bearer {token}"}) as resp:
+                if resp.status == 404:
+                    return None
+                if resp.status == 401:
+                    self._token = None  # expired early or revoked: log in again next time
+                if resp.status != 200:
+                    raise UpstreamError(f"Keycloak answered {resp.status} to GET {path.split('?')[0]}")
+                return await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise UpstreamError(f"Keycloak unreachable for GET {path.split('?')[0]}: {type(exc).__name__}") from exc
+
     async def username(self, realm: str, user_id: str) -> str | None:
         if realm != self.realm:
             return None

@@ -55,6 +55,7 @@ class EventType(enum.StrEnum):
     LEDGER_RECOVERED = "ledger.recovered"
     KEY_ROTATED = "key.rotated"
     DRIFT_DETECTED = "drift.detected"
+    STATE_SNAPSHOT = "state.snapshot"
 
 
 class Outcome(enum.StrEnum):

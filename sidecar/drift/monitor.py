@@ -1,33 +1,465 @@
-"""`sidecar drift`: read Keycloak's live access state and compare it with the ledger's replay.
+"""The drift monitor inside `sidecar serve`, and the one-shot `sidecar drift`.
 
-The live state is read through the same read-only service account the capture
-layer uses (sidecar.capture.reader). Only targets the ledger holds a recorded
-state for are compared; the report says how many were checked.
+The monitor runs as its own task, off the request path (the writer only hands it each commit,
+which it queues; parsing and every Keycloak read happen in the monitor's task):
+
+1. **Baseline.** At start it reads Keycloak's live access state (`sidecar.drift.live`),
+   stores the content beside the segments (`snapshots/<sha256>.json`, replicated with them)
+   and appends a signed `state.snapshot` record carrying the digest.
+2. **Event reconciliation**, every `poll_s` (10 s): Keycloak's user-event and admin-event
+   stores are read from a watermark on and every event must have its ledger record
+   (`sidecar.drift.reconcile`). An event still without one after `grace_s` is a change (or a
+   login) made around the sidecar: a `drift.detected` record of kind `unrecorded-change`
+   (admin events) or `unrecorded-event` (user events). The first watermark is the ledger's
+   last record before this start, so events that happened while the sidecar was down count.
+3. **Sweep**, every `sweep_s` (300 s), paginated and rate-limited: the live state against the
+   baseline replayed with every record since (`sidecar.drift.state`); each difference is a
+   `drift.detected` record of kind `state-mismatch`. Records written while a sweep reads are
+   not held against it (their targets are compared next time).
+
+Each finding is recorded once (deduplicated by what differs, expected and live) with the time
+it was first seen, and counted in `sidecar_drift_*` metrics (sidecar.metrics). A failed read is retried
+with backoff; it is never a "no drift": metrics and status show the last success.
+
+`check_once()` is the one-shot form: it verifies the ledger, replays it from the newest
+snapshot, reads the live state and Keycloak's events since, and reports; `CannotCheck` (exit
+code 2) when Keycloak cannot be read or the ledger gives nothing to compare against.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sidecar.audit.timeline import records
-from sidecar.capture.reader import KeycloakReader
-from sidecar.drift.replay import Drift, compare, expected_state
+import orjson
+
+from sidecar import metrics
+from sidecar.core.canonical import parse
+from sidecar.core.events import EventType, IdentityEvent, Outcome, Party
+from sidecar.drift.live import AdminReader, LiveState
+from sidecar.drift.reconcile import event_label, event_summary, match
+from sidecar.drift.state import Expected, Mismatch, digest, state_bytes
+from sidecar.errors import SidecarError, UpstreamError
+from sidecar.ledger.writer import Commit
+
+log = logging.getLogger("sidecar.drift")
+
+SNAPSHOT_DIR = "snapshots"
+Append = Callable[[IdentityEvent], Awaitable[Any]]
 
 
-async def check(source: Path, reader: KeycloakReader) -> tuple[int, list[Drift]]:
-    """(targets compared, drifts found)."""
-    expected = expected_state(records(source))
-    drifts: list[Drift] = []
-    checked = 0
+class CannotCheck(SidecarError):
+    """Drift could not be checked: Keycloak unreadable, or nothing in the ledger to compare against."""
+
+
+@dataclass(frozen=True, slots=True)
+class DriftConfig:
+    poll_s: float = 10.0
+    sweep_s: float = 300.0
+    rate_per_s: float = 50.0
+    grace_s: float = 2.0
+    credentials: bool = True
+    page: int = 200
+    window_s: float = 900.0  # how long records stay available for matching Keycloak's events
+
+
+# ----------------------------------------------------------------------------------------- snapshots
+def store_snapshot(data_dir: Path, content: bytes) -> str:
+    """Write the content under its digest (atomically, fsynced); returns the hex digest."""
+    hexd = digest(content)
+    folder = data_dir / SNAPSHOT_DIR
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{hexd}.json"
+    if not path.exists():
+        tmp = folder / f".{hexd}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, content)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    return hexd
+
+
+def load_snapshot(source: Path, hexd: str) -> dict[str, Any]:
+    """The content of a snapshot, checked against the digest its (verified) record carries."""
+    path = source / SNAPSHOT_DIR / f"{hexd}.json"
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CannotCheck(f"the state snapshot {hexd[:16]}... named by the ledger is missing: {path}") from exc
+    if digest(data) != hexd:
+        raise CannotCheck(f"{path} does not hash to the digest the ledger recorded: the snapshot was altered")
+    state: dict[str, Any] = parse(data)
+    return state
+
+
+def snapshot_event(realm: str, client_id: str, content: bytes, hexd: str, state: dict[str, Any]) -> IdentityEvent:
+    return IdentityEvent(EventType.STATE_SNAPSHOT, Outcome.SUCCEEDED, realm=realm,
+                         actor=Party(client=client_id, kind="client"),
+                         details={"digest": f"sha256:{hexd}", "file": f"{SNAPSHOT_DIR}/{hexd}.json",
+                                  "bytes": len(content), "taken_ns": state["taken_ns"],
+                                  "users": len(state["users"]), "groups": len(state["groups"]),
+                                  "roles": len(state["roles"])})
+
+
+def _plain(value: Any) -> Any:
+    """Canonical JSON has no floats: carry them as strings."""
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def mismatch_event(m: Mismatch, first_seen_ns: int, snapshot_seq: int | None) -> IdentityEvent:
+    return IdentityEvent(EventType.DRIFT_DETECTED, Outcome.SUCCEEDED, realm=m.realm,
+                         target=Party(id=m.id, kind=m.kind, name=m.name),
+                         details=_plain({"kind": "state-mismatch", "field": m.field, "expected": m.expected,
+                                         "live": m.live, "first_seen_ns": str(first_seen_ns),
+                                         "expected_since_seq": m.since_seq, "snapshot_seq": snapshot_seq}))
+
+
+def unrecorded_event(realm: str, ev: dict[str, Any], first_seen_ns: int) -> IdentityEvent:
+    admin = "operationType" in ev
+    summary = event_summary(ev)
+    if admin:
+        path = str(ev.get("resourcePath") or "")
+        parts = path.split("/")
+        kind = {"users": "user", "groups": "group", "clients": "client", "roles": "role"}.get(parts[0], "resource")
+        target = Party(id=parts[1] if len(parts) > 1 else None, kind=kind, name=path or None)
+    else:
+        target = Party(id=ev.get("userId"), username=(ev.get("details") or {}).get("username"), kind="user")
+    return IdentityEvent(EventType.DRIFT_DETECTED, Outcome.SUCCEEDED, realm=realm, target=target,
+                         details=_plain({"kind": "unrecorded-change" if admin else "unrecorded-event",
+                                         "field": "ledger record", "expected": "a ledger record for this event",
+                                         "live": event_label(ev), "keycloak_event": summary,
+                                         "first_seen_ns": str(first_seen_ns)}))
+
+
+# ----------------------------------------------------------------------------------------- the monitor
+@dataclass
+class _Status:
+    baseline_seq: int | None = None
+    last_poll_ns: int | None = None
+    last_sweep_ns: int | None = None
+    last_error: str | None = None
+    recorded: int = 0
+    active: list[dict[str, Any]] = field(default_factory=list)
+
+
+class DriftMonitor:
+    def __init__(self, reader: AdminReader, append: Append, data_dir: Path, config: DriftConfig | None = None,
+                 *, client_id: str = "", since_ns: int | None = None) -> None:
+        self.reader = reader
+        self.append = append
+        self.data_dir = data_dir
+        self.config = config or DriftConfig()
+        self.live = LiveState(reader, rate_per_s=self.config.rate_per_s, page=self.config.page,
+                              credentials=self.config.credentials)
+        self.client_id = client_id
+        self.status = _Status()
+        self._commits: deque[Commit] = deque(maxlen=50_000)
+        self._window: deque[dict[str, Any]] = deque()
+        self._unapplied: list[dict[str, Any]] = []
+        self._used: set[int] = set()
+        self._seen_events: dict[str, int] = {}
+        self._reported: dict[str, int] = {}
+        self._expected: Expected | None = None
+        self._watermark_ms = (since_ns if since_ns is not None else time.time_ns()) // 1_000_000
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    # the ledger calls this after each durable batch; it must never block or fail
+    def on_commit(self, commit: Commit) -> None:
+        self._commits.append(commit)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="drift-monitor")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def to_json(self) -> dict[str, Any]:
+        s = self.status
+        return {"baseline_seq": s.baseline_seq, "last_poll_ns": s.last_poll_ns, "last_sweep_ns": s.last_sweep_ns,
+                "last_error": s.last_error, "recorded": s.recorded, "active": s.active[:50],
+                "poll_s": self.config.poll_s, "sweep_s": self.config.sweep_s}
+
+    def _drain(self) -> None:
+        while self._commits:
+            commit = self._commits.popleft()
+            for _seq, _off, body in commit.records:
+                rec = parse(body)
+                self._window.append(rec)
+                self._unapplied.append(rec)
+        horizon = time.time_ns() - int(self.config.window_s * 1e9)
+        while self._window and int(self._window[0]["ts"]) < horizon:
+            self._used.discard(int(self._window.popleft()["seq"]))
+
+    async def _record(self, event: IdentityEvent, kind: str) -> None:
+        await self.append(event)
+        metrics.DRIFT_DETECTED.labels(kind=kind).inc()
+        self.status.recorded += 1
+        log.warning("drift: %s %s", kind, event.details.get("live"))
+
+    async def _run(self) -> None:
+        backoff = 1.0
+        while self._expected is None:
+            try:
+                await self.baseline()
+            except (UpstreamError, SidecarError, OSError) as exc:
+                self.status.last_error = f"baseline: {exc}"
+                metrics.DRIFT_ERRORS.labels(phase="baseline").inc()
+                log.warning("drift baseline failed (retrying in %.0f s): %s", backoff, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 60.0)
+        next_sweep = time.monotonic() + self.config.sweep_s
+        while True:
+            delay = self.config.poll_s
+            try:
+                deferred = await self.poll()
+                if deferred:
+                    delay = min(delay, self.config.grace_s)
+            except (UpstreamError, SidecarError, OSError) as exc:
+                self.status.last_error = f"poll: {exc}"
+                metrics.DRIFT_ERRORS.labels(phase="poll").inc()
+                log.warning("drift poll failed: %s", exc)
+            if time.monotonic() >= next_sweep:
+                try:
+                    await self.sweep()
+                except (UpstreamError, SidecarError, OSError) as exc:
+                    self.status.last_error = f"sweep: {exc}"
+                    metrics.DRIFT_ERRORS.labels(phase="sweep").inc()
+                    log.warning("drift sweep failed: %s", exc)
+                next_sweep = time.monotonic() + self.config.sweep_s
+            await asyncio.sleep(delay)
+
+    async def baseline(self) -> None:
+        now = time.time_ns()
+        state = await self.live.read_state(now)
+        content = state_bytes(state)
+        hexd = await asyncio.get_running_loop().run_in_executor(None, store_snapshot, self.data_dir, content)
+        receipt = await self.append(snapshot_event(self.reader.realm, self.client_id, content, hexd, state))
+        self._drain()
+        self._unapplied = [r for r in self._unapplied if int(r["ts"]) >= now]  # older ones are in the snapshot
+        self._expected = Expected.from_snapshot(state, getattr(receipt, "seq", None))
+        self.status.baseline_seq = self._expected.baseline_seq
+        log.info("drift baseline: %d users, %d groups, %d composite roles (snapshot %s...)", len(state["users"]),
+                 len(state["groups"]), len(state["roles"]), hexd[:12])
+
+    async def poll(self) -> int:
+        """One reconciliation of Keycloak's event stores; returns how many events wait for grace."""
+        realm = self.reader.realm
+        since = self._watermark_ms
+        user = await self.live.read_events("events", since)
+        admin = await self.live.read_events("admin-events", since)
+        self._drain()
+        now_ms = time.time() * 1000
+        fresh: list[dict[str, Any]] = []
+        deferred: list[dict[str, Any]] = []
+        for ev in user + admin:
+            ident = _event_id(ev)
+            if ident in self._seen_events:
+                continue
+            (deferred if now_ms - int(ev.get("time", 0)) < self.config.grace_s * 1000 else fresh).append(ev)
+        result = match([e for e in fresh if "operationType" not in e], [e for e in fresh if "operationType" in e],
+                       self._window, realm, 0, used=self._used, any_admin=True)
+        for ev in fresh:
+            self._seen_events[_event_id(ev)] = int(ev.get("time", 0))
+        metrics.DRIFT_EVENTS.inc(len(fresh))
+        for ev in result.unmatched:
+            await self._record(unrecorded_event(realm, ev, time.time_ns()),
+                               "unrecorded-change" if "operationType" in ev else "unrecorded-event")
+        newest = max([int(e.get("time", 0)) for e in fresh] or [since])
+        self._watermark_ms = min([int(e.get("time", 0)) for e in deferred] or [newest])
+        # forget ids older than the watermark: they can no longer come back from a query
+        self._seen_events = {k: t for k, t in self._seen_events.items() if t >= self._watermark_ms}
+        self.status.last_poll_ns = time.time_ns()
+        metrics.DRIFT_POLLS.inc()
+        metrics.DRIFT_LAST_POLL.set(time.time())
+        return len(deferred)
+
+    async def sweep(self) -> list[Mismatch]:
+        """One full comparison of the live state with baseline + ledger replay."""
+        assert self._expected is not None
+        t0 = time.time_ns()
+        started = time.monotonic()
+        calls_before = self.live.limit.calls
+        live = await self.live.read_state(t0)
+        self._drain()
+        before = [r for r in self._unapplied if int(r["ts"]) < t0]
+        during = [r for r in self._unapplied if int(r["ts"]) >= t0]
+        exp = self._expected
+        exp.replay(before)
+        mismatches = exp.compare(live, skip=exp.in_flight(during))
+        exp.adopt(live)
+        self._unapplied = during
+        now = time.time_ns()
+        active = {m.key: m for m in mismatches}
+        for key, m in active.items():
+            if key not in self._reported:
+                self._reported[key] = now
+                await self._record(mismatch_event(m, now, exp.baseline_seq), "state-mismatch")
+        self._reported = {k: v for k, v in self._reported.items() if k in active}
+        self.status.active = [m.to_json() for m in mismatches]
+        self.status.last_sweep_ns = now
+        metrics.DRIFT_ACTIVE.set(len(mismatches))
+        metrics.DRIFT_SWEEPS.inc()
+        metrics.DRIFT_SWEEP_SECONDS.set(time.monotonic() - started)
+        metrics.DRIFT_SWEEP_REQUESTS.set(self.live.limit.calls - calls_before)
+        metrics.DRIFT_LAST_SWEEP.set(time.time())
+        return mismatches
+
+
+def _event_id(ev: dict[str, Any]) -> str:
+    if ev.get("id"):
+        return str(ev["id"])
+    return orjson.dumps(ev, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def last_activity_ns(records: Iterable[dict[str, Any]]) -> int | None:
+    """The time of the newest record before the newest `ledger.started`/`ledger.recovered` (the last run)."""
+    last: int | None = None
+    before_start: int | None = None
+    for rec in records:
+        if rec["event"]["type"] in ("ledger.started", "ledger.recovered"):
+            before_start = last
+        last = int(rec["ts"])
+    return before_start
+
+
+def previous_run_end(data_dir: Path) -> int | None:
+    """When the previous run's last record was written (read from the newest two segments only)."""
+    from sidecar.core import framing
+    from sidecar.core.segment import SEGMENT_DIR
+
+    def records() -> Iterable[dict[str, Any]]:
+        for path in sorted((data_dir / SEGMENT_DIR).glob("*.seg"))[-2:]:
+            for frame in framing.iter_frames(path.read_bytes()):
+                if isinstance(frame, framing.FrameDamage):
+                    break
+                if frame.kind == framing.RECORD:
+                    with contextlib.suppress(ValueError):
+                        yield parse(frame.body)
+
+    return last_activity_ns(records())
+
+
+# ----------------------------------------------------------------------------------------- one-shot
+@dataclass
+class CheckResult:
+    realm: str
+    baseline: str  # "snapshot seq N" or "recorded after-states"
+    compared: dict[str, int]
+    events_checked: int
+    drifts: list[Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"realm": self.realm, "baseline": self.baseline, "compared": self.compared,
+                "events_checked": self.events_checked, "checked": sum(self.compared.values()),
+                "verdict": "drift" if self.drifts else "no-drift",
+                "drift": [d.to_json() if hasattr(d, "to_json") else d for d in self.drifts]}
+
+    def summary(self) -> str:
+        what = ", ".join(f"{v} {k}" for k, v in self.compared.items())
+        head = (f"compared {what} of realm {self.realm} (baseline: {self.baseline}) and "
+                f"{self.events_checked} Keycloak events with the verified ledger")
+        return head + ("\nno drift" if not self.drifts else f"\nDRIFT ({len(self.drifts)}):")
+
+
+@dataclass(frozen=True, slots=True)
+class EventDrift:
+    realm: str
+    event: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        admin = "operationType" in self.event
+        summary = event_summary(self.event)
+        return {"realm": self.realm, "kind": "unrecorded-change" if admin else "unrecorded-event",
+                "field": "ledger record", "expected": "a ledger record for this event",
+                "live": event_label(self.event), "keycloak_event": summary,
+                "id": summary.get("resource_path") or summary.get("user_id")}
+
+    def __str__(self) -> str:
+        return f"Keycloak event {event_label(self.event)} at {self.event.get('time')} has no ledger record"
+
+
+async def check_once(source: Path, trust: Any, base_url: str, realm: str, client_id: str, secret: str, *,
+                     unverified: bool = False, config: DriftConfig | None = None) -> CheckResult:
+    from sidecar.audit.reading import read_unverified, read_verified
+    from sidecar.capture.reader import KeycloakReader
+    from sidecar.drift.replay import compare as compare_after
+    from sidecar.drift.replay import expected_state
+
+    cfg = config or DriftConfig()
+    started_ms = int(time.time() * 1000)
+    records = list(read_unverified(source) if unverified else read_verified(source, trust))
+    snap = None
+    for rec in records:
+        e = rec["event"]
+        if e["type"] == "state.snapshot" and e.get("realm") == realm and e.get("outcome") == "succeeded":
+            snap = rec
+    reader = KeycloakReader(base_url, realm, client_id, secret, timeout_s=10.0)
+    live_reader = LiveState(reader, rate_per_s=cfg.rate_per_s, page=cfg.page, credentials=cfg.credentials)
     await reader.start()
     try:
-        for exp in expected.values():
-            if exp.realm != reader.realm:
-                continue
-            live: dict[str, Any] | None = await reader.access(exp.realm, exp.kind, exp.id)
-            checked += 1
-            drifts.extend(compare(exp, live))
+        try:
+            if snap is not None:
+                hexd = str(snap["event"]["details"]["digest"]).removeprefix("sha256:")
+                state = load_snapshot(source, hexd)
+                exp = Expected.from_snapshot(state, int(snap["seq"]))
+                exp.replay(r for r in records if int(r["seq"]) > int(snap["seq"]))
+                live = await live_reader.read_state(time.time_ns())
+                drifts: list[Any] = list(exp.compare(live))
+                compared = {"users": len(live["users"]), "groups": len(live["groups"]), "roles": len(live["roles"]),
+                            "realm settings": len(live["realm_settings"])}
+                since_ns = int(state["taken_ns"])
+                baseline = f"state.snapshot at seq {snap['seq']}"
+            else:
+                targets = [t for t in expected_state(records).values() if t.realm == realm]
+                if not targets:
+                    raise CannotCheck(f"nothing to compare against: the ledger holds no state.snapshot of realm "
+                                      f"{realm} and no recorded after-state (is the drift monitor or the state "
+                                      "reader configured?)")
+                drifts = []
+                for t in targets:
+                    live_t = await reader.fetch(f"{'users' if t.kind == 'user' else 'groups'}/{t.id}")
+                    got = await reader.access(realm, t.kind, t.id) if live_t is not None else None
+                    if live_t is not None and got is None:
+                        raise UpstreamError(f"cannot read the access state of {t.kind} {t.id}")
+                    drifts.extend(compare_after(t, got))
+                compared = {"users and groups with recorded after-states": len(targets)}
+                since_ns = min(int(r["ts"]) for r in records)
+                baseline = "recorded after-states (no state.snapshot)"
+            since_ms = since_ns // 1_000_000
+            user_ev = [e for e in await live_reader.read_events("events", since_ms)
+                       if int(e.get("time", 0)) < started_ms]
+            admin_ev = [e for e in await live_reader.read_events("admin-events", since_ms)
+                        if int(e.get("time", 0)) < started_ms]
+        except UpstreamError as exc:
+            raise CannotCheck(str(exc)) from exc
     finally:
         await reader.close()
-    return checked, drifts
+    result = match(user_ev, admin_ev, records, realm, since_ns - 5_000_000_000, any_admin=True)
+    drifts.extend(EventDrift(realm, ev) for ev in result.unmatched)
+    return CheckResult(realm, baseline, compared, len(user_ev) + len(admin_ev), drifts)

@@ -1,0 +1,166 @@
+"""Keycloak's own event stores against the ledger: every event must have its record. [pure]
+
+Keycloak stores user events (logins, token grants, credential changes) and admin events
+(every admin REST mutation). Each kind maps to the ledger types that record it; a match
+needs the same kind, the same actor, the same target (admin events: the resource path or
+the target id in it) and the same outcome, and each record matches one event only.
+`match()` returns the pairs per kind, the Keycloak events with no record (for the drift
+monitor: a change made around the sidecar) and the ledger successes Keycloak never saw
+(for tests: a record claiming what did not happen). tests/oracle.py uses this same code.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+# Keycloak user event type -> (ledger types that may record it, outcome)
+USER_EVENTS: dict[str, tuple[tuple[str, ...], str]] = {
+    "LOGIN": (("login.succeeded",), "succeeded"),
+    "LOGIN_ERROR": (("login.failed", "mfa.otp.failed"), "failed"),
+    "CLIENT_LOGIN": (("token.issued",), "succeeded"),
+    "CLIENT_LOGIN_ERROR": (("token.failed",), "failed"),
+    "CODE_TO_TOKEN": (("token.issued",), "succeeded"),
+    "CODE_TO_TOKEN_ERROR": (("token.failed",), "failed"),
+    "REFRESH_TOKEN": (("token.refreshed",), "succeeded"),
+    "LOGOUT": (("logout.completed",), "succeeded"),
+    "UPDATE_CREDENTIAL": (("credential.enrolled", "password.changed"), "succeeded"),
+    "REMOVE_CREDENTIAL": (("credential.removed",), "succeeded"),
+    "IMPERSONATE": (("user.impersonated",), "succeeded"),
+    "TOKEN_EXCHANGE": (("token.exchanged",), "succeeded"),
+}
+# Keycloak admin event (operation, resource type) -> ledger types
+ADMIN_EVENTS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("CREATE", "REALM_ROLE_MAPPING"): ("role.granted",),
+    ("DELETE", "REALM_ROLE_MAPPING"): ("role.revoked",),
+    ("CREATE", "CLIENT_ROLE_MAPPING"): ("role.granted",),
+    ("DELETE", "CLIENT_ROLE_MAPPING"): ("role.revoked",),
+    ("CREATE", "GROUP_MEMBERSHIP"): ("group.joined",),
+    ("DELETE", "GROUP_MEMBERSHIP"): ("group.left",),
+    ("CREATE", "USER"): ("user.created",),
+    ("UPDATE", "USER"): ("user.updated", "user.disabled", "user.enabled"),
+    ("DELETE", "USER"): ("user.deleted",),
+    ("ACTION", "USER"): ("password.reset", "credential.removed", "session.revoked", "admin.change"),
+    ("CREATE", "CLIENT"): ("client.created",),
+    ("DELETE", "CLIENT"): ("client.deleted",),
+    ("ACTION", "CLIENT"): ("client.secret.rotated", "admin.change"),
+    ("DELETE", "USER_SESSION"): ("session.revoked",),
+    ("CREATE", "REALM_ROLE"): ("role.composite.changed", "admin.change"),
+    ("DELETE", "REALM_ROLE"): ("role.composite.changed", "admin.change"),
+}
+# Admin events of other resource types are still changes: any admin record with their path matches.
+ANY_ADMIN = ("admin.change",)
+
+# Ledger kinds whose Keycloak counterpart Keycloak stores by default: a success of one of these
+# kinds with no Keycloak event is a record claiming something Keycloak did not see.
+# (REFRESH_TOKEN is not stored by default, admin.change covers paths without a fixed resource type.)
+ORACLE_VISIBLE = frozenset({"login.succeeded", "token.issued", "logout.completed", "role.granted", "role.revoked",
+                            "group.joined", "group.left", "user.created", "user.deleted", "client.created",
+                            "client.deleted", "client.secret.rotated", "password.reset"})
+
+
+@dataclass
+class Match:
+    table: Counter[str] = field(default_factory=Counter)  # "KC_TYPE -> ledger.type": count
+    unmatched: list[dict[str, Any]] = field(default_factory=list)  # Keycloak events with no record
+    phantom: list[dict[str, Any]] = field(default_factory=list)  # ledger successes Keycloak did not see
+    used: set[int] = field(default_factory=set)  # seqs of the records that matched an event
+
+    def render(self) -> str:
+        lines = [f"  {k:55s} {v:4d}" for k, v in sorted(self.table.items())]
+        lines += [f"  UNMATCHED {event_label(e)}" for e in self.unmatched]
+        lines += [f"  PHANTOM {r['event']['type']}" for r in self.phantom]
+        return "\n".join(lines)
+
+
+def event_label(ev: dict[str, Any]) -> str:
+    if "operationType" in ev:
+        return f"{ev.get('operationType')} {ev.get('resourceType')} {ev.get('resourcePath', '')}".strip()
+    return str(ev.get("type"))
+
+
+def event_summary(ev: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a Keycloak event a drift record may carry: never a representation (it can hold secrets)."""
+    if "operationType" in ev:
+        auth = ev.get("authDetails") or {}
+        out = {"store": "admin-events", "id": ev.get("id"), "time": ev.get("time"),
+               "operation": ev.get("operationType"), "resource_type": ev.get("resourceType"),
+               "resource_path": ev.get("resourcePath"), "actor_id": auth.get("userId"),
+               "actor_client": auth.get("clientId"), "ip": auth.get("ipAddress"), "error": ev.get("error")}
+    else:
+        details = ev.get("details") or {}
+        out = {"store": "events", "id": ev.get("id"), "time": ev.get("time"), "type": ev.get("type"),
+               "user_id": ev.get("userId"), "username": details.get("username"), "client": ev.get("clientId"),
+               "session": ev.get("sessionId"), "ip": ev.get("ipAddress"), "error": ev.get("error")}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _actor_ok(kc_user: str | None, kc_username: str | None, rec: dict[str, Any]) -> bool:
+    actor = rec["event"].get("actor") or {}
+    if kc_user and actor.get("id") == kc_user:
+        return True
+    return bool(kc_username) and actor.get("username") == kc_username
+
+
+def match(user_events: Iterable[dict[str, Any]], admin_events: Iterable[dict[str, Any]],
+          records: Iterable[dict[str, Any]], realm: str, since_ns: int, *, used: set[int] | None = None,
+          any_admin: bool = False) -> Match:
+    """Pair every Keycloak event with one ledger record (each record used once).
+
+    `used` carries the seqs already matched by earlier calls (an incremental reconciler);
+    `any_admin` also requires a record for admin events of resource types not in ADMIN_EVENTS.
+    """
+    result = Match(used=used if used is not None else set())
+    used_seqs = result.used
+    pool = [r for r in records if int(r["ts"]) >= since_ns and r["event"].get("realm") == realm
+            and (r["event"].get("details") or {}).get("phase") != "intent"]
+    for ev in sorted(user_events, key=lambda e: e["time"]):
+        if ev.get("type") not in USER_EVENTS:
+            continue
+        kinds, outcome = USER_EVENTS[ev["type"]]
+        username = (ev.get("details") or {}).get("username")
+        for rec in pool:
+            e = rec["event"]
+            if rec["seq"] in used_seqs or e["type"] not in kinds or e["outcome"] != outcome:
+                continue
+            if ev["type"] in ("CLIENT_LOGIN", "CLIENT_LOGIN_ERROR"):
+                ok = e.get("client") == ev.get("clientId")
+            elif ev["type"] == "IMPERSONATE":  # Keycloak puts the impersonated user in userId
+                ok = (e.get("target") or {}).get("id") == ev.get("userId")
+            else:
+                ok = _actor_ok(ev.get("userId"), username, rec)
+            if ok and (e.get("client") in (None, ev.get("clientId"))):
+                used_seqs.add(rec["seq"])
+                result.table[f"{ev['type']} -> {e['type']}"] += 1
+                break
+        else:
+            result.unmatched.append(ev)
+    for ev in sorted(admin_events, key=lambda e: e["time"]):
+        key = (ev.get("operationType"), ev.get("resourceType"))
+        if key in ADMIN_EVENTS:
+            kinds = ADMIN_EVENTS[key]
+        elif any_admin:
+            kinds = ANY_ADMIN + tuple(t for ts in ADMIN_EVENTS.values() for t in ts)
+        else:
+            continue
+        kc_actor = (ev.get("authDetails") or {}).get("userId")
+        path = ev.get("resourcePath", "")
+        for rec in pool:
+            e = rec["event"]
+            if rec["seq"] in used_seqs or e["type"] not in kinds or e["outcome"] != "succeeded":
+                continue
+            rec_path = (e.get("details") or {}).get("path", "")
+            target_id = (e.get("target") or {}).get("id") or ""
+            if (e.get("actor") or {}).get("id") == kc_actor and (rec_path == path or (target_id and target_id in path)):
+                used_seqs.add(rec["seq"])
+                result.table[f"{key[0]} {key[1]} -> {e['type']}"] += 1
+                break
+        else:
+            result.unmatched.append(ev)
+    for rec in pool:
+        e = rec["event"]
+        if rec["seq"] not in used_seqs and e["outcome"] == "succeeded" and e["type"] in ORACLE_VISIBLE:
+            result.phantom.append(rec)
+    return result

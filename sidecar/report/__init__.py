@@ -1,0 +1,1 @@
+"""The auditor's report: one self-contained HTML file built from a verified ledger."""
