@@ -53,31 +53,42 @@ def ledger_cmd(events: int, data_dir: Path, concurrency: int, latency_appends: i
 
 @bench.command("proxy")
 @click.option("--requests", type=click.IntRange(min=10), default=400, show_default=True,
-              help="interleaved direct/sidecar pairs per request kind")
+              help="rounds per request kind, each one request direct, one through the bare proxy, one through "
+                   "the sidecar")
 @click.option("--logins", type=click.IntRange(min=1), default=150, show_default=True,
               help="browser-style logins for the CPU measurement")
-@click.option("--concurrency", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="clients issuing the interleaved pairs at once")
+@click.option("--headroom-seconds", type=click.FloatRange(min=0.5), default=5.0, show_default=True,
+              help="length of each headroom load (token requests, then logins) against the stand-in upstream")
+@click.option("--headroom-concurrency", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="clients in the headroom loads")
+@click.option("--quick", is_flag=True,
+              help="no Keycloak: the stand-in upstream (recorded answers) for every phase, small sizes welcome; "
+                   "targets against Keycloak's CPU are then reported as not measured")
 @click.option("--upstream", default=None,
               help="reuse a running Keycloak at this URL (realm ledger-test imported, --hostname naming "
                    "http://127.0.0.1:<--listen-port>) instead of starting one")
 @click.option("--upstream-pid", type=int, default=None,
               help="Keycloak's pid for --upstream (default: found by port)")
 @click.option("--listen-port", type=int, default=None, help="the sidecar's port (default: a free one)")
+@click.option("--recordings", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,
+              help="recorded Keycloak exchanges for the stand-in (default: the repository's tests/capture/exchanges)")
 @click.option("--data", "data_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="where the sidecar's ledger and Keycloak's copy go (default: a temporary directory)")
 @click.option("--keep", is_flag=True, help="keep the sidecar's ledger and logs")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
-def proxy_cmd(requests: int, logins: int, concurrency: int, upstream: str | None, upstream_pid: int | None,
-              listen_port: int | None, data_dir: Path | None, keep: bool, as_json: bool) -> None:
-    """Latency added to real Keycloak requests, and the sidecar's CPU per captured login."""
+def proxy_cmd(requests: int, logins: int, headroom_seconds: float, headroom_concurrency: int, quick: bool,
+              upstream: str | None, upstream_pid: int | None, listen_port: int | None, recordings: Path | None,
+              data_dir: Path | None, keep: bool, as_json: bool) -> None:
+    """The sidecar's CPU and added latency per request against a bare aiohttp proxy and Keycloak, and headroom."""
     from sidecar.bench.common import emit
-    from sidecar.bench.proxy import print_proxy, run_proxy
+    from sidecar.bench.proxy import RECORDINGS, print_proxy, run_proxy
 
     if upstream is not None and listen_port is None:
         raise click.UsageError("--upstream needs --listen-port: the port Keycloak's --hostname names")
-    result = run_proxy(requests=requests, logins=logins, concurrency=concurrency, upstream=upstream,
-                       upstream_pid=upstream_pid, listen_port=listen_port, data_dir=data_dir, keep=keep)
+    result = run_proxy(requests=requests, logins=logins, upstream=upstream, upstream_pid=upstream_pid,
+                       listen_port=listen_port, data_dir=data_dir, keep=keep, quick=quick,
+                       headroom_seconds=headroom_seconds, headroom_concurrency=headroom_concurrency,
+                       recordings=recordings or RECORDINGS)
     emit(result, as_json, print_proxy)
 
 
@@ -106,9 +117,12 @@ def replication_cmd(seconds: float, rate: float, segment_max_bytes: int, data_di
 @bench.command("all")
 @click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
               help=_DATA_HELP)
+@click.option("--quick", is_flag=True,
+              help="tiny sizes and the proxy against the stand-in upstream (no Keycloak): every target is "
+                   "printed, those that need Keycloak as not measured; for smoke tests, not for figures")
 @click.option("--json", "as_json", is_flag=True, help="print the results as one JSON object")
-def all_cmd(data_dir: Path, as_json: bool) -> None:
-    """The three with modest sizes: ledger 100k events, proxy 200 pairs + 100 logins, replication 10 s."""
+def all_cmd(data_dir: Path, quick: bool, as_json: bool) -> None:
+    """All three with modest sizes (ledger 100k events, proxy 200 rounds + 100 logins, replication 10 s)."""
     import orjson
 
     from sidecar.bench.common import make_console
@@ -116,21 +130,32 @@ def all_cmd(data_dir: Path, as_json: bool) -> None:
     from sidecar.bench.proxy import print_proxy, run_proxy
     from sidecar.bench.replication import print_replication, run_replication
 
-    results = {
-        "ledger": run_ledger(data_dir, events=100_000),
-        "proxy": run_proxy(requests=200, logins=100, data_dir=data_dir),
-        "replication": run_replication(seconds=10.0, data_dir=data_dir),
-    }
+    if quick:
+        results = {
+            "ledger": run_ledger(data_dir, events=2000, concurrency=200, latency_appends=100, reference_seconds=0.1),
+            "proxy": run_proxy(requests=20, logins=5, data_dir=data_dir, quick=True, headroom_seconds=0.5,
+                               headroom_concurrency=4),
+            "replication": run_replication(seconds=2.0, rate=200.0, data_dir=data_dir),
+        }
+    else:
+        results = {
+            "ledger": run_ledger(data_dir, events=100_000),
+            "proxy": run_proxy(requests=200, logins=100, data_dir=data_dir),
+            "replication": run_replication(seconds=10.0, data_dir=data_dir),
+        }
+    targets = [{"benchmark": name, **t} for name, r in results.items() for t in r["targets"]]
+    summary = {"met": sum(t["passed"] is True for t in targets), "missed": sum(t["passed"] is False for t in targets),
+               "not_measured": sum(t["passed"] is None for t in targets), "total": len(targets)}
     if as_json:
-        click.echo(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
+        click.echo(orjson.dumps({"targets": targets, "summary": summary, **results},
+                                option=orjson.OPT_INDENT_2).decode())
         return
     console = make_console()
     print_ledger(results["ledger"], console)
     print_proxy(results["proxy"], console)
     print_replication(results["replication"], console)
-    passed = sum(t["passed"] for r in results.values() for t in r["targets"])
-    total = sum(len(r["targets"]) for r in results.values())
-    console.print(f"targets met: {passed} of {total}")
+    console.print(f"targets met: {summary['met']} of {summary['total']} ({summary['missed']} missed, "
+                  f"{summary['not_measured']} not measured)")
 
 
 if __name__ == "__main__":  # `python -m sidecar.bench.cli ledger --data DIR` works without the `sidecar` entry point

@@ -196,6 +196,10 @@ def run_replication(*, seconds: float = 20.0, rate: float = 1000.0, segment_max_
             shutil.rmtree(root, ignore_errors=True)
     targets = [Target(f"replication lag p99, {name} store", res["lag_p99_ms"], 2000.0, "ms", False,
                       "2 s after commit (brief §9)") for name, res in results.items()]
+    dir_rate = results["directory"]["pull_verify"]["records_per_s"]
+    targets.append(Target("pull + verify from S3 vs the directory store", results["s3"]["pull_verify"]["records_per_s"],
+                          0.25 * dir_rate, "records/s", True,
+                          f"25% of the directory store's pull + verify in the same run ({dir_rate:,.0f}/s)"))
     return {
         "benchmark": "replication",
         "machine": machine,

@@ -10,13 +10,23 @@ from click.testing import CliRunner
 from sidecar.bench.cli import bench
 
 REFERENCE_KEYS = {"cores", "ed25519_sign_per_s", "ed25519_verify_per_s", "fsync_p50_us", "fsync_p99_us",
-                  "sha256_records_per_s_1core", "sha256_records_per_s_all_cores"}
+                  "sha256_records_per_s_1core", "sha256_records_per_s_all_cores",
+                  "read_walk_hash_records_per_s_all_cores"}
 RESULT_KEYS = {"appends_per_s", "cpu_us_per_append", "commits", "mean_batch", "latency_p50_us", "latency_p99_us",
                "verified_records", "verify_records_per_s", "verify_records_per_s_1worker", "raw_bytes_per_event",
                "compressed_bytes_per_event", "record_body_mean_bytes", "encode_record_per_s"}
 TRADEOFF_KEYS = {"sign_every_record_per_s", "sign_per_100_per_s", "verify_every_record_ceiling_all_cores"}
-TARGETS = {"durable signed appends/s", "verified records/s vs hash loop", "verified records/s, absolute",
-           "append latency p50", "bytes/event at rest, compressed"}
+TARGETS = {"durable signed appends/s", "full verification vs bare loop",
+           "full verification, 1M/s goal", "append latency p50", "bytes/event at rest, compressed"}
+# Every target of brief §9 / issue 14, by benchmark.
+ALL_TARGETS = {
+    "ledger": TARGETS,
+    "proxy": {"pass-through CPU per request vs bare proxy", "pass-through added latency p50",
+              "captured added latency p50", "sidecar CPU per token request / Keycloak's",
+              "sidecar CPU per login / Keycloak's"},
+    "replication": {"replication lag p99, directory store", "replication lag p99, s3 store",
+                    "pull + verify from S3 vs the directory store"},
+}
 
 
 def test_bench_ledger_json_has_every_figure(tmp_path: Path) -> None:
@@ -36,6 +46,8 @@ def test_bench_ledger_json_has_every_figure(tmp_path: Path) -> None:
     for key in TRADEOFF_KEYS:
         assert data["tradeoff"][key] > 0, key
     assert data["results"]["verify_ok"] is True
+    assert data["results"]["verify_mode"] == "thorough"
+    assert data["results"]["verify_peak_rss_kib"] > 0
     assert data["results"]["verified_records"] == 2001  # the events plus the ledger.started record
     assert {t["name"] for t in data["targets"]} == TARGETS
     for target in data["targets"]:
@@ -52,3 +64,27 @@ def test_bench_ledger_human_output_has_tables(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     for name in TARGETS:
         assert name in result.stdout
+
+
+def test_bench_all_quick_json_names_every_target_with_a_verdict(tmp_path: Path) -> None:
+    """`bench all --quick --json` (stand-in upstream, no Keycloak) runs and prints every brief target with a verdict."""
+    result = CliRunner().invoke(bench, ["all", "--quick", "--json", "--data", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    for name, names in ALL_TARGETS.items():
+        assert {t["name"] for t in data[name]["targets"]} == names, name
+    assert {(t["benchmark"], t["name"]) for t in data["targets"]} == {
+        (bench_name, n) for bench_name, names in ALL_TARGETS.items() for n in names}
+    for target in data["targets"]:
+        assert target["verdict"], target
+        if target["benchmark"] == "proxy" and "Keycloak" in target["name"]:
+            assert target["passed"] is None and target["verdict"].startswith("NOT MEASURED")  # no Keycloak in --quick
+        else:
+            assert isinstance(target["passed"], bool), target
+    summary = data["summary"]
+    assert summary["met"] + summary["missed"] + summary["not_measured"] == summary["total"] == len(data["targets"])
+    proxy = data["proxy"]["results"]
+    assert proxy["ledger"]["verdict"] == "intact" and proxy["ledger"]["types"].get("token.issued", 0) > 0
+    assert proxy["headroom"]["token"]["succeeded"] > 0 and proxy["headroom"]["login"]["succeeded"] > 0
+    assert "ledger: append() to acknowledgement, total" in proxy["capture_cost"]["parts_us"]
+    assert list(tmp_path.iterdir()) == []  # everything written was removed
