@@ -98,9 +98,8 @@ async def _ledger_split(data_dir: Path, payload: dict[str, Any], n: int, probe: 
 
     KeyStore(data_dir).init(ORIGIN)
     ledger = await Ledger.open(data_dir, config=LedgerConfig())
-    commit_us: list[float] = []
-    write_us: list[float] = []
-    thread_us: list[float] = []
+    # One appender: each append is exactly one commit and one write, timed into `now` during its await.
+    now: dict[str, float] = {}
     split = hasattr(ledger, "_commit") and hasattr(ledger, "_write") and hasattr(writer_module, "_write_at")
     original_write_at = getattr(writer_module, "_write_at", None)
     if split:
@@ -109,42 +108,47 @@ async def _ledger_split(data_dir: Path, payload: dict[str, Any], n: int, probe: 
         async def timed_commit(batch: Any) -> None:
             t0 = time.perf_counter_ns()
             await commit(batch)
-            commit_us.append((time.perf_counter_ns() - t0) / 1000)
+            now["commit"] = (time.perf_counter_ns() - t0) / 1000
 
         async def timed_write(data: bytes, offset: int) -> None:
             t0 = time.perf_counter_ns()
             await write(data, offset)
-            write_us.append((time.perf_counter_ns() - t0) / 1000)
+            now["write"] = (time.perf_counter_ns() - t0) / 1000
 
         def timed_write_at(*args: Any) -> Any:
             t0 = time.perf_counter_ns()
             try:
                 return original_write_at(*args)  # type: ignore[misc]
             finally:
-                thread_us.append((time.perf_counter_ns() - t0) / 1000)
+                now["thread"] = (time.perf_counter_ns() - t0) / 1000
 
         ledger._commit = timed_commit  # type: ignore[method-assign]
         ledger._write = timed_write  # type: ignore[method-assign]
         setattr(writer_module, "_write_at", timed_write_at)  # noqa: B010
-    totals: list[float] = []
+    series: dict[str, list[float]] = {"append_total": [], "queue_and_wakeups": [], "commit_build": [],
+                                      "write_thread_handoff": [], "write_fsync": []}
     try:
         for i in range(n + 20):
             if i % 50 == 0:
                 probe.sample(5)
+            now.clear()
             t0 = time.perf_counter_ns()
             await ledger.append(payload)
-            if i >= 20:
-                totals.append((time.perf_counter_ns() - t0) / 1000)
+            total = (time.perf_counter_ns() - t0) / 1000
+            if i < 20:
+                continue
+            series["append_total"].append(total)
+            if {"commit", "write", "thread"} <= now.keys():
+                series["queue_and_wakeups"].append(total - now["commit"])
+                series["commit_build"].append(now["commit"] - now["write"])
+                series["write_thread_handoff"].append(now["write"] - now["thread"])
+                series["write_fsync"].append(now["thread"])
     finally:
         if split:
             setattr(writer_module, "_write_at", original_write_at)  # noqa: B010
         await ledger.close()
-    out = {"append_total": percentile(totals, 50)}
-    if split and commit_us and write_us and thread_us:
-        c50, w50, t50 = percentile(commit_us, 50), percentile(write_us, 50), percentile(thread_us, 50)
-        out.update({"commit_build": c50 - w50, "write_thread_handoff": w50 - t50, "write_fsync": t50,
-                    "queue_and_wakeups": out["append_total"] - c50})
-    return out
+    # p50 of each part's own per-append series (the parts of one append add up to its total).
+    return {name: percentile(values, 50) for name, values in series.items() if values}
 
 
 def capture_cost(recordings: Path, work_dir: Path, *, quick: bool = False) -> dict[str, Any]:

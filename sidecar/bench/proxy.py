@@ -234,7 +234,8 @@ async def _load(base: str, work: Callable[[Any, str], Any], seconds: float, conc
         async def client() -> None:
             nonlocal done, ok
             while time.monotonic() < deadline:
-                ok += bool(await work(http, base))
+                succeeded = bool(await work(http, base))  # awaited first: `ok += await ...` loses updates
+                ok += succeeded
                 done += 1
 
         await asyncio.gather(*(client() for _ in range(concurrency)))
@@ -361,7 +362,8 @@ def run_proxy(*, requests: int = 400, logins: int = 150, upstream: str | None = 
                 ok = 0
                 async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
                     for i in range(n):
-                        ok += await replay.login(http, sidecar_base)
+                        succeeded = await replay.login(http, sidecar_base)
+                        ok += succeeded
                         progress(i + 1)
                 return ok
 
