@@ -6,6 +6,7 @@
     ├── IntegrityError     stored bytes do not verify: names segment, sequence, expected, got
     ├── StorageError       the WAL, the index or a remote store cannot read or write (OSError)
     │   └── StoreIntegrityError  a write-once object already exists with different bytes
+    ├── RecordRejected     one record cannot be encoded (or is too large); only its append fails (ValueError)
     ├── UpstreamError      Keycloak cannot be reached or answered nonsense (ConnectionError)
     └── OverloadError      a bounded queue is full; becomes 503 + Retry-After
 
@@ -39,6 +40,15 @@ class IntegrityError(SidecarError):
 
 class StorageError(SidecarError, OSError):
     """Local or remote storage failed (disk full, I/O error, unreachable store)."""
+
+    retry_after: int = 5  # seconds a client should wait; the ledger sets it from its back-off
+
+
+class RecordRejected(SidecarError, ValueError):
+    """One record cannot be written (outside the canonical subset, or over the size limit).
+
+    Only that append fails; the writer and every other record are unaffected.
+    """
 
 
 class StoreIntegrityError(StorageError):

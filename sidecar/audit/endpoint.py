@@ -38,7 +38,7 @@ from sidecar.core import framing
 from sidecar.core.events import EventType, IdentityEvent, Outcome, Party
 from sidecar.core.note import Checkpoint, NoteError, split_note
 from sidecar.core.segment import SEGMENT_DIR, SegmentHeader, segment_number
-from sidecar.errors import OverloadError, StorageError
+from sidecar.errors import OverloadError, RecordRejected, StorageError
 from sidecar.replicate.layout import checkpoint_key, chunk_key, parse_key, segment_key
 from sidecar.replicate.replicator import _read_from
 from sidecar.replicate.store import key_problem
@@ -187,7 +187,7 @@ def add_audit_routes(app: web.Application, data_dir: Path, tokens: TokenVerifier
                               details={"object": what})
         try:
             await append(event)
-        except (StorageError, OverloadError) as exc:
+        except (StorageError, OverloadError, RecordRejected) as exc:
             if fail_closed and outcome is Outcome.SUCCEEDED:
                 raise web.HTTPServiceUnavailable(text="audit log unavailable, retry later\n",
                                                  headers={"Retry-After": "5"}) from exc

@@ -13,7 +13,9 @@ pure `CapturePipeline`'s (sidecar.capture.pipeline) or the policy's
   sees the request) or a loud log line.
 * `after_response` fetches what `needs_after` asks for, lets the pipeline turn
   the exchange into outcome events (`finish`) and appends them, waiting for them
-  to be durable before the client gets its response.
+  to be durable before the client gets its response. When Keycloak gives no
+  answer the proxy calls `abandoned` instead, and an intent gets its `unknown`
+  outcome (`pipeline.abandoned`).
 
 Every record passes `policy.redaction` before it is appended.
 """
@@ -41,7 +43,7 @@ from sidecar.capture.sessions import SessionDirectory
 from sidecar.capture.tokens import TokenVerifier, unverified_claims
 from sidecar.core.events import IdentityEvent
 from sidecar.core.exchange import CapturePlan, Pushback, RequestHead, RequestView, ResponseView
-from sidecar.errors import OverloadError, StorageError
+from sidecar.errors import OverloadError, RecordRejected, StorageError
 from sidecar.policy import failure
 from sidecar.policy.redaction import Redactor
 from sidecar.policy.schema import Policy
@@ -87,7 +89,7 @@ class LedgerHooks:
             return pending
         try:
             receipt = await self._write(pending.intent, request, None)
-        except (StorageError, OverloadError) as exc:
+        except (StorageError, OverloadError, RecordRejected) as exc:
             verdict = failure.intent_not_durable(self._policy, request.method, exc)
             if verdict.pushback is not None:
                 return verdict.pushback
@@ -108,12 +110,22 @@ class LedgerHooks:
         for event in events:
             try:
                 await self._write(event, request, response)
-            except (StorageError, OverloadError) as exc:
+            except (StorageError, OverloadError, RecordRejected) as exc:
                 verdict = failure.outcome_not_durable(self._policy, token.intent is not None, event.type.value, exc)
                 if verdict.pushback is not None:
                     return verdict.pushback
                 log.error("%s", verdict.unrecorded)
         return None
+
+    async def abandoned(self, request: RequestView, token: object, reason: str) -> None:
+        """Keycloak gave no answer: the pipeline's `unknown` outcome for an intent is appended."""
+        if not isinstance(token, Pending):
+            return
+        for event in self.pipeline.abandoned(token, request, reason):
+            try:
+                await self._write(event, request, None)
+            except (StorageError, OverloadError, RecordRejected) as exc:
+                log.error("UNRECORDED %s outcome (%s; Keycloak may have applied it): %s", event.type, reason, exc)
 
     # ------------------------------------------------------------------ fetching facts
     async def _bearer(self, request: RequestView) -> BearerFacts:

@@ -283,6 +283,20 @@ class CapturePipeline:
             return c.on_account(rt, request, response, self.attribute(facts.bearer))
         return []
 
+    def abandoned(self, pending: Pending, request: RequestView, reason: str) -> list[IdentityEvent]:
+        """No answer from Keycloak (unreachable, timed out, cut off, cancelled): an intent gets an
+        outcome `unknown` naming why, so it never stays pending; other exchanges have nothing to say."""
+        p = pending
+        if p.intent is None or p.action is None:
+            return []
+        details: dict[str, Any] = {**p.action.details, "phase": "outcome", "actor_verified": p.attribution.verified}
+        if p.intent_seq is not None:
+            details["intent_seq"] = p.intent_seq
+        return [IdentityEvent(p.action.type, Outcome.UNKNOWN, realm=p.route.realm, actor=p.attribution.actor,
+                              target=p.action.target, client=p.attribution.client, source_ip=request.client_ip,
+                              session=p.attribution.session, request_id=request.request_id, error=reason,
+                              details=details)]
+
     # ------------------------------------------------------------------ internals
     def _login_context(self, request: RequestView) -> tuple[c.LoginContext, str | None]:
         jar = cookies(request.headers, "Cookie")

@@ -13,6 +13,14 @@ Invariants:
   once (the proxy turns that into 503 + Retry-After); nothing grows without bound.
 * A failed write is cut back to the last good offset; the waiting callers get
   StorageError and nothing they were told is durable is lost.
+* Input cannot break the writer: a record that cannot be encoded (a value outside
+  the canonical subset, or over `record_max_bytes`) fails only its own append, with
+  RecordRejected; every other record of the batch is written.
+* `broken` is only for storage faults (a failed write, cut-back or segment roll).
+  While broken, appends fail at once (503) and the writer task probes storage with
+  exponential back-off (`retry_initial_s` doubling up to `retry_max_s`) by redoing
+  what failed and writing a checkpoint; the first probe that succeeds heals it.
+  Error log lines while broken are rate-limited (one per `error_log_interval_s`).
 * Segments are sealed by size or age with a signed seal and never change after.
   Keys rotate per epoch: a `key.rotated` record is committed under the old key,
   then the old private key is destroyed.
@@ -29,6 +37,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -44,7 +53,7 @@ from sidecar.core.note import Checkpoint, Seal, sign_note
 from sidecar.core.record import encode_record, genesis_hash, record_hash
 from sidecar.core.segment import SEGMENT_DIR, SegmentHeader, segment_name, segment_number
 from sidecar.core.verify import scan_segment
-from sidecar.errors import IntegrityError, OverloadError, StorageError
+from sidecar.errors import IntegrityError, OverloadError, RecordRejected, StorageError
 from sidecar.ledger.keystore import KeyStore, _fsync_dir
 
 log = logging.getLogger("sidecar.ledger")
@@ -59,6 +68,10 @@ class LedgerConfig:
     queue_max: int = 20_000
     batch_max: int = 2_000
     fsync: bool = True
+    record_max_bytes: int = 256 * 1024  # a larger record is refused to its caller (RecordRejected)
+    retry_initial_s: float = 0.1  # storage fault: first probe after this, doubling each failure ...
+    retry_max_s: float = 10.0  # ... up to this
+    error_log_interval_s: float = 10.0  # at most one storage error line per interval while broken
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +111,20 @@ class _State:
 
 
 _Item = tuple[dict[str, Any], "asyncio.Future[Receipt]"]
+_Batch = list[tuple[dict[str, Any], "asyncio.Future[Receipt] | None"]]
+WriteAt = Callable[[int, bytes, int, bool], None]
+
+
+@dataclass(slots=True)
+class _Fault:
+    """A storage fault being healed: what failed, and when the writer task probes again."""
+
+    reason: str
+    since: float  # time.monotonic() of the first failure
+    failures: int = 1
+    retry_at: float = 0.0
+    logged_at: float = 0.0
+    suppressed: int = 0  # error lines not written since logged_at
 
 
 @dataclass
@@ -113,7 +140,9 @@ class Ledger:
     _lock_fd: int
     subscribers: list[Callable[[Commit], None]] = field(default_factory=list)
     recovered: dict[str, Any] | None = None
-    broken: str | None = None
+    broken: str | None = None  # why appends fail now (a storage fault being healed, or the task ended)
+    # The seam for the one syscall sequence that writes WAL bytes; tests put a faulting twin here.
+    write_at: WriteAt = field(default_factory=lambda: _write_at)
 
     def __post_init__(self) -> None:
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(self.config.queue_max)
@@ -121,6 +150,9 @@ class Ledger:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._cut_back_to: int | None = None
+        self._roll_at: int | None = None  # a sealed segment whose successor is not created yet
+        self._fault: _Fault | None = None
+        self.rejected = 0  # records refused to their callers since start (RecordRejected)
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -197,10 +229,11 @@ class Ledger:
         """Append one event; returns once it is durable and covered by a signed checkpoint."""
         if self._task is not None and self._task.done() and not self.broken:
             self.broken = "writer task ended"
-        if self.broken and self._cut_back_to is not None:
-            self._retry_cut_back()
         if self.broken:
-            raise StorageError(f"ledger unavailable: {self.broken}")
+            err = StorageError(f"ledger unavailable: {self.broken}")
+            if self._fault is not None:
+                err.retry_after = max(1, min(60, round(self._fault.retry_at - time.monotonic() + 0.5)))
+            raise err
         if self._closing:
             raise StorageError("ledger is closing")
         payload = event.to_json() if isinstance(event, IdentityEvent) else event
@@ -222,6 +255,15 @@ class Ledger:
     def queue_depth(self) -> int:
         return self._queue.qsize()
 
+    def fault(self) -> dict[str, Any] | None:
+        """The storage fault being healed, for health: reason, failures, seconds until the next probe."""
+        f = self._fault
+        if f is None:
+            return None
+        now = time.monotonic()
+        return {"reason": f.reason, "failures": f.failures, "for_s": round(now - f.since, 3),
+                "next_probe_s": round(max(0.0, f.retry_at - now), 3)}
+
     @property
     def public_key(self) -> PublicKey:
         return self._state.signer.public
@@ -234,8 +276,10 @@ class Ledger:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._pool.shutdown(wait=True)
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
         fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         os.close(self._lock_fd)
 
@@ -247,35 +291,91 @@ class Ledger:
                 try:
                     first = await asyncio.wait_for(q.get(), max(self._next_deadline(), 0.001))
                 except TimeoutError:
-                    if not self.broken:
+                    if self._fault is not None:
+                        await self._probe()
+                    elif not self.broken:
                         await self._commit_guarded([])  # heartbeat / age-based seal / rotation
                     continue
             else:  # never let a due timer starve queued records
                 first = q.get_nowait()
-            batch: list[tuple[dict[str, Any], asyncio.Future[Receipt] | None]] = [] if not first[0] else [first]
+            batch: _Batch = [] if not first[0] else [first]
             while len(batch) < self.config.batch_max and not q.empty():
                 item = q.get_nowait()
                 if item[0]:
                     batch.append(item)
-            if batch:
+            if batch and self.broken:  # queued before the fault: fail them now, the probe owns the disk
+                _fail_waiters(batch, StorageError(f"ledger unavailable: {self.broken}"))
+            elif batch:
                 await self._commit_guarded(batch)
             if self._closing and q.empty():
                 if not self.broken:
                     await self._commit_guarded([])
                 return
 
-    async def _commit_guarded(self, batch: list[tuple[dict[str, Any], asyncio.Future[Receipt] | None]]) -> None:
-        """Commit; an unexpected error marks the ledger broken and fails the waiters, never kills the task."""
+    async def _commit_guarded(self, batch: _Batch) -> None:
+        """Commit; an unexpected error fails this batch and is handled as a storage fault, never kills the task."""
         try:
             await self._commit(batch)
         except Exception as exc:
-            self.broken = f"writer failed: {type(exc).__name__}: {exc}"
-            log.exception("ledger writer failed; appends now fail with 503 until restart")
-            for _payload, fut in batch:
-                if fut is not None and not fut.done():
-                    fut.set_exception(StorageError(self.broken))
+            # Nothing is known about the file after an unexpected error: cut it back to the last
+            # acknowledged offset before anything else is written (the probe does that first).
+            self._cut_back_to = self._state.offset
+            self._storage_fault(f"writer failed: {type(exc).__name__}", exc_info=exc)
+            _fail_waiters(batch, StorageError(f"ledger unavailable: {self.broken}"))
+
+    def _storage_fault(self, reason: str, exc_info: BaseException | None = None) -> None:
+        """Enter (or stay in) the broken state and schedule the next probe with exponential back-off."""
+        now = time.monotonic()
+        cfg = self.config
+        f = self._fault
+        if f is None:
+            f = self._fault = _Fault(reason, now)
+            log.error("ledger storage fault: %s; appends fail with 503 while the writer probes storage "
+                      "(back-off %.2f s doubling to %.0f s)", reason, cfg.retry_initial_s, cfg.retry_max_s,
+                      exc_info=exc_info)
+            f.logged_at = now
+        else:
+            f.failures += 1
+            f.reason = reason
+            if now - f.logged_at >= cfg.error_log_interval_s:
+                log.error("ledger storage still failing after %d attempts over %.1f s (%d lines suppressed): %s",
+                          f.failures, now - f.since, f.suppressed, reason)
+                f.logged_at, f.suppressed = now, 0
+            else:
+                f.suppressed += 1
+        f.retry_at = now + min(cfg.retry_max_s, cfg.retry_initial_s * 2 ** (f.failures - 1))
+        self.broken = reason
+
+    async def _probe(self) -> None:
+        """Redo what failed (cut-back, segment roll), then write a checkpoint; success heals the ledger."""
+        f = self._fault
+        assert f is not None
+        if self._cut_back_to is not None and self._fd >= 0:
+            try:
+                await self._in_pool(_truncate, self._fd, self._cut_back_to)
+            except OSError as exc:
+                self._storage_fault(f"cannot cut back the partial write: {exc.strerror or exc}")
+                return
+            self._cut_back_to = None
+        if self._roll_at is not None:
+            try:
+                await self._open_next_segment(self._roll_at)
+            except OSError as exc:
+                self._storage_fault(f"cannot open the next segment: {exc.strerror or exc}")
+                return
+        self.broken = None  # let the checkpoint through; _commit puts the fault back if it fails
+        await self._commit_guarded([])
+        if self.broken is None:
+            log.warning("ledger storage works again after %d failed attempts over %.1f s; appends resume",
+                        f.failures, time.monotonic() - f.since)
+            self._fault = None
+
+    async def _in_pool(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def _next_deadline(self) -> float:
+        if self._fault is not None:
+            return max(0.0, self._fault.retry_at - time.monotonic())
         st = self._state
         now = self.clock.now_ns()
         due = min(st.last_checkpoint_ns + int(self.config.heartbeat_s * 1e9),
@@ -284,7 +384,7 @@ class Ledger:
             due = min(due, st.segment_start_ns + int(self.config.segment_max_age_s * 1e9))
         return max(0.0, (due - now) / 1e9)
 
-    async def _commit(self, batch: list[tuple[dict[str, Any], asyncio.Future[Receipt] | None]]) -> None:
+    async def _commit(self, batch: _Batch) -> None:
         st = self._state
         cfg = self.config
         now = self.clock.now_ns()
@@ -294,24 +394,33 @@ class Ledger:
         buf = bytearray()
         records: list[tuple[int, int, bytes]] = []
         offset = st.offset
-        receipts: list[tuple[int, bytes]] = []
+        receipts: list[tuple[asyncio.Future[Receipt] | None, int, bytes]] = []
 
-        def add_record(payload: dict[str, Any]) -> None:
+        def add_record(payload: dict[str, Any], fut: asyncio.Future[Receipt] | None) -> None:
             nonlocal seq, prev, last_ts, first_hash
             ts = max(self.clock.now_ns(), last_ts)
-            body = encode_record(seq, ts, prev, payload)
+            try:
+                body = encode_record(seq, ts, prev, payload)
+            except Exception as exc:  # SECURITY: a hostile value fails its own append, never the writer
+                self._reject(fut, f"record cannot be encoded: {str(exc)[:200]}")
+                return
+            if len(body) > cfg.record_max_bytes:
+                self._reject(fut, f"record of {len(body)} bytes is over the limit of {cfg.record_max_bytes}")
+                return
             leaf = record_hash(body)
             records.append((seq, offset + len(buf), body))
             buf.extend(framing.encode_frame(framing.RECORD, body))
             crange.append(leaf)
-            receipts.append((seq, leaf))
+            receipts.append((fut, seq, leaf))
             if first_hash is None:
                 first_hash = leaf
             prev, last_ts = leaf, ts
             seq += 1
 
-        for payload, _fut in batch:
-            add_record(payload)
+        for payload, fut in batch:
+            add_record(payload, fut)
+        if batch and not receipts:
+            return  # every record was refused: nothing to write
         new_signer: Signer | None = None
         if now - st.epoch_start_ns >= cfg.epoch_s * 1e9:
             try:
@@ -321,7 +430,7 @@ class Ledger:
             else:
                 add_record(IdentityEvent(EventType.KEY_ROTATED, Outcome.SUCCEEDED, details={
                     "key": new_signer.public.to_json(), "epoch": new_signer.public.epoch,
-                    "previous": st.signer.public.to_json()}).to_json())
+                    "previous": st.signer.public.to_json()}).to_json(), None)
         root = crange.root()
         cp_body = Checkpoint(self.origin, seq, root, now).body()
         checkpoint = sign_note(cp_body, st.signer)
@@ -346,7 +455,7 @@ class Ledger:
         st.seq, st.prev, st.last_ts, st.crange, st.first_hash = seq, prev, last_ts, crange, first_hash
         st.offset = offset + len(buf)
         st.last_checkpoint_ns = now
-        for (_payload, fut), (r_seq, r_hash) in zip(batch, receipts, strict=False):
+        for fut, r_seq, r_hash in receipts:
             if fut is not None and not fut.done():
                 fut.set_result(Receipt(r_seq, r_hash, seq))
         if new_signer is not None:
@@ -357,11 +466,11 @@ class Ledger:
             log.info("signing key rotated to epoch %d; epoch %d key destroyed", new_signer.public.epoch, old_epoch)
         commit = Commit(st.segment, tuple(records), checkpoint, seal, st.offset)
         if seal:
+            self._close_sealed()
             try:
-                await self._roll_segment(now)
-            except OSError as exc:  # the batch is durable; the next segment cannot be opened
-                self.broken = f"cannot open the next segment: {exc.strerror or exc}"
-                log.error("ledger broken: %s", self.broken)
+                await self._open_next_segment(now)
+            except OSError as exc:  # the batch is durable; the next segment cannot be opened (yet)
+                self._storage_fault(f"cannot open the next segment: {exc.strerror or exc}")
         for sub in self.subscribers:
             try:
                 sub(commit)
@@ -369,53 +478,60 @@ class Ledger:
                 log.exception("ledger subscriber failed")
 
     async def _write(self, data: bytes, offset: int) -> None:
-        loop = asyncio.get_running_loop()
+        if self._fd < 0:
+            raise StorageError("WAL write failed: no open segment")
         try:
-            await loop.run_in_executor(self._pool, _write_at, self._fd, data, offset, self.config.fsync)
+            await self._in_pool(self.write_at, self._fd, data, offset, self.config.fsync)
         except OSError as exc:
             raise StorageError(f"WAL write failed: {exc.strerror or exc}") from exc
 
-    def _retry_cut_back(self) -> None:
-        """A write failed and could not be cut back (e.g. the file was immutable); try again now.
+    def _reject(self, fut: asyncio.Future[Receipt] | None, reason: str) -> None:
+        """Refuse one record to its own caller; the batch and the writer go on."""
+        self.rejected += 1
+        if fut is not None and not fut.done():
+            fut.set_exception(RecordRejected(reason))
 
-        Once the file is back at the last acknowledged offset the ledger is whole again and can
-        take appends; until then every append fails (503) rather than writing after garbage.
-        """
-        assert self._cut_back_to is not None
+    def _fail(self, batch: _Batch, exc: StorageError, offset: int) -> None:
+        """A write failed: cut the file back to the last acknowledged offset, fail the batch, enter the fault."""
         try:
-            os.ftruncate(self._fd, self._cut_back_to)
-            os.fsync(self._fd)
-        except OSError:
-            return
-        log.warning("WAL cut back to offset %d; the ledger takes appends again", self._cut_back_to)
-        self._cut_back_to = None
-        self.broken = None
-
-    def _fail(self, batch: list[tuple[dict[str, Any], asyncio.Future[Receipt] | None]], exc: StorageError,
-              offset: int) -> None:
-        try:
-            os.ftruncate(self._fd, offset)
-            os.fsync(self._fd)
-            log.error("WAL write failed, cut back to offset %d: %s", offset, exc)
+            if self._fd >= 0:
+                _truncate(self._fd, offset)
         except OSError as exc2:
-            self.broken = f"{exc}; could not cut back the partial write: {exc2.strerror}"
-            self._cut_back_to = offset
-            log.error("ledger broken: %s", self.broken)
-        for _payload, fut in batch:
-            if fut is not None and not fut.done():
-                fut.set_exception(StorageError(str(exc)))
+            self._cut_back_to = offset  # the probe retries the cut-back before anything else is written
+            self._storage_fault(f"{exc}; could not cut back the partial write: {exc2.strerror or exc2}")
+        else:
+            self._storage_fault(str(exc))
+        _fail_waiters(batch, StorageError(str(exc)))
 
-    async def _roll_segment(self, now: int) -> None:
+    def _close_sealed(self) -> None:
+        """Close the segment just sealed and make it read-only; its successor is opened next."""
         st = self._state
-        seg_dir = self.data_dir / SEGMENT_DIR
         os.close(self._fd)
-        os.chmod(seg_dir / segment_name(st.segment), 0o444)
+        self._fd = -1
+        self._roll_at = self.clock.now_ns()
+        with contextlib.suppress(OSError):  # read-only is a courtesy; the seal is what protects it
+            os.chmod(self.data_dir / SEGMENT_DIR / segment_name(st.segment), 0o444)
+
+    async def _open_next_segment(self, now: int) -> None:
+        st = self._state
         new = _new_segment_state(st.segment + 1, st.seq, st.prev, st.crange, st.signer, self.origin,
                                  self.policy_digest, now, st.epoch_start_ns, st.last_ts)
         new.last_checkpoint_ns = st.last_checkpoint_ns
-        self._fd = await asyncio.get_running_loop().run_in_executor(self._pool, _create_segment, seg_dir, new.header)
+        self._fd = await self._in_pool(_create_segment, self.data_dir / SEGMENT_DIR, new.header)
         new.offset = os.fstat(self._fd).st_size
         self._state = new
+        self._roll_at = None
+
+
+def _fail_waiters(batch: _Batch, exc: Exception) -> None:
+    for _payload, fut in batch:
+        if fut is not None and not fut.done():
+            fut.set_exception(exc)
+
+
+def _truncate(fd: int, offset: int) -> None:
+    os.ftruncate(fd, offset)
+    os.fsync(fd)
 
 
 def _write_at(fd: int, data: bytes, offset: int, do_fsync: bool) -> None:
@@ -437,8 +553,15 @@ def _new_segment_state(number: int, seq: int, prev: bytes, crange: CompactRange,
 def _create_segment(seg_dir: Path, header: SegmentHeader) -> int:
     path = seg_dir / segment_name(header.segment)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-    _write_at(fd, framing.encode_frame(framing.HEADER, header.encode()), 0, True)
-    _fsync_dir(seg_dir)
+    try:
+        _write_at(fd, framing.encode_frame(framing.HEADER, header.encode()), 0, True)
+        _fsync_dir(seg_dir)
+    except OSError:
+        # A half-made successor (disk full mid-header) goes, so the next attempt can create it again.
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise
     return fd
 
 
