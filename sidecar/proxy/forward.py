@@ -2,7 +2,9 @@
 
 Every request is forwarded unchanged and every response comes back unchanged:
 status, reason, headers (Set-Cookie order and bytes included), redirects and body bytes
-(``auto_decompress=False``). The only edits are the ones a proxy must make:
+(``auto_decompress=False`` on both sides: the server half must be built with
+`HANDLER_ARGS`, so a gzip request body goes upstream as the bytes the client sent; only
+the captured copy is decoded). The only edits are the ones a proxy must make:
 
 * hop-by-hop headers (RFC 9110 §7.6.1, plus any header named in ``Connection``) are
   dropped in both directions;
@@ -19,19 +21,38 @@ and nothing reaches the client before ``after_response`` returns. A ``Pushback``
 hook that raises) turns into 503 + Retry-After with a generic body: capture fails
 closed. The proxy never adds a header of its own to a forwarded exchange, keeps no
 cookie jar, follows no redirects, and never logs headers, cookies, queries or bodies.
+
+Bounds and isolation:
+
+* Captured and passed-through requests use separate upstream pools (``identity`` and
+  ``pass_through``), so slow pass-through traffic cannot take the connections logins,
+  token grants and admin writes need. Waiting for a pooled connection is bounded
+  (``pool_wait_s``, then 504); `status()` reports each pool's use for health.
+* Captured bodies draw on one global `ByteBudget`; a request body it cannot cover is
+  answered 503 + Retry-After before Keycloak sees it.
+* A captured request whose body has a content coding is decoded for capture only
+  (gzip, deflate; bounded like the body); any other coding, or a body that does not
+  decode, is refused with 415 before Keycloak sees it.
+* Once ``before_forward`` has returned, the hooks always hear how the exchange ended:
+  ``after_response`` with Keycloak's answer, or ``abandoned`` when there is none
+  (Keycloak unreachable, timed out or cut off, the handler cancelled), so no intent
+  record stays without an outcome.
+* Log lines a request can trigger (503, 413, 415, unreachable upstream) are
+  rate-limited per kind (`Throttle`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
 import logging
 import secrets
 import time
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -48,8 +69,10 @@ from sidecar.core.exchange import (
     decode_content,
 )
 from sidecar.errors import ConfigError
+from sidecar.proxy.budget import ByteBudget, Grant
+from sidecar.proxy.logsafe import SERVER_LOGGER, Throttle
 
-__all__ = ["NO_HOOKS", "CaptureHooks", "ProxyLimits", "ReverseProxy"]
+__all__ = ["HANDLER_ARGS", "NO_HOOKS", "CaptureHooks", "ProxyLimits", "ReverseProxy"]
 
 log = logging.getLogger("sidecar.proxy")
 
@@ -89,6 +112,23 @@ _SKIP_AUTO_HEADERS: Final = ("Accept", "Accept-Encoding", "User-Agent", "Content
 
 _PUSHBACK_BODY: Final = b"audit log unavailable, retry later\n"
 _UNREACHABLE_BODY: Final = b"upstream Keycloak unreachable\n"
+_BUSY_BODY: Final = b"audit sidecar busy, retry later\n"
+_DECODABLE: Final = frozenset({"gzip", "x-gzip", "deflate"})
+# Taken from the capture budget up front for the response of a captured request; a longer
+# response grows its grant while it is read, or is captured truncated if the budget is spent.
+_RESPONSE_ALLOWANCE: Final = 64 * 1024
+
+# For the aiohttp server (web.Application(handler_args=HANDLER_ARGS)) in front of the proxy.
+HANDLER_ARGS: Final[Mapping[str, Any]] = {
+    # SECURITY: forward request bodies byte for byte. aiohttp would otherwise inflate a gzip
+    # body and the proxy would send the inflated bytes under the client's gzip label and length.
+    "auto_decompress": False,
+    # SECURITY: aiohttp's own logger writes a malformed request's bytes (query, bearer token,
+    # cookie) into the log; this one keeps only what happened (sidecar.proxy.logsafe).
+    "logger": SERVER_LOGGER,
+    # SECURITY: aiohttp's access log writes the request line, query included.
+    "access_log": None,
+}
 
 
 class CaptureHooks(Protocol):
@@ -112,6 +152,15 @@ class CaptureHooks(Protocol):
         """Called with the upstream answer before any byte of it reaches the client."""
         ...
 
+    async def abandoned(self, request: RequestView, token: object, reason: str) -> None:
+        """Called instead of ``after_response`` when the exchange ended without Keycloak's answer.
+
+        ``reason`` is a short code (``upstream_unreachable``, ``upstream_timeout``,
+        ``upstream_failed``, ``cancelled``, ``capture_failed``); whether Keycloak applied
+        the request is unknown.
+        """
+        ...
+
 
 class _NoHooks:
     def plan(self, head: RequestHead) -> CapturePlan:
@@ -125,6 +174,9 @@ class _NoHooks:
     ) -> Pushback | None:
         return None
 
+    async def abandoned(self, request: RequestView, token: object, reason: str) -> None:
+        return None
+
 
 NO_HOOKS: Final[CaptureHooks] = _NoHooks()
 
@@ -136,7 +188,10 @@ class ProxyLimits:
     max_captured_body: int = 1024 * 1024
     upstream_connect_timeout: float = 5.0
     upstream_read_timeout: float = 60.0
-    max_connections: int = 256
+    max_connections: int = 256  # upstream pool for passed-through requests
+    identity_connections: int = 64  # a separate pool for captured ones (logins, tokens, admin writes)
+    pool_wait_s: float = 10.0  # longest wait for a free pooled connection, then 504
+    capture_budget: int = 64 * 1024 * 1024  # bytes of captured bodies held at once, all requests together
 
 
 def _filter_headers(headers: CIMultiDictProxy[str], drop: frozenset[str]) -> list[tuple[str, str]]:
@@ -163,15 +218,57 @@ def _bodiless(method: str, status: int) -> bool:
     return method == "HEAD" or status in (204, 304) or status < 200
 
 
-async def _read_bounded(stream: aiohttp.StreamReader, limit: int) -> tuple[bytes, bool]:
-    """Read up to ``limit + 1`` bytes; returns ``(bytes read, there is more)``."""
+async def _read_granted(
+    stream: aiohttp.StreamReader, limit: int, grant: Grant, granted: int
+) -> tuple[bytes, bool, bool]:
+    """Read up to ``limit + 1`` bytes, growing ``grant`` past the ``granted`` bytes it already holds.
+
+    Returns ``(bytes read, there is more, the budget covered every byte)``.
+    """
     buf = bytearray()
     while len(buf) <= limit:
         chunk = await stream.read(limit + 1 - len(buf))
         if not chunk:
+            return bytes(buf), False, True
+        over = len(buf) + len(chunk) - granted
+        if over > 0:
+            if not grant.grow(over):
+                return b"", True, False
+            granted += over
+        buf += chunk
+    return bytes(buf), True, True
+
+
+async def _read_granted_response(up: aiohttp.ClientResponse, limit: int, grant: Grant) -> tuple[bytes, bool]:
+    """The captured prefix of a response (up to ``limit`` and what the budget covers) and whether more follows.
+
+    The grant holds `_RESPONSE_ALLOWANCE` already and grows before each read beyond it; when
+    the budget is spent the capture stops there and the rest is relayed unread.
+    """
+    buf = bytearray()
+    granted = _RESPONSE_ALLOWANCE
+    while len(buf) <= limit:
+        want = limit + 1 - len(buf)
+        room = granted - len(buf)
+        if room <= 0:
+            step = min(want, _CHUNK)
+            if not grant.grow(step):
+                return bytes(buf), True  # the stream is untouched from here: relayed as is
+            granted += step
+            room = step
+        chunk = await up.content.read(min(want, room))
+        if not chunk:
             return bytes(buf), False
         buf += chunk
     return bytes(buf), True
+
+
+def _abandon_reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "upstream_timeout"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "upstream_unreachable"
+    return "upstream_failed"
 
 
 def _describe(exc: BaseException) -> str:
@@ -221,24 +318,28 @@ class ReverseProxy:
         self._base = str(url.origin())
         self._hooks = hooks
         self._limits = limits
-        self._session: aiohttp.ClientSession | None = None
+        self._session: aiohttp.ClientSession | None = None  # pass-through pool
+        self._identity: aiohttp.ClientSession | None = None  # captured (identity) pool
+        self._budget = ByteBudget(limits.capture_budget)
+        # In flight per pool: more than the pool's limit means requests wait for a connection.
+        self._busy = {"identity": 0, "pass_through": 0}
+        self._throttle = Throttle(1.0)
         # Internal ids only: adding a header would make the proxy visible.
         self._id_prefix = secrets.token_hex(4) + "-"
         self._ids = itertools.count(1)
 
-    async def start(self) -> None:
-        """Open the upstream connection pool."""
-        if self._session is not None:
-            return
+    def _new_session(self, limit: int) -> aiohttp.ClientSession:
         limits = self._limits
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=limits.max_connections),
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=limit),
             # SECURITY: one shared jar would hand one user's Keycloak session cookies
             # to the next client; cookies must only travel in each client's headers.
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
             timeout=aiohttp.ClientTimeout(
                 total=None,
+                # Waiting for a pooled connection counts here: a full pool is a 504, not a queue.
+                connect=limits.pool_wait_s + limits.upstream_connect_timeout,
                 sock_connect=limits.upstream_connect_timeout,
                 sock_read=limits.upstream_read_timeout,
             ),
@@ -249,11 +350,27 @@ class ReverseProxy:
             max_field_size=65536,
         )
 
-    async def close(self) -> None:
-        """Close the pool; in-flight upstream connections are dropped."""
+    async def start(self) -> None:
+        """Open the upstream connection pools."""
         if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+            return
+        self._session = self._new_session(self._limits.max_connections)
+        self._identity = self._new_session(self._limits.identity_connections)
+
+    async def close(self) -> None:
+        """Close the pools; in-flight upstream connections are dropped."""
+        for name in ("_session", "_identity"):
+            session = getattr(self, name)
+            if session is not None:
+                setattr(self, name, None)
+                await session.close()
+
+    def status(self) -> dict[str, Any]:
+        """Pool use and the capture budget, for health. ``saturated`` names pools with requests waiting."""
+        limits = {"identity": self._limits.identity_connections, "pass_through": self._limits.max_connections}
+        pools = {name: {"in_flight": n, "limit": limits[name]} for name, n in self._busy.items()}
+        return {"pools": pools, "saturated": sorted(n for n, p in pools.items() if p["in_flight"] > p["limit"]),
+                "capture_budget": self._budget.status()}
 
     async def lifespan(self, app: web.Application) -> AsyncIterator[None]:
         """For ``app.cleanup_ctx``: start with the app, close with it."""
@@ -307,22 +424,39 @@ class ReverseProxy:
 
     async def _pass_through(self, request: web.Request, head: RequestHead) -> web.StreamResponse:
         data = request.content if request.body_exists else None
-        up = await self._open(request, head, data)
-        if isinstance(up, web.Response):
-            return up
-        length = up.content_length
-        if _bodiless(head.method, up.status) or (length is not None and length <= _CHUNK):
-            # Small and known: one read, one write to the client.
-            try:
-                body = await up.read()
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                up.close()
-                return self._unreachable(head, exc)
-            return await self._relay(request, head, up, body, whole=True)
-        return await self._relay(request, head, up, b"", whole=False)
+        self._busy["pass_through"] += 1
+        try:
+            up = await self._open(request, head, data, self._session)
+            if isinstance(up, BaseException):
+                return self._unreachable(head, up)
+            length = up.content_length
+            if _bodiless(head.method, up.status) or (length is not None and length <= _CHUNK):
+                # Small and known: one read, one write to the client.
+                try:
+                    body = await up.read()
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    up.close()
+                    return self._unreachable(head, exc)
+                return await self._relay(request, head, up, body, whole=True)
+            return await self._relay(request, head, up, b"", whole=False)
+        finally:
+            self._busy["pass_through"] -= 1
 
     async def _captured(
         self, request: web.Request, head: RequestHead, plan: CapturePlan
+    ) -> web.StreamResponse:
+        grant = self._budget.grant(_RESPONSE_ALLOWANCE if plan.response_body else 0)
+        if grant is None:
+            return self._over_budget(head)
+        self._busy["identity"] += 1
+        try:
+            return await self._captured_within(request, head, plan, grant)
+        finally:
+            self._busy["identity"] -= 1
+            grant.release()
+
+    async def _captured_within(
+        self, request: web.Request, head: RequestHead, plan: CapturePlan, grant: Grant
     ) -> web.StreamResponse:
         limit = self._limits.max_captured_body
         data: bytes | io.BytesIO | aiohttp.StreamReader | None
@@ -330,14 +464,22 @@ class ReverseProxy:
             declared = request.content_length
             if declared is not None and declared > limit:
                 return self._too_large(head, limit)
+            if declared is not None and not grant.grow(declared):
+                return self._over_budget(head)
             try:
-                body, more = await _read_bounded(request.content, limit)
+                body, more, covered = await _read_granted(request.content, limit, grant, declared or 0)
             except (OSError, aiohttp.ClientError) as exc:
-                log.info("%s %s: client body read failed: %s", head.method, _log_path(head), _describe(exc))
+                self._log("client-body", logging.INFO, "%s %s: client body read failed: %s",
+                          head.method, _log_path(head), _describe(exc))
                 return _plain(400, b"could not read the request body\n")
+            if not covered:
+                return self._over_budget(head)
             if more:
                 return self._too_large(head, limit)
-            view = RequestView(head, body, False)
+            copy = self._decoded_copy(head, body, limit, grant)
+            if isinstance(copy, web.Response):
+                return copy
+            view = RequestView(head, copy, False)
             # aiohttp warns about (and blocks the loop on) raw bytes over 1 MiB; a file-like is streamed.
             data = body if len(body) <= 1024 * 1024 else io.BytesIO(body)
         else:
@@ -350,40 +492,83 @@ class ReverseProxy:
             return self._hook_failed(head, "before_forward", exc)
         if isinstance(token, Pushback):
             return self._pushback(head, token)
-
-        up = await self._open(request, head, data)
-        if isinstance(up, web.Response):
-            return up
-        raw, more = b"", False
-        if plan.response_body:
-            try:
-                raw, more = await _read_bounded(up.content, limit)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                up.close()
-                return self._unreachable(head, exc)
-            decoded, cut = decode_content(raw[:limit], up.headers.get("Content-Encoding"), limit)
-            response = ResponseView(up.status, up.headers, decoded, more or cut)
-        else:
-            # Not captured: say so unless the response cannot have a body.
-            missing = not _bodiless(head.method, up.status) and up.content_length != 0
-            response = ResponseView(up.status, up.headers, b"", missing)
-
-        whole = plan.response_body and not more
+        # From here on the hooks hear how this ends (after_response or abandoned), even on cancellation.
+        told = False
         try:
-            verdict = await self._hooks.after_response(view, response, token)
-        except Exception as exc:
-            _discard(up, whole)
-            return self._hook_failed(head, "after_response", exc)
+            up = await self._open(request, head, data, self._identity)
+            if isinstance(up, BaseException):
+                told = True
+                await self._abandon(view, token, _abandon_reason(up))
+                return self._unreachable(head, up)
+            raw, more = b"", False
+            if plan.response_body:
+                try:
+                    raw, more = await _read_granted_response(up, limit, grant)
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    up.close()
+                    told = True
+                    await self._abandon(view, token, "upstream_failed")
+                    return self._unreachable(head, exc)
+                encoding = up.headers.get("Content-Encoding")
+                if encoding:  # the decoded copy is held too: bounded by what the budget has left
+                    decoded, cut = decode_content(raw[:limit], encoding, min(limit, grant.headroom()))
+                    grant.grow(len(decoded))
+                else:
+                    decoded, cut = (raw, False) if len(raw) <= limit else (raw[:limit], True)
+                response = ResponseView(up.status, up.headers, decoded, more or cut)
+            else:
+                # Not captured: say so unless the response cannot have a body.
+                missing = not _bodiless(head.method, up.status) and up.content_length != 0
+                response = ResponseView(up.status, up.headers, b"", missing)
+
+            whole = plan.response_body and not more
+            told = True
+            try:
+                verdict = await self._hooks.after_response(view, response, token)
+            except Exception as exc:
+                _discard(up, whole)
+                await self._abandon(view, token, "capture_failed")
+                return self._hook_failed(head, "after_response", exc)
+        except BaseException:
+            if not told:  # cancelled (or a bug) between forwarding and the answer
+                await asyncio.shield(self._abandon(view, token, "cancelled"))
+            raise
         if isinstance(verdict, Pushback):
             _discard(up, whole)
             return self._pushback(head, verdict)
         return await self._relay(request, head, up, raw, whole=whole)
 
+    def _decoded_copy(self, head: RequestHead, body: bytes, limit: int, grant: Grant) -> bytes | web.Response:
+        """The request body as capture reads it: without its content coding; or a refusal (415, 413, 503)."""
+        coding = head.headers.get("Content-Encoding")
+        if not coding or not body:
+            return body
+        codings = [c.strip().lower() for c in coding.split(",") if c.strip().lower() not in ("", "identity")]
+        if not codings:
+            return body
+        if any(c not in _DECODABLE for c in codings):
+            return self._unreadable(head, f"content coding {coding[:40]!r} is not one capture can read")
+        decoded, cut = decode_content(body, coding, limit)
+        if cut and len(decoded) >= limit:
+            return self._too_large(head, limit)
+        if cut:
+            return self._unreadable(head, "body does not decode")
+        if not grant.grow(len(decoded)):
+            return self._over_budget(head)
+        return decoded
+
+    async def _abandon(self, view: RequestView, token: object, reason: str) -> None:
+        try:
+            await self._hooks.abandoned(view, token, reason)
+        except Exception as exc:
+            self._log("abandoned", logging.ERROR, "%s %s: capture hook abandoned raised %s",
+                      view.method, _log_path(view.head), type(exc).__name__)
+
     async def _open(
-        self, request: web.Request, head: RequestHead, data: bytes | io.BytesIO | aiohttp.StreamReader | None
-    ) -> aiohttp.ClientResponse | web.Response:
-        """Send the request upstream; an unreachable Keycloak becomes a 502/504 answer."""
-        session = self._session
+        self, request: web.Request, head: RequestHead, data: bytes | io.BytesIO | aiohttp.StreamReader | None,
+        session: aiohttp.ClientSession | None,
+    ) -> aiohttp.ClientResponse | BaseException:
+        """Send the request upstream; the failure is returned (the caller answers 502/504)."""
         if session is None:
             raise RuntimeError("ReverseProxy.start() was not called")
         raw = head.raw_path
@@ -398,7 +583,7 @@ class ReverseProxy:
                 allow_redirects=False,
             )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            return self._unreachable(head, exc)
+            return exc
 
     def _forward_headers(self, request: web.Request, head: RequestHead) -> list[tuple[str, str]]:
         headers = _filter_headers(head.headers, _REQUEST_DROP)
@@ -471,8 +656,21 @@ class ReverseProxy:
 
     # -- answers the proxy makes itself --------------------------------------------------
 
+    def _log(self, kind: str, level: int, fmt: str, *args: object) -> None:
+        """A log line hostile traffic could repeat per request: at most one per second per kind."""
+        if not log.isEnabledFor(level):
+            return
+        allowed, suppressed = self._throttle.allow(kind)
+        if allowed:
+            if suppressed:
+                fmt += " (%d similar lines suppressed)"
+                args = (*args, suppressed)
+            log.log(level, fmt, *args)
+
     def _pushback(self, head: RequestHead, pushback: Pushback) -> web.Response:
-        log.warning(
+        self._log(
+            "pushback",
+            logging.WARNING,
             "%s %s: pushback (%s); answering 503, Retry-After %d",
             head.method,
             _log_path(head),
@@ -489,11 +687,27 @@ class ReverseProxy:
         frames = traceback.extract_tb(exc.__traceback__)
         where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
         reason = f"capture hook {hook} raised {type(exc).__name__}{where}"
-        log.error("%s %s: %s", head.method, _log_path(head), reason)
+        self._log("hook-failed", logging.ERROR, "%s %s: %s", head.method, _log_path(head), reason)
         return self._pushback(head, Pushback(reason))
 
+    def _over_budget(self, head: RequestHead) -> web.Response:
+        self._log("budget", logging.WARNING,
+                  "%s %s: capture budget of %d bytes in use; answering 503", head.method, _log_path(head),
+                  self._budget.limit)
+        resp = _plain(503, _BUSY_BODY)
+        resp.headers["Retry-After"] = "1"
+        resp.force_close()  # the body may be unread
+        return resp
+
+    def _unreadable(self, head: RequestHead, why: str) -> web.Response:
+        self._log("unreadable", logging.WARNING, "%s %s: %s; answering 415", head.method, _log_path(head), why)
+        resp = _plain(415, b"content coding not accepted by the audit sidecar (send identity, gzip or deflate)\n")
+        return resp
+
     def _too_large(self, head: RequestHead, limit: int) -> web.Response:
-        log.warning(
+        self._log(
+            "too-large",
+            logging.WARNING,
             "%s %s: request body over the capture limit of %d bytes; answering 413",
             head.method,
             _log_path(head),
@@ -505,7 +719,9 @@ class ReverseProxy:
 
     def _unreachable(self, head: RequestHead, exc: BaseException) -> web.Response:
         status = 504 if isinstance(exc, TimeoutError) else 502
-        log.warning(
+        self._log(
+            "unreachable",
+            logging.WARNING,
             "%s %s: upstream Keycloak unreachable (%s); answering %d",
             head.method,
             _log_path(head),

@@ -71,6 +71,9 @@ class _Keep:
         self.seen.append((request, response))
         return None
 
+    async def abandoned(self, request: RequestView, token: object, reason: str) -> None:
+        return None
+
 
 @dataclass
 class Answer:

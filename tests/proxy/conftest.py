@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 
-from sidecar.proxy.forward import NO_HOOKS, CaptureHooks, ProxyLimits, ReverseProxy
+from sidecar.proxy.forward import HANDLER_ARGS, NO_HOOKS, CaptureHooks, ProxyLimits, ReverseProxy
 
 
 @dataclass(frozen=True)
@@ -198,7 +198,9 @@ async def _login(request: web.Request) -> web.Response:
 
 def make_upstream() -> web.Application:
     """A stand-in for Keycloak with one route per behaviour under test."""
-    app = web.Application(middlewares=[_record], client_max_size=16 * 1024 * 1024)
+    # Bodies are recorded as they arrived on the wire (no gzip inflation): what Keycloak's socket would get.
+    app = web.Application(middlewares=[_record], client_max_size=16 * 1024 * 1024,
+                          handler_args={"auto_decompress": False})
     app[SEEN] = []
     app[DRIP_STOPPED] = asyncio.Event()
     app.router.add_route("*", "/echo", _echo)
@@ -242,7 +244,7 @@ def make_proxy(aiohttp_server: Callable[..., Awaitable[TestServer]], upstream: T
         upstream_url: str | None = None,
     ) -> TestServer:
         proxy = ReverseProxy(upstream_url or str(upstream.make_url("/")), hooks, limits or ProxyLimits())
-        app = web.Application()
+        app = web.Application(handler_args=HANDLER_ARGS)
         proxy.add_routes(app)
         app.cleanup_ctx.append(proxy.lifespan)
         return await aiohttp_server(app)

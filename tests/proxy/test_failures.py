@@ -53,13 +53,14 @@ async def test_upstream_down_gives_502(
 async def test_upstream_down_on_a_captured_path_gives_502(
     make_proxy: ProxyFactory, session: aiohttp.ClientSession
 ) -> None:
-    """A captured request whose upstream is down gets 502, after before_forward and without after_response."""
+    """A captured request whose upstream is down gets 502, after before_forward; the hooks hear abandoned, not after_response."""
     hooks = RecordingHooks()
     proxy = await make_proxy(hooks, upstream_url=f"http://127.0.0.1:{_closed_port()}")
     async with session.post(proxy.make_url(LOGIN), data={"username": "alice"}) as resp:
         assert resp.status == 502
     assert len(hooks.before) == 1
     assert hooks.after == []
+    assert [reason for _, _, reason in hooks.gone] == ["upstream_unreachable"]
 
 
 async def test_upstream_timeout_gives_504(make_proxy: ProxyFactory, session: aiohttp.ClientSession) -> None:

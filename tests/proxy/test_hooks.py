@@ -30,6 +30,7 @@ class RecordingHooks:
         self.planned: list[RequestHead] = []
         self.before: list[RequestView] = []
         self.after: list[tuple[RequestView, ResponseView, object]] = []
+        self.gone: list[tuple[RequestView, object, str]] = []
         self.token = object()
         self.before_result: Pushback | object = self.token
         self.after_result: Pushback | None = None
@@ -59,6 +60,9 @@ class RecordingHooks:
         if self.raise_in == "after":
             raise ValueError("boom with code=s3cret-in-message")
         return self.after_result
+
+    async def abandoned(self, request: RequestView, token: object, reason: str) -> None:
+        self.gone.append((request, token, reason))
 
 
 def _assert_pushback(status: int, headers: Mapping[str, str], body: bytes, retry_after: int) -> None:

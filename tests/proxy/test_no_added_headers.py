@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from sidecar.core.exchange import PASS_THROUGH, CapturePlan, RequestHead
-from sidecar.proxy.forward import ProxyLimits, ReverseProxy
+from sidecar.proxy.forward import HANDLER_ARGS, ProxyLimits, ReverseProxy
 
 
 async def _bare_upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -35,13 +35,16 @@ class _CaptureAll:
     async def after_response(self, request: object, response: object, token: object) -> None:
         return None
 
+    async def abandoned(self, request: object, token: object, reason: str) -> None:
+        return None
+
 
 @pytest.fixture
 async def proxy_url(unused_tcp_port_factory) -> AsyncIterator[str]:  # type: ignore[no-untyped-def]
     up_port, port = unused_tcp_port_factory(), unused_tcp_port_factory()
     server = await asyncio.start_server(_bare_upstream, "127.0.0.1", up_port)
     proxy = ReverseProxy(f"http://127.0.0.1:{up_port}", _CaptureAll(), ProxyLimits())
-    app = web.Application()
+    app = web.Application(handler_args=HANDLER_ARGS)
     proxy.add_routes(app)
     app.cleanup_ctx.append(proxy.lifespan)
     runner = web.AppRunner(app)
