@@ -3,8 +3,8 @@
 Every request is forwarded unchanged and every response comes back unchanged:
 status, reason, headers (Set-Cookie order and bytes included), redirects and body bytes
 (``auto_decompress=False`` on both sides: the server half must be built with
-`HANDLER_ARGS`, so a gzip request body goes upstream as the bytes the client sent; only
-the captured copy is decoded). The only edits are the ones a proxy must make:
+`HANDLER_ARGS`, so a gzip request body goes upstream as the bytes the client sent). The
+only edits are the ones a proxy must make:
 
 * hop-by-hop headers (RFC 9110 §7.6.1, plus any header named in ``Connection``) are
   dropped in both directions;
@@ -30,9 +30,12 @@ Bounds and isolation:
   (``pool_wait_s``, then 504); `status()` reports each pool's use for health.
 * Captured bodies draw on one global `ByteBudget`; a request body it cannot cover is
   answered 503 + Retry-After before Keycloak sees it.
-* A captured request whose body has a content coding is decoded for capture only
-  (gzip, deflate; bounded like the body); any other coding, or a body that does not
-  decode, is refused with 415 before Keycloak sees it.
+* A captured request whose body has a content coding (other than ``identity``) is
+  refused with 415 before Keycloak sees it. Keycloak 26.7.3 does not decode request
+  bodies: it parses the coded bytes as they are ("Missing form parameter: grant_type",
+  "Cannot parse the JSON"), so no such request is one Keycloak would act on, and a
+  decoded copy could say something else than the raw bytes Keycloak parses (a gzip
+  header's file name field is raw bytes that are not in the decoded content).
 * Once ``before_forward`` has returned, the hooks always hear how the exchange ended:
   ``after_response`` with Keycloak's answer, or ``abandoned`` when there is none
   (Keycloak unreachable, timed out or cut off, the handler cancelled), so no intent
@@ -113,7 +116,6 @@ _SKIP_AUTO_HEADERS: Final = ("Accept", "Accept-Encoding", "User-Agent", "Content
 _PUSHBACK_BODY: Final = b"audit log unavailable, retry later\n"
 _UNREACHABLE_BODY: Final = b"upstream Keycloak unreachable\n"
 _BUSY_BODY: Final = b"audit sidecar busy, retry later\n"
-_DECODABLE: Final = frozenset({"gzip", "x-gzip", "deflate"})
 # Taken from the capture budget up front for the response of a captured request; a longer
 # response grows its grant while it is read, or is captured truncated if the budget is spent.
 _RESPONSE_ALLOWANCE: Final = 64 * 1024
@@ -460,6 +462,10 @@ class ReverseProxy:
     ) -> web.StreamResponse:
         limit = self._limits.max_captured_body
         data: bytes | io.BytesIO | aiohttp.StreamReader | None
+        coding = head.headers.get("Content-Encoding")
+        if coding is not None and request.body_exists and coding.strip().lower() not in ("", "identity"):
+            # SECURITY: capture would have to guess how Keycloak reads coded bytes; it reads them raw.
+            return self._unreadable(head, f"content coding {coding[:40]!r} on a captured endpoint")
         if plan.request_body and request.body_exists:
             declared = request.content_length
             if declared is not None and declared > limit:
@@ -476,10 +482,7 @@ class ReverseProxy:
                 return self._over_budget(head)
             if more:
                 return self._too_large(head, limit)
-            copy = self._decoded_copy(head, body, limit, grant)
-            if isinstance(copy, web.Response):
-                return copy
-            view = RequestView(head, copy, False)
+            view = RequestView(head, body, False)
             # aiohttp warns about (and blocks the loop on) raw bytes over 1 MiB; a file-like is streamed.
             data = body if len(body) <= 1024 * 1024 else io.BytesIO(body)
         else:
@@ -537,25 +540,6 @@ class ReverseProxy:
             _discard(up, whole)
             return self._pushback(head, verdict)
         return await self._relay(request, head, up, raw, whole=whole)
-
-    def _decoded_copy(self, head: RequestHead, body: bytes, limit: int, grant: Grant) -> bytes | web.Response:
-        """The request body as capture reads it: without its content coding; or a refusal (415, 413, 503)."""
-        coding = head.headers.get("Content-Encoding")
-        if not coding or not body:
-            return body
-        codings = [c.strip().lower() for c in coding.split(",") if c.strip().lower() not in ("", "identity")]
-        if not codings:
-            return body
-        if any(c not in _DECODABLE for c in codings):
-            return self._unreadable(head, f"content coding {coding[:40]!r} is not one capture can read")
-        decoded, cut = decode_content(body, coding, limit)
-        if cut and len(decoded) >= limit:
-            return self._too_large(head, limit)
-        if cut:
-            return self._unreadable(head, "body does not decode")
-        if not grant.grow(len(decoded)):
-            return self._over_budget(head)
-        return decoded
 
     async def _abandon(self, view: RequestView, token: object, reason: str) -> None:
         try:
@@ -701,7 +685,8 @@ class ReverseProxy:
 
     def _unreadable(self, head: RequestHead, why: str) -> web.Response:
         self._log("unreadable", logging.WARNING, "%s %s: %s; answering 415", head.method, _log_path(head), why)
-        resp = _plain(415, b"content coding not accepted by the audit sidecar (send identity, gzip or deflate)\n")
+        resp = _plain(415, b"request content coding not accepted by the audit sidecar (send the body uncoded)\n")
+        resp.force_close()  # the body is never read
         return resp
 
     def _too_large(self, head: RequestHead, limit: int) -> web.Response:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -33,44 +34,51 @@ async def _start(
 
 
 # ---------------------------------------------------------------------------- byte-faithful forwarding
-@pytest.mark.parametrize("path", ["/echo", LOGIN])
-async def test_gzip_request_body_reaches_upstream_byte_for_byte(
-    aiohttp_server: Callable[..., Awaitable[TestServer]], upstream: TestServer, session: aiohttp.ClientSession,
-    path: str,
+async def test_gzip_request_body_passes_through_byte_for_byte(
+    make_proxy: Callable[..., Awaitable[TestServer]], upstream: TestServer, session: aiohttp.ClientSession,
 ) -> None:
-    """A gzip request body (passed through or captured) reaches upstream as the exact bytes and length sent; capture sees it decoded."""
-    hooks = RecordingHooks()
-    proxy, _ = await _start(aiohttp_server, str(upstream.make_url("/")), hooks, ProxyLimits())
+    """A gzip request body on a pass-through path reaches upstream as the exact bytes and length the client sent."""
+    proxy = await make_proxy(RecordingHooks())
     body = gzip.compress(FORM)
     headers = {"Content-Encoding": "gzip", "Content-Type": "application/x-www-form-urlencoded"}
-    async with session.post(proxy.make_url(path), data=body, headers=headers) as resp:
-        await resp.read()  # whatever the stand-in makes of it: what matters is what it received
-    (got,) = [s for s in seen(upstream) if s.raw_path == path]
+    async with session.post(proxy.make_url("/echo"), data=body, headers=headers) as resp:
+        assert await resp.read() == body
+    (got,) = seen(upstream)
     assert got.body == body
     sent = dict(got.headers)
     assert sent["Content-Encoding"] == "gzip" and sent["Content-Length"] == str(len(body))
-    if path == LOGIN:
-        (view,) = hooks.before
-        assert view.body == FORM and view.form()["username"] == "alice"
-        assert hooks.after and not hooks.gone
 
 
-@pytest.mark.parametrize(("coding", "body", "status"), [
-    ("br", b"\x1b\x03\x00\xf8\xa5", 415),
-    ("gzip", b"\x1f\x8b not really gzip", 415),
-    ("gzip, zstd", gzip.compress(FORM), 415),
-    ("gzip", gzip.compress(b"a" * (2 * 1024 * 1024)), 413),  # a small bomb: inflates past the capture limit
+@pytest.mark.parametrize(("coding", "body"), [
+    ("gzip", gzip.compress(FORM)),
+    ("deflate", zlib.compress(FORM)),
+    ("br", b"\x1b\x03\x00\xf8\xa5"),
+    ("identity, gzip", gzip.compress(FORM)),
+    ("GZIP", b"\x1f\x8b not really gzip"),
 ])
-async def test_captured_request_with_unreadable_coding_is_refused_before_upstream(
+async def test_captured_request_with_a_content_coding_is_refused_before_upstream(
     make_proxy: Callable[..., Awaitable[TestServer]], upstream: TestServer, session: aiohttp.ClientSession,
-    coding: str, body: bytes, status: int,
+    coding: str, body: bytes,
 ) -> None:
-    """A captured request whose content coding capture cannot read (unknown, corrupt, inflating past the limit) is refused with a 4xx; Keycloak sees nothing."""
+    """A captured request with a coded body (which Keycloak would parse raw) is refused with 415; Keycloak and the hooks see nothing."""
     hooks = RecordingHooks()
     proxy = await make_proxy(hooks)
     async with session.post(proxy.make_url(LOGIN), data=body, headers={"Content-Encoding": coding}) as resp:
-        assert resp.status == status
-    assert seen(upstream) == [] and hooks.before == []
+        assert resp.status == 415
+        assert b"content coding" in await resp.read()
+    assert seen(upstream) == [] and hooks.planned and hooks.before == []
+
+
+async def test_identity_coding_on_a_captured_request_is_forwarded(
+    make_proxy: Callable[..., Awaitable[TestServer]], upstream: TestServer, session: aiohttp.ClientSession,
+) -> None:
+    """Content-Encoding: identity is no coding: the captured request goes through and capture sees the body."""
+    hooks = RecordingHooks()
+    proxy = await make_proxy(hooks)
+    headers = {"Content-Encoding": "identity", "Content-Type": "application/x-www-form-urlencoded"}
+    async with session.post(proxy.make_url(LOGIN), data=FORM, headers=headers) as resp:
+        assert resp.status == 200
+    assert seen(upstream)[0].body == FORM and hooks.before[0].form()["username"] == "alice"
 
 
 # ---------------------------------------------------------------------------- every forwarded capture gets an ending
