@@ -50,7 +50,7 @@ from sidecar.ledger.index import LedgerIndex
 from sidecar.ledger.keystore import KeyStore
 from sidecar.ledger.writer import Ledger, LedgerConfig
 from sidecar.policy.schema import Policy, load_policy
-from sidecar.proxy.forward import ProxyLimits, ReverseProxy
+from sidecar.proxy.forward import HANDLER_ARGS, ProxyLimits, ReverseProxy
 from sidecar.replicate.replicator import Replicator
 from sidecar.replicate.s3 import S3Store
 from sidecar.replicate.store import ObjectStore, open_store
@@ -83,6 +83,10 @@ class Settings:
     upstream_probe_s: float = 5.0  # how often readiness checks that Keycloak answers; 0 turns it off
     access_log: bool = True  # one line per request on the "sidecar.access" logger
     drift: DriftConfig | None = field(default_factory=DriftConfig)  # None: no drift monitor (needs the reader)
+    capture_budget_bytes: int = 64 * 1024 * 1024  # captured bodies held at once, all requests together
+    identity_connections: int = 64  # upstream pool for captured requests (logins, tokens, admin writes)
+    passthrough_connections: int = 256  # upstream pool for everything else
+    auditor_recheck_s: float = 5.0  # how long an auditor's live role check is cached
 
 
 LEDGER = web.AppKey("ledger", Ledger)
@@ -567,9 +571,14 @@ def make_app(settings: Settings, *, extra_resources: tuple[Resource, ...] = ()) 
                                       on_login=reader_login)
     hooks = LedgerHooks(append, policy, tokens, SessionDirectory(secrets.token_bytes(32)),
                         upstream.whoami, keys.fingerprint_key(), parts.reader)
-    parts.proxy = ReverseProxy(settings.upstream, hooks, ProxyLimits(max_captured_body=policy.capture.max_body_bytes))
+    parts.proxy = ReverseProxy(settings.upstream, hooks, ProxyLimits(
+        max_captured_body=policy.capture.max_body_bytes, capture_budget=settings.capture_budget_bytes,
+        identity_connections=settings.identity_connections, max_connections=settings.passthrough_connections))
+    proxy = parts.proxy
+    # Readiness fails while captured requests wait for an upstream connection (logins would time out).
+    parts.checks["proxy"] = lambda: "identity pool saturated" if "identity" in proxy.status()["saturated"] else None
 
-    app = web.Application(middlewares=_middlewares(parts))
+    app = web.Application(middlewares=_middlewares(parts), handler_args=HANDLER_ARGS)
     app[PARTS] = parts
     app[POLICY] = policy
     app[SETTINGS] = settings
@@ -581,8 +590,11 @@ def make_app(settings: Settings, *, extra_resources: tuple[Resource, ...] = ()) 
     app.router.add_get("/.sidecar/health", _ready)
     app.router.add_get("/.sidecar/metrics", _metrics)
     app.router.add_get("/.sidecar/drift", _drift)
+    reader = parts.reader
+    live = reader.user_realm_access if reader is not None and reader.realm == settings.auditor_realm else None
     add_audit_routes(app, settings.data_dir, tokens, append, realm=settings.auditor_realm,
-                     role=settings.auditor_role, fail_closed=policy.failure.audit_reads == "closed")
+                     role=settings.auditor_role, fail_closed=policy.failure.audit_reads == "closed",
+                     live=live, recheck_s=settings.auditor_recheck_s)
     parts.proxy.add_routes(app)
     return app
 
@@ -604,11 +616,14 @@ def readiness(parts: Parts) -> dict[str, Any]:
     ledger = parts.ledger
     if ledger is not None:
         body["ledger"] = {"records": ledger.size, "segment": ledger.segment, "queue": ledger.queue_depth(),
-                          "broken": ledger.broken, "key": ledger.public_key.name}
+                          "broken": ledger.broken, "fault": ledger.fault(), "rejected": ledger.rejected,
+                          "key": ledger.public_key.name}
     if parts.replicator is not None:
         body["replication"] = parts.replicator.status()
     if parts.probe is not None:
         body["upstream"] = {"url": parts.probe.url, "error": parts.probe.error}
+    if parts.proxy is not None:
+        body["proxy"] = parts.proxy.status()
     return body
 
 

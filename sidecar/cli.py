@@ -97,13 +97,22 @@ def main() -> None:
               help="seconds between full sweeps of the live access state")
 @click.option("--drift-rate", type=float, default=50.0, show_default=True,
               help="most Keycloak reads per second the drift monitor makes")
+@click.option("--capture-budget", "capture_budget_mb", type=int, default=64, show_default=True,
+              help="MiB of captured bodies held at once (all requests); beyond it captured requests get 503")
+@click.option("--identity-connections", type=int, default=64, show_default=True,
+              help="upstream connections for captured requests (logins, tokens, admin writes)")
+@click.option("--passthrough-connections", type=int, default=256, show_default=True,
+              help="upstream connections for everything else (a separate pool)")
+@click.option("--auditor-recheck", "auditor_recheck_s", type=float, default=5.0, show_default=True,
+              help="seconds an auditor's live role and enabled check is cached")
 @click.option("--log-level", default="INFO", show_default=True)
 def serve(upstream: str, data_dir: Path, listen: str, policy_file: Path | None, init: bool, origin: str | None,
           segment_max_bytes: int, segment_max_age: float, epoch_s: float, heartbeat: float, store_url: str | None,
           retention_days: int, high_water_mb: int, replication_interval: float, auditor_realm: str,
           auditor_role: str, reader_realm: str | None, reader_client_id: str | None,
           reader_secret_file: Path | None, drift_on: bool, drift_poll: float, drift_sweep: float, drift_rate: float,
-          log_level: str) -> None:
+          capture_budget_mb: int, identity_connections: int, passthrough_connections: int,
+          auditor_recheck_s: float, log_level: str) -> None:
     """Run the proxy in front of Keycloak, recording into the ledger."""
     import asyncio
     import logging
@@ -114,6 +123,9 @@ def serve(upstream: str, data_dir: Path, listen: str, policy_file: Path | None, 
     from sidecar.ledger.writer import LedgerConfig
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from sidecar.proxy import logsafe
+
+    logsafe.install()  # SECURITY: no other library's log record carries request bytes (see logsafe)
     host, _, port_s = listen.rpartition(":")
     if not host or not port_s.isdigit():
         _fail(f"--listen must be HOST:PORT, got {listen!r}")
@@ -130,7 +142,10 @@ def serve(upstream: str, data_dir: Path, listen: str, policy_file: Path | None, 
                         drift=DriftConfig(poll_s=drift_poll, sweep_s=drift_sweep, rate_per_s=drift_rate)
                         if drift_on else None,
                         ledger=LedgerConfig(segment_max_bytes=segment_max_bytes, segment_max_age_s=segment_max_age,
-                                            epoch_s=epoch_s, heartbeat_s=heartbeat))
+                                            epoch_s=epoch_s, heartbeat_s=heartbeat),
+                        capture_budget_bytes=capture_budget_mb * 1024 * 1024,
+                        identity_connections=identity_connections, passthrough_connections=passthrough_connections,
+                        auditor_recheck_s=auditor_recheck_s)
     app = make_app(settings)
     asyncio.run(serve_app(app, settings.host, settings.port))
 

@@ -46,6 +46,10 @@ UNVERIFIED_TOKENS = Counter("sidecar_unverified_tokens", "Recorded actions attri
 UNRECORDED = Counter("sidecar_unrecorded", "Actions let through without a record (failure mode open_unsafe, "
                      "or an outcome after the change was applied), by kind", ["kind"], registry=REGISTRY)
 
+AUDIT_DENIED = Counter("sidecar_audit_denied", "Auditor endpoint requests refused, by reason (no_token, "
+                       "invalid_token, forbidden, revoked, unconfirmed); every one is counted, records are "
+                       "rate-limited per requester", ["reason"], registry=REGISTRY)
+
 # -- HTTP -----------------------------------------------------------------------------------------
 RESPONSES = Counter("sidecar_http_responses", "Responses the sidecar sent, by status code class",
                     ["code"], registry=REGISTRY)

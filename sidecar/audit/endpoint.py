@@ -6,7 +6,13 @@
 Access needs a Keycloak-issued bearer token, verified against the realm's JWKS,
 from the configured realm and carrying the configured realm role: no token, a
 bad signature, an expired token or another realm's token is 401; a valid token
-without the role is 403 (and recorded as a failed `audit.read`). Keys are
+without the role is 403 (and recorded as a failed `audit.read`). With a state
+reader for the realm, the role is also re-checked against Keycloak's live state
+(`sidecar.audit.access.LiveRoles`, cached a few seconds): a user whose role was
+removed or who was disabled gets 403 although the token still names the role,
+and a read whose role Keycloak cannot confirm is 503. Failed reads are recorded
+rate-limited per requester (`DeniedReads`: one record at once, one aggregate
+per window) and always counted (`sidecar_audit_denied`). Keys are
 validated by the same rule as the stores and must name a ledger object, so no
 path can leave the data directory. Every read is itself a ledger record
 (`audit.read`, naming the auditor and the object); if it cannot be written and
@@ -26,13 +32,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from sidecar import metrics
+from sidecar.audit.access import DeniedReads, LiveCheck, LiveRoles, Refusal
 from sidecar.capture.tokens import TokenVerifier, realm_of_issuer, unverified_claims
 from sidecar.core import framing
 from sidecar.core.events import EventType, IdentityEvent, Outcome, Party
@@ -63,6 +71,7 @@ class _SegmentIndex:
 
 
 _CACHE: dict[Path, _SegmentIndex] = {}
+DENIED_READS = web.AppKey("denied_reads", DeniedReads)
 
 
 def _checkpoints(data: bytes) -> Iterator[tuple[framing.Frame, Checkpoint | None]]:
@@ -176,15 +185,29 @@ def _locate(data_dir: Path, key: str) -> tuple[Path, int, int] | None:
     return None
 
 
+def _actor(claims: dict[str, Any]) -> dict[str, Any]:
+    return {k: claims[k] for k in ("sub", "preferred_username", "azp", "sid") if isinstance(claims.get(k), str)}
+
+
 def add_audit_routes(app: web.Application, data_dir: Path, tokens: TokenVerifier, append: Appender, *,
-                     realm: str, role: str, fail_closed: bool) -> None:
-    async def record(request: web.Request, claims: dict[str, Any], what: str, outcome: Outcome,
-                     error: str | None = None) -> None:
-        event = IdentityEvent(EventType.AUDIT_READ, outcome, realm=realm, source_ip=request.remote,
-                              actor=Party(id=claims.get("sub"), username=claims.get("preferred_username"),
-                                          client=claims.get("azp"), kind="user"),
+                     realm: str, role: str, fail_closed: bool, live: LiveCheck | None = None,
+                     recheck_s: float = 5.0, denied_window_s: float = 60.0) -> None:
+    roles_now = LiveRoles(live, recheck_s) if live is not None else None
+    denied = DeniedReads(denied_window_s)
+    if roles_now is None:
+        log.warning("auditor endpoint: no state reader for realm %s, so an auditor's role is taken from the token "
+                    "alone (a removed role or a disabled user keeps access until the token expires); "
+                    "configure --reader-realm %s", realm, realm)
+
+    async def record(request: web.Request | None, claims: dict[str, Any], what: str, outcome: Outcome,
+                     error: str | None = None, extra: dict[str, Any] | None = None,
+                     source_ip: str | None = None) -> None:
+        actor = Party(id=claims.get("sub"), username=claims.get("preferred_username"), client=claims.get("azp"),
+                      kind="user") if claims else None
+        event = IdentityEvent(EventType.AUDIT_READ, outcome, realm=realm,
+                              source_ip=request.remote if request is not None else source_ip, actor=actor,
                               client=claims.get("azp"), session=claims.get("sid"), error=error,
-                              details={"object": what})
+                              details={"object": what, **(extra or {})})
         try:
             await append(event)
         except (StorageError, OverloadError, RecordRejected) as exc:
@@ -193,27 +216,71 @@ def add_audit_routes(app: web.Application, data_dir: Path, tokens: TokenVerifier
                                                  headers={"Retry-After": "5"}) from exc
             log.error("UNRECORDED audit read (%s) of %s: %s", outcome.value, what, exc)
 
+    async def refuse(request: web.Request, claims: dict[str, Any], what: str, error: str) -> None:
+        """A known identity was refused: counted always, recorded at most once per window (then aggregated)."""
+        metrics.AUDIT_DENIED.labels(reason=error).inc()
+        refusal = Refusal(_actor(claims), request.remote, what, error)
+        if denied.note(str(claims.get("sub")), refusal):
+            await record(request, claims, what, Outcome.FAILED, error=error)
+
     async def authorize(request: web.Request, what: str) -> dict[str, Any]:
         auth = request.headers.get("Authorization", "")
         if not auth.lower().startswith("bearer "):
+            metrics.AUDIT_DENIED.labels(reason="no_token").inc()
             raise web.HTTPUnauthorized(text="auditor token required\n",
                                        headers={"WWW-Authenticate": 'Bearer realm="sidecar-audit"'})
         token = auth[7:].strip()
         # Only the auditor realm's keys are ever fetched: a token naming another issuer is refused
         # before its (attacker-chosen) realm reaches the JWKS lookup.
         if realm_of_issuer((unverified_claims(token) or {}).get("iss")) != realm:
+            metrics.AUDIT_DENIED.labels(reason="invalid_token").inc()
             raise web.HTTPUnauthorized(text=f"not a token of realm {realm}\n",
                                        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
         claims = await tokens.verify(token)
         if claims is None or claims.get("_realm") != realm:
+            metrics.AUDIT_DENIED.labels(reason="invalid_token").inc()
             raise web.HTTPUnauthorized(text="invalid or expired token\n",
                                        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
         roles = (claims.get("realm_access") or {}).get("roles") or []
         if not isinstance(roles, list) or role not in roles:
             # A known identity tried to read the audit log without the role: that attempt is a record too.
-            await record(request, claims, what, Outcome.FAILED, error="forbidden")
+            await refuse(request, claims, what, "forbidden")
             raise web.HTTPForbidden(text=f"token lacks the {role} role of realm {realm}\n")
+        if roles_now is not None:
+            # SECURITY: the token's roles are as of its issue; Keycloak's live state decides now.
+            why = await roles_now.refusal(realm, str(claims.get("sub")), role) \
+                if isinstance(claims.get("sub"), str) else "unconfirmed"
+            if why == "unconfirmed":
+                metrics.AUDIT_DENIED.labels(reason=why).inc()
+                raise web.HTTPServiceUnavailable(text="cannot confirm the auditor role with Keycloak, retry later\n",
+                                                 headers={"Retry-After": "5"})
+            if why is not None:
+                await refuse(request, claims, what, why)
+                raise web.HTTPForbidden(text=f"the {role} role of realm {realm} is not held now ({why})\n")
         return claims
+
+    async def flush(all_windows: bool = False) -> None:
+        for refusal, suppressed, objects in denied.due(all_windows=all_windows):
+            await record(None, {**refusal.actor}, refusal.what, Outcome.FAILED, error=refusal.error,
+                         source_ip=refusal.source_ip,
+                         extra={"aggregated": True, "suppressed": suppressed, "objects": objects,
+                                "window_s": denied.window_s})
+
+    async def flusher(app: web.Application) -> AsyncIterator[None]:
+        """One aggregated record per requester and window, written when the window closes."""
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(max(0.05, denied.window_s / 4))
+                await flush()
+
+        task = asyncio.get_running_loop().create_task(loop(), name="audit-denied-flusher")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await flush(all_windows=True)
 
     async def list_objects(request: web.Request) -> web.Response:
         claims = await authorize(request, "list")
@@ -241,5 +308,7 @@ def add_audit_routes(app: web.Application, data_dir: Path, tokens: TokenVerifier
         return web.Response(body=data, content_type="application/octet-stream",
                             headers={"Cache-Control": "no-store"})
 
+    app[DENIED_READS] = denied
+    app.cleanup_ctx.append(flusher)
     app.router.add_get("/.sidecar/audit/objects", list_objects)
     app.router.add_get("/.sidecar/audit/objects/{key:.+}", get_object)

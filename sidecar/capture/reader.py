@@ -170,3 +170,18 @@ class KeycloakReader:
             state["groups"] = sorted(g.get("path") or g.get("name") for g in groups) \
                 if isinstance(groups, list) else None
         return state
+
+    async def user_realm_access(self, realm: str, user_id: str) -> tuple[bool, frozenset[str]] | None:
+        """Live (enabled, effective realm role names) of a user, read now; None if it cannot be read.
+
+        Effective roles include those held through groups, composites and the realm's default
+        roles (`role-mappings/realm/composite`). The auditor endpoint re-checks tokens with this.
+        """
+        if realm != self.realm:
+            return None
+        user, roles = await asyncio.gather(self._get(f"users/{user_id}"),
+                                           self._get(f"users/{user_id}/role-mappings/realm/composite"))
+        if not isinstance(user, dict) or not isinstance(roles, list):
+            return None
+        return user.get("enabled") is True, frozenset(r["name"] for r in roles
+                                                       if isinstance(r, dict) and isinstance(r.get("name"), str))
