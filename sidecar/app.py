@@ -87,6 +87,7 @@ class Settings:
     identity_connections: int = 64  # upstream pool for captured requests (logins, tokens, admin writes)
     passthrough_connections: int = 256  # upstream pool for everything else
     auditor_recheck_s: float = 5.0  # how long an auditor's live role check is cached
+    auditor_denied_window_s: float = 60.0  # per requester: one refusal record at once, one aggregate per window
 
 
 LEDGER = web.AppKey("ledger", Ledger)
@@ -594,7 +595,8 @@ def make_app(settings: Settings, *, extra_resources: tuple[Resource, ...] = ()) 
     live = reader.user_realm_access if reader is not None and reader.realm == settings.auditor_realm else None
     add_audit_routes(app, settings.data_dir, tokens, append, realm=settings.auditor_realm,
                      role=settings.auditor_role, fail_closed=policy.failure.audit_reads == "closed",
-                     live=live, recheck_s=settings.auditor_recheck_s)
+                     live=live, recheck_s=settings.auditor_recheck_s,
+                     denied_window_s=settings.auditor_denied_window_s)
     parts.proxy.add_routes(app)
     return app
 

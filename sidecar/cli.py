@@ -105,6 +105,8 @@ def main() -> None:
               help="upstream connections for everything else (a separate pool)")
 @click.option("--auditor-recheck", "auditor_recheck_s", type=float, default=5.0, show_default=True,
               help="seconds an auditor's live role and enabled check is cached")
+@click.option("--auditor-denied-window", "auditor_denied_window_s", type=float, default=60.0, show_default=True,
+              help="seconds per requester in which refused audit reads make one record plus one aggregate")
 @click.option("--log-level", default="INFO", show_default=True)
 def serve(upstream: str, data_dir: Path, listen: str, policy_file: Path | None, init: bool, origin: str | None,
           segment_max_bytes: int, segment_max_age: float, epoch_s: float, heartbeat: float, store_url: str | None,
@@ -112,7 +114,7 @@ def serve(upstream: str, data_dir: Path, listen: str, policy_file: Path | None, 
           auditor_role: str, reader_realm: str | None, reader_client_id: str | None,
           reader_secret_file: Path | None, drift_on: bool, drift_poll: float, drift_sweep: float, drift_rate: float,
           capture_budget_mb: int, identity_connections: int, passthrough_connections: int,
-          auditor_recheck_s: float, log_level: str) -> None:
+          auditor_recheck_s: float, auditor_denied_window_s: float, log_level: str) -> None:
     """Run the proxy in front of Keycloak, recording into the ledger."""
     import asyncio
     import logging
@@ -145,7 +147,7 @@ def serve(upstream: str, data_dir: Path, listen: str, policy_file: Path | None, 
                                             epoch_s=epoch_s, heartbeat_s=heartbeat),
                         capture_budget_bytes=capture_budget_mb * 1024 * 1024,
                         identity_connections=identity_connections, passthrough_connections=passthrough_connections,
-                        auditor_recheck_s=auditor_recheck_s)
+                        auditor_recheck_s=auditor_recheck_s, auditor_denied_window_s=auditor_denied_window_s)
     app = make_app(settings)
     asyncio.run(serve_app(app, settings.host, settings.port))
 
