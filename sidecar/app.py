@@ -347,7 +347,7 @@ async def _drift_monitor(app: web.Application) -> AsyncIterator[None]:
     # Keycloak events since the ledger's previous run count too: changes made while the sidecar was down.
     since = await asyncio.get_running_loop().run_in_executor(None, previous_run_end, s.data_dir)
     monitor = DriftMonitor(parts.reader, parts.append, s.data_dir, s.drift, client_id=parts.reader.client_id,
-                           since_ns=since)
+                           since_ns=since, store=parts.store)
     parts.ledger.subscribers.append(monitor.on_commit)
     monitor.start()
     parts.drift = monitor

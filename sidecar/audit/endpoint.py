@@ -148,6 +148,9 @@ def _snapshot(data_dir: Path) -> dict[str, tuple[Path, int, int]]:
     if newest is not None:
         key, path, start, length = newest
         out[key] = (path, start, length)
+    for path in sorted((data_dir / "snapshots").glob("*.json")):  # drift-monitor state snapshots
+        if parse_key(f"snapshots/{path.name}") is not None:
+            out[f"snapshots/{path.name}"] = (path, 0, path.stat().st_size)
     return out
 
 
@@ -162,6 +165,9 @@ def _locate(data_dir: Path, key: str) -> tuple[Path, int, int] | None:
     parsed = parse_key(key)
     if parsed is None:
         return None
+    if parsed.kind == "snapshot":
+        snap = data_dir / "snapshots" / f"{parsed.digest}.json"
+        return (snap, 0, snap.stat().st_size) if snap.is_file() else None
     segments = _segments(data_dir)
     if parsed.kind == "segment":
         for n, path in segments:

@@ -4,6 +4,7 @@ The output folder is a ledger bundle `sidecar verify` reads:
 
     <out>/segments/<n>.seg     sealed segments as stored; the open segment rebuilt from its tail chunks
     <out>/checkpoints/*.note   every checkpoint the store holds (the newest finds a cut tail)
+    <out>/snapshots/*.json     the drift monitor's state snapshots (each must hash to its name)
     <out>/objects/...          the raw objects, exactly as fetched (resume state and evidence)
 
 Pulling is resumable: objects already in `objects/` with the right size are not
@@ -20,7 +21,8 @@ is a `Finding`:
   that are not the beginning of that segment;
 * `remote-checkpoint-unknown`: a checkpoint object that is not byte for byte a
   checkpoint or seal in the segments, or whose key does not match its body;
-* `remote-damaged`: a segment whose frames do not parse.
+* `remote-damaged`: a segment whose frames do not parse;
+* `remote-snapshot-mismatch`: a state snapshot whose bytes do not hash to its name.
 
 Signatures, chains and Merkle roots are `sidecar verify`'s job on the bundle.
 """
@@ -100,6 +102,13 @@ async def pull(store: ObjectStore, out: Path, *, check_versions: bool = True,
             if len(versions) > 1:
                 add(Finding("remote-overwritten", f"object {info.key} has {len(versions)} versions: it was "
                             "overwritten after the replicator wrote it; the first version is the ledger's"))
+        if parsed is not None and parsed.kind == "snapshot":
+            import hashlib
+
+            if hashlib.sha256(data).hexdigest() != parsed.digest:
+                add(Finding("remote-snapshot-mismatch", f"object {info.key} does not hash to its name"))
+            else:
+                _write(out / info.key, data)
         if parsed is not None and parsed.kind == "checkpoint":
             _check_checkpoint_key(info.key, data, result)
             checkpoints[info.key] = data

@@ -114,6 +114,41 @@ def replication_cmd(seconds: float, rate: float, segment_max_bytes: int, data_di
     emit(result, as_json, print_replication)
 
 
+@bench.command("drift")
+@click.option("--users", type=click.IntRange(min=10), default=10_000, show_default=True)
+@click.option("--roles", type=click.IntRange(min=5), default=50, show_default=True)
+@click.option("--changes", type=click.IntRange(min=1), default=8, show_default=True,
+              help="role grants made straight on Keycloak for the bypass-to-record delay")
+@click.option("--rate", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="sweep read limit per second (0: unlimited, to measure the raw cost)")
+@click.option("--poll", type=click.FloatRange(min=0.5), default=10.0, show_default=True,
+              help="the monitor's event poll interval")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option("--keep", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+def drift_cmd(users: int, roles: int, changes: int, rate: float, poll: float, data_dir: Path | None, keep: bool,
+              as_json: bool) -> None:
+    """Drift: one full sweep of a large realm (time, Keycloak CPU) and bypass-to-drift.detected delay."""
+    from sidecar.bench.auditor import print_drift, run_drift
+    from sidecar.bench.common import emit
+
+    emit(run_drift(users=users, roles=roles, changes=changes, rate=rate, poll=poll, data_dir=data_dir, keep=keep),
+         as_json, print_drift)
+
+
+@bench.command("reads")
+@click.option("--records", type=click.IntRange(min=1000), default=1_000_000, show_default=True)
+@click.option("--data", "data_dir", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option("--keep", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+def reads_cmd(records: int, data_dir: Path | None, keep: bool, as_json: bool) -> None:
+    """The report's build time on a large ledger, and timeline --actor through the index against a full scan."""
+    from sidecar.bench.auditor import print_reads, run_reads
+    from sidecar.bench.common import emit
+
+    emit(run_reads(records=records, data_dir=data_dir, keep=keep), as_json, print_reads)
+
+
 @bench.command("all")
 @click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
               help=_DATA_HELP)

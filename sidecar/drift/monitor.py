@@ -49,6 +49,7 @@ from sidecar.drift.reconcile import event_label, event_summary, match
 from sidecar.drift.state import Expected, Mismatch, digest, state_bytes
 from sidecar.errors import SidecarError, UpstreamError
 from sidecar.ledger.writer import Commit
+from sidecar.replicate.store import ObjectStore
 
 log = logging.getLogger("sidecar.drift")
 
@@ -166,7 +167,7 @@ class _Status:
 
 class DriftMonitor:
     def __init__(self, reader: AdminReader, append: Append, data_dir: Path, config: DriftConfig | None = None,
-                 *, client_id: str = "", since_ns: int | None = None) -> None:
+                 *, client_id: str = "", since_ns: int | None = None, store: ObjectStore | None = None) -> None:
         self.reader = reader
         self.append = append
         self.data_dir = data_dir
@@ -184,7 +185,8 @@ class DriftMonitor:
         self._expected: Expected | None = None
         self._watermark_ms = (since_ns if since_ns is not None else time.time_ns()) // 1_000_000
         self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
+        self.store = store
+        self._uploads: list[str] = []  # snapshot digests not yet in the remote store
 
     # the ledger calls this after each durable batch; it must never block or fail
     def on_commit(self, commit: Commit) -> None:
@@ -236,6 +238,7 @@ class DriftMonitor:
         next_sweep = time.monotonic() + self.config.sweep_s
         while True:
             delay = self.config.poll_s
+            await self._upload()
             try:
                 deferred = await self.poll()
                 if deferred:
@@ -259,6 +262,9 @@ class DriftMonitor:
         state = await self.live.read_state(now)
         content = state_bytes(state)
         hexd = await asyncio.get_running_loop().run_in_executor(None, store_snapshot, self.data_dir, content)
+        if self.store is not None:
+            self._uploads.append(hexd)
+            await self._upload()
         receipt = await self.append(snapshot_event(self.reader.realm, self.client_id, content, hexd, state))
         self._drain()
         self._unapplied = [r for r in self._unapplied if int(r["ts"]) >= now]  # older ones are in the snapshot
@@ -266,6 +272,21 @@ class DriftMonitor:
         self.status.baseline_seq = self._expected.baseline_seq
         log.info("drift baseline: %d users, %d groups, %d composite roles (snapshot %s...)", len(state["users"]),
                  len(state["groups"]), len(state["roles"]), hexd[:12])
+
+    async def _upload(self) -> None:
+        """Put snapshots into the remote store beside the segments (write-once; retried each poll)."""
+        from sidecar.replicate.layout import snapshot_key
+
+        while self._uploads and self.store is not None:
+            hexd = self._uploads[0]
+            try:
+                data = (self.data_dir / SNAPSHOT_DIR / f"{hexd}.json").read_bytes()
+                await self.store.put(snapshot_key(hexd), data)
+            except (SidecarError, OSError) as exc:
+                log.warning("state snapshot %s... not replicated yet: %s", hexd[:12], exc)
+                metrics.DRIFT_ERRORS.labels(phase="upload").inc()
+                return
+            self._uploads.pop(0)
 
     async def poll(self) -> int:
         """One reconciliation of Keycloak's event stores; returns how many events wait for grace."""

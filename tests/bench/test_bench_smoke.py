@@ -89,3 +89,13 @@ def test_bench_all_quick_json_names_every_target_with_a_verdict(tmp_path: Path) 
         assert 0 < proxy["headroom"][kind]["succeeded"] == proxy["headroom"][kind]["done"], kind
     assert "ledger: append() to acknowledgement, total" in proxy["capture_cost"]["parts_us"]
     assert list(tmp_path.iterdir()) == []  # everything written was removed
+
+
+def test_bench_reads_runs(tmp_path: Path) -> None:
+    """`bench reads --records 2000 --json` builds the report and compares the index lookup with a full scan."""
+    result = CliRunner().invoke(bench, ["reads", "--records", "2000", "--data", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["report"]["verdict"] == "INTACT" and data["report"]["records"] == 2001
+    assert data["lookup"]["matches"] >= 1 and data["lookup"]["index_seconds"] > 0
+    assert list(tmp_path.iterdir()) == []  # cleaned up

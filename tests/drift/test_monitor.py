@@ -190,3 +190,20 @@ def test_reconcile_is_the_oracle() -> None:
     assert tests.oracle.match is match
     s = empty_state("r", 1)
     assert Expected.from_snapshot(s, None).compare(s) == []
+
+
+async def test_snapshot_is_replicated_and_pulled(tmp_path: Path) -> None:
+    """The baseline's content goes to the remote store beside the segments and `pull` brings it into the bundle."""
+    from sidecar.audit.pull import pull
+    from sidecar.replicate.memory import MemoryStore
+
+    kc, led = FakeKeycloak(), FakeLedger()
+    store = MemoryStore()
+    mon = DriftMonitor(kc, led.append, tmp_path / "data", DriftConfig(rate_per_s=0), client_id="robot", store=store)
+    (tmp_path / "data").mkdir()
+    await mon.baseline()
+    hexd = led.of("state.snapshot")[0]["details"]["digest"].removeprefix("sha256:")
+    assert [o.key for o in await store.list("snapshots/")] == [f"snapshots/{hexd}.json"]
+    result = await pull(store, tmp_path / "bundle")
+    assert not [f for f in result.findings if f.code == "remote-snapshot-mismatch"]
+    assert load_snapshot(tmp_path / "bundle", hexd)["users"]["u1"]["username"] == "alice"
