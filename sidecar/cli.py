@@ -255,8 +255,8 @@ def _is_remote(source: str) -> bool:
 @click.option("--checkpoint", "checkpoints", multiple=True, type=click.Path(path_type=Path),
               help="a signed checkpoint obtained elsewhere; finds a cut tail or a rollback")
 @click.option("--workers", type=int, default=None, help="processes (default: all cores)")
-@click.option("--thorough", is_flag=True,
-              help="read every record's envelope even when the quick scan finds nothing (slower)")
+@click.option("--thorough", is_flag=True, hidden=True,
+              help="accepted for old scripts: verification is always the full procedure")
 @click.option("--json", "as_json", is_flag=True)
 def verify(source: str, trust_file: Path, remote: str | None, token: str | None, checkpoints: tuple[Path, ...],
            workers: int | None, thorough: bool, as_json: bool) -> None:
@@ -399,12 +399,16 @@ def _print_report(report: Any, source: Path) -> None:
     click.echo(f"span: {when(report.first_ts)} .. {when(report.last_ts)}")
     click.echo(f"keys: {', '.join(report.keys)}")
     click.echo(f"tree: size {report.size}, root {report.root.hex()}")
+    formats = ", ".join(f"{n} {name}" for name, n in sorted(report.formats.items()))
+    click.echo(f"formats: {formats or '-'}")
+    if report.encrypted_records:
+        click.echo(f"encrypted fields: {report.encrypted_records} records, {report.erased_records} of them of "
+                   f"{report.erased_subjects} erased subjects (unreadable by anyone)")
+    for limit in report.limitations:
+        click.echo(f"weaker guarantee: {limit}")
     if report.ok:
-        if report.mode == "quick":
-            click.echo("verdict: INTACT (framing, every record in the signed Merkle roots, signatures, key chain, "
-                       "seals, segment links; record envelopes: quick, --thorough reads them all)")
-        else:
-            click.echo("verdict: INTACT (framing, hash chain, Merkle roots, signatures, key chain, seals)")
+        click.echo("verdict: INTACT (framing, canonical records, hash chain, Merkle roots, signatures over every "
+                   "segment byte, key chain, seals)")
         return
     click.echo(f"verdict: TAMPERED OR INCOMPLETE ({len(report.findings)} findings)")
     for finding in report.findings:

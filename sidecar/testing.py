@@ -19,6 +19,7 @@ and restores its mode afterwards.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -32,7 +33,7 @@ from sidecar.core import framing, merkle
 from sidecar.core.events import EventType, IdentityEvent, Outcome, Party
 from sidecar.core.keys import PublicKey, Signer
 from sidecar.core.merkle import CompactRange
-from sidecar.core.note import Checkpoint, Seal, sign_note, split_note
+from sidecar.core.note import Checkpoint, Seal, SegmentBytes, checkpoint_of, sign_note
 from sidecar.core.record import Record, decode_record, encode_record, record_hash
 from sidecar.core.segment import SEGMENT_DIR, SegmentHeader
 from sidecar.core.trust import TrustAnchor
@@ -250,9 +251,9 @@ def forge_segment(path: Path, signer: Signer, *, header_key: PublicKey | None = 
     frames = read_frames(path)
     header = SegmentHeader.decode(frames[0][1])
     if header_key is not None:
-        header = SegmentHeader(header.origin, header.segment, header.first_seq, header.prev, header.range,
-                               header_key, header.policy, header.created_ns)
+        header = dataclasses.replace(header, key=header_key)
     out: list[Frame] = [(framing.HEADER, header.encode())]
+    written = bytearray(framing.encode_frame(framing.HEADER, out[0][1]))
     seq, prev = header.first_seq, header.prev
     crange = CompactRange(0, header.first_seq, header.range)
     first_hash: bytes | None = None
@@ -262,20 +263,24 @@ def forge_segment(path: Path, signer: Signer, *, header_key: PublicKey | None = 
             event = change(rec.seq, rec.event) if change is not None else rec.event
             if event is None:
                 continue
-            new_body = encode_record(seq, rec.ts_ns, prev, event)
+            new_body = encode_record(seq, rec.ts_ns, prev, event, header.version)
             prev = record_hash(new_body)
             first_hash = first_hash or prev
             crange.append(prev)
             seq += 1
             out.append((kind, new_body))
         elif kind in (framing.CHECKPOINT, framing.SEAL):
-            old = Checkpoint.parse_body(split_note(body)[0])
+            old = checkpoint_of(body)
             seal = None
             if old.seal is not None:
                 assert first_hash is not None
                 seal = Seal(old.seal.segment, header.first_seq, seq - 1, first_hash, prev, old.seal.policy_digest)
-            cp = Checkpoint(old.origin, seq, crange.root(), old.time_ns, seal)
+            # kc-ledger/2: the checkpoint signs the segment's bytes before it, as the writer's do.
+            segment = SegmentBytes(header.segment, len(written), hashlib.sha256(written).digest()) \
+                if header.version >= 2 else None
+            cp = Checkpoint(old.origin, seq, crange.root(), old.time_ns, seal, segment)
             out.append((kind, sign_note(cp.body(), signer)))
         else:
             out.append((kind, body))
+        written += framing.encode_frame(*out[-1])
     write_frames(path, out)

@@ -48,7 +48,7 @@ def load_trust(path: Path) -> TrustAnchor:
         raise UnusableInput(f"{path}: {exc}") from exc
 
 
-def _scan_file(args: tuple[str, frozenset[int], bool]) -> SegmentScan:
+def _scan_file(args: tuple[str, frozenset[int]]) -> SegmentScan:
     path = Path(args[0])
     try:
         data = path.read_bytes()
@@ -56,29 +56,21 @@ def _scan_file(args: tuple[str, frozenset[int], bool]) -> SegmentScan:
         scan = SegmentScan(name=path.name, number=segment_number(path.name), size_bytes=0)
         scan.findings.append(Finding("segment-unreadable", f"cannot read: {exc.strerror}", path.name))
         return scan
-    return scan_segment(path.name, data, args[1], thorough=args[2])
+    return scan_segment(path.name, data, args[1])
 
 
 def verify_directory(source: Path, trust: TrustAnchor, *, external: Sequence[bytes] = (),
-                     workers: int | None = None, thorough: bool = False,
+                     workers: int | None = None, thorough: bool = True,
                      progress: Callable[[int, int], None] | None = None) -> Report:
     """Verify every segment under `source` against `trust` and any external checkpoints.
 
-    By default a quick scan runs first (records hashed, envelopes not read; see
-    `scan_segment`); if it finds anything, every segment is scanned again thoroughly so the
-    findings name the exact record. `thorough=True` always reads every envelope.
+    The procedure is always the full one of docs/format.md §15 (`thorough` is accepted for
+    older callers and changes nothing).
     """
+    del thorough
     files = segment_files(source)
-    report = _verify(files, trust, external, workers, thorough, progress)
-    if not thorough and not report.ok:
-        report = _verify(files, trust, external, workers, True, progress)
-    return report
-
-
-def _verify(files: list[Path], trust: TrustAnchor, external: Sequence[bytes], workers: int | None, thorough: bool,
-            progress: Callable[[int, int], None] | None) -> Report:
     sizes = external_sizes(external)
-    jobs = [(str(p), sizes, thorough) for p in files]
+    jobs = [(str(p), sizes) for p in files]
     workers = workers or os.cpu_count() or 1
     scans: list[SegmentScan] = []
     if workers > 1 and len(files) > 1:
@@ -92,6 +84,4 @@ def _verify(files: list[Path], trust: TrustAnchor, external: Sequence[bytes], wo
             scans.append(_scan_file(job))
             if progress:
                 progress(len(scans), len(files))
-    report = verify_scans(scans, trust, external)
-    report.mode = "thorough" if thorough else "quick"
-    return report
+    return verify_scans(scans, trust, external)

@@ -17,6 +17,8 @@ generated values.
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import orjson
@@ -65,3 +67,68 @@ def canonical_bytes(value: Any) -> bytes:
 def parse(data: bytes) -> Any:
     """Parse JSON bytes (the inverse of canonical_bytes for valid input)."""
     return orjson.loads(data)
+
+
+# Strings in canonical bytes; removing them leaves only structure, numbers and literals.
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+# In canonical bytes a string directly followed by ':' is an object key.
+_NON_ASCII_KEY = re.compile(rb'"(?:[^"\\]|\\.)*[\x80-\xff](?:[^"\\]|\\.)*":')
+_FLOAT = re.compile(rb'[0-9][.eE]')
+
+
+class NotCanonical(ValueError):
+    """Bytes that are not the canonical encoding of a value in the subset.
+
+    `code` says how: `not-json` (not UTF-8 JSON at all), `duplicate-key` (an object repeats a
+    key), or `not-canonical` (valid JSON, but not these exact bytes: whitespace, key order,
+    escaping, a float, an integer beyond +/-(2^53-1), a non-ASCII key).
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise NotCanonical("duplicate-key", f"duplicate key {key[:40]!r}")
+        seen[key] = value
+    return seen
+
+
+def _diagnose(data: bytes) -> NotCanonical:
+    """Why `data` is not canonical (only called on failure, so it may be slow)."""
+    try:
+        json.loads(data.decode("utf-8"), object_pairs_hook=_reject_duplicates)
+    except NotCanonical as exc:
+        return exc
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return NotCanonical("not-json", f"not JSON: {str(exc)[:80]}")
+    return NotCanonical("not-canonical", "valid JSON, but not its canonical (RFC 8785) encoding")
+
+
+def parse_canonical(data: bytes) -> Any:
+    """Parse bytes that must be exactly the canonical encoding of a value in the subset.
+
+    The one check every reader of hashed JSON uses: parse, re-encode, compare bytes. Equal
+    bytes rule out whitespace, other key orders, other escapes and duplicate keys (the
+    re-encoding would drop one); what re-encoding keeps as it was (a float such as `1.5`, an
+    integer beyond the bound, a non-ASCII key) is checked on the bytes. Raises NotCanonical.
+    """
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise _diagnose(data) from None
+    try:
+        again = orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER)
+    except TypeError:  # an integer beyond +/-(2^53-1)
+        raise NotCanonical("not-canonical", "an integer is outside +/-(2^53-1)") from None
+    if again != data:
+        raise _diagnose(data)
+    if not data.isascii() and _NON_ASCII_KEY.search(data):
+        raise NotCanonical("not-canonical", "an object key is not ASCII")
+    if _FLOAT.search(_STRING.sub(b"", data)):
+        raise NotCanonical("not-canonical", "a number has a fraction or an exponent (floats are not allowed)")
+    return value

@@ -58,11 +58,29 @@ class PublicKey:
                 "key_id": self.key_id.hex()}
 
     @classmethod
-    def from_json(cls, obj: dict[str, str]) -> PublicKey:
-        raw = base64.b64decode(obj["public_key"], validate=True)
-        if len(raw) != 32:
-            raise ValueError(f"public key {obj.get('name')!r} is {len(raw)} bytes, expected 32")
-        return cls(obj["name"], raw)
+    def from_json(cls, obj: dict[str, str], *, require_key_id: bool = False) -> PublicKey:
+        """Parse a public key object (docs/format.md §8); raises ValueError.
+
+        `key_id`, when present, must be the id computed from name and key; headers and
+        `key.rotated` records must carry it (`require_key_id`), the trust file may leave it out.
+        """
+        if not isinstance(obj, dict):
+            raise ValueError("public key is not an object")
+        name, b64 = obj.get("name"), obj.get("public_key")
+        if not isinstance(name, str) or not name or not isinstance(b64, str):
+            raise ValueError("public key lacks a name or a public_key string")
+        raw = base64.b64decode(b64, validate=True)
+        if len(raw) != 32 or base64.b64encode(raw).decode() != b64:
+            raise ValueError(f"public key {name!r} is not the base64 of 32 bytes")
+        key = cls(name, raw)
+        kid = obj.get("key_id")
+        if kid is None and require_key_id:
+            raise ValueError(f"public key {name!r} has no key_id")
+        if kid is not None and kid != key.key_id.hex():
+            raise ValueError(f"public key {name!r}: key_id {str(kid)[:16]!r} is not {key.key_id.hex()}")
+        if require_key_id and set(obj) - {"name", "public_key", "key_id"}:
+            raise ValueError(f"public key {name!r} has unexpected members")
+        return key
 
 
 class Signer:

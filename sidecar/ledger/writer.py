@@ -22,8 +22,12 @@ Invariants:
   what failed and writing a checkpoint; the first probe that succeeds heals it.
   Error log lines while broken are rate-limited (one per `error_log_interval_s`).
 * Segments are sealed by size or age with a signed seal and never change after.
-  Keys rotate per epoch: a `key.rotated` record is committed under the old key,
-  then the old private key is destroyed.
+  Keys rotate per epoch: a `key.rotated` record ends its segment, the old key
+  signs the checkpoint after it and the seal, the next segment (and its opening
+  checkpoint) is signed by the new key, then the old private key is destroyed.
+* The writer produces kc-ledger/2 (docs/format.md): every checkpoint signs the
+  digest of its segment's bytes before it. A kc-ledger/1 segment left open by an
+  older version is continued in its own format until it is sealed.
 * On start, a torn tail (from a crash mid-write) is cut back to the last whole
   frame, whole records after the last checkpoint are kept and signed, and a
   `ledger.recovered` record says what was cut. Damage that is not a torn tail
@@ -34,7 +38,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
+import hashlib
 import logging
 import os
 import time
@@ -49,7 +55,7 @@ from sidecar.core import framing
 from sidecar.core.events import EventType, IdentityEvent, Outcome
 from sidecar.core.keys import PublicKey, Signer
 from sidecar.core.merkle import CompactRange
-from sidecar.core.note import Checkpoint, Seal, sign_note
+from sidecar.core.note import Checkpoint, Seal, SegmentBytes, sign_note
 from sidecar.core.record import encode_record, genesis_hash, record_hash
 from sidecar.core.segment import SEGMENT_DIR, SegmentHeader, segment_name, segment_number
 from sidecar.core.verify import scan_segment
@@ -108,6 +114,11 @@ class _State:
     epoch_start_ns: int
     segment_start_ns: int
     last_checkpoint_ns: int = 0
+    digest: Any = None  # kc-ledger/2: running SHA-256 of the segment file's bytes (hashlib object)
+
+    @property
+    def version(self) -> int:
+        return self.header.version
 
 
 _Item = tuple[dict[str, Any], "asyncio.Future[Receipt]"]
@@ -191,14 +202,14 @@ class Ledger:
             signer = keys.load(0)
             state = _new_segment_state(0, 0, genesis_hash(origin), CompactRange.empty(0), signer,
                                        origin, policy_digest, now, now, -1)
-            fd = _create_segment(seg_dir, state.header)
-            state.offset = os.fstat(fd).st_size
+            fd = _create_segment(seg_dir, state, now)
             pending: list[tuple[Signer, PublicKey]] = []
+            seal_needed = False
         else:
-            state, fd, recovered, pending = found
+            state, fd, recovered, pending, seal_needed = found
         ledger = cls(data_dir, config, clock, policy_digest, keys, origin, state, fd, lock_fd,
                      recovered=recovered)
-        await ledger._finish_recovery(pending)
+        await ledger._finish_recovery(pending, seal_needed)
         start = IdentityEvent(EventType.LEDGER_RECOVERED if recovered else EventType.LEDGER_STARTED,
                               Outcome.SUCCEEDED, details=recovered or {"policy": policy_digest})
         await ledger._commit([(start.to_json(), None)])
@@ -210,16 +221,34 @@ class Ledger:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="ledger-writer")
 
-    async def _finish_recovery(self, pending: list[tuple[Signer, PublicKey]]) -> None:
-        """Sign a checkpoint over whole records that a crash left without one."""
+    async def _finish_recovery(self, pending: list[tuple[Signer, PublicKey]], seal_needed: bool) -> None:
+        """Sign what a crash left unsigned: whole records without a checkpoint, a rotation without its seal."""
         st = self._state
         if not pending:
             return
         old_signer, _ = pending[0]
-        body = Checkpoint(self.origin, st.seq, st.crange.root(), self.clock.now_ns()).body()
-        data = framing.encode_frame(framing.CHECKPOINT, sign_note(body, old_signer))
+        now = max(self.clock.now_ns(), st.last_checkpoint_ns)
+        digest = st.digest.copy() if st.digest is not None else None
+        root = st.crange.root()
+        data = _note_frame(framing.CHECKPOINT, Checkpoint(self.origin, st.seq, root, now), old_signer, st.header,
+                           digest, st.offset)
+        if digest is not None:
+            digest.update(data)
+        if seal_needed:  # kc-ledger/2: a key.rotated record ends its segment; the outgoing key seals it
+            assert st.first_hash is not None
+            line = Seal(st.segment, st.header.first_seq, st.seq - 1, st.first_hash, st.prev, st.header.policy)
+            seal = _note_frame(framing.SEAL, Checkpoint(self.origin, st.seq, root, now, line), old_signer,
+                               st.header, digest, st.offset + len(data))
+            if digest is not None:
+                digest.update(seal)
+            data += seal
         await self._write(data, st.offset)
         st.offset += len(data)
+        st.digest = digest
+        st.last_checkpoint_ns = now
+        if seal_needed:
+            self._close_sealed()
+            await self._open_next_segment(now)
         for signer, _new in pending:
             if signer.public.epoch != st.signer.public.epoch:
                 self.keys.destroy(signer.public.epoch)
@@ -400,7 +429,7 @@ class Ledger:
             nonlocal seq, prev, last_ts, first_hash
             ts = max(self.clock.now_ns(), last_ts)
             try:
-                body = encode_record(seq, ts, prev, payload)
+                body = encode_record(seq, ts, prev, payload, st.version)
             except Exception as exc:  # SECURITY: a hostile value fails its own append, never the writer
                 self._reject(fut, f"record cannot be encoded: {str(exc)[:200]}")
                 return
@@ -432,18 +461,30 @@ class Ledger:
                     "key": new_signer.public.to_json(), "epoch": new_signer.public.epoch,
                     "previous": st.signer.public.to_json()}).to_json(), None)
         root = crange.root()
-        cp_body = Checkpoint(self.origin, seq, root, now).body()
-        checkpoint = sign_note(cp_body, st.signer)
-        buf.extend(framing.encode_frame(framing.CHECKPOINT, checkpoint))
-        seal = (offset + len(buf) >= cfg.segment_max_bytes
+        digest = st.digest.copy() if st.digest is not None else None
+        if digest is not None:
+            digest.update(buf)
+        checkpoint = _signed_note(Checkpoint(self.origin, seq, root, now), st.signer, st.header, digest,
+                                  offset + len(buf))
+        cp_frame = framing.encode_frame(framing.CHECKPOINT, checkpoint)
+        buf.extend(cp_frame)
+        if digest is not None:
+            digest.update(cp_frame)
+        # A rotation ends the segment (kc-ledger/2): no record may follow a key.rotated record under
+        # the retired key, and the seal is signed by the segment's own (outgoing) key.
+        seal = (new_signer is not None or offset + len(buf) >= cfg.segment_max_bytes
                 or now - st.segment_start_ns >= cfg.segment_max_age_s * 1e9) and seq > st.header.first_seq
         if seal:
             assert first_hash is not None
             # The seal repeats the digest of the policy the segment was opened under (its header's).
             seal_line = Seal(st.segment, st.header.first_seq, seq - 1, first_hash, prev, st.header.policy)
-            # After a rotation's checkpoint the new key is in force, so it signs the seal.
-            seal_note = sign_note(Checkpoint(self.origin, seq, root, now, seal_line).body(), new_signer or st.signer)
-            buf.extend(framing.encode_frame(framing.SEAL, seal_note))
+            # kc-ledger/1 only: after a rotation's checkpoint the new key is in force and signs the seal.
+            sealer = new_signer if new_signer is not None and st.version < 2 else st.signer
+            seal_frame = _note_frame(framing.SEAL, Checkpoint(self.origin, seq, root, now, seal_line), sealer,
+                                     st.header, digest, offset + len(buf))
+            buf.extend(seal_frame)
+            if digest is not None:
+                digest.update(seal_frame)
         try:
             await self._write(bytes(buf), offset)
         except StorageError as exc:
@@ -453,6 +494,7 @@ class Ledger:
             return
         # durable: advance the state, then release the waiters
         st.seq, st.prev, st.last_ts, st.crange, st.first_hash = seq, prev, last_ts, crange, first_hash
+        st.digest = digest
         st.offset = offset + len(buf)
         st.last_checkpoint_ns = now
         for fut, r_seq, r_hash in receipts:
@@ -517,8 +559,7 @@ class Ledger:
         new = _new_segment_state(st.segment + 1, st.seq, st.prev, st.crange, st.signer, self.origin,
                                  self.policy_digest, now, st.epoch_start_ns, st.last_ts)
         new.last_checkpoint_ns = st.last_checkpoint_ns
-        self._fd = await self._in_pool(_create_segment, self.data_dir / SEGMENT_DIR, new.header)
-        new.offset = os.fstat(self._fd).st_size
+        self._fd = await self._in_pool(_create_segment, self.data_dir / SEGMENT_DIR, new, now)
         self._state = new
         self._roll_at = None
 
@@ -550,11 +591,28 @@ def _new_segment_state(number: int, seq: int, prev: bytes, crange: CompactRange,
     return _State(seq, prev, crange.copy(), number, 0, header, None, last_ts, signer, epoch_start, now, now)
 
 
-def _create_segment(seg_dir: Path, header: SegmentHeader) -> int:
-    path = seg_dir / segment_name(header.segment)
+def _note_frame(kind: int, cp: Checkpoint, signer: Signer, header: SegmentHeader, digest: Any, offset: int) -> bytes:
+    """A signed checkpoint or seal frame at `offset`; in kc-ledger/2 it signs `digest` (the bytes before it)."""
+    return framing.encode_frame(kind, _signed_note(cp, signer, header, digest, offset))
+
+
+def _signed_note(cp: Checkpoint, signer: Signer, header: SegmentHeader, digest: Any, offset: int) -> bytes:
+    if header.version >= 2:
+        cp = dataclasses.replace(cp, segment=SegmentBytes(header.segment, offset, digest.digest()))
+    return sign_note(cp.body(), signer)
+
+
+def _create_segment(seg_dir: Path, state: _State, now: int) -> int:
+    """Create the segment file: its header and the opening checkpoint that signs it, in one write."""
+    path = seg_dir / segment_name(state.header.segment)
+    head = framing.encode_frame(framing.HEADER, state.header.encode())
+    digest = hashlib.sha256(head)
+    opening = _note_frame(framing.CHECKPOINT, Checkpoint(state.header.origin, state.seq, state.crange.root(), now),
+                          state.signer, state.header, digest, len(head))
+    digest.update(opening)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        _write_at(fd, framing.encode_frame(framing.HEADER, header.encode()), 0, True)
+        _write_at(fd, head + opening, 0, True)
         _fsync_dir(seg_dir)
     except OSError:
         # A half-made successor (disk full mid-header) goes, so the next attempt can create it again.
@@ -562,10 +620,12 @@ def _create_segment(seg_dir: Path, header: SegmentHeader) -> int:
         with contextlib.suppress(OSError):
             path.unlink()
         raise
+    state.offset = len(head) + len(opening)
+    state.digest = digest
     return fd
 
 
-_Recovered = tuple["_State", int, dict[str, Any] | None, list[tuple[Signer, PublicKey]]]
+_Recovered = tuple["_State", int, dict[str, Any] | None, list[tuple[Signer, PublicKey]], bool]
 
 
 def _recover(seg_dir: Path, last: int, keys: KeyStore, origin: str, policy: str, now: int,
@@ -608,14 +668,18 @@ def _recover(seg_dir: Path, last: int, keys: KeyStore, origin: str, policy: str,
     crange.merge(CompactRange(h.first_seq, size, scan.end_range))
     assert scan.end_key is not None
     covered = max((c.checkpoint.size for c in scan.checkpoints if c.checkpoint), default=h.first_seq)
+    v2 = h.version >= 2
+    # kc-ledger/2: a key.rotated record ends its segment, and the next segment is the new key's.
+    rotated = scan.rotations[-1][1] if v2 and scan.rotations else None
+    seal_needed = rotated is not None and not scan.sealed
     pending: list[tuple[Signer, PublicKey]] = []
-    if size > covered or scan.pending_key is not None:
-        # Whole records a crash left without a checkpoint: sign one with the key in force, which
-        # then hands over to a key a rotation record introduced.
-        pending.append((keys.load(scan.end_key.epoch), scan.pending_key or scan.end_key))
-        if cut is not None:
+    in_force = rotated or scan.pending_key or scan.end_key
+    if size > covered or scan.pending_key is not None or seal_needed:
+        # Whole records a crash left without a checkpoint, or a rotation without its seal: sign with
+        # the key of the segment (kc-ledger/1: the key in force), which then hands over to the new key.
+        pending.append((keys.load(scan.end_key.epoch), in_force))
+        if cut is not None and size > covered:
             cut["records_without_checkpoint"] = size - covered
-    in_force = scan.pending_key or scan.end_key
     signer = keys.load(in_force.epoch)
     if signer.public != in_force:
         raise IntegrityError(f"{path}: the key on disk ({signer.name}) is not the key in force")
@@ -623,12 +687,14 @@ def _recover(seg_dir: Path, last: int, keys: KeyStore, origin: str, policy: str,
         if epoch > signer.public.epoch or (epoch < signer.public.epoch and not pending):
             keys.destroy(epoch)
     state = _State(size, scan.last_hash or h.prev, crange, last, len(data), h, scan.first_hash,
-                   scan.last_ts if scan.last_ts is not None else -1, signer, now, h.created_ns, now)
+                   scan.last_ts if scan.last_ts is not None else -1, signer, now, h.created_ns, now,
+                   digest=hashlib.sha256(data) if v2 else None)
+    if scan.checkpoints and scan.checkpoints[-1].checkpoint is not None:
+        state.last_checkpoint_ns = scan.checkpoints[-1].checkpoint.time_ns
     if not scan.sealed:
         fd = os.open(path, os.O_RDWR)
     else:  # a crash came between the seal and the next segment: start that segment now
         new = _new_segment_state(last + 1, size, state.prev, crange, signer, origin, policy, now, now, state.last_ts)
-        fd = _create_segment(seg_dir, new.header)
-        new.offset = os.fstat(fd).st_size
+        fd = _create_segment(seg_dir, new, now)
         state = new
-    return state, fd, cut, pending
+    return state, fd, cut, pending, seal_needed

@@ -85,8 +85,8 @@ async def build(root: Path, *, origin: str = ORIGIN, epoch_s: float = 1e9) -> Bu
     """A ledger of 3 segments: 0 and 1 sealed, 2 (the newest) with several checkpointed batches."""
     clock = FixedClock()
     d = root / "ledger"
-    trust = await build_ledger(d, events=40, origin=origin, clock=clock, epoch_s=epoch_s)
-    await append_events(d, [synthetic_event(i) for i in range(40, 64)], clock=clock,
+    trust = await build_ledger(d, events=32, origin=origin, clock=clock, epoch_s=epoch_s)
+    await append_events(d, [synthetic_event(i) for i in range(32, 56)], clock=clock,
                         segment_max_bytes=1 << 20, epoch_s=epoch_s)
     return Built(d, trust, clock)
 
@@ -282,7 +282,7 @@ async def test_time_moved_backwards_is_time_backwards_then_chain_broken(led: Bui
     path = newest(led)
     i, rec = inner_record(path)
     before = record_at(path, i - 1)
-    _, new = rewrite_record(path, i, lambda b: set_char_after(b, b'"ts":"', ord("0")))
+    _, new = rewrite_record(path, i, lambda b: set_char_after(b, b'"ts":"', ord("6"), skip=1))
     forged_ts = decode_record(new).ts_ns
     report = verify(led)
     assert codes(report) == ["time-backwards", "chain-broken"]
@@ -495,19 +495,20 @@ async def test_forked_ledger_of_the_same_size_is_a_split_view(led: Built, tmp_pa
 
 
 async def test_cut_tail_with_a_key_rotation_in_it_is_found(tmp_path: Path) -> None:
-    """A rollback past a key rotation is found, but as external-signature, not tail-cut (weak spot, see report)."""
+    """A rollback past a key rotation is a tail-cut: the size is checked before the (now unknown) signing key."""
     clock = FixedClock()
     d = tmp_path / "ledger"
-    trust = await build_ledger(d, events=40, clock=clock)
+    trust = await build_ledger(d, events=32, clock=clock)
     backup = copy_ledger(d, tmp_path / "backup")
-    await append_events(d, [synthetic_event(i) for i in range(40, 64)], clock=clock, segment_max_bytes=1 << 20,
+    kept = verify_directory(backup, trust, workers=1).size
+    await append_events(d, [synthetic_event(i) for i in range(32, 56)], clock=clock, segment_max_bytes=1 << 20,
                         epoch_s=2e-5)
     witness = latest_checkpoint(d)
     assert not split_note(witness)[1][0].name.endswith("#0"), "the later checkpoint is signed by a rotated key"
     report = verify_directory(backup, trust, external=[witness], workers=1)
-    assert codes(report) == ["external-signature"]
-    assert where(report.findings[0]) == (None, None)
-    assert f"is not signed by a key in force at that size ({ORIGIN}#0)" in report.findings[0].message
+    assert codes(report) == ["tail-cut"]
+    assert where(report.findings[0]) == (None, kept)
+    assert "a key the cut ledger no longer introduces" in report.findings[0].message
 
 
 # ---------------------------------------------------------------------------------------------- segments
@@ -617,8 +618,12 @@ async def test_forged_key_rotation_is_bad_signature(led: Built) -> None:
                                                    [(R, rotation), (C, cp1), (R, forged), (C, cp2)]))
     offset = end + len(framing.encode_frame(R, rotation))
     report = verify(led)
-    assert codes(report) == ["bad-signature"], "the handover checkpoint must be signed by the outgoing key"
+    # The handover checkpoint must be signed by the outgoing key; kc-ledger/2 also wants every checkpoint to
+    # sign the segment's bytes and no record after a key.rotated record in the same segment.
+    assert codes(report) == ["bad-signature", "segment-digest", "rotation-window", "bad-signature",
+                             "segment-digest"]
     assert where(report.findings[0]) == (path.name, last.seq + 1)
+    assert where(report.findings[2]) == (path.name, last.seq + 2)
     assert no_ids(report.findings[0].message) == (f"checkpoint at offset {offset}: signed by {ORIGIN}#1, "
                                           f"expected a valid signature by {ORIGIN}#0")
 
@@ -661,7 +666,8 @@ async def test_forward_security_current_key_cannot_rewrite_epoch_0(tmp_path: Pat
     report = verify(b)
     assert codes(report)[0] == "bad-signature"
     f = report.findings[0]
-    assert where(f) == (seg0.name, cp_size(frames[first_cp][1]) - 1)
+    size = cp_size(frames[first_cp][1])
+    assert where(f) == (seg0.name, size - 1 if size else None)  # the opening checkpoint covers no record
     assert no_ids(f.message) == (f"checkpoint at offset {frame_offsets(seg0)[first_cp]}: signed by {stolen.name}, "
                          f"expected a valid signature by {ORIGIN}#0")
     assert "root-mismatch" not in [x.code for x in report.findings if x.segment == seg0.name]

@@ -81,8 +81,8 @@ async def ledger(tmp_path: Path) -> Ledger:
     """A fresh 3-segment ledger (0 and 1 sealed, 2 the newest with several checkpointed batches)."""
     clock = FixedClock()
     d = tmp_path / "ledger"
-    trust = await build_ledger(d, events=40, clock=clock)
-    await append_events(d, [synthetic_event(i) for i in range(40, 64)], clock=clock, segment_max_bytes=1 << 20)
+    trust = await build_ledger(d, events=32, clock=clock)
+    await append_events(d, [synthetic_event(i) for i in range(32, 56)], clock=clock, segment_max_bytes=1 << 20)
     assert len(segment_paths(d)) == 3
     return Ledger(d, d / "trust.json", trust)
 

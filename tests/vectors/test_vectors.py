@@ -1,4 +1,4 @@
-"""The committed kc-ledger/1 test vectors: stable bytes, and what the reference verifier says of them."""
+"""The committed kc-ledger/2 test vectors: stable bytes, and what the reference verifier says of them."""
 
 from __future__ import annotations
 
@@ -193,3 +193,24 @@ def test_canonical_bytes_rejects_values_outside_the_subset(value: Any) -> None:
     """Floats, integers beyond 2^53, non-ASCII or non-string keys, lone surrogates and bytes are refused."""
     with pytest.raises(CanonicalError):
         canonical_bytes(value)
+
+
+def test_encrypted_fields_open_with_the_subject_key_and_only_for_their_field() -> None:
+    """Record 9's encrypted values decrypt to the listed plaintexts with the test subject key, and fail elsewhere."""
+    from sidecar.core.pii import DecryptError, decrypt_value
+
+    exp = _expected(VECTORS)
+    enc = exp["encrypted_fields"]
+    event = orjson.loads(exp["records"][enc["seq"]]["body"])["event"]
+    key = bytes.fromhex(enc["subject_key_hex_never_use"])
+    for item in enc["fields"]:
+        value: Any = event
+        for part in item["path"].split("."):
+            value = value[part]
+        assert value["sub"] == enc["subject"]
+        assert decrypt_value(key, value, origin=exp["origin"], path=item["path"]) == item["plaintext"]
+        with pytest.raises(DecryptError):
+            decrypt_value(key, value, origin=exp["origin"], path="target.username")
+        with pytest.raises(DecryptError):
+            decrypt_value(bytes(32), value, origin=exp["origin"], path=item["path"])
+    assert orjson.loads(exp["records"][enc["seq"] + 1]["body"])["event"]["details"]["subject"] == enc["subject"]
