@@ -257,9 +257,13 @@ def _is_remote(source: str) -> bool:
 @click.option("--workers", type=int, default=None, help="processes (default: all cores)")
 @click.option("--thorough", is_flag=True, hidden=True,
               help="accepted for old scripts: verification is always the full procedure")
+@click.option("--witnesses", "witness_file", type=click.Path(path_type=Path), default=None,
+              help="witness list (kc-ledger-witnesses/1 JSON): check cosignatures and ask the witnesses")
+@click.option("--quorum", type=click.IntRange(min=1), default=1, show_default=True,
+              help="with --witnesses: cosignatures required on the newest checkpoint")
 @click.option("--json", "as_json", is_flag=True)
 def verify(source: str, trust_file: Path, remote: str | None, token: str | None, checkpoints: tuple[Path, ...],
-           workers: int | None, thorough: bool, as_json: bool) -> None:
+           workers: int | None, thorough: bool, witness_file: Path | None, quorum: int, as_json: bool) -> None:
     """Verify a ledger: a data directory, a pulled bundle, s3://bucket/prefix, or a sidecar URL.
 
     Exit 0 intact, 1 tampered or incomplete (with findings), 2 unusable input.
@@ -298,6 +302,14 @@ def verify(source: str, trust_file: Path, remote: str | None, token: str | None,
             if remote:
                 asyncio.run(compare_remote(report, Path(source), remote, Path(tmp) / "remote", trust,
                                            token=token, workers=workers))
+            if witness_file is not None:
+                from sidecar.audit.witnesses import apply_witness_check, load_witness_list
+
+                witnesses = load_witness_list(witness_file)
+                if quorum > len(witnesses):
+                    raise UnusableInput(f"quorum {quorum} is more than the {len(witnesses)} witnesses listed")
+                apply_witness_check(report, Path(tmp) if _is_remote(source) else Path(source), trust, witnesses,
+                                    quorum, external)
     except (UnusableInput, StorageError) as exc:
         if as_json:
             _print_json({"verdict": "unusable-input", "error": str(exc)})

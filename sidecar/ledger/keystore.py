@@ -96,6 +96,25 @@ class KeyStore:
         except FileNotFoundError as exc:
             raise ConfigError(f"fingerprint key {path} is missing") from exc
 
+    def witness_signer(self) -> Signer:
+        """The log witness key (docs/format.md §14.1), named like the origin; created on first use.
+
+        Long-lived and never a ledger key: witnesses know the log by it, because epoch keys change.
+        """
+        path = self.key_dir / "witness.key"
+        origin = self.trust().origin
+        try:
+            obj = orjson.loads(path.read_bytes())
+            return Signer.from_seed(obj["name"], base64.b64decode(obj["seed"]))
+        except FileNotFoundError:
+            signer = Signer.generate(origin)
+            self.key_dir.mkdir(mode=0o700, exist_ok=True)
+            _write_private(path, orjson.dumps({"name": signer.name,
+                                               "seed": base64.b64encode(signer.seed()).decode()}))
+            return signer
+        except (orjson.JSONDecodeError, KeyError, ValueError) as exc:
+            raise ConfigError(f"witness key file {path} is unusable: {exc}") from exc
+
     def epochs(self) -> list[int]:
         if not self.key_dir.exists():
             return []

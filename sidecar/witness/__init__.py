@@ -1,0 +1,1 @@
+"""Witnesses: submitting the ledger's checkpoints for cosignature (C2SP tlog-witness)."""
