@@ -79,6 +79,8 @@ class CheckpointScan:
     signed: bool  # a valid signature by the key in force
     at_seq: int = 0  # records before this frame in the ledger (what its size must be)
     offset: int = 0
+    signer: bytes | None = None  # raw public key whose signature verified, if any
+    signer_name: str | None = None
 
 
 @dataclass(slots=True)
@@ -257,7 +259,8 @@ def scan_segment(name: str, data: bytes, want_sizes: frozenset[int] = frozenset(
                 note = parse_note(body)
             except NoteError as exc:
                 add(Finding("bad-signature", f"{label} at offset {frame.offset}: malformed note: {exc}", name, where))
-            signed = note is not None and signed_by(note, key)
+            checker = key
+            signed = note is not None and signed_by(note, checker)
             if note is not None and not signed:
                 names = ", ".join(f"{s.name} (key id {s.key_id.hex()})" for s in note.signatures)
                 add(Finding("bad-signature", f"{label} at offset {frame.offset}: signed by {names}, expected a valid "
@@ -287,7 +290,9 @@ def scan_segment(name: str, data: bytes, want_sizes: frozenset[int] = frozenset(
                 elif cp.segment is not None:
                     add(Finding("bad-signature", f"{label} at offset {frame.offset}: malformed note: a segment line "
                                 "in a kc-ledger/1 segment", name, where))
-            scan.checkpoints.append(CheckpointScan(label, body, cp, tuple(crange.hashes), signed, at, frame.offset))
+            scan.checkpoints.append(CheckpointScan(label, body, cp, tuple(crange.hashes), signed, at, frame.offset,
+                                                   checker.raw if signed else None,
+                                                   checker.name if signed else None))
             if kind == framing.SEAL:
                 scan.sealed = True
         else:  # a second header

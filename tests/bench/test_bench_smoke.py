@@ -46,7 +46,7 @@ def test_bench_ledger_json_has_every_figure(tmp_path: Path) -> None:
     for key in TRADEOFF_KEYS:
         assert data["tradeoff"][key] > 0, key
     assert data["results"]["verify_ok"] is True
-    assert data["results"]["verify_mode"] == "thorough"
+    assert data["results"]["verify_mode"] == "full"  # kc-ledger/2: one procedure, no quick mode
     assert data["results"]["verify_peak_rss_kib"] > 0
     assert data["results"]["verified_records"] == 2001  # the events plus the ledger.started record
     assert {t["name"] for t in data["targets"]} == TARGETS
