@@ -270,7 +270,8 @@ def add_audit_routes(app: web.Application, data_dir: Path, tokens: TokenVerifier
             await record(None, {**refusal.actor}, refusal.what, Outcome.FAILED, error=refusal.error,
                          source_ip=refusal.source_ip,
                          extra={"aggregated": True, "suppressed": suppressed, "objects": objects,
-                                "window_s": denied.window_s})
+                                # Records carry no floats (canonical encoding): whole seconds.
+                                "window_s": max(1, round(denied.window_s))})
 
     async def flusher(app: web.Application) -> AsyncIterator[None]:
         """One aggregated record per requester and window, written when the window closes."""

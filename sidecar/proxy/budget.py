@@ -8,13 +8,23 @@ request body the proxy answers 503 + Retry-After before Keycloak sees anything (
 
 Invariants: `used` is the sum of all open grants and never exceeds `limit`; a grant is
 released exactly once (releasing twice is a no-op). Single event loop, no locks.
+
+Bounded is not enough if freed memory never goes back: glibc keeps freed heap pages of a
+burst of large bodies resident. `MemoryReturn` makes allocations of 128 KiB and more
+their own mappings (returned on free) and, once a burst is over (the budget back at zero
+after holding megabytes), asks malloc to hand free pages back (`malloc_trim`).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["ByteBudget", "Grant"]
+__all__ = ["ByteBudget", "Grant", "MemoryReturn"]
+
+_M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 
 
 @dataclass(slots=True)
@@ -25,6 +35,7 @@ class ByteBudget:
     used: int = 0
     peak: int = 0
     refused: int = 0  # requests (or growths) the budget could not cover, since start
+    high: int = 0  # the most held since `MemoryReturn` last returned memory
 
     def grant(self, nbytes: int = 0) -> Grant | None:
         """A new grant holding ``nbytes``, or None (and counted as refused) if they are not available."""
@@ -53,7 +64,9 @@ class Grant:
             return False
         b.used += nbytes
         self.held += nbytes
-        b.peak = max(b.peak, b.used)
+        if b.used > b.high:
+            b.high = b.used
+            b.peak = max(b.peak, b.used)
         return True
 
     def headroom(self) -> int:
@@ -66,3 +79,36 @@ class Grant:
             self._open = False
             self.budget.used -= self.held
             self.held = 0
+
+
+class MemoryReturn:
+    """Gives freed capture memory back to the OS after a burst (glibc only; elsewhere it does nothing)."""
+
+    def __init__(self, budget: ByteBudget, burst_bytes: int = 4 * 1024 * 1024) -> None:
+        self._budget = budget
+        self._burst = burst_bytes
+        self._trim: Callable[[], object] | None = None
+        self._refused = 0
+        name = ctypes.util.find_library("c")
+        try:
+            libc = ctypes.CDLL(name) if name else None
+            trim, mallopt = (libc.malloc_trim, libc.mallopt) if libc is not None else (None, None)
+        except (OSError, AttributeError):  # not glibc
+            trim = mallopt = None
+        if trim is not None and mallopt is not None:
+            trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+            mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+            # A fixed threshold also stops glibc raising it after the first large free.
+            mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
+            self._trim = lambda: trim(0)
+
+    def due(self) -> bool:
+        """True when a burst has just ended: nothing held now, and megabytes held (or refused) since the last return."""
+        b = self._budget
+        return self._trim is not None and b.used == 0 and (b.high >= self._burst or b.refused > self._refused)
+
+    def run(self) -> None:
+        if self._trim is not None and self._budget.used == 0:
+            self._trim()
+            self._budget.high = 0
+            self._refused = self._budget.refused

@@ -72,7 +72,7 @@ from sidecar.core.exchange import (
     decode_content,
 )
 from sidecar.errors import ConfigError
-from sidecar.proxy.budget import ByteBudget, Grant
+from sidecar.proxy.budget import ByteBudget, Grant, MemoryReturn
 from sidecar.proxy.logsafe import SERVER_LOGGER, Throttle
 
 __all__ = ["HANDLER_ARGS", "NO_HOOKS", "CaptureHooks", "ProxyLimits", "ReverseProxy"]
@@ -323,6 +323,8 @@ class ReverseProxy:
         self._session: aiohttp.ClientSession | None = None  # pass-through pool
         self._identity: aiohttp.ClientSession | None = None  # captured (identity) pool
         self._budget = ByteBudget(limits.capture_budget)
+        self._memory = MemoryReturn(self._budget)
+        self._memory_timer: asyncio.TimerHandle | None = None
         # In flight per pool: more than the pool's limit means requests wait for a connection.
         self._busy = {"identity": 0, "pass_through": 0}
         self._throttle = Throttle(1.0)
@@ -361,6 +363,9 @@ class ReverseProxy:
 
     async def close(self) -> None:
         """Close the pools; in-flight upstream connections are dropped."""
+        if self._memory_timer is not None:
+            self._memory_timer.cancel()
+            self._memory_timer = None
         for name in ("_session", "_identity"):
             session = getattr(self, name)
             if session is not None:
@@ -449,6 +454,7 @@ class ReverseProxy:
     ) -> web.StreamResponse:
         grant = self._budget.grant(_RESPONSE_ALLOWANCE if plan.response_body else 0)
         if grant is None:
+            self._after_capture()
             return self._over_budget(head)
         self._busy["identity"] += 1
         try:
@@ -456,6 +462,15 @@ class ReverseProxy:
         finally:
             self._busy["identity"] -= 1
             grant.release()
+            self._after_capture()
+
+    def _after_capture(self) -> None:
+        """After a burst of large captured bodies, return the freed memory (once, a moment later)."""
+        if self._memory_timer is None and self._memory.due():
+            def run() -> None:
+                self._memory_timer = None
+                self._memory.run()
+            self._memory_timer = asyncio.get_running_loop().call_later(0.5, run)
 
     async def _captured_within(
         self, request: web.Request, head: RequestHead, plan: CapturePlan, grant: Grant

@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from joserfc import jwt
+from joserfc.jwk import RSAKey
+
+from sidecar import metrics
+from sidecar.app import Settings, make_app
 from sidecar.audit.access import DeniedReads, LiveRoles, Refusal
+from sidecar.core import framing
+from sidecar.core.canonical import parse
+from tests.replicate.support import init_keys
 
 
 class _Clock:
@@ -82,3 +98,54 @@ def test_denied_reads_bound_the_requesters_tracked() -> None:
     clock.t += 60
     owed = denied.due()
     assert [(r.actor, n) for r, n, _ in owed] == [({}, 1000 - 3 - 1)]
+
+
+async def test_endpoint_writes_one_refusal_record_then_one_aggregate(tmp_path: Path) -> None:
+    """Through the real app: 30 refused reads by one user give one failed audit.read at once and one aggregate record
+    (suppressed 29) once the window closes; the metric counts all 30."""
+    key = RSAKey.generate_key(2048, parameters={"kid": "k1", "use": "sig", "alg": "RS256"})
+    upstream_app = web.Application()
+
+    async def certs(request: web.Request) -> web.Response:
+        return web.json_response({"keys": [key.as_dict(private=False)]})
+
+    upstream_app.router.add_get("/realms/{realm}/protocol/openid-connect/certs", certs)
+    upstream = TestServer(upstream_app, host="127.0.0.1")
+    await upstream.start_server()
+    base_upstream = str(upstream.make_url("")).rstrip("/")
+    data = tmp_path / "ledger"
+    init_keys(data)
+    app = make_app(Settings(upstream=base_upstream, data_dir=data, auditor_realm="r1",
+                            auditor_denied_window_s=0.5, upstream_probe_s=0))
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    now = int(time.time())
+    token = jwt.encode({"alg": "RS256", "kid": "k1", "typ": "JWT"},
+                       {"iss": f"{base_upstream}/realms/r1", "sub": "id-eve", "preferred_username": "eve",
+                        "azp": "app", "iat": now, "exp": now + 300, "realm_access": {"roles": ["viewer"]}}, key)
+    before = metrics.AUDIT_DENIED.labels(reason="forbidden")._value.get()
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(30):
+                async with http.get(server.make_url("/.sidecar/audit/objects"),
+                                    headers={"Authorization": f"Bearer {token}"}) as resp:
+                    assert resp.status == 403
+
+            def reads() -> list[dict[str, Any]]:
+                return [e for e in (parse(f.body)["event"] for seg in sorted((data / "segments").glob("*.seg"))
+                                    for f in framing.iter_frames(seg.read_bytes())
+                                    if isinstance(f, framing.Frame) and f.kind == framing.RECORD)
+                        if e["type"] == "audit.read"]
+
+            assert [e["details"].get("aggregated") for e in reads()] == [None]
+            for _ in range(100):
+                if len(reads()) == 2:
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        await server.close()
+        await upstream.close()
+    first, aggregate = reads()
+    assert first["actor"]["username"] == aggregate["actor"]["username"] == "eve"
+    assert aggregate["details"]["aggregated"] is True and aggregate["details"]["suppressed"] == 29
+    assert metrics.AUDIT_DENIED.labels(reason="forbidden")._value.get() - before == 30
