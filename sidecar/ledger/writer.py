@@ -392,12 +392,13 @@ class Ledger:
             except OSError as exc:
                 self._storage_fault(f"cannot open the next segment: {exc.strerror or exc}")
                 return
-        self.broken = None  # let the checkpoint through; _commit puts the fault back if it fails
-        await self._commit_guarded([])
-        if self.broken is None:
+        failures = f.failures
+        await self._commit_guarded([])  # appends keep failing fast until it is durable
+        if f.failures == failures:  # no new fault: storage works
             log.warning("ledger storage works again after %d failed attempts over %.1f s; appends resume",
                         f.failures, time.monotonic() - f.since)
             self._fault = None
+            self.broken = None
 
     async def _in_pool(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
