@@ -136,6 +136,8 @@ class _Fault:
     retry_at: float = 0.0
     logged_at: float = 0.0
     suppressed: int = 0  # error lines not written since logged_at
+    healed_at: float | None = None  # set when a probe succeeded; a fault soon after continues this one
+    heal_logged_at: float | None = None
 
 
 @dataclass
@@ -163,6 +165,7 @@ class Ledger:
         self._cut_back_to: int | None = None
         self._roll_at: int | None = None  # a sealed segment whose successor is not created yet
         self._fault: _Fault | None = None
+        self._healed: _Fault | None = None  # the last fault healed, for a flapping disk
         self.rejected = 0  # records refused to their callers since start (RecordRejected)
 
     # ------------------------------------------------------------------ opening
@@ -357,6 +360,13 @@ class Ledger:
         now = time.monotonic()
         cfg = self.config
         f = self._fault
+        recent = self._healed
+        if f is None and recent is not None and recent.healed_at is not None \
+                and now - recent.healed_at < 2 * cfg.retry_max_s:
+            # A nearly full disk takes a small checkpoint and refuses the next batch: that is the same
+            # fault flapping, so its back-off keeps growing and its log lines stay rate-limited.
+            f = self._fault = recent
+            f.healed_at = None
         if f is None:
             f = self._fault = _Fault(reason, now)
             log.error("ledger storage fault: %s; appends fail with 503 while the writer probes storage "
@@ -395,8 +405,13 @@ class Ledger:
         failures = f.failures
         await self._commit_guarded([])  # appends keep failing fast until it is durable
         if f.failures == failures:  # no new fault: storage works
-            log.warning("ledger storage works again after %d failed attempts over %.1f s; appends resume",
-                        f.failures, time.monotonic() - f.since)
+            now = time.monotonic()
+            if f.heal_logged_at is None or now - f.heal_logged_at >= self.config.error_log_interval_s:
+                log.warning("ledger storage works again after %d failed attempts over %.1f s; appends resume",
+                            f.failures, now - f.since)
+                f.heal_logged_at = now
+            f.healed_at = now
+            self._healed = f
             self._fault = None
             self.broken = None
 
