@@ -164,8 +164,19 @@ class Expected:
             self.mark("client", "*", "*", seq)
         elif etype == "admin.change":
             self._admin_change(str(d.get("path") or ""), seq)
-        elif etype.startswith("realm."):
+        elif etype.startswith(("realm.", "auth.", "required_action.", "identity_provider.", "client_scope.",
+                                "component.", "organization.", "protocol_mapper.", "scope_mapping.",
+                                "admin_permissions.")):
             self.mark("realm", self.realm, "*", seq)
+        elif etype.startswith("group."):  # created, updated, deleted (joined/left are above)
+            self.mark("group", tid if isinstance(tid, str) else "*", "*", seq)
+            self.mark("user", "*", "groups", seq)
+        elif etype.startswith(("role.", "client.")):  # role created/updated/deleted, client updated
+            self.mark("role", "*", "composites", seq)
+            self.mark("user", "*", "realm_roles", seq)
+            self.mark("user", "*", "client_roles", seq)
+            self.mark("group", "*", "realm_roles", seq)
+            self.mark("group", "*", "client_roles", seq)
 
     def _admin_change(self, path: str, seq: int) -> None:
         parts = path.split("/") if path else []

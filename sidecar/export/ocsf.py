@@ -80,7 +80,14 @@ def classify(event: dict[str, Any]) -> tuple[int, int]:
     if etype == "admin.change":
         method = str((event.get("details") or {}).get("method", "")).upper()
         return ENTITY_MANAGEMENT, _ADMIN_METHODS.get(method, 99)
-    return MAPPING.get(etype, (ENTITY_MANAGEMENT, 99))
+    if etype in MAPPING:
+        return MAPPING[etype]
+    # Named configuration changes (group.created, role.deleted, realm.password_policy.changed, ...):
+    # by their last word; groups are Group Management, everything else an entity.
+    verb = etype.rsplit(".", 1)[-1]
+    if etype.startswith("group."):
+        return GROUP_MANAGEMENT, {"created": 6, "deleted": 5}.get(verb, 99)
+    return ENTITY_MANAGEMENT, {"created": 1, "updated": 3, "changed": 3, "deleted": 4, "cleared": 4}.get(verb, 99)
 
 
 def _user(party: dict[str, Any], *, fallback_client: str | None = None) -> dict[str, Any] | None:
@@ -128,6 +135,8 @@ def _entity(event: dict[str, Any]) -> dict[str, Any]:
         name = name or d.get("target")
     elif etype == "admin.change":
         name = name or d.get("path")
+    elif etype.startswith("realm."):
+        kind, name = "realm", name or event.get("realm")
     if not (name or uid):
         name = str(d.get("path") or etype)
     type_ids = {"user": 2, "group": 3, "organization": 4}
@@ -204,6 +213,9 @@ def to_ocsf(item: Paired | dict[str, Any], origin: str, *, verified: bool = True
         if e["type"].startswith(("role.",)):
             out["group"] = {"uid": target.get("id"), "name": target.get("name") or target.get("id") or "(unknown)"}
             out["privileges"] = _privileges(e)
+        elif e["type"].startswith("group.") and e["type"] not in ("group.joined", "group.left"):
+            out["group"] = {"uid": target.get("id"), "name": target.get("name") or target.get("id") or "(unknown)"}
+            out["user"] = _user(actor) or {"name": "(unknown)", "type_id": 0, "type": "Unknown"}
         else:
             group = details.get("group") if isinstance(details.get("group"), str) else None
             gid = details.get("group_id") if isinstance(details.get("group_id"), str) else None
