@@ -349,6 +349,7 @@ class DriftMonitor:
         metrics.DRIFT_SWEEP_SECONDS.set(time.monotonic() - started)
         metrics.DRIFT_SWEEP_REQUESTS.set(self.live.limit.calls - calls_before)
         metrics.DRIFT_LAST_SWEEP.set(time.time())
+        metrics.record_drift(len(live["users"]) + len(live["groups"]) + len(live["roles"]), len(mismatches))
         return mismatches
 
 
