@@ -42,7 +42,8 @@ def _big_realm(users: int, roles: int, rnd: random.Random) -> dict[str, Any]:
     return {
         "ifResourceExists": "SKIP",
         "roles": {"realm": [{"name": r} for r in role_names]},
-        "groups": [{"name": f"bench-group-{i}", "realmRoles": [role_names[i]]} for i in range(5)],
+        "groups": [{"name": f"bench-group-{i}", "path": f"/bench-group-{i}", "realmRoles": [role_names[i]]}
+                   for i in range(5)],  # partialImport finds groups by path (without it: a NullPointerException)
         "users": [{"username": f"bench-user-{i:05d}", "enabled": True, "email": f"bench-user-{i:05d}@example.test",
                    "realmRoles": rnd.sample(role_names, 3),
                    **({"groups": [f"/bench-group-{i % 5}"]} if i % 4 == 0 else {})}
@@ -63,15 +64,18 @@ async def _populate(base: str, password: str, realm: str, users: int, roles: int
     well inside Keycloak's transaction timeout on a loaded machine)."""
     body = _big_realm(users, roles, random.Random(20_261_201))
     began = time.perf_counter()
-    parts = [{"ifResourceExists": "SKIP", "roles": body["roles"], "groups": body["groups"]}]
+    parts = [{"ifResourceExists": "SKIP", "roles": body["roles"]},
+             {"ifResourceExists": "SKIP", "groups": body["groups"]}]
     parts += [{"ifResourceExists": "SKIP", "users": body["users"][i:i + 1000]} for i in range(0, users, 1000)]
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1800)) as http:
-        for part in parts:
+        for n, part in enumerate(parts):
             token = await _admin_token(base, password)  # a fresh token: the admin-cli one lives 60 s
             async with http.post(f"{base}/admin/realms/{realm}/partialImport", json=part,
                                  headers={"Authorization": f"Bearer {token}"}) as resp:
                 if resp.status != 200:
-                    raise RuntimeError(f"partialImport answered {resp.status}: {(await resp.text())[:300]}")
+                    what = ", ".join(k for k in part if k != "ifResourceExists")
+                    raise RuntimeError(f"partialImport {n + 1}/{len(parts)} ({what}) answered {resp.status}: "
+                                       f"{(await resp.text())[:300]}")
     return time.perf_counter() - began
 
 
@@ -152,10 +156,12 @@ def run_drift(*, users: int = 10_000, roles: int = 50, changes: int = 8, rate: f
         kc.start(timeout=600)
         assert kc.pid is not None
         ui.phase(f"Keycloak ready in {kc.startup_seconds:.1f} s; importing {users} users and {roles} roles")
-        result["import_seconds"] = asyncio.run(_populate(kc.base_url, password, REALM.name, users, roles))
+        try:
+            result["import_seconds"] = asyncio.run(_populate(kc.base_url, password, REALM.name, users, roles))
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\n{kc.log_tail()}") from exc
         ui.phase(f"partialImport took {result['import_seconds']:.1f} s")
         secret = REALM.robot.secret or ""
-        asyncio.run(_sweep(kc.base_url, REALM.name, REALM.robot.client_id, secret, 0.0))  # warm Keycloak's caches
         cpu0, t0 = group_cpu_seconds(kc.pid), time.perf_counter()
         state, calls = asyncio.run(_sweep(kc.base_url, REALM.name, REALM.robot.client_id, secret, rate))
         wall, cpu = time.perf_counter() - t0, group_cpu_seconds(kc.pid) - cpu0
