@@ -52,8 +52,8 @@ from sidecar.ledger.writer import Ledger, LedgerConfig
 from sidecar.policy.schema import Policy, load_policy
 from sidecar.proxy.forward import HANDLER_ARGS, ProxyLimits, ReverseProxy
 from sidecar.replicate.replicator import Replicator
-from sidecar.replicate.s3 import S3Store
-from sidecar.replicate.store import ObjectStore, open_store
+from sidecar.replicate.drivers import open_store
+from sidecar.replicate.store import ObjectStore
 
 log = logging.getLogger("sidecar")
 access_log = logging.getLogger("sidecar.access")
@@ -273,9 +273,9 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
         return
     store = open_store(s.store_url, retention_days=s.store_retention_days)
     try:
-        if isinstance(store, S3Store):
-            # A bucket without versioning and Object Lock would make the "cannot rewrite" promise false.
-            await store.ensure_bucket(create=s.store_create_bucket)
+        # A bucket without versioning, Object Lock and a default retention would make the "cannot
+        # rewrite" promise false: the start stops here instead.
+        await store.ensure_ready(create=s.store_create_bucket)
         parts.store = store
         yield
     finally:

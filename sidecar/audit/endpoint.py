@@ -19,12 +19,11 @@ path can leave the data directory. Every read is itself a ledger record
 the policy says so, the read is refused (503).
 
 Only committed bytes are served: an open segment up to its last checkpoint.
-The listing offers sealed segments, the open segment as the chunk at offset 0
-and the newest checkpoint; a GET also finds any older checkpoint still in the
-WAL, and `tail/<n>/<offset>.chunk` of a segment that was sealed since the
-listing (its bytes from offset to the end), so a listing stays usable while
-the ledger grows. The open segment's chunk grows between requests; the client
-(`sidecar.audit.http_source`) keeps the length it listed.
+The listing offers sealed segments, the open segment as the chunk
+`tail/<n>/0-<end>.chunk` of its committed bytes, and the newest checkpoint; a
+GET also finds any older checkpoint still in the WAL, and any chunk
+`tail/<n>/<start>-<end>.chunk` whose range is committed (also of a segment
+sealed since the listing), so a listing stays usable while the ledger grows.
 """
 
 from __future__ import annotations
@@ -142,7 +141,7 @@ def _snapshot(data_dir: Path) -> dict[str, tuple[Path, int, int]]:
         if idx.sealed:
             out[segment_key(n)] = (path, 0, idx.size)
         elif idx.end:
-            out[chunk_key(n, 0)] = (path, 0, idx.end)
+            out[chunk_key(n, 0, idx.end)] = (path, 0, idx.end)
         if idx.newest is not None:
             newest = (idx.newest[0], path, idx.newest[1], idx.newest[2])
     if newest is not None:
@@ -158,9 +157,8 @@ def _locate(data_dir: Path, key: str) -> tuple[Path, int, int] | None:
     """Where the bytes of a layout key are now, or None.
 
     Beyond what the listing offers, this serves every checkpoint still in the WAL and
-    `tail/<n>/<offset>.chunk` for any segment (open or sealed) as its committed bytes from
-    offset: the open segment grows and may be sealed between an auditor's list and get, and
-    the auditor's client keeps the length it listed.
+    `tail/<n>/<start>-<end>.chunk` for any segment (open or sealed) whose range is committed:
+    the open segment grows and may be sealed between an auditor's list and get.
     """
     parsed = parse_key(key)
     if parsed is None:
@@ -180,7 +178,7 @@ def _locate(data_dir: Path, key: str) -> tuple[Path, int, int] | None:
             if n == parsed.segment:
                 idx = _index_segment(path)
                 end = idx.size if idx.sealed else idx.end
-                return (path, parsed.offset, end - parsed.offset) if parsed.offset < end else None
+                return (path, parsed.offset, parsed.end - parsed.offset) if parsed.end <= end else None
         return None
     for _n, path in reversed(segments):  # a checkpoint: only in a segment whose sizes span it
         idx = _index_segment(path)

@@ -1,13 +1,12 @@
 """A read-only ObjectStore over a sidecar's auditor endpoint, so `pull` and `verify` treat it like a bucket.
 
 The endpoint serves a live ledger: between listing and fetching, the open
-segment grows (every read is itself a record) and may be sealed. So this
-client remembers the sizes of its last listing, and fetches a listed tail
-chunk as exactly the bytes it listed: the endpoint serves the committed bytes
-of that segment from the chunk's offset (append-only, so the listed prefix
-never changes), and the client keeps the listed length. Anything shorter than
-listed, or any other object of another size, is passed on unchanged for
-`pull` to report.
+segment grows (every read is itself a record) and may be sealed. A listed tail
+chunk names its byte range (`tail/<n>/<start>-<end>.chunk`), and the endpoint
+serves exactly that committed range (append-only, so it never changes); the
+client still keeps at most the length it listed. Anything shorter than listed,
+or any other object of another size, is passed on unchanged for `pull` to
+report.
 
 Keys in the listing come from a remote party: `get` refuses any that is not
 a valid store key, and `pull` reports such keys and never turns them into a
@@ -102,6 +101,9 @@ class SidecarSource:
         """The endpoint serves the local WAL, which has no versions: the listed object, or nothing."""
         info = await self.head(key)
         return [info] if info else []
+
+    async def ensure_ready(self, *, create: bool = False) -> None:
+        return None  # read-only: nothing to check before reading
 
     async def close(self) -> None:
         if self._session is not None:

@@ -22,7 +22,8 @@ from sidecar.audit.pull import pull
 from sidecar.audit.verifier import UnusableInput, verify_directory
 from sidecar.core.trust import TrustAnchor
 from sidecar.core.verify import Finding, Report
-from sidecar.replicate.store import ObjectStore, open_store
+from sidecar.replicate.drivers import open_store
+from sidecar.replicate.store import ObjectStore
 
 
 def open_source(url: str, token: str | None) -> ObjectStore:

@@ -81,8 +81,8 @@ async def _steady_load(data_dir: Path, store_url: str, *, rate: float, seconds: 
                        prepare: Callable[[], Awaitable[None]] | None = None) -> dict[str, Any]:
     """Append at `rate` events/s for `seconds` with a Replicator shipping to `store_url`."""
     from sidecar.ledger.writer import Ledger, LedgerConfig
+    from sidecar.replicate.drivers import open_store
     from sidecar.replicate.replicator import Replicator
-    from sidecar.replicate.store import open_store
 
     if prepare is not None:
         await prepare()

@@ -28,7 +28,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from sidecar.errors import SidecarError, StorageError
+from sidecar.errors import ConfigError, SidecarError, StorageError
 from sidecar.replicate.store import (
     ObjectInfo,
     ObjectNotFound,
@@ -78,8 +78,20 @@ class DirectoryStore:
         info = await self.head(key)
         return [] if info is None else [info]
 
+    async def ensure_ready(self, *, create: bool = False) -> None:
+        """The root must be a writable directory; a missing one is created (as a put would)."""
+        await asyncio.to_thread(self._ensure_ready)
+
     async def close(self) -> None:
         return None
+
+    def _ensure_ready(self) -> None:
+        try:
+            self._make_dirs(self._root)
+        except OSError as e:
+            raise ConfigError(f"{self.url}: cannot use {self._root} as a store directory: {_describe(e)}") from e
+        if not os.access(self._root, os.W_OK | os.X_OK):
+            raise ConfigError(f"{self.url}: the store directory {self._root} is not writable")
 
     # -- blocking parts, run in a worker thread ---------------------------------------------------
 
@@ -193,7 +205,7 @@ class DirectoryStore:
                     self._walk(Path(entry.path), key, prefix, out)
             elif entry.is_file(follow_symlinks=False) and key.startswith(prefix):
                 if key_problem(key) is None:  # a stray file no key can name is not an object
-                    out.append(ObjectInfo(key, entry.stat(follow_symlinks=False).st_size))
+                    out.append(ObjectInfo(key, entry.stat(follow_symlinks=False).st_size, versions=1))
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -71,7 +71,7 @@ class MemoryStore:
     async def list(self, prefix: str = "") -> builtins.list[ObjectInfo]:
         validate_prefix(prefix)
         return [
-            ObjectInfo(key, len(versions[-1].data), versions[-1].version_id)
+            ObjectInfo(key, len(versions[-1].data), versions[-1].version_id, len(versions))
             for key, versions in sorted(self._objects.items())
             if key.startswith(prefix)
         ]
@@ -79,6 +79,9 @@ class MemoryStore:
     async def versions(self, key: str) -> builtins.list[ObjectInfo]:
         validate_key(key)
         return [ObjectInfo(key, len(v.data), v.version_id) for v in self._objects.get(key, [])]
+
+    async def ensure_ready(self, *, create: bool = False) -> None:
+        return None
 
     async def close(self) -> None:
         return None

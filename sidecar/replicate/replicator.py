@@ -1,11 +1,12 @@
 """The replicator: copies the ledger to a store nobody can rewrite, as it is written.
 
 It follows the writer's commits (never on the acknowledgement path): each
-step ships the bytes appended to the open segment since the last step as one
-tail chunk, uploads every segment that was sealed in full, and uploads the
-newest checkpoint. Each put is read back and compared before the cursor
-moves. The cursor (`replication.json` in the data directory, replaced
-atomically) makes restarts resume where they stopped.
+round ships the bytes appended to the open segment since the last round as
+tail chunks (each ending on a commit boundary, keyed by its byte range),
+uploads every segment that was sealed in full, and uploads the newest
+checkpoint. Each put is read back and compared before the cursor moves. The
+cursor (`replication.json` in the data directory, replaced atomically) makes
+restarts resume where they stopped.
 
 Only durable bytes are shipped: the replicator never reads past the newest
 commit the writer announced (`on_commit` runs after the fsync), or, before
@@ -13,12 +14,14 @@ the first announcement, past the last checkpoint found in the files when it
 was created. A write the ledger later cuts back (failed fsync) never reaches
 the store.
 
-Resuming: a crash between a put and the cursor save leaves chunks in the store
-beyond the cursor, while the open segment has grown since, so the chunk at the
-cursor would now be longer. On (re)start the replicator first adopts the
-chunks already stored at the cursor, checking each one is byte-identical to
-the local WAL at that offset; a chunk that differs is a `StoreIntegrityError`
-(the remote and the local copy tell different stories).
+Retries never wedge: every key names its bytes exactly (see
+`sidecar.replicate.layout`), and a failed round is retried with the same
+puts, so a put that reached the store while we saw an error is simply found
+again (identical bytes). Resuming after a crash: the store may hold chunks
+beyond the saved cursor; on (re)start the replicator adopts those that cover
+the cursor, checking each is byte-identical to the local WAL over its range.
+A chunk that differs, like any put that finds other bytes under its key, is a
+`StoreIntegrityError`: the remote and the local copy tell different stories.
 
 Errors back off exponentially (0.2 s to 10 s). The backlog (bytes committed
 but not yet in the store) is exposed with the lag; past `high_water_bytes`
@@ -47,10 +50,21 @@ from sidecar.core.note import Checkpoint, split_note
 from sidecar.core.segment import SEGMENT_DIR, segment_name
 from sidecar.errors import StorageError, StoreIntegrityError
 from sidecar.ledger.writer import Commit
-from sidecar.replicate.layout import checkpoint_key, chunk_key, segment_key
+from sidecar.replicate.layout import checkpoint_key, chunk_key, chunk_prefix, parse_key, segment_key
 from sidecar.replicate.store import ObjectStore, sha256_hex
 
 log = logging.getLogger("sidecar.replicate")
+
+
+@dataclass
+class _Round:
+    """One planned round of puts and where the cursor stands once all of them are in the store."""
+
+    puts: list[tuple[str, bytes]]
+    cursor: Cursor
+    shipped: int  # bytes of the WAL this round ships
+    lag_end: tuple[int, int] | None  # (segment, offset) up to which commits are then in the store
+    done: int = 0  # puts already acknowledged (a retry starts here; redoing one would be harmless)
 
 
 @dataclass
@@ -80,6 +94,7 @@ class Replicator:
         self._task: asyncio.Task[None] | None = None
         self._hw_checked = -1.0
         self._reconciled = False  # chunks already in the store at the cursor adopted (see the docstring)
+        self._pending: _Round | None = None  # a planned round not yet fully in the store
         self.last_error: str | None = None
         self.last_error_ns: int | None = None
         self.last_success_ns: int | None = None
@@ -98,6 +113,7 @@ class Replicator:
 
     def start(self) -> None:
         self._reconciled = False  # a previous run may have been cancelled between a put and the cursor save
+        self._pending = None
         self._task = asyncio.get_running_loop().create_task(self._run(), name="replicator")
 
     async def stop(self, drain_timeout_s: float = 5.0) -> None:
@@ -191,9 +207,9 @@ class Replicator:
                 data = _read_from(seg_dir / segment_name(n), 0)
             except FileNotFoundError:
                 return head
-            end, sealed, _ = _scan_new(data)
+            ends, sealed, _ = _scan_new(data)
             if not sealed:
-                return (n, end)
+                return (n, ends[-1] if ends else 0)
             n += 1
             head = (n, 0)
 
@@ -248,71 +264,98 @@ class Replicator:
                     await asyncio.sleep(self.interval_s)
 
     async def step(self) -> int:
-        """Ship everything committed so far; returns the number of bytes shipped."""
-        seg_dir = self.data_dir / SEGMENT_DIR
+        """Ship everything committed so far; returns the number of bytes shipped.
+
+        Each round plans a fixed list of puts (chunks ending on commit boundaries, the newest
+        checkpoint, a sealed segment whole) and the cursor they lead to. A round that fails is
+        retried as planned, so a retry writes the same keys with the same bytes; bytes committed
+        meanwhile go to the next round, under keys of their own.
+        """
         if not self._reconciled:
             await self._reconcile()
         shipped = 0
         while True:
-            path = seg_dir / segment_name(self.cursor.segment)
-            head_segment, head_offset = self._head
-            if head_offset == 0:
-                # A segment rolled by a sealing commit: its header was fsynced before the commit was
-                # announced, so it is durable and ships on its own.
-                head_offset = await asyncio.to_thread(_header_end, seg_dir / segment_name(head_segment))
-            if (self.cursor.segment, self.cursor.offset) >= (head_segment, head_offset):
-                return shipped
-            # Segments before the head's are sealed and whole; in the head's segment stop at the head.
-            limit = head_offset if self.cursor.segment == head_segment else None
-            try:
-                new = await asyncio.to_thread(_read_from, path, self.cursor.offset, limit)
-            except FileNotFoundError:
-                return shipped
-            # The cursor always sits on a frame boundary, so the new bytes parse on their own.
-            end_rel, sealed, latest = _scan_new(new)
-            if end_rel:
-                start = self.cursor.offset
-                end = start + end_rel
-                for pos in range(0, end_rel, self.max_chunk):
-                    await self._put(chunk_key(self.cursor.segment, start + pos),
-                                    new[pos: min(end_rel, pos + self.max_chunk)])
-                if latest is not None:
-                    cp = Checkpoint.parse_body(split_note(latest)[0])
-                    await self._put(checkpoint_key(cp.size, cp.time_ns), latest)
-                shipped += end_rel
-                self.cursor.offset = end
-                self._record_lag(self.cursor.segment, end)
-            # A segment before the head's with nothing left to read had its seal shipped already (as a
-            # chunk, by a run that stopped before uploading the whole segment).
-            if not sealed and not (self.cursor.segment < head_segment and not new):
-                if end_rel:
-                    await asyncio.to_thread(self._save_cursor)
-                return shipped
-            await self._put(segment_key(self.cursor.segment), await asyncio.to_thread(path.read_bytes))
-            self.cursor = Cursor(self.cursor.segment + 1, 0)
+            if self._pending is None:
+                self._pending = await self._plan()
+                if self._pending is None:
+                    return shipped
+            plan = self._pending
+            while plan.done < len(plan.puts):
+                key, data = plan.puts[plan.done]
+                await self._put(key, data)
+                plan.done += 1
+            self.cursor = plan.cursor
+            self._pending = None
             await asyncio.to_thread(self._save_cursor)
+            if plan.lag_end is not None:
+                self._record_lag(*plan.lag_end)
+            shipped += plan.shipped
+
+    async def _plan(self) -> _Round | None:
+        """The puts that ship the next committed bytes after the cursor, or None if there are none."""
+        seg_dir = self.data_dir / SEGMENT_DIR
+        segment, offset = self.cursor.segment, self.cursor.offset
+        path = seg_dir / segment_name(segment)
+        head_segment, head_offset = self._head
+        if head_offset == 0:
+            # A segment rolled by a sealing commit: its header was fsynced before the commit was
+            # announced, so it is durable and ships on its own.
+            head_offset = await asyncio.to_thread(_header_end, seg_dir / segment_name(head_segment))
+        if (segment, offset) >= (head_segment, head_offset):
+            return None
+        # Segments before the head's are sealed and whole; in the head's segment stop at the head.
+        limit = head_offset if segment == head_segment else None
+        try:
+            new = await asyncio.to_thread(_read_from, path, offset, limit)
+        except FileNotFoundError:
+            return None
+        # The cursor always sits on a commit boundary, so the new bytes parse on their own.
+        ends, sealed, latest = _scan_new(new)
+        puts: list[tuple[str, bytes]] = []
+        start = 0
+        for end in _split(ends, self.max_chunk):
+            puts.append((chunk_key(segment, offset + start, offset + end), new[start:end]))
+            start = end
+        if latest is not None:
+            cp = Checkpoint.parse_body(split_note(latest)[0])
+            puts.append((checkpoint_key(cp.size, cp.time_ns), latest))
+        shipped = ends[-1] if ends else 0
+        lag_end = (segment, offset + shipped) if shipped else None
+        # A segment before the head's with nothing left to read had its seal shipped already (as a
+        # chunk, by a run that stopped before uploading the whole segment).
+        if sealed or (segment < head_segment and not new):
+            puts.append((segment_key(segment), await asyncio.to_thread(path.read_bytes)))
+            return _Round(puts, Cursor(segment + 1, 0), shipped, lag_end)
+        if not shipped:
+            return None
+        return _Round(puts, Cursor(segment, offset + shipped), shipped, lag_end)
 
     async def _reconcile(self) -> None:
-        """Adopt tail chunks a previous run stored at (and beyond) the cursor before it could save it."""
+        """Adopt tail chunks a previous run stored at (and beyond) the cursor before it could save it.
+
+        Each one must be the local WAL's bytes over its range: the store may hold more than the
+        cursor says (a put that landed although its caller died or saw an error), never other bytes.
+        """
         seg, offset = self.cursor.segment, self.cursor.offset
         path = self.data_dir / SEGMENT_DIR / segment_name(seg)
+        stored_chunks = sorted((p.offset, p.end, info.key) for info in await self.store.list(chunk_prefix(seg))
+                               if (p := parse_key(info.key)) is not None and p.kind == "chunk")
         adopted = 0
-        while True:
-            key = chunk_key(seg, offset)
-            if await self.store.head(key) is None:
-                break
+        for start, end, key in stored_chunks:
+            if end <= offset or start > offset:
+                continue  # history behind the cursor, or beyond a gap (never adopted across one)
             stored = await self.store.get(key)
             try:
-                local = await asyncio.to_thread(_read_from, path, offset, offset + len(stored))
+                local = await asyncio.to_thread(_read_from, path, start, end)
             except FileNotFoundError:
                 local = b""
             if local != stored:
                 raise StoreIntegrityError(
                     f"{self.store.url}: {key} ({len(stored)} bytes, sha256 {sha256_hex(stored)[:16]}...) "
-                    f"is not the local WAL at that offset ({len(local)} bytes, sha256 "
+                    f"is not the local WAL over that range ({len(local)} bytes, sha256 "
                     f"{sha256_hex(local)[:16]}...): the remote copy and the local ledger diverge; "
                     "run `sidecar verify DATA_DIR --remote STORE`")
-            offset += len(stored)
+            offset = end
             adopted += 1
         if adopted:
             log.info("replication resumes after %d chunk(s) of segment %d already in %s (cursor %d -> %d)",
@@ -359,19 +402,32 @@ def _header_end(path: Path) -> int:
     return 0
 
 
-def _scan_new(data: bytes) -> tuple[int, bool, bytes | None]:
-    """(end of the committed part, whether it ends with a seal, the last checkpoint note in it).
+def _scan_new(data: bytes) -> tuple[list[int], bool, bytes | None]:
+    """(the commit boundaries in data, whether it ends with a seal, the last checkpoint note in it).
 
-    Committed means up to the end of the last header, checkpoint or seal frame: records after the
-    last checkpoint are not acknowledged yet (or are a torn tail) and wait for the next step.
+    A commit boundary is the end of a header, checkpoint or seal frame: records after the last
+    checkpoint are not acknowledged yet (or are a torn tail) and wait for the next step.
     """
-    end, sealed, latest = 0, False, None
+    ends: list[int] = []
+    sealed, latest = False, None
     for frame in framing.iter_frames(data):
         if isinstance(frame, framing.FrameDamage):
             break
         if frame.kind in (framing.HEADER, framing.CHECKPOINT, framing.SEAL):
-            end = frame.offset + framing.OVERHEAD + len(frame.body)
+            ends.append(frame.offset + framing.OVERHEAD + len(frame.body))
             sealed = frame.kind == framing.SEAL
             if frame.kind != framing.HEADER:
                 latest = frame.body
-    return end, sealed, latest
+    return ends, sealed, latest
+
+
+def _split(ends: list[int], max_bytes: int) -> list[int]:
+    """Chunk ends: commit boundaries at most max_bytes apart where possible (a larger commit ships whole)."""
+    out: list[int] = []
+    start = 0
+    for i, end in enumerate(ends):
+        last = i + 1 == len(ends)
+        if last or ends[i + 1] - start > max_bytes:
+            out.append(end)
+            start = end
+    return out

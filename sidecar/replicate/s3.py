@@ -24,8 +24,9 @@ Same contract as every `ObjectStore` (see `sidecar.replicate.store`). How this d
 * **One mapping.** `map_s3_errors` turns botocore/aiobotocore errors into the sidecar's tree;
   every client call in this module goes through it, and no other module catches them.
 
-`ensure_bucket` checks (and for tests and the demo creates) a bucket with versioning and Object
-Lock; call it once at start so a wrong bucket stops the sidecar instead of silently losing WORM.
+`ensure_bucket` checks (and for tests and the demo creates) a bucket with versioning, Object
+Lock and a default retention; call it once at start (`ensure_ready`) so a wrong bucket stops the
+sidecar instead of silently losing WORM.
 """
 
 from __future__ import annotations
@@ -239,20 +240,37 @@ class S3Store:
         return ObjectInfo(key, int(resp["ContentLength"]), resp.get("VersionId"))
 
     async def list(self, prefix: str = "") -> builtins.list[ObjectInfo]:
+        """Current objects under prefix, each with its count of data versions (one bulk listing).
+
+        Listed from ListObjectVersions, so an auditor learns of every overwrite without a request
+        per key. A key whose newest entry is a delete marker is hidden, as in ListObjectsV2.
+        """
         validate_prefix(prefix)
         client = await self._s3()
-        found: builtins.list[ObjectInfo] = []
-        pages = client.get_paginator("list_objects_v2").paginate(
+        current: dict[str, ObjectInfo] = {}
+        counts: dict[str, int] = {}
+        hidden: set[str] = set()
+        pages = client.get_paginator("list_object_versions").paginate(
             Bucket=self._bucket, Prefix=self._prefix + prefix
         )
-        with map_s3_errors(self.url, "ListObjectsV2", prefix):
+        with map_s3_errors(self.url, "ListObjectVersions", prefix):
             async for page in pages:
-                for item in page.get("Contents", []):
+                for item in page.get("Versions", []):
                     key = item["Key"][len(self._prefix) :]
-                    if key_problem(key) is not None:
-                        _log.warning("%s: ignoring object %r: not a valid store key", self.url, item["Key"])
-                        continue
-                    found.append(ObjectInfo(key, int(item["Size"])))
+                    counts[key] = counts.get(key, 0) + 1
+                    if item.get("IsLatest"):
+                        current[key] = ObjectInfo(key, int(item["Size"]), item.get("VersionId"))
+                for marker in page.get("DeleteMarkers", []):
+                    if marker.get("IsLatest"):
+                        hidden.add(marker["Key"][len(self._prefix) :])
+        found: builtins.list[ObjectInfo] = []
+        for key, info in current.items():
+            if key in hidden:
+                continue
+            if key_problem(key) is not None:
+                _log.warning("%s: ignoring object %r: not a valid store key", self.url, self._prefix + key)
+                continue
+            found.append(ObjectInfo(key, info.size, info.version_id, counts[key]))
         found.sort(key=lambda info: info.key)
         return found
 
@@ -280,7 +298,8 @@ class S3Store:
     # -- bucket checks -----------------------------------------------------------------------------
 
     async def ensure_bucket(self, *, create: bool = False) -> None:
-        """Check the bucket is versioned with Object Lock on; with create, make it first if missing.
+        """Check the bucket is versioned with Object Lock on and a default retention; with create, make
+        it first if missing (and give it this store's retention as its default if it has none).
 
         Raises `ConfigError` telling the operator what to enable: without Object Lock, anyone with
         delete rights can erase the replica and the WORM claim is false.
@@ -313,8 +332,23 @@ class S3Store:
             if e.code == "ObjectLockConfigurationNotFoundError":
                 raise ConfigError(f"{self.url}: bucket {bucket!r} has no S3 Object Lock; {enable}") from e
             raise
-        if lock.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") != "Enabled":
+        config = lock.get("ObjectLockConfiguration", {})
+        if config.get("ObjectLockEnabled") != "Enabled":
             raise ConfigError(f"{self.url}: bucket {bucket!r} has S3 Object Lock disabled; {enable}")
+        if not config.get("Rule", {}).get("DefaultRetention"):
+            if not create:
+                # Every put here carries its own COMPLIANCE retention; the bucket's default covers an
+                # object written any other way (a tool, a misconfigured second writer) as well.
+                raise ConfigError(
+                    f"{self.url}: bucket {bucket!r} has Object Lock but no default retention; set one "
+                    f"(aws s3api put-object-lock-configuration --bucket {bucket} --object-lock-configuration "
+                    f"'ObjectLockEnabled=Enabled,Rule={{DefaultRetention={{Mode=COMPLIANCE,Days="
+                    f"{self._retention.days}}}}}')"
+                )
+            with map_s3_errors(self.url, "PutObjectLockConfiguration"):
+                await client.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration={
+                    "ObjectLockEnabled": "Enabled",
+                    "Rule": {"DefaultRetention": {"Mode": self._mode, "Days": self._retention.days}}})
         with map_s3_errors(self.url, "GetBucketVersioning"):
             versioning = await client.get_bucket_versioning(Bucket=bucket)
         if versioning.get("Status") != "Enabled":
@@ -324,6 +358,10 @@ class S3Store:
                 "Object Lock needs it Enabled (aws s3api put-bucket-versioning "
                 f"--bucket {bucket} --versioning-configuration Status=Enabled)"
             )
+
+    async def ensure_ready(self, *, create: bool = False) -> None:
+        """The `ObjectStore` start check: `ensure_bucket`."""
+        await self.ensure_bucket(create=create)
 
     # -- internals -----------------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 Every remote copy of the ledger passes through one small protocol, `ObjectStore`, with three
 drivers: `S3Store` (S3 with Object Lock, the real thing), `DirectoryStore` (a local directory,
-for single-host deployments and the demo) and `MemoryStore` (a dict, for fast tests).
+for single-host deployments and the demo) and `MemoryStore` (a dict, for fast tests). This
+module imports none of them: `sidecar.replicate.drivers.open_store` picks one from a URL.
 
 Invariants every driver keeps:
 
@@ -26,16 +27,13 @@ import builtins
 import hashlib
 import re
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
-from urllib.parse import parse_qsl, unquote, urlsplit
+from typing import Protocol, runtime_checkable
 
-from sidecar.errors import ConfigError, StorageError, StoreIntegrityError
+from sidecar.errors import StorageError, StoreIntegrityError
 
 MAX_KEY_LENGTH = 512
 _SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
 _PREFIX_CHARS = re.compile(r"[A-Za-z0-9._/-]*")
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 
 
 class ObjectNotFound(StorageError, KeyError):
@@ -68,6 +66,9 @@ class ObjectInfo:
     key: str
     size: int
     version_id: str | None = None
+    # How many data versions the key holds, where the listing tells (S3 lists versions in bulk);
+    # None: ask `versions(key)`. More than one means someone wrote behind the replicator's back.
+    versions: int | None = None
 
 
 @runtime_checkable
@@ -100,6 +101,14 @@ class ObjectStore(Protocol):
 
         More than one means someone wrote behind our back. Stores without versions
         (directory) return at most one.
+        """
+        ...
+
+    async def ensure_ready(self, *, create: bool = False) -> None:
+        """Check, once at start, that the store can keep its promises; raise `ConfigError` if not.
+
+        An S3 bucket must have versioning, Object Lock and a default retention; a directory
+        must be one (or creatable). With create (tests, the demo), make a missing one first.
         """
         ...
 
@@ -165,59 +174,3 @@ def key_problem(key: str) -> str | None:
         if segment.startswith("."):
             return f"segment {segment!r} starts with '.'"
     return None
-
-
-def open_store(url: str, *, retention_days: int = 365, **s3_options: Any) -> ObjectStore:
-    """Open the store a URL names.
-
-    ``file:///abs/dir`` or a plain path gives a `DirectoryStore`; ``memory://`` a `MemoryStore`;
-    ``s3://bucket/prefix?endpoint=http://127.0.0.1:5000&region=us-east-1`` an `S3Store`, with
-    s3_options (credentials, timeouts) passed through. Anything else is a `ConfigError`.
-    retention_days is the Object Lock retention of each new S3 object; local stores ignore it.
-    """
-    # Imported here: the drivers import this module for the protocol types.
-    from sidecar.replicate.directory import DirectoryStore
-    from sidecar.replicate.memory import MemoryStore
-    from sidecar.replicate.s3 import S3Store
-
-    if not url:
-        raise ConfigError("store URL is empty")
-    scheme = urlsplit(url).scheme if "://" in url else ""
-    if scheme == "" and _SCHEME.match(url):
-        # 's3:/bucket' is a typo, not a relative directory named 's3:'.
-        raise ConfigError(f"store URL {url!r}: looks like a URL but has no '://'")
-    if scheme != "s3" and s3_options:
-        raise ConfigError(f"store URL {url!r}: S3 options {sorted(s3_options)} given for a non-S3 store")
-    if scheme == "":
-        return DirectoryStore(Path(url).expanduser().absolute())
-    if scheme == "file":
-        parts = urlsplit(url)
-        if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
-            raise ConfigError(f"store URL {url!r}: expected file:///absolute/directory")
-        path = unquote(parts.path)
-        if not path.startswith("/"):
-            raise ConfigError(f"store URL {url!r}: expected file:///absolute/directory")
-        return DirectoryStore(Path(path))
-    if scheme == "memory":
-        if url != "memory://":
-            raise ConfigError(f"store URL {url!r}: expected exactly memory://")
-        return MemoryStore()
-    if scheme == "s3":
-        parts = urlsplit(url)
-        if not parts.netloc:
-            raise ConfigError(f"store URL {url!r}: no bucket (expected s3://bucket/prefix)")
-        if parts.fragment:
-            raise ConfigError(f"store URL {url!r}: unexpected fragment")
-        options: dict[str, Any] = dict(s3_options)
-        known = {"endpoint": "endpoint_url", "region": "region"}
-        for name, value in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
-            if name not in known:
-                raise ConfigError(f"store URL {url!r}: unknown parameter {name!r} (known: endpoint, region)")
-            if known[name] in options:
-                raise ConfigError(f"store URL {url!r}: {name} given twice")
-            options[known[name]] = value
-        try:
-            return S3Store(parts.netloc, parts.path.lstrip("/"), retention_days=retention_days, **options)
-        except ConfigError as e:
-            raise ConfigError(f"store URL {url!r}: {e}") from e
-    raise ConfigError(f"store URL {url!r}: unsupported scheme {scheme!r} (use file://, s3:// or memory://)")

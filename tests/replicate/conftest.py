@@ -1,4 +1,8 @@
-"""Fixtures for the object stores: a loopback S3 server (moto), fresh Object Lock buckets, stores.
+"""Fixtures for the object stores: loopback S3 servers (moto, versitygw), fresh Object Lock buckets, stores.
+
+versitygw (`sidecar.harness.versitygw`) is the WORM server: one process per session, a fresh bucket
+with Object Lock and a default COMPLIANCE retention per test, its random root credentials put in
+the environment by `versitygw_env` (moto accepts any credentials, so both work in one test).
 
 `MotoServer` runs moto's S3 in this process, on 127.0.0.1 and a free port. `stop()` closes the
 listening socket (clients then get "connection refused", as with a dead store) and `start()` binds
@@ -21,6 +25,7 @@ from typing import Any
 import pytest
 from moto.server import ThreadedMotoServer
 
+from sidecar.harness.versitygw import S3Bucket, VersityGW
 from sidecar.replicate.directory import DirectoryStore
 from sidecar.replicate.memory import MemoryStore
 from sidecar.replicate.s3 import S3Store
@@ -120,12 +125,18 @@ async def raw_s3(s3_client_kwargs: dict[str, Any]) -> AsyncIterator[Any]:
         yield client
 
 
+async def create_locked_bucket(raw_s3: Any, name: str, days: int = 1) -> str:
+    """A bucket with Object Lock (and so versioning) and a default COMPLIANCE retention, as production needs."""
+    await raw_s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
+    await raw_s3.put_object_lock_configuration(Bucket=name, ObjectLockConfiguration={
+        "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": days}}})
+    return name
+
+
 @pytest.fixture
 async def s3_bucket(raw_s3: Any) -> str:
-    """A fresh bucket created with Object Lock (and so versioning) enabled."""
-    name = new_bucket_name()
-    await raw_s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
-    return name
+    """A fresh bucket created with Object Lock (and so versioning) and a default retention."""
+    return await create_locked_bucket(raw_s3, new_bucket_name())
 
 
 @pytest.fixture
@@ -150,10 +161,48 @@ def directory_store(tmp_path: Path) -> DirectoryStore:
     return DirectoryStore(tmp_path / "store")
 
 
+@pytest.fixture(scope="session")
+def versitygw_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VersityGW]:
+    """One versitygw for the session (built or reused by the harness; a missing binary fails)."""
+    server = VersityGW(tmp_path_factory.mktemp("versitygw"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def versitygw_env(versitygw_server: VersityGW, monkeypatch: pytest.MonkeyPatch) -> VersityGW:
+    """The server's credentials in the environment, for the CLI and `open_store` by URL."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", versitygw_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", versitygw_server.secret_key)
+    return versitygw_server
+
+
+@pytest.fixture
+def versitygw_bucket(versitygw_env: VersityGW) -> S3Bucket:
+    """A fresh bucket with Object Lock and a default COMPLIANCE retention of one day."""
+    return versitygw_env.create_bucket()
+
+
+@pytest.fixture
+async def versitygw_store(versitygw_bucket: S3Bucket) -> AsyncIterator[S3Store]:
+    """Our S3 driver on a fresh versitygw Object Lock bucket, under a prefix."""
+    store = S3Store(versitygw_bucket.bucket, S3_PREFIX, endpoint_url=versitygw_bucket.endpoint_url, region=REGION,
+                    **versitygw_bucket.credentials())
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
 @pytest.fixture(
-    params=["memory", "directory", pytest.param("s3", marks=pytest.mark.s3)],
+    params=["memory", "directory", pytest.param("s3", marks=pytest.mark.s3),
+            pytest.param("versitygw", marks=pytest.mark.s3)],
 )
 def store(request: pytest.FixtureRequest) -> ObjectStore:
-    """Each driver in turn, so the contract tests run the same assertions against all three."""
+    """Each driver in turn (memory, directory, moto S3, versitygw S3), so the contract tests run the same
+    assertions against all of them."""
     driver: ObjectStore = request.getfixturevalue(f"{request.param}_store")
     return driver

@@ -28,7 +28,7 @@ from sidecar.audit.verifier import load_trust, verify_directory
 from sidecar.ledger.writer import LedgerConfig
 from sidecar.replicate.replicator import Replicator
 
-from .conftest import REGION, MotoServer, new_bucket_name
+from .conftest import REGION, MotoServer, create_locked_bucket, new_bucket_name
 from .support import catch_up, drain, init_keys, lag_line, s3_url, segment_records, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.s3]
@@ -117,7 +117,7 @@ async def bucket(s3_server: MotoServer) -> AsyncIterator[str]:
     """A fresh Object Lock bucket; the S3 server is running again after the test whatever happened."""
     async with get_session().create_client("s3", endpoint_url=s3_server.endpoint_url, region_name=REGION) as raw:
         name = new_bucket_name()
-        await raw.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
+        await create_locked_bucket(raw, name)
     try:
         yield name
     finally:

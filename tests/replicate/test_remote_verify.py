@@ -18,9 +18,9 @@ from botocore.exceptions import ClientError
 from sidecar.audit.remote import pull_and_verify
 from sidecar.audit.verifier import load_trust
 from sidecar.core import framing
+from sidecar.replicate.drivers import open_store
 from sidecar.replicate.layout import parse_key
 from sidecar.replicate.replicator import Replicator
-from sidecar.replicate.store import open_store
 
 from .conftest import MotoServer
 from .support import drain, event, init_keys, open_ledger, run_cli, s3_url, steady_load

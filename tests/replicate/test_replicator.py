@@ -23,12 +23,13 @@ from sidecar.audit.remote import pull_and_verify
 from sidecar.audit.verifier import load_trust
 from sidecar.errors import StoreIntegrityError
 from sidecar.ledger.writer import LedgerConfig
+from sidecar.replicate.drivers import open_store
 from sidecar.replicate.layout import chunk_key, parse_key
 from sidecar.replicate.memory import MemoryStore
 from sidecar.replicate.replicator import Replicator
-from sidecar.replicate.store import ObjectStore, open_store
+from sidecar.replicate.store import ObjectStore
 
-from .conftest import REGION, MotoServer, free_port, new_bucket_name
+from .conftest import REGION, MotoServer, create_locked_bucket, free_port, new_bucket_name
 from .support import (
     bucket_versions,
     drain,
@@ -67,7 +68,7 @@ async def target(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     server: MotoServer = request.getfixturevalue("s3_server")
     async with get_session().create_client("s3", endpoint_url=server.endpoint_url, region_name=REGION) as raw:
         bucket = new_bucket_name()
-        await raw.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+        await create_locked_bucket(raw, bucket)
         url = s3_url(bucket, server.endpoint_url)
         t = Target(url, open_store(url), raw, bucket)
         try:
@@ -172,8 +173,8 @@ async def test_resume_adopts_chunks_stored_after_the_saved_cursor(tmp_path: Path
     await first.stop()
     ledger.subscribers.remove(first.on_commit)
     (data / "replication.json").write_bytes(stale)
-    chunks_before = len(await store.list("tail/"))
-    assert chunks_before >= 2 and await store.head(chunk_key(0, stale_offset)) is not None
+    chunks = [parse_key(o.key) for o in await store.list("tail/")]
+    assert len(chunks) >= 2 and any(c is not None and c.offset == stale_offset for c in chunks)
 
     await steady_load(ledger, rate=50, seconds=0.5, start=200)  # the open segment grows past them
     second = Replicator(data, store, interval_s=0.05)
@@ -212,8 +213,8 @@ async def test_only_announced_commits_are_shipped(tmp_path: Path) -> None:
         await ledger.close()
 
 
-async def test_foreign_bytes_under_our_next_key_are_an_integrity_error(tmp_path: Path) -> None:
-    """Bytes planted under the key the replicator writes next set integrity_error, and health fails."""
+async def test_foreign_bytes_at_the_cursor_are_an_integrity_error(tmp_path: Path) -> None:
+    """A chunk planted over the replicator's cursor sets integrity_error on its next start, and health fails."""
     data = tmp_path / "ledger"
     init_keys(data)
     settings = Settings(upstream=f"http://127.0.0.1:{free_port()}", data_dir=data, store_url="memory://",
@@ -226,13 +227,13 @@ async def test_foreign_bytes_under_our_next_key_are_an_integrity_error(tmp_path:
         store = rep.store
         assert isinstance(store, MemoryStore)
         await drain(rep)
-        nxt = chunk_key(rep.cursor.segment, rep.cursor.offset)
-        store.tamper(nxt, b"someone else's bytes")
-        from sidecar.app import LEDGER
-
-        await app[LEDGER].append(event(1))
+        foreign = b"someone else's bytes"
+        nxt = chunk_key(rep.cursor.segment, rep.cursor.offset, rep.cursor.offset + len(foreign))
+        store.tamper(nxt, foreign)
+        await rep.stop()
+        rep.start()  # a restart adopts what the store holds at the cursor, after checking it
         await wait_for(lambda: rep.integrity_error is not None, 10, "the integrity error")
-        assert nxt in str(rep.integrity_error) and "different bytes" in str(rep.integrity_error)
+        assert nxt in str(rep.integrity_error) and "diverge" in str(rep.integrity_error)
         assert rep.status()["state"] == "integrity-error"
         async with aiohttp.ClientSession() as http, http.get(server.make_url("/.sidecar/health")) as resp:
             body = await resp.json()
@@ -253,7 +254,7 @@ async def test_tampered_existing_chunk_is_found_on_resume(tmp_path: Path) -> Non
         rep = Replicator(data, store, interval_s=0)
         ledger.subscribers.append(rep.on_commit)
         await rep.step()
-        key = chunk_key(0, 0)
+        key = (await store.list("tail/00000000/"))[0].key
         original = await store.get(key)
         store.tamper(key, original[:-1] + bytes([original[-1] ^ 1]))
         with pytest.raises(StoreIntegrityError, match="already holds different bytes"):

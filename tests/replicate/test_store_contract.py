@@ -14,13 +14,13 @@ from hypothesis import strategies as st
 
 from sidecar.errors import ConfigError, StorageError, StoreIntegrityError
 from sidecar.replicate.directory import DirectoryStore
+from sidecar.replicate.drivers import open_store
 from sidecar.replicate.memory import MemoryStore
 from sidecar.replicate.s3 import S3Store
 from sidecar.replicate.store import (
     MAX_KEY_LENGTH,
     ObjectNotFound,
     ObjectStore,
-    open_store,
     validate_key,
 )
 
