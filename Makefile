@@ -17,9 +17,11 @@ demo: setup
 	$(BIN)/python -m sidecar.demo
 
 # The whole suite: real Keycloak (fetched with mvn, cached in ~/.cache/sidecar-kc), Debian's chromium,
-# moto's S3 server on loopback. Nothing is skipped: a missing part fails the run.
+# moto's S3 server and versitygw (built with `go install`, cached in ~/.cache/sidecar-go/bin) on loopback.
+# Nothing is skipped: a missing part fails the run.
 test: setup lint
 	$(BIN)/python -m sidecar.harness.keycloak fetch
+	$(BIN)/python -m sidecar.harness.versitygw build
 	$(BIN)/pytest -q -p no:cacheprovider
 
 unit: setup

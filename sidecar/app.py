@@ -51,8 +51,8 @@ from sidecar.ledger.keystore import KeyStore
 from sidecar.ledger.writer import Ledger, LedgerConfig
 from sidecar.policy.schema import Policy, load_policy
 from sidecar.proxy.forward import HANDLER_ARGS, ProxyLimits, ReverseProxy
-from sidecar.replicate.replicator import Replicator
 from sidecar.replicate.drivers import open_store
+from sidecar.replicate.replicator import Replicator
 from sidecar.replicate.store import ObjectStore
 
 log = logging.getLogger("sidecar")

@@ -97,6 +97,15 @@ def _runnable(path: Path) -> bool:
     return path.is_file() and os.access(path, os.X_OK)
 
 
+def _state(pid: int) -> str | None:
+    """The process state letter from /proc (R, S, T, ...), or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free on host a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -127,6 +136,21 @@ class S3Bucket:
     def credentials(self) -> dict[str, str]:
         """Keyword arguments for `S3Store` (and aiobotocore's create_client)."""
         return {"aws_access_key_id": self.access_key, "aws_secret_access_key": self.secret_key}
+
+    def client(self) -> Any:
+        """A synchronous botocore S3 client with these credentials (close it after use)."""
+        return s3_client(self.endpoint_url, self.access_key, self.secret_key, self.region)
+
+
+def s3_client(endpoint_url: str, access_key: str, secret_key: str, region: str = REGION) -> Any:
+    """A synchronous botocore S3 client (path-style, two retries) for setup and for attacks in tests."""
+    import botocore.session
+    from botocore.config import Config
+
+    return botocore.session.get_session().create_client(
+        "s3", endpoint_url=endpoint_url, region_name=region, aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2, "mode": "standard"}))
 
 
 class VersityGW:
@@ -207,8 +231,13 @@ class VersityGW:
     def pause(self) -> None:
         """SIGSTOP: the port still accepts connections but nothing answers (a hung store)."""
         if self.running and not self._paused:
-            os.killpg(self._proc.pid, signal.SIGSTOP)  # type: ignore[union-attr]  # running implies a process
+            pid = self._proc.pid  # type: ignore[union-attr]  # running implies a process
+            os.killpg(pid, signal.SIGSTOP)
             self._paused = True
+            # Delivery is asynchronous: wait until the kernel reports the process stopped.
+            deadline = time.monotonic() + 5.0
+            while _state(pid) not in ("T", "t", None) and time.monotonic() < deadline:
+                time.sleep(0.005)
 
     def resume(self) -> None:
         if self.running and self._paused:
@@ -243,13 +272,7 @@ class VersityGW:
 
     def client(self) -> Any:
         """A synchronous botocore S3 client with the root credentials (for setup and attacks in tests)."""
-        import botocore.session
-        from botocore.config import Config
-
-        return botocore.session.get_session().create_client(
-            "s3", endpoint_url=self.endpoint_url, region_name=REGION, aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2, "mode": "standard"}))
+        return s3_client(self.endpoint_url, self.access_key, self.secret_key)
 
     def create_bucket(self, name: str | None = None, *, object_lock: bool = True, retention_days: int | None = 1,
                       mode: Literal["COMPLIANCE", "GOVERNANCE"] = "COMPLIANCE") -> S3Bucket:
