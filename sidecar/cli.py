@@ -254,6 +254,9 @@ def _is_remote(source: str) -> bool:
               help="bearer token for a sidecar URL source (or SIDECAR_AUDIT_TOKEN)")
 @click.option("--checkpoint", "checkpoints", multiple=True, type=click.Path(path_type=Path),
               help="a signed checkpoint obtained elsewhere; finds a cut tail or a rollback")
+@click.option("--last-seen", "last_seen", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="the auditor's pinned newest checkpoint: checked against, and moved forward after a clean "
+                   "run (created on first use); finds a later cut tail or rolled-back store")
 @click.option("--workers", type=int, default=None, help="processes (default: all cores)")
 @click.option("--thorough", is_flag=True, hidden=True,
               help="accepted for old scripts: verification is always the full procedure")
@@ -263,10 +266,13 @@ def _is_remote(source: str) -> bool:
               help="with --witnesses: cosignatures required on the newest checkpoint")
 @click.option("--json", "as_json", is_flag=True)
 def verify(source: str, trust_file: Path, remote: str | None, token: str | None, checkpoints: tuple[Path, ...],
-           workers: int | None, thorough: bool, witness_file: Path | None, quorum: int, as_json: bool) -> None:
+           last_seen: Path | None, workers: int | None, thorough: bool, witness_file: Path | None, quorum: int,
+           as_json: bool) -> None:
     """Verify a ledger: a data directory, a pulled bundle, s3://bucket/prefix, or a sidecar URL.
 
-    Exit 0 intact, 1 tampered or incomplete (with findings), 2 unusable input.
+    The newest signed checkpoint available is always used: a bundle's own, the store's newest,
+    each --checkpoint, and the --last-seen pin. Exit 0 intact, 1 tampered or incomplete (with
+    findings), 2 unusable input.
     """
     import asyncio
     import tempfile
@@ -274,8 +280,9 @@ def verify(source: str, trust_file: Path, remote: str | None, token: str | None,
     from rich.progress import Progress
 
     from sidecar.audit.remote import compare_remote, pull_and_verify
-    from sidecar.audit.verifier import UnusableInput, load_trust, verify_directory
+    from sidecar.audit.verifier import LastSeen, UnusableInput, load_trust, verify_directory
 
+    pin_state: dict[str, Any] | None = None
     try:
         trust = load_trust(trust_file)
         external = []
@@ -284,6 +291,10 @@ def verify(source: str, trust_file: Path, remote: str | None, token: str | None,
                 external.append(cp.read_bytes())
             except OSError as exc:
                 raise UnusableInput(f"cannot read checkpoint {cp}: {exc.strerror}") from exc
+        pin = LastSeen(last_seen) if last_seen is not None else None
+        pinned = pin.note() if pin is not None else None
+        if pinned is not None:
+            external.append(pinned)
         show = not as_json and sys.stderr.isatty()
         with Progress(transient=True, disable=not show) as bar, tempfile.TemporaryDirectory() as tmp:
             task = bar.add_task("verifying", total=None)
@@ -294,10 +305,12 @@ def verify(source: str, trust_file: Path, remote: str | None, token: str | None,
             if source.endswith(".json") and Path(source).is_file():
                 _verify_bundle(Path(source), trust, as_json)
             if _is_remote(source):
-                report = asyncio.run(pull_and_verify(source, Path(tmp), trust, external=external, token=token,
+                verified = Path(tmp)
+                report = asyncio.run(pull_and_verify(source, verified, trust, external=external, token=token,
                                                      workers=workers, thorough=thorough, progress=progress))
             else:
-                report = verify_directory(Path(source), trust, external=external, workers=workers,
+                verified = Path(source)
+                report = verify_directory(verified, trust, external=external, workers=workers,
                                           thorough=thorough, progress=progress)
             if remote:
                 asyncio.run(compare_remote(report, Path(source), remote, Path(tmp) / "remote", trust,
@@ -310,15 +323,23 @@ def verify(source: str, trust_file: Path, remote: str | None, token: str | None,
                     raise UnusableInput(f"quorum {quorum} is more than the {len(witnesses)} witnesses listed")
                 apply_witness_check(report, Path(tmp) if _is_remote(source) else Path(source), trust, witnesses,
                                     quorum, external)
+            if pin is not None:
+                # SECURITY: the pin only moves after a clean run, so a tampered ledger can never lower it.
+                size, moved = pin.advance(verified) if report.ok else (None, False)
+                pin_state = {"file": str(pin.path), "pinned_size": size, "updated": moved}
     except (UnusableInput, StorageError) as exc:
         if as_json:
             _print_json({"verdict": "unusable-input", "error": str(exc)})
             sys.exit(2)
         _fail(str(exc), 2)
     if as_json:
-        _print_json(report.to_json())
+        _print_json({**report.to_json(), **({"last_seen": pin_state} if pin_state else {})})
     else:
         _print_report(report, Path(source))
+        if pin_state is not None:
+            click.echo(f"last seen: {pin_state['file']} "
+                       + (f"now pins tree size {pin_state['pinned_size']}" if pin_state["updated"]
+                          else "unchanged (only a clean run with a larger tree moves it)"))
     sys.exit(0 if report.ok else 1)
 
 
@@ -335,7 +356,8 @@ def pull(source: str, out: Path, token: str | None, as_json: bool) -> None:
     from rich.progress import Progress
 
     from sidecar.audit.pull import pull as do_pull
-    from sidecar.audit.remote import open_source
+    from sidecar.audit.remote import check_pull_target, open_source
+    from sidecar.audit.verifier import UnusableInput
 
     async def run() -> Any:
         store = open_source(source, token)
@@ -346,7 +368,13 @@ def pull(source: str, out: Path, token: str | None, as_json: bool) -> None:
         finally:
             await store.close()
 
-    result = asyncio.run(run())
+    try:
+        check_pull_target(source, out)
+        result = asyncio.run(run())
+    except (UnusableInput, StorageError) as exc:
+        _fail(str(exc), 2)
+    except OSError as exc:  # the bundle folder: a file in the way, no permission, disk full
+        _fail(f"cannot write the bundle to {out}: {exc.strerror or exc}", 2)
     summary = {"source": source, "out": str(out), "objects": result.objects, "fetched": result.fetched,
                "bytes_fetched": result.bytes_fetched, "segments": result.segments,
                "checkpoints": len(result.checkpoints), "findings": [f.to_json() for f in result.findings]}

@@ -22,8 +22,28 @@ from sidecar.audit.pull import pull
 from sidecar.audit.verifier import UnusableInput, verify_directory
 from sidecar.core.trust import TrustAnchor
 from sidecar.core.verify import Finding, Report
-from sidecar.replicate.drivers import open_store
+from sidecar.replicate.drivers import is_store_url, open_store
 from sidecar.replicate.store import ObjectStore
+
+
+def check_pull_target(source: str, out: Path) -> None:
+    """Refuse, before any work, a local source that is not a store directory and an --out that cannot
+    be a bundle folder (`UnusableInput`, one line each)."""
+    if not source.startswith(("http://", "https://")) and not is_store_url(source):
+        path = Path(source)
+        if not path.exists():
+            raise UnusableInput(f"{source} does not exist")
+        if not path.is_dir():
+            raise UnusableInput(f"{source} is a file, not a store directory")
+        if out.absolute() == path.absolute() or path.absolute() in out.absolute().parents:
+            raise UnusableInput(f"--out {out} is inside the store {source}; pull into a folder of its own")
+    if out.exists() and not out.is_dir():
+        raise UnusableInput(f"--out {out} is a file, not a folder")
+    for parent in out.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UnusableInput(f"--out {out}: {parent} is a file, not a folder")
+            break
 
 
 def open_source(url: str, token: str | None) -> ObjectStore:

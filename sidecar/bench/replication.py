@@ -1,4 +1,5 @@
-"""`bench replication`: lag to a directory store and to a loopback S3, and pull + verify throughput."""
+"""`bench replication`: lag to a directory store and to two loopback S3 servers (moto, and versitygw with
+Object Lock enforced), and pull + verify throughput of each beside the directory store's, in one run."""
 
 from __future__ import annotations
 
@@ -41,9 +42,11 @@ _FAKE_AWS = {
 
 
 @contextlib.contextmanager
-def _fake_aws_env(nowhere: Path) -> Iterator[dict[str, str]]:
-    """Fake credentials for the loopback S3 server; no real AWS configuration is read. Restored after."""
-    values = {**_FAKE_AWS, "AWS_CONFIG_FILE": str(nowhere), "AWS_SHARED_CREDENTIALS_FILE": str(nowhere)}
+def _fake_aws_env(nowhere: Path, credentials: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
+    """Credentials for a loopback S3 server (fake ones unless given); no real AWS configuration is read.
+    Restored after."""
+    values = {**_FAKE_AWS, **(credentials or {}), "AWS_CONFIG_FILE": str(nowhere),
+              "AWS_SHARED_CREDENTIALS_FILE": str(nowhere)}
     removed = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
     saved = {k: os.environ.get(k) for k in (*values, *removed)}
     os.environ.update(values)
@@ -191,15 +194,35 @@ def run_replication(*, seconds: float = 20.0, rate: float = 1000.0, segment_max_
             ui.phase("pull + verify of the bucket")
             pulled = asyncio.run(_pull_verify(url, root / "pull-s3", trust, cores))
             results["s3"] = {**load, "pull_verify": pulled}
+
+        # (c) versitygw: a WORM S3 server (posix backend, versioning, Object Lock with a default retention)
+        from sidecar.harness.versitygw import VersityGW
+
+        ui.phase("starting versitygw (built or reused by the harness, separate process)")
+        with VersityGW(root / "versitygw") as gw:
+            locked = gw.create_bucket(retention_days=1)
+            with _fake_aws_env(root / "no-aws-config", locked.env()):
+                led = root / "ledger-versitygw"
+                trust = KeyStore(led).init(ORIGIN)
+                url = locked.store_url()
+                ui.phase(f"versitygw (Object Lock bucket {locked.bucket}): {rate:g} events/s for {seconds:g} s")
+                with ui.bar("versitygw", int(rate * seconds)) as progress:
+                    load = asyncio.run(_steady_load(led, url, rate=rate, seconds=seconds,
+                                                    segment_max_bytes=segment_max_bytes, seed=3,
+                                                    progress=progress))
+                ui.phase("pull + verify of the versitygw bucket")
+                pulled = asyncio.run(_pull_verify(url, root / "pull-versitygw", trust, cores))
+            results["versitygw"] = {**load, "pull_verify": pulled}
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
     targets = [Target(f"replication lag p99, {name} store", res["lag_p99_ms"], 2000.0, "ms", False,
                       "2 s after commit (brief §9)") for name, res in results.items()]
     dir_rate = results["directory"]["pull_verify"]["records_per_s"]
-    targets.append(Target("pull + verify from S3 vs the directory store", results["s3"]["pull_verify"]["records_per_s"],
-                          0.25 * dir_rate, "records/s", True,
-                          f"25% of the directory store's pull + verify in the same run ({dir_rate:,.0f}/s)"))
+    targets += [Target(f"pull + verify from {name} vs the directory store", res["pull_verify"]["records_per_s"],
+                       0.25 * dir_rate, "records/s", True,
+                       f"25% of the directory store's pull + verify in the same run ({dir_rate:,.0f}/s)")
+                for name, res in results.items() if name != "directory"]
     return {
         "benchmark": "replication",
         "machine": machine,
