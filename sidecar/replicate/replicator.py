@@ -280,10 +280,22 @@ class Replicator:
                 if self._pending is None:
                     return shipped
             plan = self._pending
-            while plan.done < len(plan.puts):
-                key, data = plan.puts[plan.done]
-                await self._put(key, data)
-                plan.done += 1
+            # Puts go in order (a checkpoint object never lands before the chunk holding it); each
+            # read-back runs beside the next put, and all of them must match before the cursor moves.
+            checks: list[asyncio.Task[None]] = []
+            try:
+                while plan.done < len(plan.puts):
+                    key, data = plan.puts[plan.done]
+                    await self._put(key, data)
+                    checks.append(asyncio.ensure_future(self._read_back(key, data)))
+                    plan.done += 1
+                await asyncio.gather(*checks)
+            except BaseException:
+                for check in checks:
+                    check.cancel()
+                await asyncio.gather(*checks, return_exceptions=True)
+                plan.done = 0  # read-backs are part of a put: redo the round (identical bytes, same keys)
+                raise
             self.cursor = plan.cursor
             self._pending = None
             await asyncio.to_thread(self._save_cursor)
@@ -367,12 +379,14 @@ class Replicator:
 
     async def _put(self, key: str, data: bytes) -> None:
         result = await self.store.put(key, data)
-        back = await self.store.get(key)  # read back what the store now holds
+        if result.created:
+            self.uploaded_objects += 1
+
+    async def _read_back(self, key: str, data: bytes) -> None:
+        back = await self.store.get(key)  # what the store now holds
         if sha256_hex(back) != sha256_hex(data):
             raise StoreIntegrityError(f"{self.store.url}: read-back of {key} differs from what was written "
                                       f"(sha256 {sha256_hex(data)[:16]}..., read {sha256_hex(back)[:16]}...)")
-        if result.created:
-            self.uploaded_objects += 1
 
     def _record_lag(self, segment: int, end: int) -> None:
         now = time.time_ns()

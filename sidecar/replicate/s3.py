@@ -2,13 +2,12 @@
 
 Same contract as every `ObjectStore` (see `sidecar.replicate.store`). How this driver keeps it:
 
-* **Write-once.** `put` first HEADs the key; if an object is there it GETs that exact version and
-  compares SHA-256 (identical: ``created=False``; different: `StoreIntegrityError`). Otherwise it
-  PUTs with ``If-None-Match: *``, so a writer that got there between our HEAD and PUT makes S3
-  answer 412 and we compare again instead of stacking a second version. A store that rejects
+* **Write-once.** `put` PUTs with ``If-None-Match: *``; if the key holds an object S3 answers
+  412 and `put` HEADs it, GETs that exact version and compares SHA-256 (identical:
+  ``created=False``; different: `StoreIntegrityError`), never stacking a second version. A store that rejects
   ``If-None-Match`` as unsupported (HTTP 501 ``NotImplemented``, or a 400 naming the header) is
-  remembered and PUT without it, with a warning: the race then leaves two versions, which
-  `versions` shows. moto 5.2 and AWS S3 support it.
+  remembered and from then on HEAD + compare come first and the PUT goes without it, with a
+  warning: a race then leaves two versions, which `versions` shows. moto 5.2 and AWS S3 support it.
 * **Nobody can rewrite.** Every PUT carries ``ObjectLockMode=COMPLIANCE`` and a retain-until date
   ``retention_days`` ahead, so not even the account root can delete or overwrite that version
   before then. S3 still lets anyone with ``s3:PutObject`` add a *newer* version, or a delete
@@ -214,14 +213,17 @@ class S3Store:
     async def put(self, key: str, data: bytes) -> PutResult:
         validate_key(key)
         digest = sha256_hex(data)
-        for _ in range(_MAX_PUT_ROUNDS):
-            existing = await self._compare_existing(key, digest)
-            if existing is not None:
-                return existing
+        for attempt in range(_MAX_PUT_ROUNDS):
+            # With conditional PUT the store itself refuses an existing key (412), so the first try
+            # goes straight to PUT: one request for the common case, a comparison only on a refusal.
+            if attempt > 0 or not self._if_none_match:
+                existing = await self._compare_existing(key, digest)
+                if existing is not None:
+                    return existing
             try:
                 version_id = await self._put_new(key, data, digest)
             except _LostRace:
-                continue  # someone wrote between our HEAD and PUT: compare with their bytes
+                continue  # the key holds an object (ours from an earlier try, or not): compare with it
             return PutResult(key, digest, len(data), version_id, created=True)
         raise StorageError(f"{self.url}: PutObject {key!r}: conditional write kept conflicting, giving up")
 

@@ -163,7 +163,7 @@ async def test_missing_credentials_is_config_error(
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     store = S3Store(s3_bucket, endpoint_url=s3_server.endpoint_url, region=REGION)
     try:
-        with pytest.raises(ConfigError, match="HeadObject 'k': Unable to locate credentials"):
+        with pytest.raises(ConfigError, match="PutObject 'k': Unable to locate credentials"):
             await store.put("k", b"x")
     finally:
         await store.close()

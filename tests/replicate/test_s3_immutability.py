@@ -128,5 +128,5 @@ async def test_unreachable_endpoint_fails_fast() -> None:
         await store.close()
     elapsed = time.monotonic() - started
     assert elapsed < 8, f"took {elapsed:.1f}s"
-    assert str(caught.value).startswith(f"{store.url}: HeadObject 'segments/0001': ")
+    assert str(caught.value).startswith(f"{store.url}: PutObject 'segments/0001': ")
     assert f"127.0.0.1:{port}" in str(caught.value)
