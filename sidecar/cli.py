@@ -375,6 +375,8 @@ def pull(source: str, out: Path, token: str | None, as_json: bool) -> None:
         _fail(str(exc), 2)
     except OSError as exc:  # the bundle folder: a file in the way, no permission, disk full
         _fail(f"cannot write the bundle to {out}: {exc.strerror or exc}", 2)
+    if result.segments == 0:
+        _fail(f"{source} holds no ledger segments ({result.objects} other objects)", 2)
     summary = {"source": source, "out": str(out), "objects": result.objects, "fetched": result.fetched,
                "bytes_fetched": result.bytes_fetched, "segments": result.segments,
                "checkpoints": len(result.checkpoints), "findings": [f.to_json() for f in result.findings]}

@@ -69,7 +69,7 @@ def _write(path: Path, data: bytes) -> None:
 async def pull(store: ObjectStore, out: Path, *, check_versions: bool = True, concurrency: int = 16,
                progress: Callable[[int, int], None] | None = None) -> PullResult:
     """Copy every object of store into out (concurrently, skipping what is already there) and rebuild
-    the segments; raises `UnusableInput` if the store holds no ledger object at all."""
+    the segments; raises `UnusableInput` if the store holds no object of the ledger's layout at all."""
     result = PullResult()
     add = result.findings.append
     infos = await store.list("")
@@ -92,7 +92,7 @@ async def pull(store: ObjectStore, out: Path, *, check_versions: bool = True, co
         elif parsed.kind == "chunk":
             chunks.setdefault(parsed.segment, []).append((parsed.offset, parsed.end, info))
         wanted.append((info, parsed))
-    if not sealed and not chunks:
+    if not any(parsed is not None for _, parsed in wanted):
         raise UnusableInput(f"{store.url} holds no ledger segments"
                             + (f" ({len(infos)} other objects)" if infos else " (it is empty or does not exist)"))
     try:

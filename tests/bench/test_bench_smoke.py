@@ -25,7 +25,8 @@ ALL_TARGETS = {
               "captured added latency p50", "sidecar CPU per token request / Keycloak's",
               "sidecar CPU per login / Keycloak's"},
     "replication": {"replication lag p99, directory store", "replication lag p99, s3 store",
-                    "pull + verify from S3 vs the directory store"},
+                    "replication lag p99, versitygw store", "pull + verify from s3 vs the directory store",
+                    "pull + verify from versitygw vs the directory store"},
 }
 
 
