@@ -52,6 +52,7 @@ from sidecar.bench.common import (
     process_times,
     stop_group,
     targets_table,
+    tree_cpu_seconds,
     wait_http,
 )
 from sidecar.bench.references import FsyncProbe
@@ -310,7 +311,7 @@ def run_proxy(*, requests: int = 400, logins: int = 150, upstream: str | None = 
                 pid = upstream_pid or listening_pid(int(direct_base.rsplit(":", 1)[1]))
                 if pid is None:
                     raise click.ClickException(f"nothing found listening at {direct_base}; pass --upstream-pid")
-                up_cpu = lambda: process_cpu_seconds(pid)  # noqa: E731
+                up_cpu = lambda: tree_cpu_seconds(pid)  # noqa: E731
             data = root / "sidecar-data"
             ui.phase(f"starting the sidecar (python -m sidecar serve) on {sidecar_base} and the bare reference "
                      f"proxy on {bare_base}, both in front of {direct_base}")
@@ -402,6 +403,8 @@ def run_proxy(*, requests: int = 400, logins: int = 150, upstream: str | None = 
     login_ratio = side_per_login / kc_per_login if kc_per_login else 0.0
     fsync_ms = fsync["p50_us"] / 1000
     no_kc = "--quick replays recorded answers: no Keycloak CPU to compare with" if quick else None
+    if not quick and (captured["upstream_cpu_us_per_request"] <= 0 or kc_per_login <= 0):
+        no_kc = "no Keycloak CPU was seen (wrong --upstream-pid?)"
     bare_pt, side_pt = passthrough["bare"], passthrough["sidecar"]
     targets = [
         Target("pass-through CPU per request vs bare proxy", passthrough["sidecar_vs_bare_cpu"], 1.5, "x", False,
