@@ -100,8 +100,12 @@ async def _ledger_split(data_dir: Path, payload: dict[str, Any], n: int, probe: 
     ledger = await Ledger.open(data_dir, config=LedgerConfig())
     # One appender: each append is exactly one commit and one write, timed into `now` during its await.
     now: dict[str, float] = {}
-    split = hasattr(ledger, "_commit") and hasattr(ledger, "_write") and hasattr(writer_module, "_write_at")
-    original_write_at = getattr(writer_module, "_write_at", None)
+    # The write itself is `Ledger.write_at` (an attribute of the instance) or the module's `_write_at`.
+    on_instance = callable(getattr(ledger, "write_at", None))
+    holder: Any = ledger if on_instance else writer_module
+    attr = "write_at" if on_instance else "_write_at"
+    split = hasattr(ledger, "_commit") and hasattr(ledger, "_write") and callable(getattr(holder, attr, None))
+    original_write_at = getattr(holder, attr, None)
     if split:
         commit, write = ledger._commit, ledger._write
 
@@ -124,7 +128,7 @@ async def _ledger_split(data_dir: Path, payload: dict[str, Any], n: int, probe: 
 
         ledger._commit = timed_commit  # type: ignore[method-assign]
         ledger._write = timed_write  # type: ignore[method-assign]
-        setattr(writer_module, "_write_at", timed_write_at)  # noqa: B010
+        setattr(holder, attr, timed_write_at)
     series: dict[str, list[float]] = {"append_total": [], "queue_and_wakeups": [], "commit_build": [],
                                       "write_thread_handoff": [], "write_fsync": []}
     try:
@@ -145,7 +149,7 @@ async def _ledger_split(data_dir: Path, payload: dict[str, Any], n: int, probe: 
                 series["write_fsync"].append(now["thread"])
     finally:
         if split:
-            setattr(writer_module, "_write_at", original_write_at)  # noqa: B010
+            setattr(holder, attr, original_write_at)
         await ledger.close()
     # p50 of each part's own per-append series (the parts of one append add up to its total).
     return {name: percentile(values, 50) for name, values in series.items() if values}
