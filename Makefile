@@ -22,6 +22,7 @@ demo: setup
 test: setup lint
 	$(BIN)/python -m sidecar.harness.keycloak fetch
 	$(BIN)/python -m sidecar.harness.versitygw build
+	$(BIN)/python -m sidecar.harness.witness build
 	$(BIN)/pytest -q -p no:cacheprovider
 
 unit: setup

@@ -88,6 +88,9 @@ class Settings:
     passthrough_connections: int = 256  # upstream pool for everything else
     auditor_recheck_s: float = 5.0  # how long an auditor's live role check is cached
     auditor_denied_window_s: float = 60.0  # per requester: one refusal record at once, one aggregate per window
+    witness_file: Path | None = None  # witness list (docs/format.md §14.1); None: no witnessing
+    witness_quorum: int = 1
+    witness_stale_s: float = 300.0  # the newest checkpoint may wait this long for its quorum before not-ready
 
 
 LEDGER = web.AppKey("ledger", Ledger)
@@ -384,11 +387,38 @@ async def _proxy(app: web.Application) -> AsyncIterator[None]:
         await parts.proxy.close()
 
 
+async def _witness(app: web.Application) -> AsyncIterator[None]:
+    """Witness client (docs/format.md §14.1): cosigning follows commits, never the request path."""
+    from sidecar.core.witness import parse_witness_list
+    from sidecar.witness.client import WitnessClient
+
+    parts = app[PARTS]
+    s = parts.settings
+    if s.witness_file is None:
+        yield
+        return
+    assert parts.ledger is not None
+    try:
+        witnesses = parse_witness_list(s.witness_file.read_bytes())
+        client = WitnessClient(s.data_dir, witnesses, parts.keys.witness_signer(), quorum=s.witness_quorum,
+                               stale_after_s=s.witness_stale_s, store=parts.store)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{s.witness_file}: {exc}") from exc
+    parts.ledger.subscribers.append(client.on_commit)
+    parts.checks["witness"] = client.not_ready_reason
+    await client.start()
+    try:
+        yield
+    finally:
+        await client.close()
+
+
 RESOURCES: tuple[Resource, ...] = (
     _ledger,
     _index,
     _store,
     _replicator,
+    _witness,
     _final_checkpoint,
     _side_calls,
     _state_reader,

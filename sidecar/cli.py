@@ -107,6 +107,12 @@ def main() -> None:
               help="seconds an auditor's live role and enabled check is cached")
 @click.option("--auditor-denied-window", "auditor_denied_window_s", type=float, default=60.0, show_default=True,
               help="seconds per requester in which refused audit reads make one record plus one aggregate")
+@click.option("--witnesses", "witness_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              default=None, help="witness list (kc-ledger-witnesses/1 JSON with urls): get checkpoints cosigned")
+@click.option("--witness-quorum", type=click.IntRange(min=1), default=1, show_default=True,
+              help="cosignatures a checkpoint needs")
+@click.option("--witness-stale", "witness_stale_s", type=float, default=300.0, show_default=True,
+              help="seconds the newest checkpoint may wait for its quorum before readiness fails")
 @click.option("--log-level", default="INFO", show_default=True)
 def serve(upstream: str, data_dir: Path, listen: str, policy_file: Path | None, init: bool, origin: str | None,
           segment_max_bytes: int, segment_max_age: float, epoch_s: float, heartbeat: float, store_url: str | None,
@@ -114,7 +120,8 @@ def serve(upstream: str, data_dir: Path, listen: str, policy_file: Path | None, 
           auditor_role: str, reader_realm: str | None, reader_client_id: str | None,
           reader_secret_file: Path | None, drift_on: bool, drift_poll: float, drift_sweep: float, drift_rate: float,
           capture_budget_mb: int, identity_connections: int, passthrough_connections: int,
-          auditor_recheck_s: float, auditor_denied_window_s: float, log_level: str) -> None:
+          auditor_recheck_s: float, auditor_denied_window_s: float, witness_file: Path | None, witness_quorum: int,
+          witness_stale_s: float, log_level: str) -> None:
     """Run the proxy in front of Keycloak, recording into the ledger."""
     import asyncio
     import logging
@@ -147,7 +154,8 @@ def serve(upstream: str, data_dir: Path, listen: str, policy_file: Path | None, 
                                             epoch_s=epoch_s, heartbeat_s=heartbeat),
                         capture_budget_bytes=capture_budget_mb * 1024 * 1024,
                         identity_connections=identity_connections, passthrough_connections=passthrough_connections,
-                        auditor_recheck_s=auditor_recheck_s, auditor_denied_window_s=auditor_denied_window_s)
+                        auditor_recheck_s=auditor_recheck_s, auditor_denied_window_s=auditor_denied_window_s,
+                        witness_file=witness_file, witness_quorum=witness_quorum, witness_stale_s=witness_stale_s)
     app = make_app(settings)
     asyncio.run(serve_app(app, settings.host, settings.port))
 
@@ -184,10 +192,17 @@ def keys_init(data_dir: Path, origin: str | None, as_json: bool) -> None:
 
 @keys.command("show")
 @click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path, exists=True))
-def keys_show(data_dir: Path) -> None:
+@click.option("--witness-vkey", is_flag=True,
+              help="print the log witness key's vkey instead (what witnesses are configured with; created if missing)")
+def keys_show(data_dir: Path, witness_vkey: bool) -> None:
     """Print the trust anchor (origin and first public key) as JSON."""
     from sidecar.ledger.keystore import KeyStore
 
+    if witness_vkey:
+        from sidecar.core.witness import log_vkey
+
+        click.echo(log_vkey(KeyStore(data_dir).witness_signer().public))
+        return
     _print_json(KeyStore(data_dir).trust().to_json())
 
 

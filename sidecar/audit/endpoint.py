@@ -43,7 +43,7 @@ from sidecar.audit.access import DeniedReads, LiveCheck, LiveRoles, Refusal
 from sidecar.capture.tokens import TokenVerifier, realm_of_issuer, unverified_claims
 from sidecar.core import framing
 from sidecar.core.events import EventType, IdentityEvent, Outcome, Party
-from sidecar.core.note import Checkpoint, NoteError, split_note
+from sidecar.core.note import Checkpoint, NoteError, checkpoint_of
 from sidecar.core.segment import SEGMENT_DIR, SegmentHeader, segment_number
 from sidecar.errors import OverloadError, RecordRejected, StorageError
 from sidecar.replicate.layout import checkpoint_key, chunk_key, parse_key, segment_key
@@ -82,7 +82,7 @@ def _checkpoints(data: bytes) -> Iterator[tuple[framing.Frame, Checkpoint | None
             yield frame, None
         elif frame.kind in (framing.CHECKPOINT, framing.SEAL):
             try:
-                yield frame, Checkpoint.parse_body(split_note(frame.body)[0])
+                yield frame, checkpoint_of(frame.body)
             except NoteError:
                 yield frame, None  # the verifier reports it; it still ends the committed bytes
 

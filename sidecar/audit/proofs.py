@@ -7,10 +7,9 @@ from typing import Any
 
 from sidecar.audit.verifier import segment_files
 from sidecar.core import framing
-from sidecar.core.canonical import parse
-from sidecar.core.note import Checkpoint, split_note
+from sidecar.core.note import checkpoint_of
 from sidecar.core.proof import consistency_bundle, inclusion_bundle
-from sidecar.core.record import record_hash
+from sidecar.core.record import record_hash, record_object
 from sidecar.errors import ConfigError
 
 
@@ -28,7 +27,7 @@ def _read(source: Path) -> tuple[list[bytes], dict[int, bytes], list[int], list[
                 seq = len(leaves)
                 leaves.append(record_hash(frame.body))
                 bodies[seq] = frame.body
-                if b'"key.rotated"' in frame.body and parse(frame.body)["event"].get("type") == "key.rotated":
+                if b'"key.rotated"' in frame.body and record_object(frame.body)["event"].get("type") == "key.rotated":
                     rotations.append(seq)
             elif frame.kind in (framing.CHECKPOINT, framing.SEAL):
                 notes.append(frame.body)
@@ -36,7 +35,7 @@ def _read(source: Path) -> tuple[list[bytes], dict[int, bytes], list[int], list[
 
 
 def _size(note: bytes) -> int:
-    return Checkpoint.parse_body(split_note(note)[0]).size
+    return checkpoint_of(note).size
 
 
 def prove_inclusion(source: Path, seq: int) -> dict[str, Any]:

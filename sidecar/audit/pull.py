@@ -40,7 +40,7 @@ from pathlib import Path
 
 from sidecar.audit.verifier import UnusableInput
 from sidecar.core import framing
-from sidecar.core.note import Checkpoint, NoteError, split_note
+from sidecar.core.note import NoteError, checkpoint_of
 from sidecar.core.verify import Finding
 from sidecar.replicate.layout import Parsed, checkpoint_key, parse_key
 from sidecar.replicate.store import ObjectInfo, ObjectStore, key_problem
@@ -174,7 +174,7 @@ async def pull(store: ObjectStore, out: Path, *, check_versions: bool = True, co
 
 def _check_checkpoint_key(key: str, note: bytes, result: PullResult) -> None:
     try:
-        cp = Checkpoint.parse_body(split_note(note)[0])
+        cp = checkpoint_of(note)
     except NoteError as exc:
         result.findings.append(Finding("remote-checkpoint-unknown",
                                        f"checkpoint object {key} does not parse: {exc}"))

@@ -18,7 +18,7 @@ from typing import Any
 
 from sidecar.audit.verifier import segment_files
 from sidecar.core import framing
-from sidecar.core.canonical import parse
+from sidecar.core.record import record_object
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def records(source: Path, keep: Filter | None = None) -> Iterator[dict[str, Any]
             if isinstance(frame, framing.FrameDamage):
                 break
             if frame.kind == framing.RECORD:
-                rec = parse(frame.body)
+                rec = record_object(frame.body)
                 if keep is None or keep(rec):
                     yield rec
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from sidecar.core import merkle
 from sidecar.core.keys import PublicKey, key_name
-from sidecar.core.note import Checkpoint, NoteError, split_note
+from sidecar.core.note import Checkpoint, NoteError, checkpoint_of, split_note
 from sidecar.core.record import decode_record, record_hash
 from sidecar.core.trust import TrustAnchor
 from sidecar.errors import IntegrityError
@@ -53,7 +53,7 @@ class Leaf:
 def inclusion_bundle(leaves: list[bytes], bodies: dict[int, bytes], index: int, checkpoint_note: bytes,
                      rotations: list[int]) -> dict[str, Any]:
     """Build the bundle for record `index`; `leaves` are all leaf hashes up to the checkpoint's size."""
-    cp = Checkpoint.parse_body(split_note(checkpoint_note)[0])
+    cp = checkpoint_of(checkpoint_note)
     tree = leaves[: cp.size]
 
     def leaf(i: int) -> dict[str, Any]:
@@ -65,8 +65,8 @@ def inclusion_bundle(leaves: list[bytes], bodies: dict[int, bytes], index: int, 
 
 def consistency_bundle(leaves: list[bytes], bodies: dict[int, bytes], old_note: bytes, new_note: bytes,
                        rotations: list[int]) -> dict[str, Any]:
-    old = Checkpoint.parse_body(split_note(old_note)[0])
-    new = Checkpoint.parse_body(split_note(new_note)[0])
+    old = checkpoint_of(old_note)
+    new = checkpoint_of(new_note)
     tree = leaves[: new.size]
     proof = merkle.consistency_proof(old.size, tree)
     chain = [Leaf(i, bodies[i], tuple(merkle.inclusion_proof(i, tree))).to_json() for i in rotations
@@ -124,7 +124,7 @@ def verify_bundle(bundle: dict[str, Any], trust: TrustAnchor) -> str:
 
 def _verify_inclusion(bundle: dict[str, Any], trust: TrustAnchor) -> str:
     note = str(bundle["checkpoint"]).encode()
-    cp = Checkpoint.parse_body(split_note(note)[0])
+    cp = checkpoint_of(note)
     chain = _key_chain(bundle["key_chain"], cp, trust)
     _check_signed(note, trust, chain)
     leaf = Leaf.from_json(bundle["leaf"])
@@ -137,8 +137,8 @@ def _verify_inclusion(bundle: dict[str, Any], trust: TrustAnchor) -> str:
 
 def _verify_consistency(bundle: dict[str, Any], trust: TrustAnchor) -> str:
     old_note, new_note = str(bundle["old"]).encode(), str(bundle["new"]).encode()
-    old = Checkpoint.parse_body(split_note(old_note)[0])
-    new = Checkpoint.parse_body(split_note(new_note)[0])
+    old = checkpoint_of(old_note)
+    new = checkpoint_of(new_note)
     if old.size > new.size:
         raise IntegrityError(f"old checkpoint size {old.size} is larger than the new one's {new.size}")
     chain = _key_chain(bundle["key_chain"], new, trust)

@@ -111,3 +111,9 @@ def parse_record(body: bytes, version: int | None = None) -> Record:
 def decode_record(body: bytes) -> Record:
     """Alias of parse_record for existing callers (raises RecordError, a ValueError)."""
     return parse_record(body)
+
+
+def record_object(body: bytes, version: int | None = None) -> dict[str, Any]:
+    """The record as a JSON object, after the same strict checks as parse_record (for dict readers)."""
+    rec = parse_record(body, version)
+    return {"event": rec.event, "prev": rec.prev.hex(), "seq": rec.seq, "ts": str(rec.ts_ns), "v": rec.version}

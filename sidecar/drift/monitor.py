@@ -44,6 +44,7 @@ import orjson
 from sidecar import metrics
 from sidecar.core.canonical import parse
 from sidecar.core.events import EventType, IdentityEvent, Outcome, Party
+from sidecar.core.record import record_object
 from sidecar.drift.live import AdminReader, LiveState
 from sidecar.drift.reconcile import event_label, event_summary, match
 from sidecar.drift.state import Expected, Mismatch, digest, state_bytes
@@ -382,7 +383,7 @@ def previous_run_end(data_dir: Path) -> int | None:
                     break
                 if frame.kind == framing.RECORD:
                     with contextlib.suppress(ValueError):
-                        yield parse(frame.body)
+                        yield record_object(frame.body)
 
     return last_activity_ns(records())
 

@@ -22,7 +22,7 @@ import orjson
 
 from sidecar.audit.reading import ReadRefused, _SegmentProver, verify_settled
 from sidecar.core import framing
-from sidecar.core.canonical import parse
+from sidecar.core.record import record_object
 from sidecar.core.trust import TrustAnchor
 from sidecar.core.verify import Finding
 from sidecar.export.pairs import Paired, Pairer, is_intent
@@ -82,7 +82,7 @@ def follow(source: Path, trust: TrustAnchor, cursor: Cursor, *, interval_s: floa
                     break
                 if frame.kind != framing.RECORD:
                     continue
-                rec = parse(frame.body)
+                rec = record_object(frame.body)
                 seq = int(rec["seq"])
                 if seq < next_seq or seq >= covered:
                     continue

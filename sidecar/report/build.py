@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sidecar.audit.reading import Reading, ReadRefused, read_verified
-from sidecar.core.note import Checkpoint, NoteError, split_note
+from sidecar.core.note import NoteError, checkpoint_of
 from sidecar.core.trust import TrustAnchor
 from sidecar.core.verify import Finding, Report
 
@@ -124,7 +124,7 @@ def collect(source: Path, trust: TrustAnchor, *, external: list[bytes] | None = 
 
     def on_note(note: bytes) -> None:
         try:
-            cp = Checkpoint.parse_body(split_note(note)[0])
+            cp = checkpoint_of(note)
         except NoteError:
             return
         data.checkpoints += 1
