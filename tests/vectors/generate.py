@@ -76,7 +76,7 @@ def _events() -> list[IdentityEvent]:
                       details={"method": "password"}),
         # An attacker-chosen username: non-ASCII, a quote, a backslash, a tab and U+2028 test JCS escaping.
         IdentityEvent(EventType.LOGIN_FAILED, Outcome.FAILED, realm="acme",
-                      target=Party(username="zoë \"z\" \\ \t\u2028"), client="portal",
+                      actor=Party(username="zoë \"z\" \\ \t\u2028", kind="user"), client="portal",
                       source_ip="198.51.100.23", request_id="req-0002", error="invalid_user_credentials"),
         # An intent written before forwarding, then its outcome.
         IdentityEvent(EventType.ROLE_GRANTED, Outcome.PENDING, realm="acme", actor=ADMIN, target=target,
@@ -88,7 +88,7 @@ def _events() -> list[IdentityEvent]:
                       client="portal", source_ip="203.0.113.7", session=SESSION, request_id="req-0004"),
         IdentityEvent(EventType.TOKEN_ISSUED, Outcome.SUCCEEDED, realm="acme", actor=ALICE, client="portal",
                       source_ip="203.0.113.7", session=SESSION, request_id="req-0005",
-                      details={"grant_type": "authorization_code", "expires_in": 300}),
+                      details={"grant": "authorization_code", "expires_in": 300}),
         IdentityEvent(EventType.USER_UPDATED, Outcome.SUCCEEDED, realm="acme", actor=ADMIN, target=BOB,
                       source_ip="192.0.2.10", request_id="req-0006", details={"fields": ["email"]}),
     ]
