@@ -10,7 +10,7 @@ exchanges recorded off a real Keycloak 26.7.3 (tests/capture/).
 Records are built from an allowlist of fields (user ids, usernames, client ids,
 role and group names, session ids, error codes). Request and response bodies
 are never copied into a record, so passwords, codes, tokens, secrets and
-cookies have no path into the ledger; `scrub` is a second line of defence.
+cookies have no path into the ledger (sidecar.policy.redaction checks it by field).
 
 Keycloak behaviours this relies on, as recorded (docs/capture.md has the table):
 * every login page names itself: `<body data-page-id="login-<template>">`
@@ -37,13 +37,14 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from sidecar.core.events import EventType, IdentityEvent, Outcome, Party
 from sidecar.core.exchange import RequestHead, RequestView, ResponseView
+from sidecar.core.jackson import lenient_bool
 
 
 class Kind(enum.Enum):
@@ -618,21 +619,22 @@ def admin_action(rt: Route, req: RequestView) -> AdminAction:
                     details["client_uuids"] = clients
             if etype is EventType.ROLE_COMPOSITE_CHANGED:
                 details["change"] = "removed" if req.method == "DELETE" or "role-mapping-delete" in path else "added"
-            if req.method == "DELETE" and not details["roles"]:
-                details["all_roles"] = True  # Keycloak: an empty DELETE removes every mapping
+            if req.method == "DELETE" and not req.body and not req.body_truncated:
+                details["all_roles"] = True  # Keycloak: a DELETE without a body removes every mapping
         if etype is EventType.USER_CREATED and isinstance(body, dict):
             details["fields"] = sorted(k for k in body if k in _USER_FIELDS)
             target = Party(username=str(body.get("username", "")) or None, kind="user")
         if etype is EventType.USER_UPDATED and isinstance(body, dict):
             details["fields"] = sorted(k for k in body if k in _USER_FIELDS)
-            if body.get("enabled") is False:
+            enabled = lenient_bool(body.get("enabled"))  # Jackson: "false", " FALSE ", 0 are false too
+            if enabled is False:
                 etype = EventType.USER_DISABLED
-            elif body.get("enabled") is True and set(body) <= {"enabled", "id", "username"}:
+            elif enabled is True and set(body) <= {"enabled", "id", "username"}:
                 etype = EventType.USER_ENABLED
             if isinstance(body.get("username"), str) and target is not None:
                 target = replace(target, username=body["username"])
         if etype is EventType.PASSWORD_RESET and isinstance(body, dict):
-            details["temporary"] = bool(body.get("temporary", False))
+            details["temporary"] = lenient_bool(body.get("temporary")) is True
         if etype is EventType.CLIENT_CREATED and isinstance(body, dict):
             details["fields"] = sorted(k for k in body if k in _CLIENT_FIELDS)
             target = Party(client=str(body.get("clientId", "")) or None, kind="client")
@@ -658,32 +660,3 @@ def admin_outcome(action: AdminAction, resp: ResponseView) -> tuple[Outcome, str
     if isinstance(body, dict):
         error = body.get("errorMessage") or body.get("error") or body.get("error_description")
     return Outcome.FAILED, str(error)[:200] if error else f"http_{resp.status}", extra
-
-
-# ---------------------------------------------------------------------------------------------- safety
-def scrub(value: Any, secrets: Iterable[str]) -> tuple[Any, bool]:
-    """Replace any string that contains one of `secrets` by "[redacted]"; report whether it happened.
-
-    A second line of defence: records are built from allowlisted fields, but if a
-    secret value ever shows up in one (a user typing a password into the
-    username box, say), it is cut before the record is written.
-    """
-    needles = [s for s in secrets if len(s) >= 4]
-    if not needles:
-        return value, False
-    hit = False
-
-    def walk(v: Any) -> Any:
-        nonlocal hit
-        if isinstance(v, str):
-            if any(n in v for n in needles):
-                hit = True
-                return "[redacted]"
-            return v
-        if isinstance(v, dict):
-            return {k: walk(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [walk(x) for x in v]
-        return v
-
-    return walk(value), hit

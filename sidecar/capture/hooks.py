@@ -17,7 +17,10 @@ pure `CapturePipeline`'s (sidecar.capture.pipeline) or the policy's
   answer the proxy calls `abandoned` instead, and an intent gets its `unknown`
   outcome (`pipeline.abandoned`).
 
-Every record passes `policy.redaction` before it is appended.
+Every record passes `policy.redaction` before it is appended; for a failed login
+this layer first asks Keycloak (through the state reader) whether the typed
+login name is anyone's, so a password typed into the username box is kept only
+as a keyed fingerprint.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -33,6 +38,7 @@ from sidecar.capture.pipeline import (
     BearerFacts,
     CapturePipeline,
     Facts,
+    HintFacts,
     Pending,
     StateFacts,
     StateWanted,
@@ -40,18 +46,21 @@ from sidecar.capture.pipeline import (
 )
 from sidecar.capture.reader import KeycloakReader
 from sidecar.capture.sessions import SessionDirectory
-from sidecar.capture.tokens import TokenVerifier, unverified_claims
+from sidecar.capture.tokens import Claims, TokenVerifier, unverified_claims
 from sidecar.core.events import IdentityEvent
 from sidecar.core.exchange import CapturePlan, Pushback, RequestHead, RequestView, ResponseView
 from sidecar.errors import OverloadError, RecordRejected, StorageError
 from sidecar.policy import failure
-from sidecar.policy.redaction import Redactor
+from sidecar.policy.redaction import Redactor, typed_username
 from sidecar.policy.schema import Policy
 
 log = logging.getLogger("sidecar.capture")
 
 Appender = Callable[[IdentityEvent | dict[str, Any]], Awaitable[Any]]
 WhoAmI = Callable[[str, str, str | None], Awaitable[dict[str, Any] | None]]
+
+_EXISTS_TTL_S = 30.0
+_EXISTS_MAX = 10_000
 
 
 def keyed_fingerprint(key: bytes) -> Callable[[str], str]:
@@ -72,9 +81,11 @@ class LedgerHooks:
         self._tokens = tokens
         self._whoami = whoami
         self._reader = reader if policy.capture.record_before_after else None
-        self._redactor = Redactor(policy)
-        self.pipeline = CapturePipeline(sessions, keyed_fingerprint(fingerprint_key),
-                                        record_before_after=self._reader is not None)
+        self._fingerprint = keyed_fingerprint(fingerprint_key)
+        self._redactor = Redactor(policy, self._fingerprint)
+        self._names_seen = reader  # login names are checked even when before/after states are off
+        self._exists: OrderedDict[str, tuple[float, bool | None]] = OrderedDict()
+        self.pipeline = CapturePipeline(sessions, self._fingerprint, record_before_after=self._reader is not None)
 
     # ------------------------------------------------------------------ CaptureHooks
     def plan(self, head: RequestHead) -> CapturePlan:
@@ -88,7 +99,7 @@ class LedgerHooks:
         if pending is None or pending.intent is None:
             return pending
         try:
-            receipt = await self._write(pending.intent, request, None)
+            receipt = await self._write(pending.intent)
         except (StorageError, OverloadError, RecordRejected) as exc:
             verdict = failure.intent_not_durable(self._policy, request.method, exc)
             if verdict.pushback is not None:
@@ -102,14 +113,16 @@ class LedgerHooks:
         if not isinstance(token, Pending):
             return None
         try:
-            facts = await self._after_facts(self.pipeline.needs_after(token), request)
+            facts = await self._after_facts(self.pipeline.needs_after(token, request), request)
             events = self.pipeline.finish(token, request, response, facts)
-        except Exception:  # classification must never break Keycloak traffic
-            log.exception("capture failed for %s %s", request.method, request.path)
-            events = []
+        except Exception as exc:  # fetching facts must never break Keycloak traffic
+            # SECURITY: the exception's text may quote request bytes; only its type reaches the log.
+            log.error("capture facts failed for %s %s: %s", request.method, token.route.kind.value,
+                      type(exc).__name__)
+            events = self.pipeline.finish(token, request, response, Facts())
         for event in events:
             try:
-                await self._write(event, request, response)
+                await self._write(event)
             except (StorageError, OverloadError, RecordRejected) as exc:
                 verdict = failure.outcome_not_durable(self._policy, token.intent is not None, event.type.value, exc)
                 if verdict.pushback is not None:
@@ -123,22 +136,22 @@ class LedgerHooks:
             return
         for event in self.pipeline.abandoned(token, request, reason):
             try:
-                await self._write(event, request, None)
+                await self._write(event)
             except (StorageError, OverloadError, RecordRejected) as exc:
                 log.error("UNRECORDED %s outcome (%s; Keycloak may have applied it): %s", event.type, reason, exc)
 
     # ------------------------------------------------------------------ fetching facts
-    async def _bearer(self, request: RequestView) -> BearerFacts:
+    async def _bearer(self, request: RequestView, *, fresh_keys: bool = False) -> BearerFacts:
         token = bearer_token(request.headers)
         if token is None:
             return BearerFacts()
-        claims = await self._tokens.verify(token)
+        claims = Claims.of(await self._tokens.verify(token, fresh_keys=fresh_keys), verified=True)
         if claims is None:
-            return BearerFacts(True, None, unverified_claims(token))
+            return BearerFacts(True, None, Claims.of(unverified_claims(token), verified=False))
         who = None
         username = self.pipeline.needs_whoami(claims)
-        if username is not None and isinstance(claims.get("_realm"), str):
-            who = await self._whoami(claims["_realm"], token, username or None)
+        if username is not None and claims.realm:
+            who = await self._whoami(claims.realm, token, username or None)
         return BearerFacts(True, claims, None, who)
 
     async def _state(self, wanted: StateWanted) -> StateFacts | None:
@@ -150,14 +163,33 @@ class LedgerHooks:
         return StateFacts(access, username, names)
 
     async def _after_facts(self, needs: AfterNeeds, request: RequestView) -> Facts:
-        bearer = await self._bearer(request) if needs.bearer else None
+        bearer = await self._bearer(request, fresh_keys=needs.fresh_keys) if needs.bearer else None
         state = None
         if needs.access is not None and self._reader is not None:
             state = StateFacts(await self._reader.access(*needs.access))
-        return Facts(bearer=bearer, state=state)
+        hint = None
+        if needs.hint is not None:
+            verified = await self._tokens.verify(needs.hint, check_expiry=False)
+            hint = HintFacts(needs.hint, Claims.of(verified, verified=True))
+        return Facts(bearer=bearer, state=state, hint=hint)
 
-    async def _write(self, event: IdentityEvent, request: RequestView, response: ResponseView | None) -> Any:
-        payload, hit = self._redactor.record(event, request, response)
-        if hit:
-            log.warning("a secret value was cut from a %s record", event.type)
-        return await self._append(payload)
+    async def _username_exists(self, realm: str | None, name: str) -> bool | None:
+        """Is this login name some user's? Asked of Keycloak, cached briefly by fingerprint (never by name)."""
+        if self._names_seen is None or realm is None:
+            return None
+        key = self._fingerprint(f"{realm}\0{name}")
+        now = time.monotonic()
+        hit = self._exists.get(key)
+        if hit is not None and now - hit[0] < _EXISTS_TTL_S:
+            return hit[1]
+        exists = await self._names_seen.user_exists(realm, name)
+        self._exists[key] = (now, exists)
+        self._exists.move_to_end(key)
+        while len(self._exists) > _EXISTS_MAX:
+            self._exists.popitem(last=False)
+        return exists
+
+    async def _write(self, event: IdentityEvent) -> Any:
+        name = typed_username(event)
+        exists = await self._username_exists(event.realm, name) if name else None
+        return await self._append(self._redactor.record(event, username_exists=exists))

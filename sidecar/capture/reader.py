@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -146,6 +147,24 @@ class KeycloakReader:
             self._names[key] = name
             return name
         return None
+
+    async def user_exists(self, realm: str, username: str) -> bool | None:
+        """Whether a login name (a username, or an email, which Keycloak also accepts) is a user's.
+
+        None when the reader cannot tell (another realm, Keycloak unreachable). Used to keep a
+        password typed into the username field out of the ledger: a name that is nobody's is
+        recorded as a keyed fingerprint only.
+        """
+        if realm != self.realm or not username or len(username) > 255:
+            return None
+        for field in ("username", "email"):
+            found = await self._get(f"users?{field}={quote(username, safe='')}&exact=true&briefRepresentation=true"
+                                    "&max=2")
+            if not isinstance(found, list):
+                return None
+            if found:
+                return True
+        return False
 
     async def access(self, realm: str, kind: str, target_id: str) -> dict[str, Any] | None:
         """The direct role mappings (and, for users, group memberships) of a user or group."""

@@ -5,7 +5,10 @@ session id `sid`. The sidecar learns sid -> user from exchanges it forwarded
 (a password grant's username with the tokens it returned, an ID token from a
 code exchange, the identity cookie after a browser login, the console's
 whoami answer) and from login attempts in progress (keyed by a keyed hash of
-the AUTH_SESSION_ID cookie, never the cookie itself).
+the AUTH_SESSION_ID cookie, never the cookie itself). It also knows which
+refresh tokens Keycloak issued through it, and to whom (by keyed fingerprint):
+refresh tokens are HMAC-signed with a key Keycloak does not publish, so having
+seen one issued is the only way to vouch for one presented later.
 
 Bounded: least-recently-used entries are dropped past `max_entries` (P9).
 In memory only: after a restart, attribution falls back to whoami.
@@ -59,6 +62,7 @@ class SessionDirectory:
         self._secret = secret
         self.sessions = _Lru(max_entries)
         self.attempts = _Lru(max_entries)
+        self._refresh = _Lru(max_entries)
         self._actions: OrderedDict[str, str] = OrderedDict()
         self._max = max_entries
 
@@ -75,6 +79,14 @@ class SessionDirectory:
     def forget_action(self, key: str | None) -> None:
         if key:
             self._actions.pop(key, None)
+
+    def remember_refresh(self, fingerprint: str, principal: Principal) -> None:
+        """A refresh token Keycloak issued through the sidecar (by keyed fingerprint), and to whom."""
+        self._refresh.put(fingerprint, principal)
+
+    def refresh(self, fingerprint: str) -> Principal | None:
+        """Who Keycloak issued the refresh token with this fingerprint to, if it went through the sidecar."""
+        return self._refresh.get(fingerprint)
 
     def attempt_key(self, auth_session_cookie: str) -> str:
         # SECURITY: the AUTH_SESSION_ID cookie is a credential for the login in progress; only a keyed

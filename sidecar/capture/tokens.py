@@ -3,10 +3,22 @@
 Claims from an access, ID or service-account token are used for attribution
 only after the signature verifies against the issuing realm's published keys
 (`/realms/{realm}/protocol/openid-connect/certs`, fetched through the upstream
-and cached; an unknown key id triggers one refetch, at most every 30 s per
-realm). Expiry is checked with a small leeway. Anything that fails gives None,
+and cached; an unknown key id triggers one refetch, at most once a second per
+realm, so a realm that rotates keys or changes its signing algorithm is
+followed at once while random key ids cost Keycloak at most one cheap read a
+second). Expiry is checked with a small leeway. Anything that fails gives None,
 never an exception: a broken token means "unknown actor", and the request
 itself still goes to Keycloak, which will refuse it.
+
+Every asymmetric algorithm Keycloak signs with is accepted (RS/PS/ES 256/384/512,
+EdDSA), and each token is checked with exactly one key and one algorithm: the
+key its `kid` names, and the algorithm that key declares (`alg` of the JWK). A
+header naming another algorithm than its key's, a symmetric one (HS*, which
+would turn a public key into a shared secret) or `none` never verifies.
+
+`Claims` is the typed view attribution reads: the handful of claims it uses,
+each a bounded string or None, whatever shape the token carried (a claim
+`{"sub": 1.5}` or a 700 KB `sid` cannot reach a record or a dictionary key).
 
 Refresh tokens and the KEYCLOAK_IDENTITY cookie are HMAC-signed with keys that
 are not published; their payloads are only decoded (`unverified_claims`) to
@@ -18,21 +30,32 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from collections.abc import Awaitable, Callable
+import warnings
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from joserfc import jwt
-from joserfc.errors import JoseError
+from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import KeySet
 
+from sidecar.core.events import clean_text
+
 log = logging.getLogger("sidecar.capture")
+
+# What Keycloak 26 can sign tokens with (realm keys: rsa, rsa-generated, ecdsa-generated, eddsa-generated).
+ASYMMETRIC_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
+                             "EdDSA", "Ed25519"})
+_MAX_TOKEN = 64 * 1024  # Keycloak's tokens are a few KB; a bigger one is not parsed at all
 
 JwksFetcher = Callable[[str], Awaitable[dict[str, Any] | None]]
 
 
 def unverified_claims(token: str) -> dict[str, Any] | None:
     """Decode a JWT payload without checking it (correlation only, never attribution)."""
+    if not isinstance(token, str) or len(token) > _MAX_TOKEN:
+        return None
     parts = token.split(".")
     if len(parts) != 3:
         return None
@@ -44,6 +67,40 @@ def unverified_claims(token: str) -> dict[str, Any] | None:
     return claims if isinstance(claims, dict) else None
 
 
+@dataclass(frozen=True, slots=True)
+class Claims:
+    """The claims capture uses, as bounded strings (None when absent or not a string-like scalar)."""
+
+    verified: bool
+    sub: str | None = None
+    sid: str | None = None
+    azp: str | None = None
+    preferred_username: str | None = None
+    iss: str | None = None
+    typ: str | None = None
+
+    @classmethod
+    def of(cls, raw: Mapping[str, Any] | None, *, verified: bool) -> Claims | None:
+        if not isinstance(raw, Mapping):
+            return None
+
+        def text(name: str) -> str | None:
+            value = raw.get(name)
+            return clean_text(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
+
+        return cls(verified, text("sub"), text("sid"), text("azp"), text("preferred_username"), text("iss"),
+                   text("typ"))
+
+    @property
+    def realm(self) -> str | None:
+        return realm_of_issuer(self.iss)
+
+    def correlation(self) -> dict[str, str]:
+        """The claims as kept in a record for correlation (`details.unverified` when not verified)."""
+        return {k: v for k, v in (("sub", self.sub), ("sid", self.sid), ("azp", self.azp),
+                                  ("preferred_username", self.preferred_username), ("iss", self.iss)) if v}
+
+
 def realm_of_issuer(iss: object) -> str | None:
     if not isinstance(iss, str) or "/realms/" not in iss:
         return None
@@ -53,7 +110,7 @@ def realm_of_issuer(iss: object) -> str | None:
 class TokenVerifier:
     """Verifies RS/ES/PS-signed Keycloak tokens against cached realm JWKS."""
 
-    def __init__(self, fetch: JwksFetcher, *, leeway_s: int = 30, refetch_every_s: float = 30.0) -> None:
+    def __init__(self, fetch: JwksFetcher, *, leeway_s: int = 30, refetch_every_s: float = 1.0) -> None:
         self._fetch = fetch
         self._sets: dict[str, KeySet] = {}
         self._fetched_at: dict[str, float] = {}
@@ -78,38 +135,54 @@ class TokenVerifier:
             log.warning("realm %s published an unusable JWKS: %s", realm, type(exc).__name__)
         return self._sets.get(realm)
 
-    async def verify(self, token: str) -> dict[str, Any] | None:
-        """Claims of a validly signed, unexpired token, or None."""
+    async def verify(self, token: str, *, check_expiry: bool = True, fresh_keys: bool = False
+                     ) -> dict[str, Any] | None:
+        """Claims of a validly signed (and, unless told otherwise, unexpired) token, or None.
+
+        `check_expiry=False` is for an `id_token_hint`, which Keycloak accepts after it expired.
+        `fresh_keys=True` refetches the realm's keys first (within the same rate limit): for a
+        token Keycloak has just accepted although it did not verify here.
+        """
         claims = unverified_claims(token)
         if claims is None:
             return None
         realm = realm_of_issuer(claims.get("iss"))
-        if realm is None:
+        header = _header(token)
+        alg, kid = header.get("alg"), header.get("kid")
+        if realm is None or alg not in ASYMMETRIC_ALGS or (kid is not None and not isinstance(kid, str)):
             return None
-        kid = _header_kid(token)
-        keyset = await self._keyset(realm, force=False)
+        keyset = await self._keyset(realm, force=fresh_keys)
         if keyset is not None and kid is not None and not any(k.kid == kid for k in keyset.keys):
             keyset = await self._keyset(realm, force=True)  # the realm may have rotated its keys
         if keyset is None:
             return None
-        try:
-            decoded = jwt.decode(token, keyset)
-        except (JoseError, ValueError):
+        # SECURITY: one key, one algorithm: the key the header names, with the algorithm that key declares.
+        candidates = [k for k in keyset.keys if (kid is None or k.kid == kid) and k.get("alg", alg) == alg]
+        if len(candidates) != 1:
             return None
         try:
-            jwt.JWTClaimsRegistry(leeway=self._leeway).validate(decoded.claims)
-        except JoseError:
+            with warnings.catch_warnings():
+                # RFC 9864 deprecates the name "EdDSA" for "Ed25519"; Keycloak 26 still signs with "EdDSA".
+                warnings.simplefilter("ignore", SecurityWarning)
+                decoded = jwt.decode(token, candidates[0], algorithms=[str(alg)])
+        except (JoseError, ValueError, TypeError):
             return None
+        if check_expiry:
+            try:
+                jwt.JWTClaimsRegistry(leeway=self._leeway).validate(decoded.claims)
+            except (JoseError, ValueError, TypeError):
+                return None
         out = dict(decoded.claims)
         out["_realm"] = realm
         return out
 
 
-def _header_kid(token: str) -> str | None:
+def _header(token: str) -> dict[str, Any]:
     head = token.split(".", 1)[0]
+    if len(head) > 4096:
+        return {}
     try:
         obj = orjson.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
     except (ValueError, orjson.JSONDecodeError):
-        return None
-    kid = obj.get("kid") if isinstance(obj, dict) else None
-    return kid if isinstance(kid, str) else None
+        return {}
+    return obj if isinstance(obj, dict) else {}

@@ -6,13 +6,41 @@ or reused; new kinds are added with new names (docs/format.md §5 lists them all
 
 An `IdentityEvent` is a frozen value. `to_json()` gives the dict that goes into
 a record; absent (None) fields are left out so records stay small.
+
+The typed boundary. Every value in an event may have come from outside (token
+claims, form fields, JSON bodies, headers, paths), so an event cleans its own
+fields when it is built, and no other path leads into a record:
+
+* text fields are strings of at most `MAX_TEXT` characters (a number given
+  where a string belongs becomes its decimal text; anything else is dropped);
+  lone surrogates become U+FFFD;
+* `details` holds only JSON the canonical encoder accepts: strings of at most
+  `MAX_DETAIL_TEXT` characters, integers within +/-(2^53-1) (others, and every
+  float, as decimal strings), objects with short ASCII keys (`_KEY`), at most
+  `MAX_ITEMS` entries per object or list and `MAX_DEPTH` levels;
+* the whole details object is at most `MAX_DETAILS_BYTES` of JSON; past that
+  its containers are dropped;
+* whatever was cut or dropped is named in `details.bounded` ("actor.id",
+  "details.roles[3]", ...), so a record never silently says less than it saw.
+
+So no request, however malformed, can make an event the writer cannot encode.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from typing import Any
+
+MAX_TEXT = 255  # Keycloak's own limit for usernames, client ids and names
+MAX_DETAIL_TEXT = 1024
+MAX_ITEMS = 256
+MAX_DEPTH = 6
+MAX_DETAILS_BYTES = 48 * 1024
+MAX_SAFE_INT = 2**53 - 1
+_KEY = re.compile(r"[A-Za-z0-9_.:@-]{1,64}")
+_MAX_FLAGS = 16
 
 
 class EventType(enum.StrEnum):
@@ -56,6 +84,106 @@ class EventType(enum.StrEnum):
     KEY_ROTATED = "key.rotated"
     DRIFT_DETECTED = "drift.detected"
     STATE_SNAPSHOT = "state.snapshot"
+    ALARM_RAISED = "alarm.raised"
+
+
+class _Bounds:
+    """Collects the paths a boundary cut or dropped."""
+
+    __slots__ = ("paths",)
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    def flag(self, path: str) -> None:
+        if len(self.paths) < _MAX_FLAGS and path not in self.paths:
+            self.paths.append(path)
+
+
+def _text(value: object, limit: int, path: str, bounds: _Bounds) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    elif isinstance(value, int | float):
+        value = repr(value) if isinstance(value, float) else str(value)
+    if not isinstance(value, str):
+        bounds.flag(path)
+        return None
+    if len(value) > limit:
+        bounds.flag(path)
+        value = value[:limit]
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (JSON allows "\ud800"; UTF-8 cannot hold it)
+        value = "".join("\ufffd" if 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in value)
+    return value
+
+
+def clean_text(value: object, limit: int = MAX_TEXT) -> str | None:
+    """A bounded string for an identity field, or None (see the module docstring)."""
+    return _text(value, limit, "", _Bounds())
+
+
+def _json(value: object, path: str, depth: int, bounds: _Bounds) -> Any:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if -MAX_SAFE_INT <= value <= MAX_SAFE_INT else str(value)
+    if isinstance(value, float | str):
+        return _text(value, MAX_DETAIL_TEXT, path, bounds)
+    if depth >= MAX_DEPTH or not isinstance(value, dict | list | tuple):
+        bounds.flag(path)
+        return None
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str) or not _KEY.fullmatch(key):
+                bounds.flag(f"{path}.?")
+                continue
+            if len(out) >= MAX_ITEMS:
+                bounds.flag(f"{path}.*")
+                break
+            out[key] = _json(item, f"{path}.{key}", depth + 1, bounds)
+        return out
+    items = list(value[:MAX_ITEMS])
+    if len(value) > MAX_ITEMS:
+        bounds.flag(f"{path}[*]")
+    return [_json(item, f"{path}[{i}]", depth + 1, bounds) for i, item in enumerate(items)]
+
+
+def _size(value: Any) -> int:
+    import orjson  # the canonical encoder's own library: its size is the record's size
+
+    return len(orjson.dumps(value))
+
+
+def clean_details(details: object, bounds: _Bounds | None = None) -> dict[str, Any]:
+    """Details as JSON the canonical encoder accepts, bounded in size (see the module docstring)."""
+    bounds = bounds if bounds is not None else _Bounds()
+    if not isinstance(details, dict):
+        if details is not None:
+            bounds.flag("details")
+        return {}
+    previous = details.get("bounded")
+    out = _json({k: v for k, v in details.items() if k != "bounded"}, "details", 0, bounds)
+    assert isinstance(out, dict)
+    if _size(out) > MAX_DETAILS_BYTES:
+        # Too big as a whole: keep the scalars, drop the containers (before/after states, long lists).
+        for key in [k for k, v in out.items() if isinstance(v, dict | list)]:
+            del out[key]
+            bounds.flag(f"details.{key}")
+        while _size(out) > MAX_DETAILS_BYTES and out:
+            key = max(out, key=lambda k: len(str(out[k])))
+            del out[key]
+            bounds.flag(f"details.{key}")
+    flags = [p for p in (previous if isinstance(previous, list) else []) if isinstance(p, str)][:_MAX_FLAGS]
+    for p in bounds.paths:
+        if p not in flags and len(flags) < _MAX_FLAGS:
+            flags.append(p)
+    if flags:
+        out["bounded"] = [p[:128] for p in flags]
+    return out
 
 
 class Outcome(enum.StrEnum):
@@ -97,6 +225,22 @@ class IdentityEvent:
     request_id: str | None = None
     error: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # SECURITY: the typed boundary (module docstring): whatever the caller passed in, what this
+        # event holds is bounded and canonically encodable, so hostile input cannot break the writer.
+        bounds = _Bounds()
+        for name in ("realm", "client", "source_ip", "session", "request_id", "error"):
+            object.__setattr__(self, name, _text(getattr(self, name), MAX_TEXT, name, bounds))
+        for name in ("actor", "target"):
+            party = getattr(self, name)
+            if party is not None and not isinstance(party, Party):
+                bounds.flag(name)
+                party = None
+            if party is not None:
+                party = Party(*(_text(getattr(party, f), MAX_TEXT, f"{name}.{f}", bounds) for f in Party.__slots__))
+            object.__setattr__(self, name, party)
+        object.__setattr__(self, "details", clean_details(self.details, bounds))
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": self.type.value, "outcome": self.outcome.value}

@@ -25,6 +25,8 @@ from urllib.parse import parse_qsl
 import orjson
 from multidict import CIMultiDictProxy, MultiDict, MultiDictProxy
 
+from sidecar.core.jackson import JsonBody, read_json
+
 __all__ = [
     "PASS_THROUGH",
     "CapturePlan",
@@ -133,10 +135,20 @@ class RequestView:
         return MultiDict(parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="replace"))
 
     def json(self) -> object | None:
-        """The parsed JSON body, or None if the body is not JSON or does not parse."""
-        if not _is_json(self.head.headers.get("Content-Type")):
-            return None
-        return _parse_json(self.body)
+        """The JSON body as Keycloak reads it (sidecar.core.jackson), or None if it is not JSON."""
+        return self.json_body().value
+
+    def json_body(self) -> JsonBody:
+        """The JSON body as Keycloak reads it, and whether the sidecar is certain of that reading.
+
+        Keycloak reads a body without Content-Type as JSON; a form body is never JSON.
+        """
+        mt = media_type(self.head.headers.get("Content-Type"))
+        if mt == _FORM or (mt and not _is_json(mt)):
+            return JsonBody(None, True)
+        if self.body_truncated:
+            return JsonBody(None, False, "truncated")
+        return read_json(self.body, mt)
 
 
 @dataclass(frozen=True, slots=True)

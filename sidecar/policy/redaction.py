@@ -1,79 +1,73 @@
 """From an identity event to the record payload, with the redaction policy applied. [pure]
 
-Records are built from an allowlist of fields (sidecar.capture.classify): request
-and response bodies are never copied. As a second line of defence every string
-that contains a secret value seen in the same exchange (the policy's
-`redaction.fields` of the form and JSON bodies, the Authorization and Cookie
-headers, Set-Cookie values) is cut before the record is written.
+Redaction is by field, never by value. Records are built from an allowlist of
+fields (sidecar.capture.classify): request and response bodies, headers and
+cookies are never copied, so a known secret field (the policy's
+`redaction.fields`) or cookie has no path into a record. This module checks that
+promise on every record (a detail named like a secret field is dropped and the
+drop is logged), and it never compares record strings with values from the
+exchange: that would let anyone who can set a cookie or a form field erase the
+actor, the target or the outcome of their own records.
+
+Identity fields the sidecar derived (ids from the path, verified claims, type,
+outcome, realm) are therefore never changed here. The one typed value that may
+be a secret is a login name: a password typed into the username box. A failed
+login whose name matches no user (`username_exists` is False, or unknown) keeps
+only a keyed fingerprint of the name (`details.username_fp`), so attempts can
+still be correlated, and the name itself never reaches the ledger (P5).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
-from sidecar.capture.pipeline import basic_client, cookies
-from sidecar.core.events import IdentityEvent
-from sidecar.core.exchange import RequestView, ResponseView
+from sidecar.core.events import IdentityEvent, Outcome
 from sidecar.policy.schema import Policy
 
-_TOKEN_KEYS = ("access_token", "refresh_token", "id_token", "value", "secret", "client_secret")
+log = logging.getLogger("sidecar.policy")
+
+Fingerprint = Callable[[str], str]
 
 
-def scrub(value: Any, secrets: Iterable[str]) -> tuple[Any, bool]:
-    """Replace any string that contains one of `secrets` by "[redacted]"; report whether it happened."""
-    needles = [s for s in secrets if len(s) >= 4]
-    if not needles:
-        return value, False
-    hit = False
-
-    def walk(v: Any) -> Any:
-        nonlocal hit
-        if isinstance(v, str):
-            if any(n in v for n in needles):
-                hit = True
-                return "[redacted]"
-            return v
-        if isinstance(v, dict):
-            return {k: walk(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [walk(x) for x in v]
-        return v
-
-    return walk(value), hit
+def typed_username(event: IdentityEvent) -> str | None:
+    """The login name of a failed attempt that no verified id backs (it may be a mistyped secret)."""
+    actor = event.actor
+    if event.outcome is not Outcome.FAILED or actor is None or actor.id or not actor.username:
+        return None
+    if event.details.get("via") == "registration":
+        return None  # a name being registered: chosen to be public, and no user has it yet by definition
+    return actor.username
 
 
 class Redactor:
-    """Applies a policy's redaction rules to the events of one exchange."""
+    """Applies a policy's redaction rules to events, by field."""
 
-    def __init__(self, policy: Policy) -> None:
-        self._fields = frozenset(policy.redaction.fields)
+    def __init__(self, policy: Policy, fingerprint: Fingerprint) -> None:
+        self._fields = frozenset(f.lower() for f in policy.redaction.fields)
+        self._fingerprint = fingerprint
 
-    def record(self, event: IdentityEvent, request: RequestView, response: ResponseView | None) -> tuple[
-            dict[str, Any], bool]:
-        """The record payload of `event`, and whether a secret value had to be cut from it."""
-        payload, hit = scrub(event.to_json(), self._secrets(request, response))
-        return payload, hit
+    def record(self, event: IdentityEvent, *, username_exists: bool | None = None) -> dict[str, Any]:
+        """The record payload of `event`.
 
-    def _secrets(self, request: RequestView, response: ResponseView | None) -> set[str]:
-        out: set[str] = set()
-        for key, value in request.form().items():
-            if key.lower() in self._fields:
-                out.add(value)
-        for header in ("Authorization", "Cookie"):
-            for value in request.headers.getall(header, ()):
-                out.add(value)
-                out.update(part.split(" ", 1)[-1] for part in value.split(";"))
-        out.update(cookies(request.headers, "Cookie").values())
-        _, basic_secret = basic_client(request.headers)
-        if basic_secret:
-            out.add(basic_secret)
-        for body in (request.json(), response.json() if response is not None else None):
-            if isinstance(body, dict):
-                out.update(str(body[k]) for k in body if k.lower() in self._fields or k in _TOKEN_KEYS)
-                for cred in body.get("credentials", []) if isinstance(body.get("credentials"), list) else []:
-                    if isinstance(cred, dict) and isinstance(cred.get("value"), str):
-                        out.add(cred["value"])
-        if response is not None:
-            out.update(cookies(response.headers, "Set-Cookie").values())
-        return {s for s in out if s}
+        `username_exists` answers `typed_username(event)` (looked up in Keycloak by the caller);
+        anything but True keeps the name out of the record.
+        """
+        name = typed_username(event)
+        if name is not None and username_exists is not True:
+            assert event.actor is not None
+            event = replace(event, actor=replace(event.actor, username=None),
+                            details={**event.details, "username_fp": self._fingerprint(name),
+                                     "username_status": "unknown-user" if username_exists is False else "unchecked"})
+        payload = event.to_json()
+        details = payload.get("details")
+        if isinstance(details, dict):
+            secret = sorted(k for k in details if k.lower() in self._fields)
+            if secret:
+                # SECURITY: a detail named like a secret field must never hold one; drop it, loudly.
+                log.error("dropped detail(s) named like secret fields from a %s record: %s", event.type.value,
+                          ", ".join(secret))
+                payload["details"] = {k: v for k, v in details.items() if k not in secret}
+        return payload
