@@ -327,10 +327,13 @@ class CapturePipeline:
             # SECURITY: the exception's text may quote request bytes; only its type reaches the log.
             log.error("capture failed for %s %s: %s", request.method, pending.route.kind.value, type(exc).__name__)
             return [self._fallback(pending, request, response, type(exc).__name__)]
-        if pending.route.kind in _ALARM_KINDS and facts_unverified(pending, facts) \
-                and 200 <= response.status < 300:
-            log.error("ALARM: Keycloak accepted a %s %s request (%s) with a bearer token the sidecar could not "
-                      "verify", request.method, pending.route.kind.value, request.request_id)
+        hint_refused = pending.route.kind is c.Kind.LOGOUT and facts.hint is not None and \
+            facts.hint.claims is None and (self._presented(request) or ("", ""))[0] == "id_token_hint" and \
+            any(e.outcome is Outcome.SUCCEEDED for e in events)
+        if hint_refused or (pending.route.kind in _ALARM_KINDS and facts_unverified(pending, facts)
+                            and 200 <= response.status < 300):
+            log.error("ALARM: Keycloak accepted a %s %s request (%s) with a token the sidecar could not verify",
+                      request.method, pending.route.kind.value, request.request_id)
             events.append(IdentityEvent(EventType.ALARM_RAISED, Outcome.SUCCEEDED, realm=pending.route.realm,
                                         actor=_unverified(), source_ip=request.client_ip,
                                         request_id=request.request_id,
@@ -338,6 +341,7 @@ class CapturePipeline:
                                                  "event": events[0].type.value if events else None,
                                                  "method": request.method, "status": response.status,
                                                  "unverified": pending.claimed or self._claimed(facts.bearer)
+                                                 or (events[0].details.get("unverified") if events else None)
                                                  or {}}))
         return events
 
@@ -541,7 +545,8 @@ class CapturePipeline:
         """Logout and revocation, attributed only to what is vouched for.
 
         Vouched: a presented ID or access token whose signature verified; a refresh token the
-        sidecar saw Keycloak issue; a session the sidecar saw Keycloak open (identity cookie);
+        sidecar saw Keycloak issue; for a browser logout by identity cookie, a session the sidecar
+        saw Keycloak open for the user the cookie names;
         or, for a logout, Keycloak's success itself, which it gives only for a hint or refresh
         token it validated. A revocation is answered 200 for valid and invalid tokens alike
         (RFC 7009), so there Keycloak's answer vouches for nothing: a token not vouched for
@@ -561,7 +566,10 @@ class CapturePipeline:
             vouched = self.sessions.refresh(self._fingerprint(presented[1]))
         sid = raw.get("sid")
         known = self.sessions.sessions.get(sid) if sid else None
-        if vouched is None and known is not None and known.user_id and known.user_id == raw.get("sub"):
+        if vouched is None and source == "cookie" and known is not None and known.user_id \
+                and known.user_id == raw.get("sub"):
+            # A browser logout by cookie: the session is one the sidecar saw Keycloak open for this user.
+            # (Never for a presented token: its sid and sub are not secrets, anyone can write them.)
             vouched = known
         logout = rt.kind is c.Kind.LOGOUT
         keycloak_validated = logout and source != "cookie" and response.status in (200, 204, 302, 303) \

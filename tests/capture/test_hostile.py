@@ -182,6 +182,11 @@ async def test_refresh_token_seen_issued_vouches_for_its_revocation(rig: Rig) ->
     await rig.exchange(request("POST", REVOKE, form={"client_id": "app", "token": refresh}), response(200))
     rec = rig.records()[-1]
     assert rec["outcome"] == "succeeded" and rec["actor"]["id"] == "u-7" and rec["actor"]["username"] == "gus"
+    # A forgery naming the same (known, not secret) sid and sub is still nobody's success.
+    forged = unsigned({"iss": ISS, "sub": "u-7", "sid": "s-7", "typ": "Refresh", "jti": "other"})
+    await rig.exchange(request("POST", REVOKE, form={"client_id": "app", "token": forged}), response(200))
+    rec = rig.records()[-1]
+    assert rec["outcome"] == "unknown" and rec["actor"] == {"kind": "unverified"}
 
 
 async def test_unverified_admin_change_accepted_by_keycloak_raises_an_alarm(rig: Rig) -> None:
@@ -353,3 +358,22 @@ def test_any_exchange_leaves_the_ledger_healthy_and_verifiable(
     asyncio.run(run())
     report = verify_directory(data, KeyStore(data).trust(), workers=1)
     assert report.ok, report.to_json()
+
+
+async def test_logout_keycloak_accepted_with_an_unverifiable_hint_is_an_alarm(rig: Rig) -> None:
+    """Keycloak ending a session for an id_token_hint the sidecar could not verify vouches for it, and raises an alarm."""
+    hint = unsigned({"iss": ISS, "sub": "u-9", "sid": "s-9", "typ": "ID"})
+    await rig.exchange(request("GET", LOGOUT, query={"id_token_hint": hint}),
+                       response(302, headers={"Location": "http://app.test/bye"}))
+    logout, alarm = rig.records()[-2:]
+    assert logout["type"] == "logout.completed" and logout["actor"]["id"] == "u-9"
+    assert alarm["type"] == "alarm.raised" and alarm["details"]["event"] == "logout.completed"
+
+
+async def test_logout_with_a_verified_hint_names_its_user_without_alarm(rig: Rig) -> None:
+    """A genuine (signature-verified) id_token_hint names the user who logged out, even when Keycloak refuses."""
+    hint = signed(sub="u-10", sid="s-10", typ="ID", preferred_username="ida")
+    await rig.exchange(request("GET", LOGOUT, query={"id_token_hint": hint}), response(400, {"error": "x"}))
+    rec = rig.records()[-1]
+    assert rec["actor"]["id"] == "u-10" and rec["outcome"] == "failed" and rec["details"]["attributed_by"] != "none"
+    assert not any(r["type"] == "alarm.raised" for r in rig.records())

@@ -63,6 +63,8 @@ async def call(base: str, method: str, path: str, *, data: Any = None, body: byt
         hdrs["Authorization"] = f"Bearer {token}"
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
         kwargs: dict[str, Any] = {"headers": hdrs, "params": params, "allow_redirects": False}
+        if body is not None and "Content-Type" not in hdrs:
+            kwargs["skip_auto_headers"] = ["Content-Type"]  # really none (aiohttp would add octet-stream)
         if data is not None:
             kwargs["data"] = data
         elif body is not None:
@@ -354,9 +356,9 @@ async def test_password_typed_as_username_is_only_a_fingerprint(sidecar: Sidecar
     typed = f"Typed-{uuid.uuid4().hex[:12]}-Pw!"
     secrets_seen.add(typed)
     status, _ = await password_grant(sidecar.base_url, typed, "whatever")
-    assert status == 401
+    assert status in (400, 401)
     status, _ = await password_grant(sidecar.base_url, REALM.bob.username, "not-bobs-password")
-    assert status == 401
+    assert status in (400, 401)
     user_events, _ = await kc.events(since_ms)
     assert any(e["type"] == "LOGIN_ERROR" and e.get("error") == "user_not_found" for e in user_events)
     failed = by_request(records_since(sidecar, start), "login.failed")
