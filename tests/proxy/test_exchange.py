@@ -102,13 +102,19 @@ def test_json_parses_any_json_body(value: object) -> None:
         (b"{not json", "application/json"),
         (b"", "application/json"),
         (b'{"a":1}', "text/html"),
-        (b'{"a":1}', None),
     ],
 )
 def test_json_is_none_when_not_json(body: bytes, content_type: str | None) -> None:
     """Invalid, empty or non-JSON bodies give None."""
     assert _request(body, content_type).json() is None
     assert _response(body, content_type).json() is None
+
+
+def test_request_without_content_type_is_json_as_keycloak_reads_it() -> None:
+    """Keycloak (RESTEasy + Jackson) reads a request body without Content-Type as JSON; so does capture."""
+    assert _request(b'{"a":1}', None).json() == {"a": 1}
+    assert not _request(b'{"a":1}', None).json_body().certain
+    assert _response(b'{"a":1}', None).json() is None
 
 
 def test_vendor_json_types_count_as_json() -> None:
