@@ -170,23 +170,23 @@ def capture_cost(recordings: Path, work_dir: Path, *, quick: bool = False) -> di
     request, response = _exchange(recordings)
     pipeline = CapturePipeline(SessionDirectory(secrets.token_bytes(32)), keyed_fingerprint(secrets.token_bytes(32)),
                                record_before_after=False)
-    redactor = Redactor(load_policy(None))
+    redactor = Redactor(load_policy(None), keyed_fingerprint(secrets.token_bytes(32)))
 
     def classify() -> list[Any]:
         pipeline.needs_before(request)
         pending = pipeline.begin(request, Facts())
         assert pending is not None
-        pipeline.needs_after(pending)
+        pipeline.needs_after(pending, request)
         return pipeline.finish(pending, request, response, Facts())
 
     events = classify()
     if not events:
         raise RuntimeError("the recorded client-credentials exchange gave no event")
-    payload, _ = redactor.record(events[0], request, response)
+    payload = redactor.record(events[0])
     prev = bytes(32)
 
     def redact_encode() -> bytes:
-        body, _ = redactor.record(events[0], request, response)
+        body = redactor.record(events[0])
         return encode_record(1, 1_764_000_000_000_000_000, prev, body)
 
     key = Ed25519PrivateKey.generate()
