@@ -66,13 +66,13 @@ def to_ecs(item: Paired | dict[str, Any], origin: str, *, verified: bool = True)
         "ecs": {"version": ECS_VERSION},
         "message": describe(rec),
         "event": {
-            "kind": "alert" if e["type"] == "drift.detected" else "event",
+            "kind": "alert" if e["type"] in ("drift.detected", "alarm.raised") else "event",
             "category": category, "type": types, "action": e["type"],
             "outcome": _OUTCOME.get(e["outcome"], "unknown"),
             "id": f"{origin}/{rec['seq']}", "sequence": int(rec["seq"]),
             "provider": "keycloak-ledger-sidecar", "dataset": "keycloak_ledger.events", "module": "keycloak_ledger",
             "start": _iso(int(intent["ts"])) if intent else None, "end": _iso(ts) if intent else None,
-            "severity": 73 if e["type"] == "drift.detected" else None,
+            "severity": 73 if e["type"] in ("drift.detected", "alarm.raised") else None,
         },
         "user": {
             "id": actor.get("id"), "name": actor.get("username"),

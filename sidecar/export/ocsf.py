@@ -56,7 +56,9 @@ MAPPING: dict[str, tuple[int, int]] = {
     "audit.read": (ENTITY_MANAGEMENT, 2), "ledger.started": (ENTITY_MANAGEMENT, 10),
     "ledger.recovered": (ENTITY_MANAGEMENT, 13), "key.rotated": (ENTITY_MANAGEMENT, 3),
     "drift.detected": (ENTITY_MANAGEMENT, 99), "state.snapshot": (ENTITY_MANAGEMENT, 2),
+    "alarm.raised": (ENTITY_MANAGEMENT, 99),
 }
+_ALERTS = frozenset({"drift.detected", "alarm.raised"})
 _ADMIN_METHODS = {"POST": 1, "PUT": 3, "PATCH": 3, "DELETE": 4}
 _STATUS = {"succeeded": (1, "Success"), "failed": (2, "Failure")}
 _MFA_FACTORS = {"otp": (7, "OTP"), "totp": (7, "OTP"), "webauthn": (10, "WebAuthn"),
@@ -164,8 +166,8 @@ def to_ocsf(item: Paired | dict[str, Any], origin: str, *, verified: bool = True
         "type_name": f"{CLASS_NAMES[class_uid]}: {ACTIVITIES[class_uid][activity_id]}",
         "time": int(rec["ts"]) // 1_000_000,
         "status_id": status_id, "status": status,
-        "severity_id": 4 if e["type"] == "drift.detected" else (2 if failed else 1),
-        "severity": "High" if e["type"] == "drift.detected" else ("Low" if failed else "Informational"),
+        "severity_id": 4 if e["type"] in _ALERTS else (2 if failed else 1),
+        "severity": "High" if e["type"] in _ALERTS else ("Low" if failed else "Informational"),
         "message": describe(rec),
         "metadata": {
             "version": OCSF_VERSION, "product": PRODUCT, "uid": f"{origin}/{rec['seq']}",
