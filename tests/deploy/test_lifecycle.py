@@ -18,8 +18,8 @@ from sidecar.errors import ConfigError
 from sidecar.harness.keycloak import free_port
 from sidecar.ledger.keystore import KeyStore
 from sidecar.ledger.writer import Ledger
-from sidecar.replicate.layout import chunk_key
 from sidecar.replicate.memory import MemoryStore
+from sidecar.replicate.store import PutResult
 
 
 def _init(data: Path) -> Path:
@@ -106,7 +106,16 @@ async def test_readiness_fails_while_replication_fails(tmp_path: Path, upstream:
             if rep.backlog_bytes() == 0:
                 break
             await asyncio.sleep(0.02)
-        rep.store.tamper(chunk_key(rep.cursor.segment, rep.cursor.offset), b"someone else's bytes")
+        store = rep.store
+        real_put = store.put
+
+        async def someone_writes_first(key: str, data: bytes) -> PutResult:
+            # Chunk keys name both ends of their range, so the foreign bytes go in just before our put.
+            if key.startswith("tail/"):
+                store.tamper(key, b"someone else's bytes")
+            return await real_put(key, data)
+
+        store.put = someone_writes_first  # type: ignore[method-assign]  # the store twin, written around
         from sidecar.core.events import EventType, IdentityEvent, Outcome
 
         await parts.ledger.append(IdentityEvent(EventType.LOGIN_FAILED, Outcome.FAILED, realm="r"))
