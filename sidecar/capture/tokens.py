@@ -27,6 +27,7 @@ correlate a session, and records say so.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
@@ -117,12 +118,20 @@ class TokenVerifier:
         self._leeway = leeway_s
         self._refetch_every = refetch_every_s
 
-    async def _keyset(self, realm: str, force: bool) -> KeySet | None:
+    async def _keyset(self, realm: str, force: bool, wait: bool = False) -> KeySet | None:
         now = time.monotonic()
         if realm in self._sets and not force:
             return self._sets[realm]
-        if force and now - self._fetched_at.get(realm, -1e9) < self._refetch_every:
-            return self._sets.get(realm)
+        last = self._fetched_at.get(realm, -1e9)
+        if force and now - last < self._refetch_every:
+            if not wait:
+                return self._sets.get(realm)
+            # A token Keycloak has just accepted (a realm that began signing with a new key moments ago):
+            # worth the rest of the interval, at most refetch_every_s, instead of calling it unverified.
+            await asyncio.sleep(self._refetch_every - (now - last))
+            if self._fetched_at.get(realm, -1e9) != last:  # another caller refetched meanwhile
+                return self._sets.get(realm)
+            now = time.monotonic()
         self._fetched_at[realm] = now
         doc = await self._fetch(realm)
         if not doc:
@@ -151,9 +160,9 @@ class TokenVerifier:
         alg, kid = header.get("alg"), header.get("kid")
         if realm is None or alg not in ASYMMETRIC_ALGS or (kid is not None and not isinstance(kid, str)):
             return None
-        keyset = await self._keyset(realm, force=fresh_keys)
+        keyset = await self._keyset(realm, force=fresh_keys, wait=fresh_keys)
         if keyset is not None and kid is not None and not any(k.kid == kid for k in keyset.keys):
-            keyset = await self._keyset(realm, force=True)  # the realm may have rotated its keys
+            keyset = await self._keyset(realm, force=True, wait=fresh_keys)  # the realm may have rotated its keys
         if keyset is None:
             return None
         # SECURITY: one key, one algorithm: the key the header names, with the algorithm that key declares.
