@@ -147,7 +147,9 @@ def unrecorded_event(realm: str, ev: dict[str, Any], first_seen_ns: int) -> Iden
         kind = {"users": "user", "groups": "group", "clients": "client", "roles": "role"}.get(parts[0], "resource")
         target = Party(id=parts[1] if len(parts) > 1 else None, kind=kind, name=path or None)
     else:
-        target = Party(id=ev.get("userId"), username=(ev.get("details") or {}).get("username"), kind="user")
+        # SECURITY: only a name Keycloak matched to a user; any other may be a password typed as a username.
+        named = (ev.get("details") or {}).get("username") if ev.get("userId") else None
+        target = Party(id=ev.get("userId"), username=named, kind="user")
     return IdentityEvent(EventType.DRIFT_DETECTED, Outcome.SUCCEEDED, realm=realm, target=target,
                          details=_plain({"kind": "unrecorded-change" if admin else "unrecorded-event",
                                          "field": "ledger record", "expected": "a ledger record for this event",

@@ -92,7 +92,9 @@ def event_summary(ev: dict[str, Any]) -> dict[str, Any]:
     else:
         details = ev.get("details") or {}
         out = {"store": "events", "id": ev.get("id"), "time": ev.get("time"), "type": ev.get("type"),
-               "user_id": ev.get("userId"), "username": details.get("username"), "client": ev.get("clientId"),
+               # SECURITY: a name Keycloak matched to no user may be a password typed in the wrong field.
+               "user_id": ev.get("userId"), "username": details.get("username") if ev.get("userId") else None,
+               "client": ev.get("clientId"),
                "session": ev.get("sessionId"), "ip": ev.get("ipAddress"), "error": ev.get("error")}
     return {k: v for k, v in out.items() if v is not None}
 
