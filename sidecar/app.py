@@ -292,7 +292,8 @@ async def _replicator(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     assert parts.ledger is not None
-    rep = Replicator(s.data_dir, parts.store, interval_s=s.replication_interval_s, high_water_bytes=s.high_water_bytes)
+    rep = Replicator(s.data_dir, parts.store, interval_s=s.replication_interval_s, high_water_bytes=s.high_water_bytes,
+                     durable_end=parts.ledger.durable_end)
     parts.ledger.subscribers.append(rep.on_commit)
     rep.start()
     parts.replicator = rep

@@ -102,7 +102,8 @@ def _index_segment(path: Path) -> _SegmentIndex:
                 first = SegmentHeader.decode(frame.body).first_seq
         elif cp is not None:
             last = cp.size
-            newest = (checkpoint_key(cp.size, cp.time_ns), frame.offset + _BODY_AT, len(frame.body))
+            if frame.kind == framing.CHECKPOINT:  # seals are not published as checkpoints (see below)
+                newest = (checkpoint_key(cp.size, cp.time_ns), frame.offset + _BODY_AT, len(frame.body))
     index = _SegmentIndex(len(data), end, sealed, first, last, newest)
     if sealed:
         _CACHE[path] = index  # small and fixed per sealed segment
@@ -110,14 +111,15 @@ def _index_segment(path: Path) -> _SegmentIndex:
 
 
 def _find_checkpoint(path: Path, key: str) -> tuple[Path, int, int] | None:
-    """The note stored under a checkpoint key: the last frame with that size and time.
+    """The note stored under a checkpoint key: the checkpoint frame with that size and time.
 
-    A sealing batch writes a checkpoint and then the seal with the same size and time, so both map
-    to one key; like the replicator (which ships the last note of what it reads), serve the seal.
+    A sealing batch writes a checkpoint and then the seal with the same size and time; like the
+    replicator, only the checkpoint is published under the key, so a listing taken before the seal
+    was written and a fetch after it agree.
     """
     found = None
     for frame, cp in _checkpoints(_read_from(path, 0)):
-        if cp is not None and checkpoint_key(cp.size, cp.time_ns) == key:
+        if cp is not None and frame.kind == framing.CHECKPOINT and checkpoint_key(cp.size, cp.time_ns) == key:
             found = path, frame.offset + _BODY_AT, len(frame.body)
     return found
 

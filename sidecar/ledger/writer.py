@@ -284,6 +284,11 @@ class Ledger:
     def segment(self) -> int:
         return self._state.segment
 
+    @property
+    def durable_end(self) -> tuple[int, int]:
+        """(segment, offset) of the end of the last durable commit: what a reader may ship or serve."""
+        return self._state.segment, self._state.offset
+
     def queue_depth(self) -> int:
         return self._queue.qsize()
 

@@ -10,8 +10,9 @@ restarts resume where they stopped.
 
 Only durable bytes are shipped: the replicator never reads past the newest
 commit the writer announced (`on_commit` runs after the fsync), or, before
-the first announcement, past the last checkpoint found in the files when it
-was created. A write the ledger later cuts back (failed fsync) never reaches
+the first announcement, past the writer's durable end it was given (or, with
+no writer running, the last checkpoint found in the files when it was
+created). A write the ledger later cuts back (failed fsync) never reaches
 the store.
 
 Retries never wedge: every key names its bytes exactly (see
@@ -78,7 +79,8 @@ class Cursor:
 
 class Replicator:
     def __init__(self, data_dir: Path, store: ObjectStore, *, interval_s: float = 0.2,
-                 max_chunk_bytes: int = 4 * 1024 * 1024, high_water_bytes: int = 256 * 1024 * 1024) -> None:
+                 max_chunk_bytes: int = 4 * 1024 * 1024, high_water_bytes: int = 256 * 1024 * 1024,
+                 durable_end: tuple[int, int] | None = None) -> None:
         self.data_dir = data_dir
         self.store = store
         self.interval_s = interval_s
@@ -88,9 +90,11 @@ class Replicator:
         self.cursor = self._load_cursor()
         self._wake = asyncio.Event()
         self._commits: deque[tuple[int, int, int]] = deque(maxlen=100_000)  # (segment, end offset, commit ns)
-        # Newest durable position: what the files held at creation, then each commit the writer announces.
-        self._head: tuple[int, int] = max(self._committed_on_disk(),
-                                          (self.cursor.segment, self.cursor.offset))
+        # Newest durable position: the running writer's (`durable_end`), else what the files held at
+        # creation (no writer running), then each commit the writer announces. Scanning the files under a
+        # running writer could see a write in progress, not yet fsynced.
+        start = durable_end if durable_end is not None else self._committed_on_disk()
+        self._head: tuple[int, int] = max(start, (self.cursor.segment, self.cursor.offset))
         self._task: asyncio.Task[None] | None = None
         self._hw_checked = -1.0
         self._reconciled = False  # chunks already in the store at the cursor adopted (see the docstring)
@@ -242,10 +246,7 @@ class Replicator:
             self._wake.clear()
             try:
                 await self.step()
-                if self.last_error is not None:
-                    log.warning("replication to %s works again", self.store.url)
-                self.last_error = None
-                self.last_success_ns = time.time_ns()
+                self._succeeded()
                 backoff = 0.2
             except StoreIntegrityError as exc:
                 # Someone else wrote into our keys: loud, and never retried into silence.
@@ -302,6 +303,13 @@ class Replicator:
             if plan.lag_end is not None:
                 self._record_lag(*plan.lag_end)
             shipped += plan.shipped
+            self._succeeded()  # under steady load step() may not return for a while: say so per round
+
+    def _succeeded(self) -> None:
+        if self.last_error is not None:
+            log.warning("replication to %s works again", self.store.url)
+        self.last_error = None
+        self.last_success_ns = time.time_ns()
 
     async def _plan(self) -> _Round | None:
         """The puts that ship the next committed bytes after the cursor, or None if there are none."""
@@ -420,7 +428,10 @@ def _scan_new(data: bytes) -> tuple[list[int], bool, bytes | None]:
     """(the commit boundaries in data, whether it ends with a seal, the last checkpoint note in it).
 
     A commit boundary is the end of a header, checkpoint or seal frame: records after the last
-    checkpoint are not acknowledged yet (or are a torn tail) and wait for the next step.
+    checkpoint are not acknowledged yet (or are a torn tail) and wait for the next step. Only
+    checkpoint frames are published as checkpoint objects: a sealing commit writes a checkpoint and
+    a seal with the same size and time, so a seal under the same key would be other bytes for a key
+    a previous round (which read the commit up to its checkpoint) may already have filled.
     """
     ends: list[int] = []
     sealed, latest = False, None
@@ -430,7 +441,7 @@ def _scan_new(data: bytes) -> tuple[list[int], bool, bytes | None]:
         if frame.kind in (framing.HEADER, framing.CHECKPOINT, framing.SEAL):
             ends.append(frame.offset + framing.OVERHEAD + len(frame.body))
             sealed = frame.kind == framing.SEAL
-            if frame.kind != framing.HEADER:
+            if frame.kind == framing.CHECKPOINT:
                 latest = frame.body
     return ends, sealed, latest
 

@@ -21,6 +21,8 @@ from sidecar.app import REPLICATOR, Settings, make_app
 from sidecar.audit.pull import pull
 from sidecar.audit.remote import pull_and_verify
 from sidecar.audit.verifier import load_trust
+from sidecar.core import framing
+from sidecar.core.segment import segment_name
 from sidecar.errors import StoreIntegrityError
 from sidecar.ledger.writer import LedgerConfig
 from sidecar.replicate.drivers import open_store
@@ -136,7 +138,7 @@ async def test_restart_resumes_from_the_cursor(tmp_path: Path) -> None:
     before = {o.key: (store_dir / o.key).read_bytes() for o in await open_store(str(store_dir)).list()}
 
     await steady_load(ledger, rate=100, seconds=2, start=1000)  # committed while nobody replicates
-    second = Replicator(data, open_store(str(store_dir)), interval_s=0.05)
+    second = Replicator(data, open_store(str(store_dir)), interval_s=0.05, durable_end=ledger.durable_end)
     assert second.cursor.to_json() == cursor
     ledger.subscribers.append(second.on_commit)
     second.start()
@@ -268,6 +270,34 @@ async def test_tampered_existing_chunk_is_found_on_resume(tmp_path: Path) -> Non
         await again.stop(drain_timeout_s=0.1)
     finally:
         await ledger.close()
+
+
+async def test_a_round_that_read_a_sealing_commit_only_to_its_checkpoint(tmp_path: Path) -> None:
+    """A sealing commit seen up to its checkpoint (a write in progress) and then whole ships without a key clash.
+
+    The checkpoint and the seal of one commit have the same size and time; only the checkpoint is
+    published under that checkpoint key, so the later round finds identical bytes there.
+    """
+    data = tmp_path / "ledger"
+    init_keys(data)
+    ledger = await open_ledger(data, segment_max_bytes=2 * 1024)
+    for i in range(12):
+        await ledger.append(event(i))
+    await ledger.close()
+    raw = (data / "segments" / segment_name(0)).read_bytes()
+    frames = [f for f in framing.iter_frames(raw) if isinstance(f, framing.Frame)]
+    assert frames[-1].kind == framing.SEAL and frames[-2].kind == framing.CHECKPOINT
+    cp = frames[-2]
+    store = MemoryStore()
+    partial = Replicator(data, store, interval_s=0, durable_end=(0, cp.offset + framing.OVERHEAD + len(cp.body)))
+    await partial.step()
+    assert partial.cursor.to_json() == {"segment": 0, "offset": cp.offset + framing.OVERHEAD + len(cp.body)}
+    whole = Replicator(data, store, interval_s=0)
+    await whole.step()
+    assert whole.integrity_error is None and whole.cursor.segment > 0
+    notes = {o.key: await store.get(o.key) for o in await store.list("checkpoints/")}
+    assert cp.body in notes.values() and frames[-1].body not in notes.values()
+    assert all(key.startswith("checkpoints/") for key in notes)
 
 
 class LyingStore(MemoryStore):
