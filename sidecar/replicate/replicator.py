@@ -89,6 +89,7 @@ class Replicator:
         self._cursor_path = data_dir / "replication.json"
         self.cursor = self._load_cursor()
         self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()  # set by stop(): no more backing off
         self._commits: deque[tuple[int, int, int]] = deque(maxlen=100_000)  # (segment, end offset, commit ns)
         # Newest durable position: the running writer's (`durable_end`), else what the files held at
         # creation (no writer running), then each commit the writer announces. Scanning the files under a
@@ -118,12 +119,14 @@ class Replicator:
     def start(self) -> None:
         self._reconciled = False  # a previous run may have been cancelled between a put and the cursor save
         self._pending = None
+        self._stopping.clear()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="replicator")
 
     async def stop(self, drain_timeout_s: float = 5.0) -> None:
         """Try to ship what is left (bounded), then stop."""
         if self._task is None:
             return
+        self._stopping.set()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._drained(), drain_timeout_s)
         self._task.cancel()
@@ -257,7 +260,8 @@ class Replicator:
                 self.last_error = str(exc)
                 self.last_error_ns = time.time_ns()
                 log.warning("replication to %s failed, retrying in %.1fs: %s", self.store.url, backoff, exc)
-                await asyncio.sleep(backoff)
+                with contextlib.suppress(TimeoutError):  # stop() cuts the wait short for a last try
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
                 backoff = min(backoff * 2, 10.0)
                 self._wake.set()
             else:

@@ -214,8 +214,12 @@ async def test_outage_past_the_high_water_mark_fails_closed(
     try:
         await asyncio.sleep(3)
         # Under steady load the backlog is rarely exactly 0 at a poll; "keeping up" is well below the mark.
+        # (On a loaded machine a 16 KB backlog can build up with the store up, and then refusing is right;
+        # test_outage_under_load_then_catch_up shows nothing is refused under a real mark.)
         await catch_up(sidecar.rep, 30, within=8 * 1024)
-        assert not any(r[2] == 503 for r in load.results), "nothing refused while the store is up"
+        caught_up = time.monotonic()
+        await wait_for(lambda: any(r[2] == 204 for r in load.since(caught_up)), 30,
+                       "an admin change to succeed while the store is up and the backlog under the mark")
         s3_server.stop()
         down = time.monotonic()
         await wait_for(lambda: any(r[2] == 503 for r in load.since(down)), 60, "a refused admin change")
