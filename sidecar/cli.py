@@ -63,101 +63,159 @@ def main() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- serve
+_CLICK_TYPES: dict[str, Any] = {"str": str, "path": click.Path(path_type=Path), "int": int, "float": float}
+
+
+def _serve_options(fn: Any) -> Any:
+    """The flags of `serve` and `config check`, made from sidecar.config.OPTIONS (defaults applied later)."""
+    from sidecar.config import CONFIG_ENV, OPTIONS
+
+    for opt in reversed(OPTIONS):
+        if not opt.flag:
+            continue
+        shown = "" if opt.default in (None, ()) else f" [default: {opt.default}]"
+        text = f"{opt.help}{shown} (env {opt.env})"
+        if opt.kind == "bool":
+            name = opt.key.replace("_", "-")
+            fn = click.option(f"--{name}/--no-{name}", opt.key, default=None, help=text)(fn)
+        elif opt.kind == "list":
+            fn = click.option(opt.flag_name, opt.key, multiple=True, help=text)(fn)
+        else:
+            fn = click.option(opt.flag_name, opt.key, type=_CLICK_TYPES[opt.kind], default=None, help=text)(fn)
+    return click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                        help=f"TOML file with any of these settings (env {CONFIG_ENV}); flags and SIDECAR_* "
+                             "environment variables override it")(fn)
+
+
 @main.command()
-@click.option("--upstream", required=True, help="Keycloak's base URL, e.g. http://127.0.0.1:8080")
-@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path), help="ledger data directory")
-@click.option("--listen", default="127.0.0.1:8443", show_default=True, help="HOST:PORT to listen on")
-@click.option("--policy", "policy_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="policy TOML (default: the shipped sidecar/policies/default.toml)")
-@click.option("--init/--no-init", default=False, help="create keys first if the data directory has none")
-@click.option("--origin", default=None, help="ledger origin name for --init")
-@click.option("--segment-max-bytes", type=int, default=8 * 1024 * 1024, show_default=True)
-@click.option("--segment-max-age", type=float, default=3600.0, show_default=True, help="seconds")
-@click.option("--epoch", "epoch_s", type=float, default=3600.0, show_default=True,
-              help="signing key lifetime in seconds (forward security)")
-@click.option("--heartbeat", type=float, default=30.0, show_default=True, help="idle checkpoint interval, seconds")
-@click.option("--store", "store_url", default=None,
-              help="remote copy: a directory, file:///dir, or s3://bucket/prefix?endpoint=URL&region=R")
-@click.option("--retention-days", type=int, default=365, show_default=True, help="S3 Object Lock retention")
-@click.option("--high-water", "high_water_mb", type=int, default=256, show_default=True,
-              help="MiB of unreplicated ledger before the failure policy applies")
-@click.option("--replication-interval", type=float, default=0.2, show_default=True, help="seconds between steps")
-@click.option("--auditor-realm", default="master", show_default=True,
-              help="realm whose tokens may read the auditor endpoint")
-@click.option("--auditor-role", default="ledger-auditor", show_default=True, help="realm role auditors need")
-@click.option("--reader-realm", default=None, help="realm of the read-only service account (before/after state)")
-@click.option("--reader-client-id", default=None, help="client id of that service account")
-@click.option("--reader-secret-file", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
-              help="file holding its client secret (or env SIDECAR_READER_SECRET); never on the command line")
-@click.option("--drift/--no-drift", "drift_on", default=True, show_default=True,
-              help="run the drift monitor (needs the state reader's service account)")
-@click.option("--drift-poll", type=float, default=10.0, show_default=True,
-              help="seconds between reconciliations of Keycloak's event stores")
-@click.option("--drift-sweep", type=float, default=300.0, show_default=True,
-              help="seconds between full sweeps of the live access state")
-@click.option("--drift-rate", type=float, default=50.0, show_default=True,
-              help="most Keycloak reads per second the drift monitor makes")
-@click.option("--capture-budget", "capture_budget_mb", type=int, default=64, show_default=True,
-              help="MiB of captured bodies held at once (all requests); beyond it captured requests get 503")
-@click.option("--identity-connections", type=int, default=64, show_default=True,
-              help="upstream connections for captured requests (logins, tokens, admin writes)")
-@click.option("--passthrough-connections", type=int, default=256, show_default=True,
-              help="upstream connections for everything else (a separate pool)")
-@click.option("--auditor-recheck", "auditor_recheck_s", type=float, default=5.0, show_default=True,
-              help="seconds an auditor's live role and enabled check is cached")
-@click.option("--auditor-denied-window", "auditor_denied_window_s", type=float, default=60.0, show_default=True,
-              help="seconds per requester in which refused audit reads make one record plus one aggregate")
-@click.option("--witnesses", "witness_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              default=None, help="witness list (kc-ledger-witnesses/1 JSON with urls): get checkpoints cosigned")
-@click.option("--witness-quorum", type=click.IntRange(min=1), default=1, show_default=True,
-              help="cosignatures a checkpoint needs")
-@click.option("--witness-stale", "witness_stale_s", type=float, default=300.0, show_default=True,
-              help="seconds the newest checkpoint may wait for its quorum before readiness fails")
-@click.option("--log-level", default="INFO", show_default=True)
-def serve(upstream: str, data_dir: Path, listen: str, policy_file: Path | None, init: bool, origin: str | None,
-          segment_max_bytes: int, segment_max_age: float, epoch_s: float, heartbeat: float, store_url: str | None,
-          retention_days: int, high_water_mb: int, replication_interval: float, auditor_realm: str,
-          auditor_role: str, reader_realm: str | None, reader_client_id: str | None,
-          reader_secret_file: Path | None, drift_on: bool, drift_poll: float, drift_sweep: float, drift_rate: float,
-          capture_budget_mb: int, identity_connections: int, passthrough_connections: int,
-          auditor_recheck_s: float, auditor_denied_window_s: float, witness_file: Path | None, witness_quorum: int,
-          witness_stale_s: float, log_level: str) -> None:
-    """Run the proxy in front of Keycloak, recording into the ledger."""
+@_serve_options
+def serve(config_file: Path | None, **flags: Any) -> None:
+    """Run the proxy in front of Keycloak, recording into the ledger.
+
+    Settings come from flags, then SIDECAR_* environment variables, then the --config TOML file,
+    then the defaults (see `sidecar config check`).
+    """
     import asyncio
-    import logging
 
-    from sidecar.app import Settings, make_app, serve_app
-    from sidecar.drift.monitor import DriftConfig
+    from sidecar import config, logs
+    from sidecar.app import TlsFiles, make_app, serve_app
     from sidecar.ledger.keystore import KeyStore
-    from sidecar.ledger.writer import LedgerConfig
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    resolved = config.resolve(flags, config_file=config_file)
+    logs.configure(resolved["log_level"], resolved["log_format"])
     from sidecar.proxy import logsafe
 
     logsafe.install()  # SECURITY: no other library's log record carries request bytes (see logsafe)
-    host, _, port_s = listen.rpartition(":")
-    if not host or not port_s.isdigit():
-        _fail(f"--listen must be HOST:PORT, got {listen!r}")
-    if init and not KeyStore(data_dir).exists():
-        anchor = KeyStore(data_dir).init(origin or _default_origin())
+    settings = config.settings(resolved)
+    data_dir = settings.data_dir
+    if resolved["init"] and not KeyStore(data_dir).exists():
+        anchor = KeyStore(data_dir).init(resolved["origin"] or _default_origin())
         click.echo(f"created ledger keys for origin {anchor.origin} in {data_dir}", err=True)
-    settings = Settings(upstream=upstream, data_dir=data_dir, host=host.strip("[]"), port=int(port_s),
-                        policy_file=policy_file, store_url=store_url, store_retention_days=retention_days,
-                        high_water_bytes=high_water_mb * 1024 * 1024, replication_interval_s=replication_interval,
-                        auditor_realm=auditor_realm, auditor_role=auditor_role, reader_realm=reader_realm,
-                        reader_client_id=reader_client_id,
-                        reader_secret=(reader_secret_file.read_text().strip() if reader_secret_file
-                                       else os.environ.get("SIDECAR_READER_SECRET")),
-                        drift=DriftConfig(poll_s=drift_poll, sweep_s=drift_sweep, rate_per_s=drift_rate)
-                        if drift_on else None,
-                        ledger=LedgerConfig(segment_max_bytes=segment_max_bytes, segment_max_age_s=segment_max_age,
-                                            epoch_s=epoch_s, heartbeat_s=heartbeat),
-                        capture_budget_bytes=capture_budget_mb * 1024 * 1024,
-                        identity_connections=identity_connections, passthrough_connections=passthrough_connections,
-                        auditor_recheck_s=auditor_recheck_s, auditor_denied_window_s=auditor_denied_window_s,
-                        witness_file=witness_file, witness_quorum=witness_quorum, witness_stale_s=witness_stale_s)
+    tls = TlsFiles(resolved["tls_cert"], resolved["tls_key"]) if resolved["tls_cert"] else None
     app = make_app(settings)
-    asyncio.run(serve_app(app, settings.host, settings.port))
+    asyncio.run(serve_app(app, settings.host, settings.port, tls=tls))
+
+
+@main.command()
+@click.option("--url", default="http://127.0.0.1:8443", show_default=True, help="the sidecar's base URL")
+@click.option("--live", is_flag=True, help="check liveness only (the process serves), not readiness")
+@click.option("--insecure", is_flag=True, help="do not check the TLS certificate (for a probe on loopback)")
+def health(url: str, live: bool, insecure: bool) -> None:
+    """Probe a running sidecar: exit 0 if ready (or live), 1 if not; for container health checks."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    target = url.rstrip("/") + ("/.sidecar/health/live" if live else "/.sidecar/health/ready")
+    context = None
+    if insecure:  # a probe from inside the container: the certificate names the public host, not 127.0.0.1
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(target, timeout=5, context=context) as resp:
+            click.echo(resp.read().decode(errors="replace"))
+            sys.exit(0 if resp.status == 200 else 1)
+    except urllib.error.HTTPError as exc:
+        click.echo(exc.read().decode(errors="replace"))
+        sys.exit(1)
+    except (OSError, ValueError) as exc:
+        _fail(f"{target}: {exc}", 1)
+
+
+@main.group("config")
+def config_group() -> None:
+    """Inspect the configuration `sidecar serve` would run with."""
+
+
+@config_group.command("check")
+@_serve_options
+@click.option("--json", "as_json", is_flag=True)
+def config_check(config_file: Path | None, as_json: bool, **flags: Any) -> None:
+    """Print the effective serve configuration (secrets masked) and where each value came from.
+
+    Exit 0 when it would start (listen address, policy, TLS files, trusted proxies and store URL
+    all check out), 2 with the reason when it would not.
+    """
+    from sidecar import config
+
+    resolved = config.resolve(flags, config_file=config_file)
+    problems = _config_problems(resolved)
+    rows = resolved.describe()
+    if as_json:
+        _print_json({"config_file": str(resolved.config_file) if resolved.config_file else None,
+                     "settings": {k: {"value": v, "source": src} for k, v, src in rows}, "problems": problems})
+    else:
+        click.echo(f"# config file: {resolved.config_file or '(none)'}")
+        width = max(len(k) for k, _, _ in rows)
+        for key, shown, source in rows:
+            click.echo(f"{key:<{width}} = {shown}    # {source}")
+        for problem in problems:
+            click.echo(f"problem: {problem}", err=True)
+    sys.exit(2 if problems else 0)
+
+
+def _config_problems(resolved: Any) -> list[str]:
+    """What would stop `serve` from starting, checked without opening the ledger or the network."""
+    from sidecar import config
+    from sidecar.app import TlsFiles, _networks
+    from sidecar.core.witness import WitnessError
+    from sidecar.ledger.keystore import KeyStore
+    from sidecar.policy.schema import load_policy
+    from sidecar.replicate.drivers import open_store
+
+    problems: list[str] = []
+    checks: list[tuple[str, Any]] = [
+        ("listen", lambda: config.listen_address(resolved["listen"])),
+        ("policy", lambda: load_policy(resolved["policy"])),
+        ("trusted_proxies", lambda: _networks(resolved["trusted_proxies"])),
+        ("reader_secret", lambda: config.reader_secret(resolved)),
+    ]
+    if resolved["tls_cert"]:
+        checks.append(("tls", lambda: TlsFiles(resolved["tls_cert"], resolved["tls_key"])))
+    if resolved["store"]:
+        checks.append(("store", lambda: open_store(resolved["store"])))
+    if resolved["witnesses"]:
+        checks.append(("witnesses", lambda: _witness_list(resolved["witnesses"], resolved["witness_quorum"])))
+    for name, check in checks:
+        try:
+            check()
+        except (SidecarError, WitnessError) as exc:
+            problems.append(f"{name}: {exc}")
+    if not resolved["init"] and not KeyStore(resolved["data"]).exists():
+        problems.append(f"data: no ledger keys in {resolved['data']} (run `sidecar keys init` or set init)")
+    return problems
+
+
+def _witness_list(path: Path, quorum: int) -> None:
+    from sidecar.core.witness import WitnessError, parse_witness_list
+
+    try:
+        witnesses = parse_witness_list(path.read_bytes())
+    except OSError as exc:
+        raise WitnessError(f"{path}: {exc.strerror or exc}") from exc
+    if quorum > len(witnesses):
+        raise WitnessError(f"witness_quorum {quorum} is more than the {len(witnesses)} witnesses listed")
 
 
 def _default_origin() -> str:

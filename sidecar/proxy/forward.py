@@ -62,6 +62,7 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from sidecar import metrics
 from sidecar.core.exchange import (
     PASS_THROUGH,
     CapturePlan,
@@ -349,6 +350,7 @@ class ReverseProxy:
             ),
             skip_auto_headers=_SKIP_AUTO_HEADERS,
             trust_env=False,
+            trace_configs=[metrics.upstream_trace("proxy")],  # Keycloak's latency and failures
             # Keycloak's KC_RESTART cookie and long redirect URLs exceed aiohttp's 8 KiB default.
             max_line_size=65536,
             max_field_size=65536,
