@@ -5,15 +5,21 @@ BIN    := $(VENV)/bin
 
 .PHONY: setup demo test lint unit clean
 
-$(BIN)/.installed: pyproject.toml
+# The runtime alone (what the demo and a deployment need); the test extras on top of it for `make test`.
+$(BIN)/.runtime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(BIN)/.installed: pyproject.toml $(BIN)/.runtime
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
 setup: $(BIN)/.installed
 
-demo: setup
+# Runtime dependencies only. Ctrl-C, or closing the terminal (SIGHUP), stops Keycloak and the sidecar.
+demo: $(BIN)/.runtime
 	$(BIN)/python -m sidecar.demo
 
 # The whole suite: real Keycloak (fetched with mvn, cached in ~/.cache/sidecar-kc), Debian's chromium,

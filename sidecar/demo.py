@@ -4,12 +4,15 @@ Starts a local Keycloak (fetched with mvn and cached), the sidecar in front of
 it with a directory as the remote store, runs some sample activity through
 the sidecar (a failed and a good browser-style login, a failed direct grant, a
 role grant and revoke by an admin), verifies the ledger and its replica, and
-prints where everything is. Ctrl-C stops everything it started.
+prints where everything is. Ctrl-C, SIGTERM or SIGHUP (the terminal closed) stops everything it
+started: Keycloak and the sidecar run in their own sessions, so only this process decides when they
+end, and it ends them by their process groups.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -25,6 +28,16 @@ from sidecar.ledger.keystore import KeyStore
 
 ADMIN_USER = "admin"
 ADMIN_PASSWORD = "demo-admin-pw"  # demo only: printed below so you can log in to the console
+
+
+class _Stop(Exception):
+    """A stop signal arrived (SIGTERM, SIGHUP): unwind at once, whatever is running."""
+
+
+def _say(text: str) -> None:
+    """Print, unless the terminal is gone (after SIGHUP a write may fail with EIO)."""
+    with contextlib.suppress(OSError):
+        print(text, flush=True)
 
 
 def _port(preferred: int) -> int:
@@ -81,66 +94,72 @@ def main() -> int:
         keys.init("demo.local/keycloak-ledger")
     sidecar_port, kc_port, mgmt_port = _port(18443), _port(18080), _port(19000)
     base = f"http://127.0.0.1:{sidecar_port}"
-    print("fetching Keycloak (cached after the first run)...", flush=True)
+    _say("fetching Keycloak (cached after the first run)...")
     dist = ensure_distribution()
     kc = KeycloakServer(dist, root / "keycloak", http_port=kc_port, management_port=mgmt_port, public_url=base,
                         admin_username=ADMIN_USER, admin_password=ADMIN_PASSWORD, realm_files=[REALM.file])
     sidecar: subprocess.Popen[bytes] | None = None
-    stop = False
 
     def on_signal(signum: int, frame: object) -> None:
-        nonlocal stop
-        stop = True
+        raise _Stop(signal.Signals(signum).name)
 
-    signal.signal(signal.SIGTERM, on_signal)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    code = 0
     try:
-        print("starting Keycloak on 127.0.0.1 (about 15-40 s on 2 cores)...", flush=True)
+        _say("starting Keycloak on 127.0.0.1 (about 15-40 s on 2 cores; the first run also builds it)...")
         kc.start()
-        print(f"Keycloak ready in {kc.startup_seconds:.1f} s", flush=True)
+        _say(f"Keycloak ready in {kc.startup_seconds:.1f} s")
         log = (root / "sidecar.log").open("ab")
         sidecar = subprocess.Popen([sys.executable, "-m", "sidecar", "serve", "--upstream", kc.base_url,
                                     "--data", str(data), "--store", str(store), "--listen",
                                     f"127.0.0.1:{sidecar_port}", "--auditor-realm", REALM.name],
-                                   stdout=log, stderr=subprocess.STDOUT)
-        _wait_http(f"{base}/.sidecar/health", 30)
-        print("sample activity through the sidecar:", flush=True)
+                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+        _wait_http(f"{base}/.sidecar/health/ready", 30)
+        _say("sample activity through the sidecar:")
         for line in asyncio.run(_activity(base)):
-            print("  " + line, flush=True)
+            _say("  " + line)
         time.sleep(1.0)  # let the replicator ship the last batch
         trust = data / "trust.json"
-        print("\nverifying the local ledger and its replica:", flush=True)
+        _say("\nverifying the local ledger and its replica:")
         codes = []
         for source in (str(data), str(store)):
             result = subprocess.run([sys.executable, "-m", "sidecar", "verify", source, "--trust", str(trust)],
                                     capture_output=True, text=True)
             codes.append(result.returncode)
-            print(f"  $ sidecar verify {source} --trust {trust}")
-            print("    " + "\n    ".join(result.stdout.strip().splitlines()[-3:]))
-        print(f"""
+            _say(f"  $ sidecar verify {source} --trust {trust}")
+            _say("    " + "\n    ".join(result.stdout.strip().splitlines()[-3:]))
+        _say(f"""
 Keycloak admin console through the sidecar: {base}/admin/master/console/
   admin user: {ADMIN_USER}   password: {ADMIN_PASSWORD}
   test realm: {REALM.name} (users alice/bob/carol/dave; passwords in sidecar/harness/realm.py)
 ledger (local WAL): {data}      replica (directory store): {store}
 trust anchor for auditors: {trust}
 sidecar log: {root / 'sidecar.log'}      Keycloak log: {kc.log_file}
+metrics: {base}/.sidecar/metrics      readiness: {base}/.sidecar/health/ready
 verdict: {'INTACT' if codes == [0, 0] else 'PROBLEMS FOUND (see above)'}
 
 Everything you do in the console is recorded. Verify any time with:
   .venv/bin/sidecar verify {data} --trust {trust}
-Press Ctrl-C to stop Keycloak and the sidecar.""", flush=True)
-        while not stop and sidecar.poll() is None and kc.running:
+Press Ctrl-C (or close the terminal) to stop Keycloak and the sidecar.""")
+        code = 0 if codes == [0, 0] else 1
+        while sidecar.poll() is None and kc.running:
             time.sleep(0.5)
-        return 0 if codes == [0, 0] else 1
-    except KeyboardInterrupt:
-        return 0
+        return code
+    except (KeyboardInterrupt, _Stop):
+        return code
     finally:
-        print("\nstopping...", flush=True)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # a second signal must not cut the cleanup short
+        _say("\nstopping...")
         if sidecar is not None and sidecar.poll() is None:
-            sidecar.send_signal(signal.SIGINT)
+            os.killpg(sidecar.pid, signal.SIGTERM)
             try:
                 sidecar.wait(15)
             except subprocess.TimeoutExpired:
-                sidecar.kill()
+                os.killpg(sidecar.pid, signal.SIGKILL)
+                sidecar.wait(5)
         kc.stop()
 
 
