@@ -87,3 +87,13 @@ def test_serve_stops_with_one_line_on_a_bad_config_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["serve", "--config", str(cfg)])
     assert result.exit_code == 2
     assert "unknown key 'lisn'" in result.output and "Traceback" not in result.output
+
+
+def test_every_setting_is_documented() -> None:
+    """docs/operations.md's settings table names every serve setting with its flag and environment variable."""
+    from sidecar.config import OPTIONS
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    for opt in OPTIONS:
+        flag = f"`{opt.flag_name}`" if opt.flag and not opt.secret else "—"
+        assert f"| `{opt.key}` | {flag} | `{opt.env}` |" in text, opt.key

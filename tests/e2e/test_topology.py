@@ -90,6 +90,7 @@ async def _alice_roles(base: str, password: str, alice: str) -> list[str]:
         return sorted(m["name"] for m in mappings)
 
 
+@pytest.mark.timeout(900)  # four servers and a Keycloak build on 2 shared cores; each wait has its own bound
 def test_compose_topology_as_processes(wheel_install: WheelInstall, tmp_path: Path) -> None:
     """Postgres, production Keycloak, versitygw and the wheel's sidecar with compose's own config files: login, role grant, auditor pull + verify, Keycloak restart keeps state and ledger."""
     clock = Clock()
