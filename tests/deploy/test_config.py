@@ -47,12 +47,35 @@ def test_config_file_from_environment_and_empty_env_unsets(tmp_path: Path) -> No
     ('upstream = "u"\ndata = "d"\n', {"SIDECAR_ACCESS_LOG": "maybe"}, "must be true or false"),
     ('data = "d"\n', {}, "upstream is required"),
     ('upstream = "u"\ndata = "d"\ntls_cert = "/c"\n', {}, "tls_cert and tls_key go together"),
+    ('upstream = "u"\ndata = "d"\nwitness_quorum = 0\n', {}, "witness_quorum must be at least 1"),
 ])
 def test_bad_configuration_names_the_source_and_key(tmp_path: Path, text: str, env: dict[str, str],
                                                     message: str) -> None:
     """A typo, a wrong type, a secret in the file, a bad env value or a missing required setting is a ConfigError saying which."""
     with pytest.raises(ConfigError, match=message):
         resolve({}, env, _file(tmp_path, text))
+
+
+def test_witness_settings_reach_serve_from_env_and_file(tmp_path: Path) -> None:
+    """The witness list, quorum and staleness bound come from any source into the settings serve runs with."""
+    from sidecar.config import settings
+
+    cfg = _file(tmp_path, f'upstream = "http://u:1"\ndata = "{tmp_path}"\nwitnesses = "/w.json"\n'
+                          'witness_quorum = 2\n')
+    s = settings(resolve({}, {"SIDECAR_WITNESS_STALE": "42.5"}, cfg))
+    assert (s.witness_file, s.witness_quorum, s.witness_stale_s) == (Path("/w.json"), 2, 42.5)
+
+
+def test_config_check_reports_a_witness_quorum_larger_than_the_list(tmp_path: Path) -> None:
+    """config check exits 2 when the witness quorum exceeds the witnesses listed."""
+    data = tmp_path / "ledger"
+    KeyStore(data).init("config.test/ledger")
+    listed = tmp_path / "witnesses.json"
+    listed.write_text('{"format": "kc-ledger-witnesses/1", "witnesses": []}')
+    result = CliRunner().invoke(main, ["config", "check", "--upstream", "http://127.0.0.1:9", "--data", str(data),
+                                       "--witnesses", str(listed), "--witness-quorum", "2"])
+    assert result.exit_code == 2
+    assert "problem: witnesses: witness_quorum 2 is more than the 0 witnesses listed" in result.output
 
 
 def test_config_check_prints_effective_values_with_secrets_masked(tmp_path: Path) -> None:
@@ -99,3 +122,26 @@ def test_every_setting_is_documented() -> None:
     for opt in OPTIONS:
         flag = f"`{opt.flag_name}`" if opt.flag and not opt.secret else "—"
         assert f"| `{opt.key}` | {flag} | `{opt.env}` |" in text, opt.key
+
+
+def test_every_metric_is_documented_with_its_labels() -> None:
+    """docs/operations.md's metrics table has a row for every sidecar metric naming its type and each of its labels."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from sidecar import metrics
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    section = text.split("### 4.2 Prometheus metrics", 1)[1].split("\n### ", 1)[0]
+    rows = [[c.strip() for c in line.strip("|").split(" | ")] for line in section.splitlines()
+            if line.startswith("| `")]
+    defined = [m for m in vars(metrics).values() if isinstance(m, MetricWrapperBase)]
+    assert len(defined) > 30
+    for metric in defined:
+        (family,) = metric.describe()
+        exposed = family.name + ("_total" if family.type == "counter" else "")
+        row = next((r for r in rows if f"`{exposed}`" in r[0]), None)
+        assert row is not None, exposed
+        assert row[1] == family.type, (exposed, row[1])
+        # prometheus-client has no public accessor for a metric's declared label names
+        for label in metric._labelnames:
+            assert f"`{label}`" in row[2], (exposed, label)
