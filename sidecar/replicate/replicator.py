@@ -256,10 +256,14 @@ class Replicator:
                 self.integrity_error = str(exc)
                 log.error("REMOTE STORE INTEGRITY: %s", exc)
                 await asyncio.sleep(10)
-            except (StorageError, OSError) as exc:
-                self.last_error = str(exc)
+            except Exception as exc:  # the loop must outlive any one failure, expected or not
+                self.last_error = str(exc) or type(exc).__name__
                 self.last_error_ns = time.time_ns()
-                log.warning("replication to %s failed, retrying in %.1fs: %s", self.store.url, backoff, exc)
+                if isinstance(exc, (StorageError, OSError)):
+                    log.warning("replication to %s failed, retrying in %.1fs: %s", self.store.url, backoff, exc)
+                else:  # not a storage condition we know: say so with its traceback, and keep trying
+                    log.exception("replication to %s failed unexpectedly, retrying in %.1fs", self.store.url,
+                                  backoff)
                 with contextlib.suppress(TimeoutError):  # stop() cuts the wait short for a last try
                     await asyncio.wait_for(self._stopping.wait(), backoff)
                 backoff = min(backoff * 2, 10.0)

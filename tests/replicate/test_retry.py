@@ -19,7 +19,7 @@ from sidecar.replicate.memory import MemoryStore
 from sidecar.replicate.replicator import Replicator
 from sidecar.replicate.store import ObjectInfo, ObjectStore, PutResult, StoreUnavailable
 
-from .support import event, init_keys, open_ledger, segment_records, verify_store
+from .support import drain, event, init_keys, open_ledger, segment_records, verify_store, wait_for
 
 
 class LostAck:
@@ -163,3 +163,40 @@ async def test_a_retry_that_finds_other_bytes_under_its_key_is_an_integrity_erro
         assert rep.cursor.offset == 0
     finally:
         await ledger.close()
+
+
+class Buggy(LostAck):
+    """A store driver whose first put raises an exception no storage error class covers (a driver bug)."""
+
+    async def put(self, key: str, data: bytes) -> PutResult:
+        if self.lose:
+            self.lose -= 1
+            raise KeyError("a driver bug, not a storage condition")
+        return await self.inner.put(key, data)
+
+
+async def test_an_unexpected_driver_error_does_not_end_replication(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """An exception outside the storage error tree is reported as retrying, and the loop ships everything after it."""
+    data = tmp_path / "ledger"
+    init_keys(data)
+    store = MemoryStore()
+    ledger = await open_ledger(data, segment_max_bytes=8 * 1024)
+    buggy = Buggy(store)
+    rep = Replicator(data, buggy, interval_s=0.01)
+    ledger.subscribers.append(rep.on_commit)
+    rep.start()
+    try:
+        for i in range(40):
+            await ledger.append(event(i))
+        await wait_for(lambda: buggy.lose == 0, 30, "the driver bug to happen")
+        await drain(rep)
+        assert any("failed unexpectedly" in r.getMessage() and r.exc_info for r in caplog.records)
+        assert rep.status()["state"] == "ok" and rep.integrity_error is None
+    finally:
+        await ledger.close()
+        await rep.stop()
+    assert rep.backlog_bytes() == 0
+    assert len(segment_records(data)) == ledger.size >= 40
+    report = await verify_store(store, tmp_path / "pulled", data / "trust.json")
+    assert report.ok and report.records == ledger.size, report.findings  # every record reached the store, verified
