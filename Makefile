@@ -30,6 +30,7 @@ test: setup lint
 	$(BIN)/python -m sidecar.harness.versitygw build
 	$(BIN)/python -m sidecar.harness.witness build
 	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/python tests/individual_coverage.py
 
 unit: setup
 	$(BIN)/pytest -q -m "not keycloak and not browser and not slow"

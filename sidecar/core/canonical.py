@@ -73,8 +73,9 @@ def parse(data: bytes) -> Any:
 # numbers and literals. A string directly followed by ':' is an object key.
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _KEY = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*":')
-# A number with a fraction or exponent right after ':', ',' or '[' (cheap hint; strings may match too).
-_FLOAT_HINT = re.compile(rb'[:,\[]-?[0-9]+[.eE]')
+# A number with a fraction or exponent at the start or right after ':', ',' or '[' (cheap hint; strings
+# may match too).
+_FLOAT_HINT = re.compile(rb'(?:^|[:,\[])-?[0-9]+[.eE]')
 _FLOAT = re.compile(rb'[0-9][.eE]')
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from sidecar.core import merkle
 from sidecar.core.keys import PublicKey, key_name
-from sidecar.core.note import Checkpoint, NoteError, checkpoint_of, split_note
+from sidecar.core.note import Checkpoint, checkpoint_of, split_note
 from sidecar.core.record import decode_record, record_hash
 from sidecar.core.trust import TrustAnchor
 from sidecar.errors import IntegrityError
@@ -116,9 +116,7 @@ def verify_bundle(bundle: dict[str, Any], trust: TrustAnchor) -> str:
         if bundle["kind"] == "consistency":
             return _verify_consistency(bundle, trust)
         raise IntegrityError(f"unknown bundle kind {bundle['kind']!r}")
-    except (KeyError, TypeError, ValueError, NoteError) as exc:
-        if isinstance(exc, IntegrityError):
-            raise
+    except (KeyError, TypeError, ValueError) as exc:  # NoteError and RecordError are ValueErrors; IntegrityError is not
         raise IntegrityError(f"malformed proof bundle: {type(exc).__name__}: {exc}") from exc
 
 

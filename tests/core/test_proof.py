@@ -88,3 +88,59 @@ def test_cli_exports_and_verifies_a_bundle(ledger: tuple[Path, TrustAnchor], tmp
     bundle_file.write_text(json.dumps(data))
     bad = runner.invoke(main, ["verify", str(bundle_file), "--trust", str(trust_file)])
     assert bad.exit_code == 1 and "INVALID PROOF" in bad.output
+
+
+def test_a_key_chain_entry_that_is_not_a_rotation_is_refused(ledger: tuple[Path, TrustAnchor]) -> None:
+    """A proven record in the key chain that is not key.rotated (or sits at another index) fails the bundle."""
+    path, trust = ledger
+    bundle = copy.deepcopy(prove_inclusion(path, 17))
+    bundle["key_chain"][0] = bundle["leaf"]
+    with pytest.raises(IntegrityError, match=r"key chain entry at 17 is a [a-z.]+ record, not key.rotated"):
+        verify_bundle(bundle, trust)
+
+
+def test_a_key_chain_that_skips_an_epoch_is_refused(ledger: tuple[Path, TrustAnchor]) -> None:
+    """Leaving out the first rotation makes the next key not follow the root key."""
+    path, trust = ledger
+    bundle = copy.deepcopy(prove_inclusion(path, 100))
+    assert len(bundle["key_chain"]) >= 2, "the fixture should rotate at least twice before record 100"
+    del bundle["key_chain"][0]
+    with pytest.raises(IntegrityError, match=r"key chain skips from \S+#0 to \S+#2"):
+        verify_bundle(bundle, trust)
+
+
+def test_a_checkpoint_of_another_origin_is_refused(ledger: tuple[Path, TrustAnchor]) -> None:
+    """A trust anchor for another origin does not accept the ledger's checkpoints."""
+    path, trust = ledger
+    other = TrustAnchor("elsewhere.example", trust.root_key)
+    bundle = {**prove_inclusion(path, 3), "key_chain": []}
+    with pytest.raises(IntegrityError, match=r"checkpoint is for origin .*, the trust anchor for 'elsewhere.example'"):
+        verify_bundle(bundle, other)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"format": "other/1"}, "not a proof bundle \\(format 'other/1'\\)"),
+    ({"kind": "exclusion"}, "unknown bundle kind 'exclusion'"),
+    ({"checkpoint": "no note"}, "malformed proof bundle: NoteError: note has no blank line"),
+    ({"leaf": {"index": 1}}, "malformed proof bundle: KeyError: 'record'"),
+])
+def test_a_malformed_bundle_is_an_integrity_error_naming_the_cause(
+        ledger: tuple[Path, TrustAnchor], change: dict[str, object], message: str) -> None:
+    """Another format, an unknown kind, a broken note or a missing member: IntegrityError saying what."""
+    path, trust = ledger
+    bundle = {**prove_inclusion(path, 3), **change}
+    with pytest.raises(IntegrityError, match=message):
+        verify_bundle(bundle, trust)
+
+
+def test_a_consistency_bundle_going_backwards_is_refused(ledger: tuple[Path, TrustAnchor]) -> None:
+    """A bundle whose old checkpoint is larger than its new one fails before any proof is checked."""
+    path, trust = ledger
+    from sidecar.core.note import checkpoint_of
+    from sidecar.testing import checkpoint_notes, segment_paths
+
+    notes = [n for p in segment_paths(path) for n in checkpoint_notes(p)]
+    bundle = prove_consistency(path, checkpoint_of(notes[1]).size)
+    bundle["old"], bundle["new"] = bundle["new"], bundle["old"]
+    with pytest.raises(IntegrityError, match=r"old checkpoint size [0-9]+ is larger than the new one's"):
+        verify_bundle(bundle, trust)
