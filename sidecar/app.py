@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import ipaddress
 import logging
 import secrets
@@ -48,6 +49,7 @@ from sidecar.drift.monitor import DriftConfig, DriftMonitor, previous_run_end
 from sidecar.errors import ConfigError, OverloadError, StorageError
 from sidecar.ledger.index import LedgerIndex
 from sidecar.ledger.keystore import KeyStore
+from sidecar.ledger.subjects import Protector, SubjectKeys, reveal, seal_snapshot
 from sidecar.ledger.writer import Ledger, LedgerConfig
 from sidecar.policy.schema import Policy, load_policy
 from sidecar.proxy.forward import HANDLER_ARGS, ProxyLimits, ReverseProxy
@@ -91,6 +93,10 @@ class Settings:
     witness_file: Path | None = None  # witness list (docs/format.md §14.1); None: no witnessing
     witness_quorum: int = 1
     witness_stale_s: float = 300.0  # the newest checkpoint may wait this long for its quorum before not-ready
+    # Subject key store (sidecar/ledger/subjects.py) and its backup copies: identifying values are
+    # encrypted under per-person keys. None: they are written in the clear (logged at start).
+    subjects_dir: Path | None = None
+    subjects_backups: tuple[Path, ...] = ()
 
 
 LEDGER = web.AppKey("ledger", Ledger)
@@ -116,6 +122,7 @@ class Parts:
     replicator: Replicator | None = None
     probe: UpstreamProbe | None = None
     drift: DriftMonitor | None = None
+    subjects: SubjectKeys | None = None
     append: Callable[[IdentityEvent | dict[str, Any]], Awaitable[Any]] | None = None
     # Readiness: each check returns None when fine, else a short reason. Resources add their own.
     checks: dict[str, Callable[[], str | None]] = field(default_factory=dict)
@@ -245,6 +252,12 @@ async def _ledger(app: web.Application) -> AsyncIterator[None]:
     s = parts.settings
     parts.ledger = await Ledger.open(s.data_dir, config=s.ledger, policy_digest=parts.policy.digest)
     app[LEDGER] = parts.ledger
+    if parts.subjects is not None:
+        parts.ledger.protect = Protector(parts.subjects, parts.policy.pii, parts.ledger.origin,
+                                         parts.ledger.clock.now_ns)
+    else:
+        log.warning("no subject key store (--subjects): identifying values are written in the clear "
+                    "and cannot be erased")
     parts.checks["ledger"] = lambda: f"ledger broken: {parts.ledger.broken}" if parts.ledger and parts.ledger.broken \
         else None
     try:
@@ -352,6 +365,10 @@ async def _drift_monitor(app: web.Application) -> AsyncIterator[None]:
     since = await asyncio.get_running_loop().run_in_executor(None, previous_run_end, s.data_dir)
     monitor = DriftMonitor(parts.reader, parts.append, s.data_dir, s.drift, client_id=parts.reader.client_id,
                            since_ns=since, store=parts.store)
+    if parts.subjects is not None:
+        store, origin, clock = parts.subjects, parts.ledger.origin, parts.ledger.clock
+        monitor.reveal = functools.partial(reveal, origin=origin, store=store)
+        monitor.seal_state = lambda state: seal_snapshot(store, origin, state, clock.now_ns())
     parts.ledger.subscribers.append(monitor.on_commit)
     monitor.start()
     parts.drift = monitor
@@ -591,6 +608,8 @@ def make_app(settings: Settings, *, extra_resources: tuple[Resource, ...] = ()) 
     upstream = _Upstream(settings.upstream)
     tokens = TokenVerifier(upstream.jwks)
     parts = Parts(settings, policy, keys, upstream, tokens)
+    if settings.subjects_dir is not None:  # a missing or unreadable store stops the start (never plaintext)
+        parts.subjects = SubjectKeys.open(settings.subjects_dir, settings.subjects_backups)
     append = _appender(parts)
     parts.append = append
     if settings.reader_realm and settings.reader_client_id and settings.reader_secret:

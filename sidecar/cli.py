@@ -30,7 +30,7 @@ def _print_json(obj: Any) -> None:
 
 # Subcommands whose modules are imported only when they run (or `--help` lists them): `bench` pulls
 # in rich, the harness and every benchmark, which no other command should pay for.
-_LAZY_COMMANDS = {"bench": ("sidecar.bench.cli", "bench"),
+_LAZY_COMMANDS = {"bench": ("sidecar.bench.cli", "bench"), "subject": ("sidecar.cli_subject", "subject"),
                   **{name: ("sidecar.cli_auditor", name) for name in ("timeline", "export", "drift", "report")}}
 
 

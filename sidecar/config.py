@@ -92,6 +92,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("witness_quorum", "int", 1, "cosignatures a checkpoint needs"),
     Option("witness_stale", "float", 300.0, "seconds the newest checkpoint may wait for its quorum before "
            "readiness fails"),
+    Option("subjects", "path", None, "subject key store: identifying values are encrypted under per-person keys "
+           "so they can be erased (`sidecar subject init`); a missing store stops the start"),
+    Option("subjects_backup", "list", (), "a backup copy of the subject key store that every key and erasure "
+           "reaches (flag repeatable, env comma-separated, file a list)", cli="--subjects-backup"),
     Option("trusted_proxies", "list", (), "addresses or CIDRs of load balancers whose X-Forwarded-For/-Proto are "
            "believed (flag repeatable, env comma-separated, file a list); from anyone else they are overwritten",
            cli="--trusted-proxy"),
@@ -280,6 +284,7 @@ def settings(resolved: Resolved) -> Any:
         auditor_recheck_s=resolved["auditor_recheck"], auditor_denied_window_s=resolved["auditor_denied_window"],
         witness_file=resolved["witnesses"], witness_quorum=resolved["witness_quorum"],
         witness_stale_s=resolved["witness_stale"],
+        subjects_dir=resolved["subjects"], subjects_backups=tuple(Path(p) for p in resolved["subjects_backup"]),
         drift=DriftConfig(poll_s=resolved["drift_poll"], sweep_s=resolved["drift_sweep"],
                           rate_per_s=resolved["drift_rate"]) if resolved["drift"] else None,
         ledger=LedgerConfig(segment_max_bytes=resolved["segment_max_bytes"],

@@ -85,6 +85,7 @@ class EventType(enum.StrEnum):
     DRIFT_DETECTED = "drift.detected"
     STATE_SNAPSHOT = "state.snapshot"
     ALARM_RAISED = "alarm.raised"
+    SUBJECT_ERASED = "subject.erased"
 
 
 class _Bounds:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -65,3 +67,126 @@ def decrypt_value(key: bytes, enc: dict[str, Any], *, origin: str, path: str) ->
         return parse_canonical(plain)
     except (KeyError, TypeError, binascii.Error, InvalidTag, NotCanonical, ValueError) as exc:
         raise DecryptError(f"{path}: the value does not open with this subject's key") from exc
+
+
+# ------------------------------------------------------------------ which values, under whose key
+Path = tuple[str, ...]
+
+
+def _user_id(party: Any) -> str | None:
+    if isinstance(party, dict) and party.get("kind") in ("user", None) and isinstance(party.get("id"), str):
+        return party["id"] or None
+    return None
+
+
+def identifying_values(event: dict[str, Any], *, party_fields: tuple[str, ...], event_fields: tuple[str, ...],
+                       detail_fields: tuple[str, ...], fallback: str) -> list[tuple[Path, str]]:
+    """The (path, subject) of every identifying value in a record's event, not yet encrypted.
+
+    The subject is the Keycloak user id the value identifies: a user party's own id for its
+    `username`/`name`; the acting user's id for the source IP; for a value in `details`, the
+    `user_id` of the object holding it (a Keycloak event quoted by drift), else the acting user,
+    else the target user. A value no user id backs goes under `fallback` (docs/format.md §5.2).
+    Parties that are not users (clients, groups, roles, an operator) are never personal data here.
+    """
+    out: list[tuple[Path, str]] = []
+    actor_id, target_id = _user_id(event.get("actor")), _user_id(event.get("target"))
+    for side in ("actor", "target"):
+        party = event.get(side)
+        if not isinstance(party, dict) or party.get("kind") not in ("user", None):
+            continue
+        subject = _user_id(party) or fallback
+        out += [((side, f), subject) for f in party_fields if party.get(f) is not None and not is_encrypted(party[f])]
+    for f in event_fields:
+        if event.get(f) is not None and not is_encrypted(event[f]):
+            out.append(((f,), actor_id or fallback))
+
+    def walk(obj: dict[str, Any], path: Path, subject: str) -> None:
+        user_id = obj.get("user_id")
+        here = user_id if isinstance(user_id, str) and user_id else subject
+        for key, value in obj.items():
+            if value is None or is_encrypted(value):
+                continue
+            if key in detail_fields:
+                out.append(((*path, key), here))
+            elif isinstance(value, dict):
+                walk(value, (*path, key), here)
+
+    details = event.get("details")
+    if isinstance(details, dict) and detail_fields:
+        walk(details, ("details",), actor_id or target_id or fallback)
+    return out
+
+
+def get_path(event: dict[str, Any], path: Path) -> Any:
+    obj: Any = event
+    for key in path:
+        obj = obj.get(key) if isinstance(obj, dict) else None
+    return obj
+
+
+def set_path(event: dict[str, Any], path: Path, value: Any) -> None:
+    """Replace one value (copying the objects on the way, so the caller's dicts stay as they were)."""
+    key = path[0]
+    if len(path) == 1:
+        event[key] = value
+        return
+    child = dict(event[key])
+    set_path(child, path[1:], value)
+    event[key] = child
+
+
+def delete_path(event: dict[str, Any], path: Path) -> None:
+    key = path[0]
+    if len(path) == 1:
+        event.pop(key, None)
+        return
+    child = dict(event[key])
+    delete_path(child, path[1:])
+    event[key] = child
+
+
+def encrypted_values(event: Any, path: Path = ()) -> list[tuple[Path, dict[str, Any]]]:
+    """Every encrypted value in an event, with its path."""
+    if is_encrypted(event):
+        return [(path, event)]
+    if isinstance(event, dict):
+        return [found for k, v in event.items() for found in encrypted_values(v, (*path, k))]
+    return []
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """A record's event with what could be decrypted in place, and what could not."""
+
+    event: dict[str, Any]
+    erased: tuple[Path, ...]  # paths whose subject's key was destroyed (still ciphertext in `event`)
+    sealed: tuple[Path, ...]  # paths left encrypted: no key store given, or its key unknown there
+
+
+def open_event(event: dict[str, Any], *, origin: str, key_of: Callable[[str], bytes | None] | None,
+               erased: Callable[[str], bool]) -> Opened:
+    """Decrypt what `key_of` can; an erased subject's values stay ciphertext and are named in `erased`.
+
+    Without a key store (`key_of` None) every encrypted value stays as it is (a pseudonym).
+    A value that does not open with its subject's key is left sealed, never guessed.
+    """
+    found = encrypted_values(event)
+    if not found:
+        return Opened(event, (), ())
+    out = dict(event)
+    gone: list[Path] = []
+    sealed: list[Path] = []
+    for path, enc in found:
+        if erased(enc["sub"]):
+            gone.append(path)
+            continue
+        key = key_of(enc["sub"]) if key_of is not None else None
+        if key is None:
+            sealed.append(path)
+            continue
+        try:
+            set_path(out, path, decrypt_value(key, enc, origin=origin, path=".".join(path)))
+        except DecryptError:
+            sealed.append(path)
+    return Opened(out, tuple(gone), tuple(sealed))

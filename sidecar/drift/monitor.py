@@ -190,6 +190,10 @@ class DriftMonitor:
         self._task: asyncio.Task[None] | None = None
         self.store = store
         self._uploads: list[str] = []  # snapshot digests not yet in the remote store
+        # With a subject key store (set by the app): records are read decrypted, and the usernames
+        # a snapshot holds are encrypted under their user's key before it is stored or replicated.
+        self.reveal: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+        self.seal_state: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     # the ledger calls this after each durable batch; it must never block or fail
     def on_commit(self, commit: Commit) -> None:
@@ -215,6 +219,8 @@ class DriftMonitor:
             commit = self._commits.popleft()
             for _seq, _off, body in commit.records:
                 rec = parse(body)
+                if self.reveal is not None:
+                    rec = self.reveal(rec)
                 self._window.append(rec)
                 self._unapplied.append(rec)
         horizon = time.time_ns() - int(self.config.window_s * 1e9)
@@ -263,7 +269,9 @@ class DriftMonitor:
     async def baseline(self) -> None:
         now = time.time_ns()
         state = await self.live.read_state(now)
-        content = state_bytes(state)
+        loop = asyncio.get_running_loop()
+        stored = await loop.run_in_executor(None, self.seal_state, state) if self.seal_state is not None else state
+        content = state_bytes(stored)
         hexd = await asyncio.get_running_loop().run_in_executor(None, store_snapshot, self.data_dir, content)
         if self.store is not None:
             self._uploads.append(hexd)
@@ -430,7 +438,9 @@ class EventDrift:
 
 
 async def check_once(source: Path, trust: Any, base_url: str, realm: str, client_id: str, secret: str, *,
-                     unverified: bool = False, config: DriftConfig | None = None) -> CheckResult:
+                     unverified: bool = False, config: DriftConfig | None = None,
+                     subjects: Any = None, origin: str = "") -> CheckResult:
+    """`subjects` (a sidecar.ledger.subjects.SubjectKeys): decrypt usernames; without it, they are not compared."""
     from sidecar.audit.reading import read_unverified, read_verified
     from sidecar.capture.reader import KeycloakReader
     from sidecar.drift.replay import compare as compare_after
@@ -438,7 +448,10 @@ async def check_once(source: Path, trust: Any, base_url: str, realm: str, client
 
     cfg = config or DriftConfig()
     started_ms = int(time.time() * 1000)
-    records = list(read_unverified(source) if unverified else read_verified(source, trust))
+    from sidecar.ledger.subjects import open_snapshot, reveal
+
+    records = [reveal(r, origin=origin, store=subjects)
+               for r in (read_unverified(source) if unverified else read_verified(source, trust))]
     snap = None
     for rec in records:
         e = rec["event"]
@@ -451,8 +464,10 @@ async def check_once(source: Path, trust: Any, base_url: str, realm: str, client
         try:
             if snap is not None:
                 hexd = str(snap["event"]["details"]["digest"]).removeprefix("sha256:")
-                state = load_snapshot(source, hexd)
+                state, unreadable = open_snapshot(subjects, origin, load_snapshot(source, hexd))
                 exp = Expected.from_snapshot(state, int(snap["seq"]))
+                for uid in unreadable:  # an encrypted (or erased) username cannot be compared: not a drift
+                    exp.mark("user", uid, "username", int(snap["seq"]))
                 exp.replay(r for r in records if int(r["seq"]) > int(snap["seq"]))
                 live = await live_reader.read_state(time.time_ns())
                 drifts: list[Any] = list(exp.compare(live))

@@ -11,7 +11,8 @@ and a thread round trip plus a SQLite transaction for each would cost more CPU
 than the record itself. The index lags the ledger by at most that interval. `rebuild()` recreates it from the
 segments alone, and `sidecar verify` never reads it.
 
-It holds ids, names, types and times — never request bodies or secrets.
+It holds ids, names, types and times — never request bodies or secrets, and never an
+encrypted value (names encrypted under a subject key are searched through the key store).
 """
 
 from __future__ import annotations
@@ -48,14 +49,21 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 Row = tuple[Any, ...]
 
 
+def _clear(value: Any) -> str | None:
+    """A plain string, or None: an encrypted value (docs/format.md §5.2) never enters the index,
+    so erasing its subject's key leaves nothing readable here. Search by name goes through the
+    subject key store's keyed tokens instead (`SubjectKeys.find`)."""
+    return value if isinstance(value, str) else None
+
+
 def row_for(segment: int, offset: int, body: bytes) -> Row:
     rec = parse(body)
     e = rec["event"]
     actor, target = e.get("actor") or {}, e.get("target") or {}
     return (rec["seq"], segment, offset, int(rec["ts"]), e.get("type"), e.get("outcome"), e.get("realm"),
-            actor.get("id"), actor.get("username"), actor.get("client") or e.get("client"),
-            target.get("id"), target.get("username") or target.get("name") or target.get("client"),
-            e.get("session"), e.get("ip"))
+            actor.get("id"), _clear(actor.get("username")), actor.get("client") or e.get("client"),
+            target.get("id"), _clear(target.get("username")) or _clear(target.get("name")) or target.get("client"),
+            e.get("session"), _clear(e.get("ip")))
 
 
 def rows_of_segment(path: Path) -> Iterable[Row]:

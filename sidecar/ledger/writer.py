@@ -44,7 +44,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,6 +156,9 @@ class Ledger:
     broken: str | None = None  # why appends fail now (a storage fault being healed, or the task ended)
     # The seam for the one syscall sequence that writes WAL bytes; tests put a faulting twin here.
     write_at: WriteAt = field(default_factory=lambda: _write_at)
+    # Encrypts identifying values under their subject's key (sidecar.ledger.subjects.Protector);
+    # None: no subject key store, values are written as given.
+    protect: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None
 
     def __post_init__(self) -> None:
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(self.config.queue_max)
@@ -269,6 +272,10 @@ class Ledger:
         if self._closing:
             raise StorageError("ledger is closing")
         payload = event.to_json() if isinstance(event, IdentityEvent) else event
+        if self.protect is not None:
+            # After the typed boundary (IdentityEvent), before the queue: a failure to get a subject's
+            # key fails this append (StorageError), never writes the value in the clear.
+            payload = await self.protect(payload)
         fut: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
         try:
             self._queue.put_nowait((payload, fut))

@@ -52,6 +52,30 @@ class RedactionPolicy:
     cookies: tuple[str, ...] = ()
 
 
+# The documented default of which values identify a person (docs/format.md §5.2).
+DEFAULT_PARTY_FIELDS = ("name", "username")
+DEFAULT_EVENT_FIELDS = ("ip",)
+DEFAULT_DETAIL_FIELDS = ("email", "firstName", "ip", "ipAddress", "lastName", "unverified", "user_agent",
+                         "userAgent", "username")
+
+
+@dataclass(frozen=True, slots=True)
+class PiiPolicy:
+    """Which record values identify a person; with a subject key store they are encrypted under its key.
+
+    `party_fields`: members of a user's actor or target party; `event_fields`: top-level event
+    members; `detail_fields`: keys anywhere in `details` (a nested object is encrypted whole).
+    """
+
+    party_fields: tuple[str, ...] = DEFAULT_PARTY_FIELDS
+    event_fields: tuple[str, ...] = DEFAULT_EVENT_FIELDS
+    detail_fields: tuple[str, ...] = DEFAULT_DETAIL_FIELDS
+
+
+_PARTY_MEMBERS = ("username", "name")  # a party's id, client and kind are opaque or structural, never encrypted
+_EVENT_MEMBERS = ("ip",)
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     name: str
@@ -59,6 +83,7 @@ class Policy:
     failure: FailurePolicy
     capture: CapturePolicy
     redaction: RedactionPolicy
+    pii: PiiPolicy = PiiPolicy()
     source: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -88,7 +113,7 @@ def _take(table: dict[str, Any], section: str, key: str, kind: type, default: An
 
 
 def parse_policy(doc: dict[str, Any], file: str = "<policy>") -> Policy:
-    known = {"policy", "failure", "capture", "redaction"}
+    known = {"policy", "failure", "capture", "redaction", "pii"}
     for key in doc:
         if key not in known:
             raise PolicyError(file, key, f"unknown section (known: {', '.join(sorted(known))})")
@@ -100,7 +125,9 @@ def parse_policy(doc: dict[str, Any], file: str = "<policy>") -> Policy:
     fail_t = _table(doc, "failure", file)
     cap_t = _table(doc, "capture", file)
     red_t = _table(doc, "redaction", file)
+    pii_t = _table(doc, "pii", file)
     for section, table, allowed in (("failure", fail_t, FailurePolicy.__slots__),
+                                    ("pii", pii_t, PiiPolicy.__slots__),
                                     ("capture", cap_t, CapturePolicy.__slots__),
                                     ("redaction", red_t, RedactionPolicy.__slots__),
                                     ("policy", head, ("name", "version"))):
@@ -125,7 +152,18 @@ def parse_policy(doc: dict[str, Any], file: str = "<policy>") -> Policy:
         if not all(isinstance(v, str) and v for v in value):
             raise PolicyError(file, f"redaction.{key}", "must be a list of non-empty strings")
         lists[key] = tuple(sorted({v.lower() for v in value}))
-    return Policy(name, version, FailurePolicy(**modes), capture, RedactionPolicy(**lists), file)
+    pii = {}
+    limits: tuple[tuple[str, tuple[str, ...] | None], ...] = (
+        ("party_fields", _PARTY_MEMBERS), ("event_fields", _EVENT_MEMBERS), ("detail_fields", None))
+    for key, members in limits:
+        value = _take(pii_t, "pii", key, list, list(getattr(PiiPolicy(), key)), file)
+        if not all(isinstance(v, str) and v for v in value):
+            raise PolicyError(file, f"pii.{key}", "must be a list of non-empty strings")
+        wrong = [v for v in value if members is not None and v not in members]
+        if wrong and members is not None:
+            raise PolicyError(file, f"pii.{key}", f"{wrong[0]!r} cannot be encrypted (allowed: {', '.join(members)})")
+        pii[key] = tuple(sorted(set(value)))
+    return Policy(name, version, FailurePolicy(**modes), capture, RedactionPolicy(**lists), PiiPolicy(**pii), file)
 
 
 def load_policy(path: Path | None = None) -> Policy:

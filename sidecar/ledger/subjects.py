@@ -1,0 +1,376 @@
+"""The subject key store: one AES-256 key per person, so their data can be erased (docs/format.md §5.2).
+
+Layout of a store directory (and of each backup copy, which holds the same files):
+
+    subjects.json                  {"format": "kc-subjects/1", "index_key": "<base64>"}  (mode 0600)
+    keys/<sha256(subject)[:32]>.json
+        {"subject": id, "key": "<base64>", "created": ns, "names": [token, ...]}      a live subject
+        {"subject": id, "erased": {"at": ns, "by": who, "reason": why}, "seq": n|null}  an erased one
+
+Invariants:
+
+* The store lives outside the ledger's data directory and outside the WORM store: erasing
+  must be able to destroy what it holds, and nothing immutable may hold a key.
+* Every write is durable before it is used: temp file, fsync, rename, fsync of the directory,
+  in the store and then in every backup. A record is never written under a key that is not
+  on stable storage in every copy.
+* Keys never reach a log line, an exception message, a record or an export.
+* A store that is missing or unreadable is an error (ConfigError / StorageError); no caller
+  falls back to writing plaintext.
+* Erasing replaces the key file by its tombstone (the key bytes overwritten first) in every
+  copy, then the `subject.erased` record is appended; the tombstone's `seq` says it was.
+  Redoing an erasure finishes whatever a crash left undone.
+* `names` holds keyed tokens (HMAC-SHA-256 under the store's index key) of the usernames and
+  e-mail addresses a subject was seen with, for search by name; erasing removes them too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from sidecar.core import pii
+from sidecar.errors import ConfigError, StorageError
+from sidecar.policy.schema import PiiPolicy
+
+FORMAT = "kc-subjects/1"
+META = "subjects.json"
+_NAME_PATHS = {"username", "email"}  # fields whose plaintext is searchable by keyed token
+
+
+def _write_durable(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _overwrite(path: Path) -> None:
+    """Best effort on journaling or flash file systems (docs/threat-model.md): zeros over the old bytes."""
+    try:
+        size = path.stat().st_size
+        fd = os.open(path, os.O_WRONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.write(fd, b"\0" * size)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def file_of(subject: str) -> str:
+    return hashlib.sha256(subject.encode("utf-8", "replace")).hexdigest()[:32] + ".json"
+
+
+@dataclass
+class Entry:
+    subject: str
+    key: bytes | None  # None once erased
+    created: int = 0
+    names: list[str] = field(default_factory=list)
+    erased: dict[str, Any] | None = None
+    seq: int | None = None  # the subject.erased record, once written
+
+    def to_bytes(self) -> bytes:
+        if self.erased is not None:
+            return orjson.dumps({"subject": self.subject, "erased": self.erased, "seq": self.seq})
+        assert self.key is not None
+        return orjson.dumps({"subject": self.subject, "key": base64.b64encode(self.key).decode(),
+                             "created": self.created, "names": self.names})
+
+    def __repr__(self) -> str:  # SECURITY: a key never reaches a log line through a repr
+        return f"Entry(subject={self.subject!r}, erased={self.erased is not None})"
+
+
+def _parse(path: Path) -> Entry:
+    try:
+        obj = orjson.loads(path.read_bytes())
+        if "erased" in obj:
+            return Entry(str(obj["subject"]), None, erased=dict(obj["erased"]), seq=obj.get("seq"))
+        key = base64.b64decode(obj["key"], validate=True)
+        if len(key) != pii.KEY_BYTES:
+            raise ValueError("key is not 32 bytes")
+        return Entry(str(obj["subject"]), key, int(obj.get("created", 0)), [str(n) for n in obj.get("names", [])])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StorageError(f"subject key store: {path.name} is unreadable ({type(exc).__name__})") from exc
+
+
+class SubjectKeys:
+    """A subject key store directory, with its backup copies. Open with `open()` (or `create()`)."""
+
+    def __init__(self, path: Path, backups: tuple[Path, ...] = ()) -> None:
+        self.path = path
+        self.backups = backups
+        self._entries: dict[str, Entry] = {}
+        self._index_key = b""
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"SubjectKeys({str(self.path)!r}, {len(self._entries)} subjects)"
+
+    @classmethod
+    def create(cls, path: Path, backups: tuple[Path, ...] = ()) -> SubjectKeys:
+        """A new, empty store (and its backup copies); refuses to overwrite one."""
+        if (path / META).exists():
+            raise ConfigError(f"a subject key store already exists in {path}")
+        meta = orjson.dumps({"format": FORMAT, "index_key": base64.b64encode(secrets.token_bytes(32)).decode()})
+        for where in (path, *backups):
+            (where / "keys").mkdir(parents=True, exist_ok=True, mode=0o700)
+            _write_durable(where / META, meta)
+        return cls.open(path, backups)
+
+    @classmethod
+    def open(cls, path: Path, backups: tuple[Path, ...] = ()) -> SubjectKeys:
+        """Load the store; a missing or unreadable store is an error, never an empty one."""
+        store = cls(path, backups)
+        meta_path = path / META
+        if not meta_path.exists():
+            raise ConfigError(f"no subject key store in {path} (create one with `sidecar subject init "
+                              f"--subjects {path}`, or restore it from its backup); refusing to go on without it")
+        try:
+            meta = orjson.loads(meta_path.read_bytes())
+            if meta.get("format") != FORMAT:
+                raise ValueError(f"format {meta.get('format')!r}")
+            store._index_key = base64.b64decode(meta["index_key"], validate=True)
+            files = sorted((path / "keys").glob("*.json"))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StorageError(f"subject key store {path} is unreadable: {type(exc).__name__}") from exc
+        for f in files:
+            entry = _parse(f)
+            store._entries[entry.subject] = entry
+        for backup in backups:
+            if not (backup / META).exists():
+                raise ConfigError(f"subject key store backup {backup} is missing or not initialised "
+                                  f"(copy {path} there first)")
+        return store
+
+    # ------------------------------------------------------------------ reading
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def key(self, subject: str) -> bytes | None:
+        entry = self._entries.get(subject)
+        return entry.key if entry is not None else None
+
+    def is_erased(self, subject: str) -> bool:
+        entry = self._entries.get(subject)
+        return entry is not None and entry.erased is not None
+
+    def entries(self) -> list[Entry]:
+        return sorted(self._entries.values(), key=lambda e: e.subject)
+
+    def token(self, value: str) -> str:
+        """The keyed search token of a username or e-mail address (case-insensitive)."""
+        return hmac.new(self._index_key, b"kc-name/1 " + value.casefold().encode("utf-8", "replace"),
+                        hashlib.sha256).hexdigest()
+
+    def find(self, name: str) -> list[str]:
+        """The subjects (not erased) that were seen with this username or e-mail address."""
+        token = self.token(name)
+        return sorted(e.subject for e in self._entries.values() if e.erased is None and token in e.names)
+
+    # ------------------------------------------------------------------ writing (durable in every copy)
+    def _save(self, entry: Entry) -> None:
+        data = entry.to_bytes()
+        for where in (self.path, *self.backups):
+            try:
+                _write_durable(where / "keys" / file_of(entry.subject), data)
+            except OSError as exc:
+                raise StorageError(f"subject key store {where}: cannot write ({exc.strerror or type(exc).__name__})"
+                                   ) from exc
+
+    def ensure(self, subject: str, names: tuple[str, ...], now_ns: int) -> bytes | None:
+        """The subject's key, created (durably, in every copy) if new; None if the subject was erased."""
+        entry = self._entries.get(subject)
+        if entry is not None and entry.erased is not None:
+            return None
+        tokens = [self.token(n) for n in names]
+        if entry is None:
+            entry = Entry(subject, secrets.token_bytes(pii.KEY_BYTES), now_ns, sorted(set(tokens)))
+        elif all(t in entry.names for t in tokens):
+            assert entry.key is not None
+            return entry.key
+        else:
+            entry = Entry(subject, entry.key, entry.created, sorted({*entry.names, *tokens}))
+        self._save(entry)
+        self._entries[subject] = entry
+        return entry.key
+
+    def destroy(self, subject: str, *, by: str, reason: str, now_ns: int) -> Entry:
+        """Replace the subject's key by its tombstone in every copy (idempotent)."""
+        entry = self._entries.get(subject)
+        tomb = entry if entry is not None and entry.erased is not None else \
+            Entry(subject, None, erased={"at": str(now_ns), "by": by, "reason": reason})
+        for where in (self.path, *self.backups):
+            _overwrite(where / "keys" / file_of(subject))
+        self._save(tomb)
+        self._entries[subject] = tomb
+        return tomb
+
+    def recorded(self, subject: str, seq: int) -> None:
+        entry = self._entries[subject]
+        entry.seq = seq
+        self._save(entry)
+
+
+def unattributed_subject(now_ns: int) -> str:
+    """The pseudo-subject of identifying values no user id backs: one per UTC day (docs/format.md §5.2)."""
+    import datetime
+
+    day = datetime.datetime.fromtimestamp(now_ns / 1e9, datetime.UTC).date().isoformat()
+    return f"unattributed:{day}"
+
+
+class Protector:
+    """Encrypts the identifying values of a record payload just before the ledger appends it."""
+
+    def __init__(self, store: SubjectKeys, policy: PiiPolicy, origin: str, now_ns: Callable[[], int]) -> None:
+        self.store = store
+        self.policy = policy
+        self.origin = origin
+        self.now_ns = now_ns
+
+    async def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
+        now = self.now_ns()
+        found = pii.identifying_values(payload, party_fields=self.policy.party_fields,
+                                       event_fields=self.policy.event_fields,
+                                       detail_fields=self.policy.detail_fields, fallback=unattributed_subject(now))
+        if not found:
+            return payload
+        out = dict(payload)
+        erased: list[str] = []
+        for path, subject in found:
+            value = pii.get_path(payload, path)
+            names = (value,) if path[-1] in _NAME_PATHS and isinstance(value, str) else ()
+            key = await self._key(subject, names, now)
+            if key is None:
+                # SECURITY: an erased subject's data is never written again, not even under a new key.
+                pii.delete_path(out, path)
+                erased.append(".".join(path))
+                continue
+            pii.set_path(out, path, pii.encrypt_value(key, secrets.token_bytes(pii.NONCE_BYTES), origin=self.origin,
+                                                      subject=subject, path=".".join(path), value=value))
+        if erased:
+            out["details"] = {**(out.get("details") or {}), "erased_fields": erased}
+        return out
+
+    async def _key(self, subject: str, names: tuple[str, ...], now: int) -> bytes | None:
+        entry = self.store._entries.get(subject)
+        if entry is not None and (entry.erased is not None or all(self.store.token(n) in entry.names
+                                                                  for n in names)):
+            return entry.key
+        async with self.store._lock:  # one writer of a new key, even when two appends meet
+            # A new subject: its key is on stable storage (every copy) before any record uses it.
+            return await asyncio.to_thread(self.store.ensure, subject, names, now)
+
+
+Protect = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+async def erase_subject(data_dir: Path, store: SubjectKeys, subject: str, *, by: str, reason: str,
+                        now_ns: Callable[[], int]) -> dict[str, Any]:
+    """Destroy a subject's key in every copy, then append the signed `subject.erased` record.
+
+    The ledger is opened first, so a running sidecar (which holds the ledger's lock and the keys
+    in memory) makes this fail before anything is destroyed. Redoing it after a crash finishes it.
+    """
+    from sidecar.core.events import EventType, IdentityEvent, Outcome, Party
+    from sidecar.ledger.writer import Ledger
+
+    known = store._entries.get(subject)
+    if known is None:
+        raise ConfigError(f"subject {subject!r} is not in the subject key store {store.path}")
+    if known.erased is not None and known.seq is not None:
+        return {"subject": subject, "seq": known.seq, "already": True, "erased": known.erased}
+    ledger = await Ledger.open(data_dir)
+    try:
+        tomb = store.destroy(subject, by=by, reason=reason, now_ns=now_ns())
+        assert tomb.erased is not None
+        receipt = await ledger.append(IdentityEvent(
+            EventType.SUBJECT_ERASED, Outcome.SUCCEEDED, actor=Party(username=tomb.erased["by"], kind="operator"),
+            details={"subject": subject, "reason": tomb.erased["reason"]}))
+    finally:
+        await ledger.close()
+    store.recorded(subject, receipt.seq)
+    return {"subject": subject, "seq": receipt.seq, "already": False, "erased": tomb.erased}
+
+
+def reveal(rec: dict[str, Any], *, origin: str, store: SubjectKeys | None,
+           erased: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
+    """A record as a reader shows it: encrypted values decrypted where the store has the key.
+
+    A value that stays unreadable (an erased subject, or no key store: an auditor's view) is left
+    out, so every reader falls back to the opaque ids (the pseudonyms), and the record gains
+    `pii`: {"erased": [paths], "encrypted": [paths]} so the reader can say what is missing and why.
+    No plaintext of an erased subject can come out of here: its key is gone.
+    """
+    opened = pii.open_event(rec["event"], origin=origin, key_of=store.key if store is not None else None,
+                            erased=lambda s: s in erased or (store is not None and store.is_erased(s)))
+    if not opened.erased and not opened.sealed:
+        return rec if opened.event is rec["event"] else {**rec, "event": opened.event}
+    event = opened.event
+    for path in (*opened.erased, *opened.sealed):
+        pii.delete_path(event, path)
+    return {**rec, "event": event, "pii": {"erased": sorted(".".join(p) for p in opened.erased),
+                                           "encrypted": sorted(".".join(p) for p in opened.sealed)}}
+
+
+SNAPSHOT_PATH = "snapshot.username"  # the AAD path of a username in a drift state snapshot
+
+
+def seal_snapshot(store: SubjectKeys, origin: str, state: dict[str, Any], now_ns: int) -> dict[str, Any]:
+    """A drift state snapshot with each user's username encrypted under that user's key (erased: left out).
+
+    Snapshots are replicated to the WORM store beside the segments, so they follow the records' rule.
+    Blocking (it may create keys): run it off the event loop.
+    """
+    users: dict[str, Any] = {}
+    for uid, user in (state.get("users") or {}).items():
+        name = user.get("username")
+        if isinstance(name, str):
+            key = store.ensure(uid, (name,), now_ns)
+            user = {k: v for k, v in user.items() if k != "username"}
+            if key is not None:
+                user["username"] = pii.encrypt_value(key, secrets.token_bytes(pii.NONCE_BYTES), origin=origin,
+                                                     subject=uid, path=SNAPSHOT_PATH, value=name)
+        users[uid] = user
+    return {**state, "users": users}
+
+
+def open_snapshot(store: SubjectKeys | None, origin: str, state: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A loaded snapshot with the usernames decrypted where the store can; returns the user ids it could not."""
+    users: dict[str, Any] = {}
+    unreadable: list[str] = []
+    for uid, user in (state.get("users") or {}).items():
+        name = user.get("username")
+        if pii.is_encrypted(name) or ("username" not in user):
+            key = store.key(name["sub"]) if store is not None and pii.is_encrypted(name) else None
+            user = {k: v for k, v in user.items() if k != "username"}
+            try:
+                if key is None:
+                    raise pii.DecryptError("no key")
+                user["username"] = pii.decrypt_value(key, name, origin=origin, path=SNAPSHOT_PATH)
+            except pii.DecryptError:
+                unreadable.append(uid)
+        users[uid] = user
+    return {**state, "users": users}, unreadable

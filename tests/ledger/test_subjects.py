@@ -1,0 +1,151 @@
+"""The subject key store and the writer's encryption seam: identifying values go into records encrypted
+under their person's key, erasure destroys the key in every copy and records it, and the ledger verifies
+before and after."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sidecar.audit.verifier import load_trust, verify_directory
+from sidecar.clock import FixedClock
+from sidecar.core import pii
+from sidecar.core.events import EventType, IdentityEvent, Outcome, Party
+from sidecar.errors import ConfigError, StorageError
+from sidecar.ledger.keystore import KeyStore
+from sidecar.ledger.subjects import Protector, SubjectKeys, erase_subject, file_of
+from sidecar.ledger.writer import Ledger
+from sidecar.policy.schema import PiiPolicy, load_policy
+from tests.fixtures_sidecar import ledger_records
+
+ALICE = "0b6c1f0e-1111-4c3a-9d2e-a11ce0000001"
+ORIGIN = "subjects.test/ledger"
+
+
+def _login(user_id: str | None, username: str, ip: str, outcome: Outcome = Outcome.SUCCEEDED) -> IdentityEvent:
+    return IdentityEvent(EventType.LOGIN_SUCCEEDED if outcome is Outcome.SUCCEEDED else EventType.LOGIN_FAILED,
+                         outcome, realm="acme", client="portal", source_ip=ip,
+                         actor=Party(id=user_id, username=username, kind="user"),
+                         details={"method": "password", "user_agent": "Mozilla/5.0 (alice-laptop)"})
+
+
+async def _ledger(data: Path, store: SubjectKeys) -> Ledger:
+    ledger = await Ledger.open(data, clock=FixedClock())
+    ledger.protect = Protector(store, PiiPolicy(), ledger.origin, ledger.clock.now_ns)
+    return ledger
+
+
+def _all_bytes(*roots: Path) -> bytes:
+    return b"".join(p.read_bytes() for root in roots for p in sorted(root.rglob("*")) if p.is_file())
+
+
+async def test_identifying_values_are_encrypted_then_erased_in_every_copy(tmp_path: Path) -> None:
+    """Username, IP and user agent are ciphertext under alice's key; after erasure no copy opens them and verify passes."""
+    data, keys_dir, backup = tmp_path / "ledger", tmp_path / "subjects", tmp_path / "subjects-backup"
+    KeyStore(data).init(ORIGIN)
+    store = SubjectKeys.create(keys_dir, (backup,))
+    ledger = await _ledger(data, store)
+    await ledger.append(_login(ALICE, "alice.wonder", "203.0.113.7"))
+    await ledger.close()
+
+    event = ledger_records(data)[-1]["event"]
+    assert event["actor"]["id"] == ALICE  # opaque ids stay in the clear
+    for path in (("actor", "username"), ("ip",), ("details", "user_agent")):
+        enc = pii.get_path(event, path)
+        assert pii.is_encrypted(enc) and enc["sub"] == ALICE, path
+    opened = pii.open_event(event, origin=ORIGIN, key_of=SubjectKeys.open(backup).key, erased=lambda s: False)
+    assert opened.event["actor"]["username"] == "alice.wonder" and opened.event["ip"] == "203.0.113.7"
+    assert b"alice.wonder" not in _all_bytes(data) and b"203.0.113.7" not in _all_bytes(data)
+    assert store.find("Alice.Wonder") == [ALICE]  # keyed, case-insensitive search by name
+    trust = load_trust(data / "trust.json")
+    before = verify_directory(data, trust)
+    assert before.ok and before.encrypted_records == 1 and before.erased_records == 0
+
+    result = await erase_subject(data, store, ALICE, by="dpo", reason="GDPR art. 17 request 42",
+                                 now_ns=FixedClock().now_ns)
+    assert not result["already"]
+    for copy in (keys_dir, backup):
+        reopened = SubjectKeys.open(copy)
+        assert reopened.key(ALICE) is None and reopened.is_erased(ALICE) and reopened.find("alice.wonder") == []
+        assert b"alice" not in (copy / "keys" / file_of(ALICE)).read_bytes()
+    erased = ledger_records(data)[-1]["event"]
+    assert erased["type"] == "subject.erased" and erased["details"] == {"subject": ALICE,
+                                                                         "reason": "GDPR art. 17 request 42"}
+    assert erased["actor"] == {"username": "dpo", "kind": "operator"}
+    after = verify_directory(data, trust)
+    assert after.ok and after.encrypted_records == 1 and after.erased_records == 1 and after.erased_subjects == 1
+    opened = pii.open_event(event, origin=ORIGIN, key_of=SubjectKeys.open(keys_dir).key,
+                            erased=SubjectKeys.open(keys_dir).is_erased)
+    assert set(opened.erased) == {("actor", "username"), ("ip",), ("details", "user_agent")}
+    again = await erase_subject(data, SubjectKeys.open(keys_dir, (backup,)), ALICE, by="dpo", reason="again",
+                                now_ns=FixedClock().now_ns)
+    assert again["already"] and again["seq"] == result["seq"]
+
+
+async def test_an_erased_subject_is_never_written_again(tmp_path: Path) -> None:
+    """After erasure a new event about the subject leaves its identifying values out and names them."""
+    data = tmp_path / "ledger"
+    KeyStore(data).init(ORIGIN)
+    store = SubjectKeys.create(tmp_path / "subjects")
+    ledger = await _ledger(data, store)
+    await ledger.append(_login(ALICE, "alice", "203.0.113.7"))
+    await ledger.close()
+    await erase_subject(data, store, ALICE, by="dpo", reason="request 7", now_ns=FixedClock().now_ns)
+    ledger = await _ledger(data, store)
+    await ledger.append(_login(ALICE, "alice", "203.0.113.7"))
+    await ledger.close()
+    event = ledger_records(data)[-1]["event"]
+    assert event["actor"] == {"id": ALICE, "kind": "user"} and "ip" not in event
+    assert sorted(event["details"]["erased_fields"]) == ["actor.username", "details.user_agent", "ip"]
+
+
+async def test_values_without_a_user_id_go_under_the_days_pseudo_subject(tmp_path: Path) -> None:
+    """A failed login that names no user id is encrypted under unattributed:<day>, which can itself be erased."""
+    data = tmp_path / "ledger"
+    KeyStore(data).init(ORIGIN)
+    store = SubjectKeys.create(tmp_path / "subjects")
+    ledger = await _ledger(data, store)
+    await ledger.append(_login(None, "alice", "198.51.100.9", Outcome.FAILED))
+    await ledger.close()
+    event = ledger_records(data)[-1]["event"]
+    assert event["actor"]["username"]["sub"] == "unattributed:2026-01-01" == event["ip"]["sub"]
+    assert store.find("alice") == ["unattributed:2026-01-01"]
+
+
+def test_a_missing_or_unreadable_key_store_is_an_error(tmp_path: Path) -> None:
+    """Opening a store that is gone (or a key file that is damaged) raises; it never yields an empty store."""
+    with pytest.raises(ConfigError, match="no subject key store"):
+        SubjectKeys.open(tmp_path / "gone")
+    store = SubjectKeys.create(tmp_path / "s")
+    store.ensure(ALICE, ("alice",), 1)
+    (tmp_path / "s" / "keys" / file_of(ALICE)).write_bytes(b"{broken")
+    with pytest.raises(StorageError, match="unreadable"):
+        SubjectKeys.open(tmp_path / "s")
+    SubjectKeys.create(tmp_path / "s3")
+    with pytest.raises(ConfigError, match="backup"):
+        SubjectKeys.open(tmp_path / "s3", (tmp_path / "nobackup",))
+
+
+async def test_a_key_that_cannot_be_stored_fails_the_append(tmp_path: Path) -> None:
+    """When the store cannot take a new subject's key the append fails (503 upstream), nothing is written in clear."""
+    data = tmp_path / "ledger"
+    KeyStore(data).init(ORIGIN)
+    store = SubjectKeys.create(tmp_path / "subjects")
+    ledger = await _ledger(data, store)
+    keys = tmp_path / "subjects" / "keys"
+    keys.rmdir()
+    keys.write_bytes(b"")  # the key directory is gone (a file in its place: writes fail even for root)
+    try:
+        with pytest.raises(StorageError, match="cannot write"):
+            await ledger.append(_login(ALICE, "alice", "203.0.113.7"))
+    finally:
+        await ledger.close()
+    assert b"alice" not in _all_bytes(data)
+
+
+def test_the_default_policy_names_the_documented_fields() -> None:
+    """The shipped policy encrypts party username and name, the IP, and e-mail, names, IP, user agent in details."""
+    p = load_policy().pii
+    assert p.party_fields == ("name", "username") and p.event_fields == ("ip",)
+    assert {"email", "firstName", "lastName", "ip", "user_agent", "username", "unverified"} <= set(p.detail_fields)
