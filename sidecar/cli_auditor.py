@@ -76,6 +76,28 @@ _TRUST = [
 ]
 
 
+_SUBJECTS = [
+    click.option("--subjects", "subjects_dir", type=click.Path(path_type=Path), default=None,
+                 help="subject key store: show the names and addresses encrypted in records (an investigator); "
+                      "without it encrypted values are left out and ids stand in for them"),
+]
+
+
+def _revealer(source: Path, subjects_dir: Path | None) -> Any:
+    from sidecar.audit.pseudonyms import Revealer
+    from sidecar.ledger.subjects import SubjectKeys
+
+    return Revealer(source, SubjectKeys.open(subjects_dir) if subjects_dir is not None else None)
+
+
+def _pii_note(rec: dict[str, Any]) -> str:
+    pii = rec.get("pii") or {}
+    parts = [f"erased: {', '.join(pii['erased'])}"] if pii.get("erased") else []
+    if pii.get("encrypted"):
+        parts.append(f"encrypted: {', '.join(pii['encrypted'])}")
+    return f"  [{'; '.join(parts)}]" if parts else ""
+
+
 def _with(options: list[Any]) -> Callable[[Any], Any]:
     def deco(fn: Any) -> Any:
         for option in reversed(options):
@@ -123,14 +145,16 @@ def _records(source: Path, trust: Any, keep: Any, unverified: bool) -> Iterator[
 @_with(_TRUST)
 @click.option("--full-scan", is_flag=True,
               help="verify and read the whole ledger even when the index could answer --actor/--target")
+@_with(_SUBJECTS)
 @click.option("--json", "as_json", is_flag=True, help="JSON lines, one record each")
 def timeline(source: Path, actor: str | None, target: str | None, session: str | None, realm: str | None,
              types: tuple[str, ...], since: str | None, until: str | None, trust_file: Path | None,
-             unverified: bool, full_scan: bool, as_json: bool) -> None:
+             unverified: bool, full_scan: bool, subjects_dir: Path | None, as_json: bool) -> None:
     """Who did what to whom, when: a verified timeline of a ledger.
 
     With --actor or --target and the sidecar's index beside the segments, only the records the
-    index names are read, each checked against a signed checkpoint of its segment.
+    index names are read, each checked against a signed checkpoint of its segment. With --subjects,
+    a username or e-mail given to --actor/--target is found through the key store's keyed tokens.
     """
     from datetime import UTC, datetime
 
@@ -146,18 +170,30 @@ def timeline(source: Path, actor: str | None, target: str | None, session: str |
         e = rec["event"]
         flag = "UNVERIFIED " if unverified else ""
         click.echo(f"{flag}{when} #{rec['seq']:<7} {e.get('realm') or '-':12} {describe(rec)}"
-                   f"{'  from ' + e['ip'] if e.get('ip') else ''}")
+                   f"{'  from ' + e['ip'] if e.get('ip') else ''}{_pii_note(rec)}")
 
     try:
         trust = _trust(trust_file, unverified)
-        keep = _filter(actor, target, session, realm, types, since, until)
+        revealer = _revealer(source, subjects_dir)
+        base = _filter(actor, target, session, realm, types, since, until)
+
+        def keep(rec: dict[str, Any]) -> bool:
+            return bool(base(revealer(rec)))  # names are matched on what the reader may see
+
         if (actor or target) and not unverified and not full_scan and has_index(source):
-            for checked in lookup_verified(source, trust, keep, actor=actor, target=target):
-                show(checked.record, {"verified": {"checkpoint_size": checked.checkpoint_size,
-                                                   "root": checked.checkpoint_root, "key": checked.key}})
+            # The index holds no encrypted value: a name is looked up as the ids the key store knows for it.
+            wanted = [(a, t) for a in ([actor, *revealer.subjects_named(actor)] if actor else [None])
+                      for t in ([target, *revealer.subjects_named(target)] if target else [None])]
+            seen: dict[int, Any] = {}
+            for a, t in wanted:
+                for checked in lookup_verified(source, trust, keep, actor=a, target=t):
+                    seen.setdefault(int(checked.record["seq"]), checked)
+            for _seq, checked in sorted(seen.items()):
+                show(revealer(checked.record), {"verified": {"checkpoint_size": checked.checkpoint_size,
+                                                             "root": checked.checkpoint_root, "key": checked.key}})
             return
         for rec in _records(source, trust, keep, unverified):
-            show(rec, {"unverified": True} if unverified else {})
+            show(revealer(rec), {"unverified": True} if unverified else {})
     except ReadRefused as exc:
         _refused(exc, as_json)
     except (UnusableInput, SidecarError) as exc:
@@ -176,14 +212,16 @@ def timeline(source: Path, actor: str | None, target: str | None, session: str |
 @click.option("--max-polls", type=int, default=None, hidden=True, help="with --follow: stop after N polls (tests)")
 @_with(_FILTERS)
 @_with(_TRUST)
+@_with(_SUBJECTS)
 def export(source: Path, fmt: str, out: Path | None, follow: bool, cursor_file: Path | None, interval: float,
            max_polls: int | None, actor: str | None, target: str | None, session: str | None, realm: str | None,
            types: tuple[str, ...], since: str | None, until: str | None, trust_file: Path | None,
-           unverified: bool) -> None:
+           unverified: bool, subjects_dir: Path | None) -> None:
     """Export verified records as JSON lines, OCSF 1.4.0 or ECS events for a SIEM (docs/export.md).
 
     OCSF and ECS export an intent and its outcome as one event. Nothing secret is in the ledger,
-    so nothing secret is in an export.
+    so nothing secret is in an export. Encrypted values are exported decrypted only with --subjects,
+    never for an erased subject; each event names the fields left out (docs/export.md).
     """
     from sidecar.audit.reading import ReadRefused
     from sidecar.audit.verifier import UnusableInput
@@ -193,7 +231,12 @@ def export(source: Path, fmt: str, out: Path | None, follow: bool, cursor_file: 
 
     try:
         trust = _trust(trust_file, unverified)
-        keep = _filter(actor, target, session, realm, types, since, until)
+        revealer = _revealer(source, subjects_dir)
+        base = _filter(actor, target, session, realm, types, since, until)
+
+        def keep(rec: dict[str, Any]) -> bool:
+            return bool(base(revealer(rec)))
+
         origin = _origin(source)
         verified = not unverified
 
@@ -208,7 +251,7 @@ def export(source: Path, fmt: str, out: Path | None, follow: bool, cursor_file: 
         if follow:
             if unverified:
                 _fail("--follow streams verified records only")
-            _follow(source, trust, keep, fmt, out, cursor_file, interval, max_polls, line)
+            _follow(source, trust, keep, fmt, out, cursor_file, interval, max_polls, line, revealer)
             return
         if cursor_file is not None:
             _fail("--cursor goes with --follow")
@@ -216,7 +259,7 @@ def export(source: Path, fmt: str, out: Path | None, follow: bool, cursor_file: 
         sink = tmp.open("wb") if tmp else sys.stdout.buffer
         count = 0
         try:
-            recs = _records(source, trust, keep, unverified)
+            recs = (revealer(r) for r in _records(source, trust, keep, unverified))
             items = pair(recs) if fmt != "jsonl" else (Paired(r) for r in recs)
             for item in items:
                 sink.write(line(item))
@@ -237,7 +280,7 @@ def export(source: Path, fmt: str, out: Path | None, follow: bool, cursor_file: 
 
 
 def _follow(source: Path, trust: Any, keep: Any, fmt: str, out: Path | None, cursor_file: Path | None,
-            interval: float, max_polls: int | None, line: Any) -> None:
+            interval: float, max_polls: int | None, line: Any, revealer: Any) -> None:
     from sidecar.export.follow import Cursor, follow
     from sidecar.export.pairs import Paired
 
@@ -253,6 +296,7 @@ def _follow(source: Path, trust: Any, keep: Any, fmt: str, out: Path | None, cur
     try:
         for batch in follow(source, trust, cursor, interval_s=interval, keep=keep, stop=stop):
             for item in batch:
+                item = Paired(revealer(item.record), revealer(item.intent) if item.intent is not None else None)
                 sink.write(line(item if fmt != "jsonl" else Paired(item.record)))
                 if fmt == "jsonl" and item.intent is not None:
                     sink.write(line(Paired(item.intent)))
@@ -275,9 +319,10 @@ def _follow(source: Path, trust: Any, keep: Any, fmt: str, out: Path | None, cur
 @click.option("--secret-file", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
               help="file with its secret (or env SIDECAR_READER_SECRET)")
 @_with(_TRUST)
+@_with(_SUBJECTS)
 @click.option("--json", "as_json", is_flag=True)
 def drift(source: Path, keycloak_url: str, realm: str, client_id: str, secret_file: Path | None,
-          trust_file: Path | None, unverified: bool, as_json: bool) -> None:
+          trust_file: Path | None, unverified: bool, subjects_dir: Path | None, as_json: bool) -> None:
     """Compare Keycloak's live access state and event stores with the verified ledger.
 
     Exit 0 no drift, 1 drift found (or the ledger did not verify), 2 could not check:
@@ -294,8 +339,9 @@ def drift(source: Path, keycloak_url: str, realm: str, client_id: str, secret_fi
         _fail("the reader's client secret is needed: --secret-file or SIDECAR_READER_SECRET")
     try:
         trust = _trust(trust_file, unverified)
+        revealer = _revealer(source, subjects_dir)
         result = asyncio.run(check_once(source, trust, keycloak_url, realm, client_id, secret,
-                                        unverified=unverified))
+                                        unverified=unverified, subjects=revealer.store, origin=revealer.origin))
     except ReadRefused as exc:
         _refused(exc, as_json)
     except (CannotCheck, UnusableInput) as exc:
@@ -320,7 +366,9 @@ def drift(source: Path, keycloak_url: str, realm: str, client_id: str, secret_fi
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="the HTML file to write")
 @click.option("--checkpoint", "checkpoints", multiple=True, type=click.Path(path_type=Path),
               help="a signed checkpoint obtained elsewhere (finds a cut tail or a rollback)")
-def report(source: Path, trust_file: Path, out: Path, checkpoints: tuple[Path, ...]) -> None:
+@_with(_SUBJECTS)
+def report(source: Path, trust_file: Path, out: Path, checkpoints: tuple[Path, ...],
+           subjects_dir: Path | None) -> None:
     """Write one self-contained HTML report an auditor opens offline (verdict, coverage, drift, timelines).
 
     Exit 0 when the ledger verified, 1 when it did not (the report then shows the findings), 2 unusable input.
@@ -336,7 +384,7 @@ def report(source: Path, trust_file: Path, out: Path, checkpoints: tuple[Path, .
                 external.append(cp.read_bytes())
             except OSError as exc:
                 raise UnusableInput(f"cannot read checkpoint {cp}: {exc.strerror}") from exc
-        summary = build_report(source, trust, out, external=external)
+        summary = build_report(source, trust, out, external=external, reveal=_revealer(source, subjects_dir))
     except (UnusableInput, SidecarError) as exc:
         _fail(str(exc), 2)
     click.echo(f"wrote {out}: {summary.verdict}, {summary.records} records", err=True)

@@ -67,6 +67,8 @@ def describe(rec: dict[str, Any]) -> str:
         extra = " roles=" + ",".join(d["roles"])
     elif d.get("grant"):
         extra = f" grant={d['grant']}"
+    elif e["type"] == "subject.erased":
+        extra = f" subject={d.get('subject')} reason={d.get('reason')!r}"
     phase = f" [{d['phase']}]" if d.get("phase") == "intent" else ""
     err = f" error={e['error']}" if e.get("error") else ""
     return f"{e['type']}{phase} {e['outcome']}: {who}{' -> ' + whom if whom else ''}{extra}{err}"

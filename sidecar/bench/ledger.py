@@ -152,6 +152,89 @@ async def _append_sequential(data_dir: Path, events: Sequence[dict[str, Any]], s
     return times
 
 
+SUBJECT_POOL = 1000  # distinct users in the encryption run (a realm's active users; keys made before timing)
+
+
+def _pool_id(n: int) -> str:
+    return f"00000000-0000-4000-8000-{n:012d}"
+
+
+def _pooled(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events with their users drawn from a pool, as a realm's returning users are (one id, one name each;
+    the admin is one more user)."""
+    out = []
+    for i, e in enumerate(events):
+        e = dict(e)
+        for side in ("actor", "target"):
+            party = e.get(side)
+            if isinstance(party, dict) and party.get("kind") == "user" and party.get("id"):
+                n = SUBJECT_POOL if party.get("username") == "carol" else (i * 7 + len(side)) % SUBJECT_POOL
+                e[side] = {**party, "id": _pool_id(n), "username": "carol" if n == SUBJECT_POOL else f"user{n:05d}"}
+        out.append(e)
+    return out
+
+
+async def _encrypted_or_not(data_dir: Path, events: Sequence[dict[str, Any]], concurrency: int,
+                            segment_max_bytes: int, subjects: Path | None) -> dict[str, Any]:
+    """One append run, plain or with the subject key store's encryption wired as `serve --subjects` wires it."""
+    from sidecar.ledger.subjects import Protector, SubjectKeys
+    from sidecar.policy.schema import PiiPolicy
+
+    async with _ledger(data_dir, segment_max_bytes=segment_max_bytes, with_index=False) as ledger:
+        if subjects is not None:
+            store = SubjectKeys.create(subjects)
+            protect = Protector(store, PiiPolicy(), ledger.origin, ledger.clock.now_ns)
+            t0 = time.perf_counter()
+            for n in range(SUBJECT_POOL + 1):  # every user's key exists (fsynced) before the timed run
+                store.ensure(_pool_id(n), ("carol" if n == SUBJECT_POOL else f"user{n:05d}",), 0)
+            keys_s = time.perf_counter() - t0
+            ledger.protect = protect
+        run = await _drive(ledger, events, concurrency, lambda n: None)
+    segments, bodies = _read_segments(data_dir)
+    records = sum(s.records for s in segments)
+    run.update(records=records, body_mean=sum(map(len, bodies)) / len(bodies) if bodies else 0.0,
+               raw_per_record=sum(s.size for s in segments) / records if records else 0.0,
+               gz_per_record=sum(len(gzip.compress(s.path.read_bytes(), 6)) for s in segments) / records
+               if records else 0.0)
+    if subjects is not None:
+        run.update(subjects=len(SubjectKeys.open(subjects)), key_setup_s=keys_s)
+    return run
+
+
+def _encryption_cost(root: Path, events: int, concurrency: int, segment_max_bytes: int) -> dict[str, Any]:
+    """Cost per record of encrypting identifying values, as a ratio against plain appends in the same run.
+
+    Plain, encrypted, plain again (the machine is shared; the plain figure is the mean of both runs).
+    """
+    from sidecar.ledger.keystore import KeyStore
+
+    evs = _pooled(identity_events(events, seed=17))
+    runs: dict[str, list[dict[str, Any]]] = {"plain": [], "encrypted": []}
+    for n, kind in enumerate(("plain", "encrypted", "plain")):
+        where = root / f"pii-{n}-{kind}"
+        KeyStore(where).init(ORIGIN)
+        runs[kind].append(asyncio.run(_encrypted_or_not(where, evs, concurrency, segment_max_bytes,
+                                                        root / f"pii-{n}-subjects" if kind == "encrypted" else None)))
+
+    def cpu_us(r: dict[str, Any]) -> float:
+        return float(r["cpu_seconds"]) / events * 1e6
+
+    plain_cpu = sum(map(cpu_us, runs["plain"])) / len(runs["plain"])
+    enc, plain = runs["encrypted"][0], runs["plain"][0]
+    return {"events": events, "subject_pool": SUBJECT_POOL, "subjects_created": enc["subjects"],
+            "key_setup_ms_per_subject": enc["key_setup_s"] / max(1, enc["subjects"]) * 1e3,
+            "cpu_us_per_record_plain": plain_cpu, "cpu_us_per_record_plain_runs": [cpu_us(r) for r in runs["plain"]],
+            "cpu_us_per_record_encrypted": cpu_us(enc),
+            "cpu_ratio": cpu_us(enc) / plain_cpu if plain_cpu else 0.0,
+            "body_bytes_plain": plain["body_mean"], "body_bytes_encrypted": enc["body_mean"],
+            "raw_bytes_per_record_plain": plain["raw_per_record"], "raw_bytes_per_record_encrypted":
+            enc["raw_per_record"], "raw_bytes_ratio": enc["raw_per_record"] / plain["raw_per_record"]
+            if plain["raw_per_record"] else 0.0,
+            "gz_bytes_per_record_plain": plain["gz_per_record"], "gz_bytes_per_record_encrypted":
+            enc["gz_per_record"], "gz_bytes_ratio": enc["gz_per_record"] / plain["gz_per_record"]
+            if plain["gz_per_record"] else 0.0}
+
+
 def _verify_peak_rss_kib(ledger_dir: Path, workers: int) -> int:
     """Peak RSS (KiB) of the largest process of `sidecar verify --thorough` run as a child of a fresh parent.
 
@@ -253,6 +336,10 @@ def run_ledger(data_dir: Path, *, events: int = 200_000, concurrency: int = 2000
         gz_bytes = sum(len(gzip.compress(s.path.read_bytes(), 6)) for s in sealed)
         gz_records = sum(s.records for s in sealed)
         del bodies
+        pii_events = min(events, 20_000)
+        ui.phase(f"encryption of identifying values (subject key store): {pii_events:,} events plain, "
+                 f"encrypted, plain again ({SUBJECT_POOL} users)")
+        pii_cost = _encryption_cost(root, pii_events, min(concurrency, 500), segment_max_bytes)
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
@@ -330,6 +417,7 @@ def run_ledger(data_dir: Path, *, events: int = 200_000, concurrency: int = 2000
             "compressed_scope": scope,
             "encode_record_per_s": enc_rate,
         },
+        "encryption": pii_cost,
         "tradeoff": {
             **tradeoff,
             "ed25519_verify_per_s_1core": verify_rate,
@@ -380,6 +468,19 @@ def print_ledger(result: dict[str, Any], console: Console) -> None:
         ("bytes/event at rest, compressed", f"{res['compressed_bytes_per_event']:.0f} B",
          f"{res['compression']} of {res['compressed_scope']}"),
     ]))
+    pc = result.get("encryption")
+    if pc:
+        console.print(kv_table("encrypted identifying values (serve --subjects) vs plain, same run", [
+            ("CPU per record", f"{pc['cpu_us_per_record_encrypted']:.1f} us vs {pc['cpu_us_per_record_plain']:.1f} us",
+             f"{pc['cpu_ratio']:.2f} x plain ({fmt(pc['events'])} events, {pc['subjects_created']} subjects)"),
+            ("record body, mean", f"{pc['body_bytes_encrypted']:.0f} B vs {pc['body_bytes_plain']:.0f} B",
+             "canonical JSON"),
+            ("bytes/record at rest, raw", f"{pc['raw_bytes_per_record_encrypted']:.0f} B vs "
+             f"{pc['raw_bytes_per_record_plain']:.0f} B", f"{pc['raw_bytes_ratio']:.2f} x plain"),
+            ("bytes/record at rest, gzip-6", f"{pc['gz_bytes_per_record_encrypted']:.0f} B vs "
+             f"{pc['gz_bytes_per_record_plain']:.0f} B", f"{pc['gz_bytes_ratio']:.2f} x plain"),
+            ("new subject key (fsynced, 1 copy)", f"{pc['key_setup_ms_per_subject']:.2f} ms", "once per person"),
+        ]))
     console.print(kv_table("signature per record vs one per batch checkpoint", [
         ("leaf hash + sign every record", f"{fmt(tr['sign_every_record_per_s'])}/s",
          f"{tr['sign_cost_us_per_record_every']:.1f} us/record"),

@@ -91,6 +91,7 @@ def to_ecs(item: Paired | dict[str, Any], origin: str, *, verified: bool = True)
             "realm": e.get("realm"), "client_id": e.get("client") or actor.get("client"),
             "session_id": e.get("session"), "request_id": e.get("request_id"),
             "target": target or None, "details": details or None, "ledger_seqs": list(paired.seqs),
+            "pii": rec.get("pii"),  # fields left out: erased, or encrypted (docs/format.md §5.2)
         },
     }
     if not doc["user"]["target"] and not doc["user"]["id"] and not doc["user"]["name"]:

@@ -180,7 +180,8 @@ def to_ocsf(item: Paired | dict[str, Any], origin: str, *, verified: bool = True
         "status_code": e.get("error"),
         "unmapped": {"ledger": {"type": e["type"], "outcome": e["outcome"], "realm": e.get("realm"),
                                 "client": e.get("client"), "session": e.get("session"),
-                                "seqs": list(paired.seqs), "details": details or None}},
+                                "seqs": list(paired.seqs), "details": details or None,
+                                "pii": rec.get("pii")}},  # fields left out: erased, or encrypted (§5.2)
     }
     if intent is not None:
         out["start_time"] = int(intent["ts"]) // 1_000_000

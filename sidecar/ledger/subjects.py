@@ -233,12 +233,15 @@ class SubjectKeys:
         self._save(entry)
 
 
+UNATTRIBUTED = "unattributed:"
+
+
 def unattributed_subject(now_ns: int) -> str:
     """The pseudo-subject of identifying values no user id backs: one per UTC day (docs/format.md §5.2)."""
     import datetime
 
     day = datetime.datetime.fromtimestamp(now_ns / 1e9, datetime.UTC).date().isoformat()
-    return f"unattributed:{day}"
+    return f"{UNATTRIBUTED}{day}"
 
 
 class Protector:
@@ -249,6 +252,7 @@ class Protector:
         self.policy = policy
         self.origin = origin
         self.now_ns = now_ns
+        self._named: set[tuple[str, str]] = set()
 
     async def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
         now = self.now_ns()
@@ -261,7 +265,9 @@ class Protector:
         erased: list[str] = []
         for path, subject in found:
             value = pii.get_path(payload, path)
-            names = (value,) if path[-1] in _NAME_PATHS and isinstance(value, str) else ()
+            # Search tokens for real subjects only: a day's pseudo-subject would collect every typed name.
+            names = (value,) if path[-1] in _NAME_PATHS and isinstance(value, str) \
+                and not subject.startswith(UNATTRIBUTED) else ()
             key = await self._key(subject, names, now)
             if key is None:
                 # SECURITY: an erased subject's data is never written again, not even under a new key.
@@ -276,12 +282,21 @@ class Protector:
 
     async def _key(self, subject: str, names: tuple[str, ...], now: int) -> bytes | None:
         entry = self.store._entries.get(subject)
-        if entry is not None and (entry.erased is not None or all(self.store.token(n) in entry.names
-                                                                  for n in names)):
+        if entry is not None and (entry.erased is not None or all((subject, n) in self._named for n in names)):
+            return entry.key
+        if entry is not None and all(self.store.token(n) in entry.names for n in names):
+            self._remember(subject, names)
             return entry.key
         async with self.store._lock:  # one writer of a new key, even when two appends meet
-            # A new subject: its key is on stable storage (every copy) before any record uses it.
-            return await asyncio.to_thread(self.store.ensure, subject, names, now)
+            # A new subject (or name): its key is on stable storage (every copy) before any record uses it.
+            key = await asyncio.to_thread(self.store.ensure, subject, names, now)
+        self._remember(subject, names)
+        return key
+
+    def _remember(self, subject: str, names: tuple[str, ...]) -> None:
+        if len(self._named) > 100_000:  # bounded: a cache of (subject, name) pairs already in the store
+            self._named.clear()
+        self._named.update((subject, n) for n in names)
 
 
 Protect = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter, defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,9 @@ class Data:
     targets: list[tuple[str, int, list[dict[str, Any]]]] = field(default_factory=list)
     checkpoints: int = 0
     gap_s: float = 120.0
+    erasures: list[dict[str, Any]] = field(default_factory=list)  # subject.erased records
+    erased_fields: int = 0  # records shown with values of an erased subject left out
+    encrypted_fields: int = 0  # records shown with values left encrypted (no key store given)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +77,7 @@ def _slim(rec: dict[str, Any]) -> dict[str, Any]:
     return {"seq": rec["seq"], "ts": int(rec["ts"]), "type": e["type"], "outcome": e.get("outcome"),
             "actor": _party(e.get("actor")), "target": _party(e.get("target")), "ip": e.get("ip"),
             "realm": e.get("realm"), "error": e.get("error"),
-            "phase": (e.get("details") or {}).get("phase")}
+            "phase": (e.get("details") or {}).get("phase"), "erased": (rec.get("pii") or {}).get("erased")}
 
 
 class _Buckets:
@@ -101,7 +105,9 @@ class _Buckets:
             c[key] += 1
 
 
-def collect(source: Path, trust: TrustAnchor, *, external: list[bytes] | None = None, gap_s: float = 120.0) -> Data:
+def collect(source: Path, trust: TrustAnchor, *, external: list[bytes] | None = None, gap_s: float = 120.0,
+            reveal: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Data:
+    """`reveal` (sidecar.audit.pseudonyms.Revealer): what the report may show of encrypted values."""
     data = Data(origin=trust.origin, verdict="", ok=False, report=None, gap_s=gap_s)
     buckets = _Buckets()
     actor_counts: Counter[str] = Counter()
@@ -132,8 +138,12 @@ def collect(source: Path, trust: TrustAnchor, *, external: list[bytes] | None = 
 
     reading = Reading(None, False)
     try:
-        for rec in read_verified(source, trust, external=external or (), on_note=on_note, reading=reading):
+        for raw in read_verified(source, trust, external=external or (), on_note=on_note, reading=reading):
+            rec = reveal(raw) if reveal is not None else raw
             e = rec["event"]
+            pii = rec.get("pii") or {}
+            data.erased_fields += bool(pii.get("erased"))
+            data.encrypted_fields += bool(pii.get("encrypted"))
             ts = int(rec["ts"])
             etype, outcome = e["type"], str(e.get("outcome"))
             data.records += 1
@@ -157,6 +167,10 @@ def collect(source: Path, trust: TrustAnchor, *, external: list[bytes] | None = 
                                        "target": _party(e.get("target")), "field": d.get("field"),
                                        "expected": d.get("expected"), "live": d.get("live"),
                                        "first_seen_ns": d.get("first_seen_ns")})
+            elif etype == "subject.erased":
+                d = e.get("details") or {}
+                data.erasures.append({"seq": rec["seq"], "ts": ts, "subject": d.get("subject"),
+                                      "reason": d.get("reason"), "by": _party(e.get("actor"))})
             elif etype == "state.snapshot":
                 d = e.get("details") or {}
                 data.snapshots.append({"seq": rec["seq"], "ts": ts, "realm": e.get("realm"),
@@ -203,10 +217,10 @@ def _prune(recent: dict[str, deque[dict[str, Any]]], counts: Counter[str]) -> No
 
 
 def build_report(source: Path, trust: TrustAnchor, out: Path, *, external: list[bytes] | None = None,
-                 gap_s: float = 120.0) -> Summary:
+                 gap_s: float = 120.0, reveal: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Summary:
     from sidecar.report.html import render
 
-    data = collect(source, trust, external=external, gap_s=gap_s)
+    data = collect(source, trust, external=external, gap_s=gap_s, reveal=reveal)
     html = render(data)
     tmp = out.with_name(out.name + ".partial")
     tmp.write_text(html, encoding="utf-8")

@@ -121,7 +121,8 @@ def _events_table(events: list[dict[str, Any]]) -> str:
     rows = "".join(
         f"<tr><td>{_e(_t(ev['ts']))}</td><td>#{ev['seq']}</td><td>{_e(ev['type'])}</td><td>{_e(ev['outcome'])}</td>"
         f"<td>{_e(ev['actor'])}</td><td>{_e(ev['target'])}</td><td>{_e(ev['realm'])}</td><td>{_e(ev['ip'])}</td>"
-        f"<td>{_e(ev['error'])}</td></tr>" for ev in reversed(events))
+        f"<td>{_e(ev['error'])}{_e(' (erased: ' + ', '.join(ev['erased']) + ')') if ev.get('erased') else ''}"
+        "</td></tr>" for ev in reversed(events))
     return ("<table><tr><th>time</th><th>seq</th><th>type</th><th>outcome</th><th>actor</th><th>target</th>"
             f"<th>realm</th><th>ip</th><th>error</th></tr>{rows}</table>")
 
@@ -167,6 +168,8 @@ def render(data: Data) -> str:
                         f"<td>{_e(d['target'])}</td><td>{_e(d['field'])}</td><td><code>{_e(d['expected'])}</code></td>"
                         f"<td><code>{_e(d['live'])}</code></td></tr>" for d in data.drift)
         types = "".join(f"<tr><td>{_e(t)}</td><td>{n}</td></tr>" for t, n in sorted(data.types.items()))
+        erasures = "".join(f"<tr><td>{_e(_t(x['ts']))}</td><td>#{x['seq']}</td><td><code>{_e(x['subject'])}</code></td>"
+                           f"<td>{_e(x['by'])}</td><td>{_e(x['reason'])}</td></tr>" for x in data.erasures)
         body += [
             "<h2>Coverage over time</h2>",
             f"<p>{data.records} records and {data.checkpoints} signed checkpoints from {_e(_t(data.first_ns))} to "
@@ -182,6 +185,14 @@ def render(data: Data) -> str:
              f"<th>expected</th><th>live</th></tr>{drift}</table>") if drift else
             "<p class='ok'>no drift recorded</p>",
             f"<p class='muted'>{len(data.snapshots)} state snapshots recorded.</p>",
+            f"<h2>Erasures ({len(data.erasures)})</h2>",
+            f"<p>{r.encrypted_records if r else 0} records carry encrypted personal data; "
+            f"{r.erased_records if r else 0} of them belong to {r.erased_subjects if r else 0} erased subjects "
+            f"and are shown without those values ({data.erased_fields} records here). "
+            + (f"{data.encrypted_fields} records are shown with encrypted values left out (no subject key store "
+               "was given: ids stand in for names)." if data.encrypted_fields else "") + "</p>",
+            ("<table><tr><th>recorded</th><th>seq</th><th>subject</th><th>asked by</th><th>reason</th></tr>"
+             f"{erasures}</table>") if erasures else "<p class='muted'>no subject erased</p>",
             "<h2>Events over time by type</h2>", _stacked(data, "type:", _FAMILY_COLOURS, "events by type"),
             "<h2>Events over time by outcome</h2>", _stacked(data, "outcome:", _OUTCOME_COLOURS,
                                                              "events by outcome"),
