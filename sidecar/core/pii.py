@@ -115,6 +115,10 @@ def identifying_values(event: dict[str, Any], *, party_fields: tuple[str, ...], 
     details = event.get("details")
     if isinstance(details, dict) and detail_fields:
         walk(details, ("details",), actor_id or target_id or fallback)
+    if isinstance(details, dict) and details.get("field") in party_fields and target_id:
+        # A drift record about a user's username (renamed around the sidecar) quotes the old and new value.
+        out += [(("details", k), target_id) for k in ("expected", "live")
+                if details.get(k) is not None and not is_encrypted(details[k])]
     return out
 
 

@@ -149,3 +149,12 @@ def test_the_default_policy_names_the_documented_fields() -> None:
     p = load_policy().pii
     assert p.party_fields == ("name", "username") and p.event_fields == ("ip",)
     assert {"email", "firstName", "lastName", "ip", "user_agent", "username", "unverified"} <= set(p.detail_fields)
+
+
+def test_a_drift_record_about_a_username_quotes_it_encrypted() -> None:
+    """A state-mismatch on a user's username has its expected and live values under that user's key."""
+    event = {"type": "drift.detected", "outcome": "succeeded", "target": {"id": ALICE, "kind": "user", "name": "al"},
+             "details": {"kind": "state-mismatch", "field": "username", "expected": "al", "live": "alice2"}}
+    found = dict(pii.identifying_values(event, party_fields=("name", "username"), event_fields=("ip",),
+                                        detail_fields=("email",), fallback="unattributed:x"))
+    assert found == {("target", "name"): ALICE, ("details", "expected"): ALICE, ("details", "live"): ALICE}
