@@ -250,8 +250,13 @@ class KeycloakServer:
 
     # -- lifecycle --------------------------------------------------------------------------------
 
-    def start(self, timeout: float = 180) -> None:
-        """Launch Keycloak and wait until ``/health/ready`` answers 200; raise ``UpstreamError`` if not."""
+    def start(self, timeout: float = 180, *, hard_limit: float = 900) -> None:
+        """Launch Keycloak and wait until ``/health/ready`` answers 200; raise ``UpstreamError`` if not.
+
+        `timeout` bounds a start that makes no progress: the wait ends when the server has written
+        nothing to its log for that long (a hang), or after `hard_limit` seconds in all. A start that
+        keeps logging (schema creation, realm import) on a loaded machine is not cut off mid-way.
+        """
         if self.running:
             return
         for port in (self.http_port, self.management_port):
@@ -275,7 +280,7 @@ class KeycloakServer:
                 start_new_session=True,
             )
         atexit.register(self.stop)
-        deadline = began + timeout
+        logged, progress_at = -1, began
         while True:
             if self._proc.poll() is not None:
                 code = self._proc.returncode
@@ -283,9 +288,15 @@ class KeycloakServer:
                 raise UpstreamError(f"Keycloak exited with status {code} during start\n{self.log_tail()}")
             if self._ready():
                 break
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            size = self.log_file.stat().st_size if self.log_file.exists() else 0
+            if size != logged:
+                logged, progress_at = size, now
+            if now - progress_at > timeout or now - began > hard_limit:
                 self.stop()
-                raise UpstreamError(f"Keycloak not ready after {timeout:.0f} s\n{self.log_tail()}")
+                why = (f"nothing logged for {timeout:.0f} s" if now - progress_at > timeout
+                       else f"still starting after {hard_limit:.0f} s")
+                raise UpstreamError(f"Keycloak not ready ({why})\n{self.log_tail()}")
             time.sleep(0.5)
         self.startup_seconds = time.monotonic() - began
         self._save_augmentation()

@@ -85,10 +85,10 @@ class ProductionKeycloak(KeycloakServer):
         self.build_seconds = time.monotonic() - began
         self._save_augmentation()
 
-    def start(self, timeout: float = 600) -> None:
+    def start(self, timeout: float = 600, *, hard_limit: float = 900) -> None:
         """Start and wait for readiness; the first start against an empty database creates Keycloak's
         schema (about 150 Liquibase change sets), which takes minutes on a busy 2-core machine."""
-        super().start(timeout)
+        super().start(timeout, hard_limit=hard_limit)
 
     def restart(self, timeout: float = 600) -> float:
         """Stop and start again on the same ports and database; returns the new start's seconds."""
