@@ -60,11 +60,13 @@ def describe(rec: dict[str, Any]) -> str:
     """One line a person reads: who did what to whom, and how it ended."""
     e = rec["event"]
     actor, target, d = e.get("actor") or {}, e.get("target") or {}, e.get("details") or {}
-    who = actor.get("username") or actor.get("client") or actor.get("id") or "-"
+    # A user without a readable username (encrypted, or erased: docs/format.md §5.2) shows as its id, its pseudonym.
+    who = actor.get("username") or (actor.get("kind") == "user" and actor.get("id")) or actor.get("client") \
+        or actor.get("id") or "-"
     whom = target.get("username") or target.get("client") or target.get("name") or target.get("id") or ""
     extra = ""
-    if d.get("roles"):
-        extra = " roles=" + ",".join(d["roles"])
+    if isinstance(d.get("roles"), list) and d["roles"]:  # (a state.snapshot's details.roles is a count)
+        extra = " roles=" + ",".join(map(str, d["roles"]))
     elif d.get("grant"):
         extra = f" grant={d['grant']}"
     elif e["type"] == "subject.erased":

@@ -31,6 +31,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from sidecar.capture.pipeline import (
@@ -84,7 +85,7 @@ class LedgerHooks:
         self._fingerprint = keyed_fingerprint(fingerprint_key)
         self._redactor = Redactor(policy, self._fingerprint)
         self._names_seen = reader  # login names are checked even when before/after states are off
-        self._exists: OrderedDict[str, tuple[float, bool | None]] = OrderedDict()
+        self._exists: OrderedDict[str, tuple[float, tuple[bool | None, str | None]]] = OrderedDict()
         self.pipeline = CapturePipeline(sessions, self._fingerprint, record_before_after=self._reader is not None)
 
     # ------------------------------------------------------------------ CaptureHooks
@@ -173,23 +174,28 @@ class LedgerHooks:
             hint = HintFacts(needs.hint, Claims.of(verified, verified=True))
         return Facts(bearer=bearer, state=state, hint=hint)
 
-    async def _username_exists(self, realm: str | None, name: str) -> bool | None:
-        """Is this login name some user's? Asked of Keycloak, cached briefly by fingerprint (never by name)."""
+    async def _username_exists(self, realm: str | None, name: str) -> tuple[bool | None, str | None]:
+        """Is this login name some user's, and whose (the user id)? Asked of Keycloak, cached briefly by
+        fingerprint (never by name)."""
         if self._names_seen is None or realm is None:
-            return None
+            return None, None
         key = self._fingerprint(f"{realm}\0{name}")
         now = time.monotonic()
         hit = self._exists.get(key)
         if hit is not None and now - hit[0] < _EXISTS_TTL_S:
             return hit[1]
-        exists = await self._names_seen.user_exists(realm, name)
-        self._exists[key] = (now, exists)
+        found = await self._names_seen.login_user(realm, name)
+        self._exists[key] = (now, found)
         self._exists.move_to_end(key)
         while len(self._exists) > _EXISTS_MAX:
             self._exists.popitem(last=False)
-        return exists
+        return found
 
     async def _write(self, event: IdentityEvent) -> Any:
         name = typed_username(event)
-        exists = await self._username_exists(event.realm, name) if name else None
+        exists, user_id = await self._username_exists(event.realm, name) if name else (None, None)
+        if exists is True and user_id and event.actor is not None:
+            # The user Keycloak resolves this login name to (its LOGIN_ERROR names the same id): the record
+            # is theirs, so their identifying values go under their subject key and erase with it.
+            event = replace(event, actor=replace(event.actor, id=user_id))
         return await self._append(self._redactor.record(event, username_exists=exists))

@@ -155,16 +155,22 @@ class KeycloakReader:
         password typed into the username field out of the ledger: a name that is nobody's is
         recorded as a keyed fingerprint only.
         """
+        return (await self.login_user(realm, username))[0]
+
+    async def login_user(self, realm: str, username: str) -> tuple[bool | None, str | None]:
+        """`user_exists`, and the id of the one user the name is (None when none or not one), as Keycloak
+        resolves a login name: by username, then by e-mail."""
         if realm != self.realm or not username or len(username) > 255:
-            return None
+            return None, None
         for field in ("username", "email"):
             found = await self._get(f"users?{field}={quote(username, safe='')}&exact=true&briefRepresentation=true"
                                     "&max=2")
             if not isinstance(found, list):
-                return None
+                return None, None
             if found:
-                return True
-        return False
+                uid = found[0].get("id") if len(found) == 1 and isinstance(found[0], dict) else None
+                return True, uid if isinstance(uid, str) and uid else None
+        return False, None
 
     async def access(self, realm: str, kind: str, target_id: str) -> dict[str, Any] | None:
         """The direct role mappings (and, for users, group memberships) of a user or group."""

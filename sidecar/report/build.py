@@ -69,6 +69,8 @@ class Summary:
 def _party(p: dict[str, Any] | None) -> str | None:
     if not p:
         return None
+    if p.get("kind") == "user" and not p.get("username") and p.get("id"):
+        return str(p["id"])  # its pseudonym when the username is encrypted or erased
     return p.get("username") or p.get("client") or p.get("name") or p.get("id")
 
 
