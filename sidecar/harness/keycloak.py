@@ -142,7 +142,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _port_in_use(host: str, port: int) -> bool:
+    """Whether a server listens on the port. Connections of a server that just stopped may linger
+    there in TIME_WAIT; Keycloak binds with SO_REUSEADDR despite them, and so does this check."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
