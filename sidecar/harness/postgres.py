@@ -36,7 +36,8 @@ PG_BIN_CANDIDATES = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin",
 def find_bin_dir() -> Path:
     """The directory holding initdb and pg_ctl (``$SIDECAR_PG_BIN`` or Debian's versioned path)."""
     env = os.environ.get("SIDECAR_PG_BIN")
-    for candidate in ([env] if env else []) + list(PG_BIN_CANDIDATES):
+    installed = sorted((str(p) for p in Path("/usr/lib/postgresql").glob("*/bin")), reverse=True)
+    for candidate in ([env] if env else []) + list(PG_BIN_CANDIDATES) + installed:
         if (Path(candidate) / "initdb").is_file():
             return Path(candidate)
     raise ConfigError("PostgreSQL server binaries not found (apt-get install postgresql; or set SIDECAR_PG_BIN)")
