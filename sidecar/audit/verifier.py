@@ -31,6 +31,7 @@ from sidecar.core.note import Checkpoint, NoteError, split_note
 from sidecar.core.segment import SEGMENT_DIR, segment_number
 from sidecar.core.trust import TrustAnchor
 from sidecar.core.verify import Finding, Report, SegmentScan, external_sizes, scan_segment, verify_scans
+from sidecar.durable import write_atomic
 from sidecar.errors import SidecarError
 
 
@@ -178,10 +179,8 @@ class LastSeen:
         size = note_size(new) if new is not None else None
         if new is None or size is None or (old is not None and size <= old):
             return old, False
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
         try:
-            tmp.write_bytes(new)
-            os.replace(tmp, self.path)
+            write_atomic(self.path, new)
         except OSError as exc:
             raise UnusableInput(f"cannot write the last-seen checkpoint {self.path}: {exc.strerror}") from exc
         return size, True

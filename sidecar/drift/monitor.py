@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -48,6 +47,7 @@ from sidecar.core.record import record_object
 from sidecar.drift.live import AdminReader, LiveState
 from sidecar.drift.reconcile import event_label, event_summary, match
 from sidecar.drift.state import Expected, Mismatch, digest, state_bytes
+from sidecar.durable import write_atomic
 from sidecar.errors import SidecarError, UpstreamError
 from sidecar.ledger.writer import Commit
 from sidecar.replicate.store import ObjectStore
@@ -81,19 +81,7 @@ def store_snapshot(data_dir: Path, content: bytes) -> str:
     folder.mkdir(exist_ok=True)
     path = folder / f"{hexd}.json"
     if not path.exists():
-        tmp = folder / f".{hexd}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, content)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        write_atomic(path, content)
     return hexd
 
 

@@ -13,7 +13,6 @@ neither repeats nor loses an event, and pairs stay one event across restarts.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from sidecar.core import framing
 from sidecar.core.record import record_object
 from sidecar.core.trust import TrustAnchor
 from sidecar.core.verify import Finding
+from sidecar.durable import write_atomic
 from sidecar.export.pairs import Paired, Pairer, is_intent
 
 
@@ -45,9 +45,7 @@ class Cursor:
         self.next_seq, self.pending = next_seq, pending
         if self.path is None:
             return
-        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-        tmp.write_bytes(orjson.dumps({"next_seq": next_seq, "pending": pending}))
-        os.replace(tmp, self.path)
+        write_atomic(self.path, orjson.dumps({"next_seq": next_seq, "pending": pending}))
 
 
 def follow(source: Path, trust: TrustAnchor, cursor: Cursor, *, interval_s: float = 1.0,

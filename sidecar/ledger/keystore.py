@@ -25,29 +25,14 @@ import orjson
 
 from sidecar.core.keys import Signer, key_name
 from sidecar.core.trust import TrustAnchor
+from sidecar.durable import fsync_dir, write_atomic
 from sidecar.errors import ConfigError, StorageError
 
 _KEY_FILE = re.compile(r"^epoch-(\d{6})\.key$")
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    write_atomic(path, data, mode=0o600)
 
 
 class KeyStore:
@@ -77,9 +62,8 @@ class KeyStore:
         # A keyed-fingerprint key, separate from every signing key (P5): correlates secrets without storing them.
         _write_private(self.key_dir / "fingerprint.key", os.urandom(32))
         anchor = TrustAnchor(origin, signer.public)
-        (self.data_dir / "ledger.json").write_bytes(orjson.dumps({"origin": origin}) + b"\n")
-        self.trust_path.write_bytes(anchor.encode())
-        _fsync_dir(self.data_dir)
+        write_atomic(self.data_dir / "ledger.json", orjson.dumps({"origin": origin}) + b"\n")
+        write_atomic(self.trust_path, anchor.encode())
         return anchor
 
     def trust(self) -> TrustAnchor:
@@ -158,6 +142,6 @@ class KeyStore:
             finally:
                 os.close(fd)
             path.unlink()
-            _fsync_dir(self.key_dir)
+            fsync_dir(self.key_dir)
         except FileNotFoundError:
             return

@@ -59,8 +59,9 @@ from sidecar.core.note import Checkpoint, Seal, SegmentBytes, sign_note
 from sidecar.core.record import encode_record, genesis_hash, record_hash
 from sidecar.core.segment import SEGMENT_DIR, SegmentHeader, segment_name, segment_number
 from sidecar.core.verify import scan_segment
+from sidecar.durable import fsync_dir
 from sidecar.errors import IntegrityError, OverloadError, RecordRejected, StorageError
-from sidecar.ledger.keystore import KeyStore, _fsync_dir
+from sidecar.ledger.keystore import KeyStore
 
 log = logging.getLogger("sidecar.ledger")
 
@@ -641,7 +642,7 @@ def _create_segment(seg_dir: Path, state: _State, now: int) -> int:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         _write_at(fd, head + opening, 0, True)
-        _fsync_dir(seg_dir)
+        fsync_dir(seg_dir)
     except OSError:
         # A half-made successor (disk full mid-header) goes, so the next attempt can create it again.
         os.close(fd)

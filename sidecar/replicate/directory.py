@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import os
 import stat
-import tempfile
 from pathlib import Path
 
+from sidecar.durable import fsync_dir, write_new
 from sidecar.errors import ConfigError, SidecarError, StorageError
 from sidecar.replicate.store import (
     ObjectInfo,
@@ -103,27 +102,16 @@ class DirectoryStore:
             if existing is not None:
                 return self._compare(key, digest, existing)
             self._make_dirs(path.parent)
-            fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
             try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.chmod(tmp, READ_ONLY)
-                try:
-                    # SECURITY: link, not rename: rename would silently replace an object a
-                    # concurrent writer stored a moment ago; link refuses an existing name.
-                    os.link(tmp, path)
-                except FileExistsError:
-                    existing = self._read_existing(path)
-                    if existing is None:  # the name is a directory, not an object
-                        raise
-                    return self._compare(key, digest, existing)
-                _fsync_dir(path.parent)
-                return PutResult(key, digest, len(data), None, created=True)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
+                # SECURITY: write_new links, never renames: an object a concurrent writer stored a
+                # moment ago is compared, not replaced.
+                write_new(path, data, mode=READ_ONLY, temp_prefix=TEMP_PREFIX)
+            except FileExistsError:
+                existing = self._read_existing(path)
+                if existing is None:  # the name is a directory, not an object
+                    raise
+                return self._compare(key, digest, existing)
+            return PutResult(key, digest, len(data), None, created=True)
         except SidecarError:
             raise
         except OSError as e:
@@ -157,7 +145,7 @@ class DirectoryStore:
                 if not new.is_dir():
                     raise
                 continue
-            _fsync_dir(new.parent)
+            fsync_dir(new.parent)
 
     def _get(self, key: str) -> bytes:
         path = self._root.joinpath(*key.split("/"))
@@ -206,14 +194,6 @@ class DirectoryStore:
             elif entry.is_file(follow_symlinks=False) and key.startswith(prefix):
                 if key_problem(key) is None:  # a stray file no key can name is not an object
                     out.append(ObjectInfo(key, entry.stat(follow_symlinks=False).st_size, versions=1))
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _describe(e: OSError) -> str:

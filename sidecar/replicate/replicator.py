@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ import orjson
 from sidecar.core import framing
 from sidecar.core.note import Checkpoint, split_note
 from sidecar.core.segment import SEGMENT_DIR, segment_name
+from sidecar.durable import write_atomic
 from sidecar.errors import StorageError, StoreIntegrityError
 from sidecar.ledger.writer import Commit
 from sidecar.replicate.layout import checkpoint_key, chunk_key, chunk_prefix, parse_key, segment_key
@@ -231,14 +231,7 @@ class Replicator:
             return Cursor()
 
     def _save_cursor(self) -> None:
-        tmp = self._cursor_path.with_suffix(".tmp")
-        tmp.write_bytes(orjson.dumps(self.cursor.to_json()))
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self._cursor_path)
+        write_atomic(self._cursor_path, orjson.dumps(self.cursor.to_json()))
 
     # ------------------------------------------------------------------ the loop
     async def _run(self) -> None:
