@@ -51,9 +51,10 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except SidecarError as exc:
+            # The one place the error tree meets the terminal: the message, and the error's own exit code.
             if os.environ.get("SIDECAR_DEBUG"):
                 raise
-            _fail(str(exc))
+            _fail(str(exc), exc.exit_code)
 
 
 @click.group(cls=_Group)
@@ -401,10 +402,10 @@ def verify(source: str, trust_file: Path, remote: str | None, token: str | None,
                 size, moved = pin.advance(verified) if report.ok else (None, False)
                 pin_state = {"file": str(pin.path), "pinned_size": size, "updated": moved}
     except (UnusableInput, StorageError) as exc:
-        if as_json:
-            _print_json({"verdict": "unusable-input", "error": str(exc)})
-            sys.exit(2)
-        _fail(str(exc), 2)
+        if not as_json:
+            raise  # _Group.invoke prints it and exits with its code
+        _print_json({"verdict": "unusable-input", "error": str(exc)})
+        sys.exit(exc.exit_code)
     if as_json:
         _print_json({**report.to_json(), **({"last_seen": pin_state} if pin_state else {})})
     else:
@@ -430,7 +431,6 @@ def pull(source: str, out: Path, token: str | None, as_json: bool) -> None:
 
     from sidecar.audit.pull import pull as do_pull
     from sidecar.audit.remote import check_pull_target, open_source
-    from sidecar.audit.verifier import UnusableInput
 
     async def run() -> Any:
         store = open_source(source, token)
@@ -444,8 +444,8 @@ def pull(source: str, out: Path, token: str | None, as_json: bool) -> None:
     try:
         check_pull_target(source, out)
         result = asyncio.run(run())
-    except (UnusableInput, StorageError) as exc:
-        _fail(str(exc), 2)
+    except SidecarError:
+        raise  # a StorageError is an OSError too; _Group.invoke prints it and exits with its code
     except OSError as exc:  # the bundle folder: a file in the way, no permission, disk full
         _fail(f"cannot write the bundle to {out}: {exc.strerror or exc}", 2)
     if result.segments == 0:

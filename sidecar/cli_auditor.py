@@ -16,8 +16,6 @@ from typing import Any, NoReturn
 import click
 import orjson
 
-from sidecar.errors import SidecarError
-
 
 def _fail(message: str, code: int = 2) -> NoReturn:
     click.echo(f"error: {message}", err=True)
@@ -160,7 +158,6 @@ def timeline(source: Path, actor: str | None, target: str | None, session: str |
 
     from sidecar.audit.reading import ReadRefused, has_index, lookup_verified
     from sidecar.audit.timeline import describe
-    from sidecar.audit.verifier import UnusableInput
 
     def show(rec: dict[str, Any], mark: dict[str, Any]) -> None:
         if as_json:
@@ -196,8 +193,6 @@ def timeline(source: Path, actor: str | None, target: str | None, session: str |
             show(revealer(rec), {"unverified": True} if unverified else {})
     except ReadRefused as exc:
         _refused(exc, as_json)
-    except (UnusableInput, SidecarError) as exc:
-        _fail(str(exc), 2)
 
 
 # ---------------------------------------------------------------------------------------------- export
@@ -224,7 +219,6 @@ def export(source: Path, fmt: str, out: Path | None, follow: bool, cursor_file: 
     never for an erased subject; each event names the fields left out (docs/export.md).
     """
     from sidecar.audit.reading import ReadRefused
-    from sidecar.audit.verifier import UnusableInput
     from sidecar.export.ecs import to_ecs
     from sidecar.export.ocsf import to_ocsf
     from sidecar.export.pairs import Paired, pair
@@ -275,8 +269,6 @@ def export(source: Path, fmt: str, out: Path | None, follow: bool, cursor_file: 
             click.echo(f"exported {count} {'unverified ' if unverified else 'verified '}events to {out}", err=True)
     except ReadRefused as exc:
         _refused(exc)
-    except (UnusableInput, SidecarError) as exc:
-        _fail(str(exc), 2)
 
 
 def _follow(source: Path, trust: Any, keep: Any, fmt: str, out: Path | None, cursor_file: Path | None,
@@ -347,8 +339,8 @@ def drift(source: Path, keycloak_url: str, realm: str, client_id: str, secret_fi
     except (CannotCheck, UnusableInput) as exc:
         if as_json:
             click.echo(orjson.dumps({"verdict": "could-not-check", "error": str(exc)}).decode())
-            sys.exit(2)
-        _fail(f"could not check: {exc}", 2)
+            sys.exit(exc.exit_code)
+        _fail(f"could not check: {exc}", exc.exit_code)
     if as_json:
         click.echo(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode())
     else:
@@ -376,17 +368,14 @@ def report(source: Path, trust_file: Path, out: Path, checkpoints: tuple[Path, .
     from sidecar.audit.verifier import UnusableInput, load_trust
     from sidecar.report.build import build_report
 
-    try:
-        trust = load_trust(trust_file)
-        external = []
-        for cp in checkpoints:
-            try:
-                external.append(cp.read_bytes())
-            except OSError as exc:
-                raise UnusableInput(f"cannot read checkpoint {cp}: {exc.strerror}") from exc
-        summary = build_report(source, trust, out, external=external, reveal=_revealer(source, subjects_dir))
-    except (UnusableInput, SidecarError) as exc:
-        _fail(str(exc), 2)
+    trust = load_trust(trust_file)
+    external = []
+    for cp in checkpoints:
+        try:
+            external.append(cp.read_bytes())
+        except OSError as exc:
+            raise UnusableInput(f"cannot read checkpoint {cp}: {exc.strerror}") from exc
+    summary = build_report(source, trust, out, external=external, reveal=_revealer(source, subjects_dir))
     click.echo(f"wrote {out}: {summary.verdict}, {summary.records} records", err=True)
     sys.exit(0 if summary.ok else 1)
 

@@ -51,6 +51,8 @@ _LIVE_TAIL = frozenset({"frame-damaged", "unsigned-tail"})
 class ReadRefused(SidecarError):
     """The ledger did not verify; nothing is shown as if it did. Carries the findings."""
 
+    exit_code = 1  # as for IntegrityError: what was checked does not verify
+
     def __init__(self, findings: list[Finding], report: Report | None = None) -> None:
         super().__init__(f"the ledger did not verify ({len(findings)} findings); nothing was read. "
                          "Run `sidecar verify` for details, or pass --unverified for forensics")

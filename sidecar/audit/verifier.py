@@ -32,11 +32,7 @@ from sidecar.core.segment import SEGMENT_DIR, segment_number
 from sidecar.core.trust import TrustAnchor
 from sidecar.core.verify import Finding, Report, SegmentScan, external_sizes, scan_segment, verify_scans
 from sidecar.durable import write_atomic
-from sidecar.errors import SidecarError
-
-
-class UnusableInput(SidecarError):
-    """There is nothing that can be verified at the given source."""
+from sidecar.errors import UnusableInput as UnusableInput  # re-exported: readers and the CLI import it here
 
 
 def segment_files(source: Path) -> list[Path]:

@@ -48,6 +48,7 @@ from sidecar.drift.live import AdminReader, LiveState
 from sidecar.drift.reconcile import event_label, event_summary, match
 from sidecar.drift.state import Expected, Mismatch, digest, state_bytes
 from sidecar.durable import write_atomic
+from sidecar.errors import CannotCheck as CannotCheck  # re-exported: the CLI imports it here
 from sidecar.errors import SidecarError, UpstreamError
 from sidecar.ledger.writer import Commit
 from sidecar.replicate.store import ObjectStore
@@ -56,10 +57,6 @@ log = logging.getLogger("sidecar.drift")
 
 SNAPSHOT_DIR = "snapshots"
 Append = Callable[[IdentityEvent], Awaitable[Any]]
-
-
-class CannotCheck(SidecarError):
-    """Drift could not be checked: Keycloak unreadable, or nothing in the ledger to compare against."""
 
 
 @dataclass(frozen=True, slots=True)

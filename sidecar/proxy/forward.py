@@ -72,7 +72,7 @@ from sidecar.core.exchange import (
     ResponseView,
     decode_content,
 )
-from sidecar.errors import ConfigError
+from sidecar.errors import ConfigError, UpstreamError
 from sidecar.proxy.budget import ByteBudget, Grant, MemoryReturn
 from sidecar.proxy.logsafe import SERVER_LOGGER, Throttle
 
@@ -274,6 +274,11 @@ def _abandon_reason(exc: BaseException) -> str:
     return "upstream_failed"
 
 
+def _upstream_error(exc: BaseException) -> UpstreamError:
+    """The one mapping of an upstream failure (aiohttp, socket, timeout) into the sidecar's error tree."""
+    return UpstreamError(_describe(exc), reason=_abandon_reason(exc))
+
+
 def _describe(exc: BaseException) -> str:
     """An upstream failure for the operator log, without URLs (they carry query strings)."""
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -435,9 +440,10 @@ class ReverseProxy:
         data = request.content if request.body_exists else None
         self._busy["pass_through"] += 1
         try:
-            up = await self._open(request, head, data, self._session)
-            if isinstance(up, BaseException):
-                return self._unreachable(head, up)
+            try:
+                up = await self._open(request, head, data, self._session)
+            except UpstreamError as err:
+                return self._unreachable(head, err)
             length = up.content_length
             if _bodiless(head.method, up.status) or (length is not None and length <= _CHUNK):
                 # Small and known: one read, one write to the client.
@@ -445,7 +451,7 @@ class ReverseProxy:
                     body = await up.read()
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     up.close()
-                    return self._unreachable(head, exc)
+                    return self._unreachable(head, _upstream_error(exc))
                 return await self._relay(request, head, up, body, whole=True)
             return await self._relay(request, head, up, b"", whole=False)
         finally:
@@ -515,11 +521,12 @@ class ReverseProxy:
         # From here on the hooks hear how this ends (after_response or abandoned), even on cancellation.
         told = False
         try:
-            up = await self._open(request, head, data, self._identity)
-            if isinstance(up, BaseException):
+            try:
+                up = await self._open(request, head, data, self._identity)
+            except UpstreamError as err:
                 told = True
-                await self._abandon(view, token, _abandon_reason(up))
-                return self._unreachable(head, up)
+                await self._abandon(view, token, err.reason)
+                return self._unreachable(head, err)
             raw, more = b"", False
             if plan.response_body:
                 try:
@@ -528,7 +535,7 @@ class ReverseProxy:
                     up.close()
                     told = True
                     await self._abandon(view, token, "upstream_failed")
-                    return self._unreachable(head, exc)
+                    return self._unreachable(head, _upstream_error(exc))
                 encoding = up.headers.get("Content-Encoding")
                 if encoding:  # the decoded copy is held too: bounded by what the budget has left
                     decoded, cut = decode_content(raw[:limit], encoding, min(limit, grant.headroom()))
@@ -568,8 +575,8 @@ class ReverseProxy:
     async def _open(
         self, request: web.Request, head: RequestHead, data: bytes | io.BytesIO | aiohttp.StreamReader | None,
         session: aiohttp.ClientSession | None,
-    ) -> aiohttp.ClientResponse | BaseException:
-        """Send the request upstream; the failure is returned (the caller answers 502/504)."""
+    ) -> aiohttp.ClientResponse:
+        """Send the request upstream; a failure raises UpstreamError (the caller answers 502/504)."""
         if session is None:
             raise RuntimeError("ReverseProxy.start() was not called")
         raw = head.raw_path
@@ -584,7 +591,7 @@ class ReverseProxy:
                 allow_redirects=False,
             )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            return exc
+            raise _upstream_error(exc) from exc
 
     def _forward_headers(self, request: web.Request, head: RequestHead) -> list[tuple[str, str]]:
         headers = _filter_headers(head.headers, _REQUEST_DROP)
@@ -719,15 +726,15 @@ class ReverseProxy:
         resp.force_close()  # the rest of the body is never read
         return resp
 
-    def _unreachable(self, head: RequestHead, exc: BaseException) -> web.Response:
-        status = 504 if isinstance(exc, TimeoutError) else 502
+    def _unreachable(self, head: RequestHead, err: UpstreamError) -> web.Response:
+        status = 504 if err.reason == "upstream_timeout" else 502
         self._log(
             "unreachable",
             logging.WARNING,
             "%s %s: upstream Keycloak unreachable (%s); answering %d",
             head.method,
             _log_path(head),
-            _describe(exc),
+            err,
             status,
         )
         return _plain(status, _UNREACHABLE_BODY)

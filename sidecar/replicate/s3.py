@@ -58,6 +58,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from sidecar.errors import ConfigError, SidecarError, StorageError
+from sidecar.errors import S3RequestError as S3RequestError  # re-exported for callers of this driver
 from sidecar.replicate.store import (
     ObjectInfo,
     ObjectNotFound,
@@ -80,16 +81,6 @@ _TRANSIENT = frozenset(
     {"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"}
 )
 _MAX_PUT_ROUNDS = 3
-
-
-class S3RequestError(StorageError):
-    """S3 answered a request with an error; `code` and `status` say which."""
-
-    def __init__(self, message: str, *, code: str, status: int | None, server_message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.status = status
-        self.server_message = server_message
 
 
 @contextlib.contextmanager

@@ -29,23 +29,13 @@ import re
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from sidecar.errors import StorageError, StoreIntegrityError
+from sidecar.errors import ObjectNotFound as ObjectNotFound  # re-exported: drivers and callers import it here
+from sidecar.errors import StoreIntegrityError
+from sidecar.errors import StoreUnavailable as StoreUnavailable  # re-exported, as ObjectNotFound
 
 MAX_KEY_LENGTH = 512
 _SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
 _PREFIX_CHARS = re.compile(r"[A-Za-z0-9._/-]*")
-
-
-class ObjectNotFound(StorageError, KeyError):
-    """The store has no object under this key."""
-
-    def __init__(self, store: str, key: str) -> None:
-        super().__init__(f"{store}: no object {key!r}")
-        self.key = key
-
-
-class StoreUnavailable(StorageError, ConnectionError):
-    """The store could not be reached or timed out; retrying later may help."""
 
 
 @dataclass(frozen=True)
