@@ -357,7 +357,18 @@ def _index_rows(index: Path, actor: str | None, target: str | None) -> list[tupl
 
 
 def has_index(source: Path) -> bool:
-    return (source / "index.sqlite").is_file()
+    """Whether `source` has a lookup index a reader may use: present, and not marked stale (it has holes)."""
+    path = source / "index.sqlite"
+    if not path.is_file():
+        return False
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return db.execute("SELECT 1 FROM meta WHERE key = 'stale'").fetchone() is None
+        finally:
+            db.close()
+    except sqlite3.Error:  # unreadable or another schema: scan the segments instead
+        return False
 
 
 def lookup_verified(source: Path, trust: TrustAnchor, keep: Keep, *, actor: str | None,

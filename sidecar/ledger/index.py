@@ -9,7 +9,11 @@ task inserts batches through aiosqlite, at most one transaction per
 `flush_interval_s` (0.1 s): under light load every commit is a single record,
 and a thread round trip plus a SQLite transaction for each would cost more CPU
 than the record itself. The index lags the ledger by at most that interval. `rebuild()` recreates it from the
-segments alone, and `sidecar verify` never reads it.
+segments alone, and `sidecar verify` never reads it. Its one reader is `sidecar timeline --actor/--target`
+(sidecar.audit.reading.lookup_verified), which proves every record it names against a signed checkpoint.
+
+An index that dropped commits (queue full, a failed write) is marked stale in its `meta` table: readers
+then scan the segments instead (`has_index` is False), and the next start rebuilds it (`catch_up`).
 
 It holds ids, names, types and times — never request bodies or secrets, and never an
 encrypted value (names encrypted under a subject key are searched through the key store).
@@ -112,7 +116,8 @@ class LedgerIndex:
             self._queue.put_nowait(commit)
         except asyncio.QueueFull:
             if not self.stale:
-                log.warning("index queue full; index is stale until `sidecar index rebuild`")
+                log.warning("index queue full; the index misses records until the next start rebuilds it from "
+                            "the segments (timeline reads the segments meanwhile)")
             self.stale = True
 
     async def _run(self) -> None:
@@ -130,10 +135,13 @@ class LedgerIndex:
             rows = [row_for(c.segment, off, body) for c in commits for (_seq, off, body) in c.records]
             try:
                 await self._db.executemany("INSERT OR REPLACE INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                if self.stale:  # readers must not trust an index with holes; the next start rebuilds it
+                    await self._db.execute("INSERT OR REPLACE INTO meta VALUES ('stale', '1')")
                 await self._db.commit()
             except aiosqlite.Error as exc:
                 self.stale = True
-                log.error("index write failed (index stale, ledger unaffected): %s", exc)
+                log.error("index write failed (index stale until the next start rebuilds it, ledger "
+                          "unaffected): %s", exc)
             finally:
                 for _ in commits:
                     self._queue.task_done()
@@ -147,13 +155,21 @@ class LedgerIndex:
             rows = list(rows_of_segment(path))
             await self._db.executemany("INSERT OR REPLACE INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
             count += len(rows)
+        await self._db.execute("DELETE FROM meta WHERE key = 'stale'")
         await self._db.commit()
         self.stale = False
         return count
 
     async def catch_up(self, data_dir: Path) -> int:
-        """Index the records the segments hold beyond the index's newest; returns how many were added."""
+        """Index the records the segments hold beyond the index's newest; returns how many were added.
+
+        An index marked stale (it dropped commits, so it has holes) is rebuilt from the segments instead.
+        """
         assert self._db is not None
+        async with self._db.execute("SELECT 1 FROM meta WHERE key = 'stale'") as cur:
+            if await cur.fetchone() is not None:
+                log.warning("the index was marked stale (it missed records); rebuilding it from the segments")
+                return await self.rebuild(data_dir)
         async with self._db.execute("SELECT MAX(seq), MAX(segment) FROM records") as cur:
             row = await cur.fetchone()
         newest = row[0] if row and row[0] is not None else -1

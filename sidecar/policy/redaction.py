@@ -3,11 +3,12 @@
 Redaction is by field, never by value. Records are built from an allowlist of
 fields (sidecar.capture.classify): request and response bodies, headers and
 cookies are never copied, so a known secret field (the policy's
-`redaction.fields`) or cookie has no path into a record. This module checks that
-promise on every record (a detail named like a secret field is dropped and the
-drop is logged), and it never compares record strings with values from the
-exchange: that would let anyone who can set a cookie or a form field erase the
-actor, the target or the outcome of their own records.
+`redaction.fields`), header (`redaction.headers`) or cookie (`redaction.cookies`)
+has no path into a record. This module checks that promise on every record (a
+detail named like any of them is dropped and the drop is logged), and it never
+compares record strings with values from the exchange: that would let anyone who
+can set a cookie or a form field erase the actor, the target or the outcome of
+their own records.
 
 Identity fields the sidecar derived (ids from the path, verified claims, type,
 outcome, realm) are therefore never changed here. The one typed value that may
@@ -46,7 +47,8 @@ class Redactor:
     """Applies a policy's redaction rules to events, by field."""
 
     def __init__(self, policy: Policy, fingerprint: Fingerprint) -> None:
-        self._fields = frozenset(f.lower() for f in policy.redaction.fields)
+        rules = policy.redaction
+        self._fields = frozenset(f.lower() for f in (*rules.fields, *rules.headers, *rules.cookies))
         self._fingerprint = fingerprint
 
     def record(self, event: IdentityEvent, *, username_exists: bool | None = None) -> dict[str, Any]:

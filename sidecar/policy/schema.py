@@ -38,14 +38,19 @@ DEFAULT_MAX_BODY = 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class CapturePolicy:
+    # Admin API reads (GET) are never recorded: the route table classifies writes only. (A
+    # `record_admin_reads` key existed but no code read it; it is refused now as an unknown key.)
     max_body_bytes: int = DEFAULT_MAX_BODY
-    record_admin_reads: bool = False
     record_before_after: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class RedactionPolicy:
-    """Names of form fields, JSON keys, headers and cookies whose values never reach a record."""
+    """Names of form fields, JSON keys, headers and cookies whose values never reach a record.
+
+    Records are built from allowlisted fields, so none of these is ever copied; sidecar.policy.redaction
+    also drops any event detail named like one of them (case-insensitive), whichever list names it.
+    """
 
     fields: tuple[str, ...] = ()
     headers: tuple[str, ...] = ()
@@ -143,9 +148,7 @@ def parse_policy(doc: dict[str, Any], file: str = "<policy>") -> Policy:
     max_body = _take(cap_t, "capture", "max_body_bytes", int, DEFAULT_MAX_BODY, file)
     if not 1024 <= max_body <= 64 * 1024 * 1024:
         raise PolicyError(file, "capture.max_body_bytes", f"must be between 1 KiB and 64 MiB, got {max_body}")
-    capture = CapturePolicy(max_body,
-                            _take(cap_t, "capture", "record_admin_reads", bool, False, file),
-                            _take(cap_t, "capture", "record_before_after", bool, True, file))
+    capture = CapturePolicy(max_body, _take(cap_t, "capture", "record_before_after", bool, True, file))
     lists = {}
     for key in RedactionPolicy.__slots__:
         value = _take(red_t, "redaction", key, list, [], file)

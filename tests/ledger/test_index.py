@@ -56,3 +56,32 @@ async def test_rebuild_from_segments_gives_the_same_index(tmp_path: Path) -> Non
     assert await rebuilt.rebuild(tmp_path) == len(before)
     assert await rebuilt.query(limit=10_000) == before
     await rebuilt.close()
+
+
+async def test_an_index_that_dropped_commits_is_marked_stale_and_rebuilt_at_the_next_start(tmp_path: Path) -> None:
+    """A full queue marks the index stale on disk: readers stop using it, and the next catch_up rebuilds it whole."""
+    from sidecar.audit.reading import has_index
+    from sidecar.core.framing import RECORD, Frame, iter_frames
+    from sidecar.ledger.writer import Commit
+
+    await _fill(tmp_path, 20)
+    assert has_index(tmp_path)
+    data = (tmp_path / "segments" / "00000000.seg").read_bytes()
+    records = tuple((i, f.offset, f.body) for i, f in enumerate(
+        f for f in iter_frames(data) if isinstance(f, Frame) and f.kind == RECORD))
+    (tmp_path / "index.sqlite").unlink()
+    index = LedgerIndex(tmp_path / "index.sqlite", queue_max=1)
+    await index.open()
+    index.on_commit(Commit(0, records[:1], b"", False, 0))
+    index.on_commit(Commit(0, records[1:], b"", False, 0))  # the queue is full: this commit is lost
+    assert index.stale
+    index.start()
+    await index.close()
+    assert not has_index(tmp_path)  # it holds one record of many: a reader scans the segments instead
+
+    again = LedgerIndex(tmp_path / "index.sqlite")
+    await again.open()
+    assert await again.count() == 1
+    assert await again.catch_up(tmp_path) == 20 + 1  # rebuilt from the segments, every record
+    await again.close()
+    assert has_index(tmp_path)

@@ -35,6 +35,7 @@ def test_digest_changes_with_any_setting(tmp_path: Path) -> None:
     ('[policy]\nname = "x"\n[capture]\nmax_body_bytes = 10\n', "capture.max_body_bytes", "between"),
     ('[policy]\nname = "x"\n[capture]\nmax_body_bytes = true\n', "capture.max_body_bytes", "must be int"),
     ('[policy]\nname = "x"\n[capture]\nrecord_everything = true\n', "capture.record_everything", "unknown key"),
+    ('[policy]\nname = "x"\n[capture]\nrecord_admin_reads = false\n', "capture.record_admin_reads", "unknown key"),
     ('[policy]\nname = "x"\n[redaction]\nfields = ["ok", ""]\n', "redaction.fields", "non-empty strings"),
     ('[policy]\nname = "x"\n[extra]\n', "extra", "unknown section"),
     ('[failure]\nlogins = "closed"\n', "policy.name", "is required"),
