@@ -19,4 +19,6 @@ little on a shared 2-core VM.
 
 Benchmarks are never tests: nothing here asserts a timing. docs/benchmarks.md has
 the commands, what each number means, and the results measured here.
+
+Dev only: no runtime module imports it; `sidecar bench` loads it lazily (tests/test_layers.py).
 """
