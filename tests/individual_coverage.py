@@ -28,8 +28,6 @@ CORE = ROOT / "sidecar" / "core"
 RATCHET: dict[str, float] = {
     "events": 0.0,
     "exchange": 0.0,
-    "jackson": 99.0,
-    "merkle": 97.0,
     "pii": 0.0,
     "verify": 0.0,
     "witness": 0.0,

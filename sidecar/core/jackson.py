@@ -115,21 +115,26 @@ def read_json(body: bytes, media_type: str) -> JsonBody:
         return JsonBody(None, False, ",".join([*notes, "unparsable"]))
     if text[end:].strip(" \t\r\n"):
         notes.append("trailing-content")
-    if any(isinstance(s, str) and _has_surrogate(s) for s in _strings(value)):
+    if any(_has_surrogate(s) for s in _strings(value)):
         notes.append("lone-surrogate")
     return JsonBody(value, not notes, ",".join(notes) or None)
 
 
-def _strings(value: object, depth: int = 0) -> list[object]:
-    if depth > 8:
-        return []
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for k, v in value.items() for s in (k, *_strings(v, depth + 1))]
-    if isinstance(value, list):
-        return [s for v in value for s in _strings(v, depth + 1)]
-    return []
+def _strings(value: object) -> list[str]:
+    """Every string in the value, keys included, at any depth (iterative: nesting is bounded by
+    _MAX_DEPTH, not by the recursion limit; a surrogate hidden deep is still found)."""
+    found: list[str] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            found.append(item)
+        elif isinstance(item, dict):
+            found.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
 
 
 def _has_surrogate(text: str) -> bool:

@@ -373,9 +373,9 @@ def verify_inclusion(index: int, size: int, leaf_hash: bytes, proof: Sequence[by
         raise IntegrityError(f"{where} has {len(proof)} hashes, expected {expected}")
 
     fn, sn, r = index, size - 1, leaf_hash
+    # The length check above makes the proof exactly as long as the path: the asserts state it.
     for p in proof:
-        if sn == 0:
-            raise IntegrityError(f"{where}: proof is longer than the path to the root")
+        assert sn != 0, "proof longer than the path to the root"
         if fn & 1 or fn == sn:
             r = _sha256(NODE_PREFIX + p + r).digest()
             while not fn & 1 and fn != 0:
@@ -385,8 +385,7 @@ def verify_inclusion(index: int, size: int, leaf_hash: bytes, proof: Sequence[by
             r = _sha256(NODE_PREFIX + r + p).digest()
         fn >>= 1
         sn >>= 1
-    if sn != 0:
-        raise IntegrityError(f"{where}: proof is shorter than the path to the root")
+    assert sn == 0, "proof shorter than the path to the root"
     if r != root:
         raise IntegrityError(f"{where}: computed root {_short(r)}, expected {_short(root)}")
 
@@ -431,9 +430,8 @@ def verify_consistency(
         fn >>= 1
         sn >>= 1
     fr = sr = path[0]
-    for c in path[1:]:
-        if sn == 0:
-            raise IntegrityError(f"{where}: proof is longer than the path to the new root")
+    for c in path[1:]:  # exactly as long as the path (the length check above)
+        assert sn != 0, "proof longer than the path to the new root"
         if fn & 1 or fn == sn:
             fr = _sha256(NODE_PREFIX + c + fr).digest()
             sr = _sha256(NODE_PREFIX + c + sr).digest()
@@ -444,8 +442,7 @@ def verify_consistency(
             sr = _sha256(NODE_PREFIX + sr + c).digest()
         fn >>= 1
         sn >>= 1
-    if sn != 0:
-        raise IntegrityError(f"{where}: proof is shorter than the path to the new root")
+    assert sn == 0, "proof shorter than the path to the new root"
     problems = []
     if fr != old_root:
         problems.append(f"computed old root {_short(fr)}, checkpoint says {_short(old_root)}")

@@ -49,6 +49,14 @@ def test_what_keycloak_refuses_gives_no_value(body: bytes) -> None:
     assert got.value is None and not got.certain
 
 
+@pytest.mark.parametrize("depth", [0, 9, 400])
+def test_a_lone_surrogate_is_found_at_any_depth(depth: int) -> None:
+    """An escaped lone surrogate in a value or a key, however deeply nested, makes the reading uncertain."""
+    for doc in (b'"\\ud800"', b'{"\\udc00":1}'):
+        got = read_json(b"[" * depth + doc + b"]" * depth, "application/json; charset=utf-8")
+        assert not got.certain and got.note is not None and "lone-surrogate" in got.note
+
+
 def test_plain_json_is_certain() -> None:
     """A strict UTF-8 document with a JSON Content-Type is read with certainty (the fast path)."""
     got = read_json(DOC.encode(), "application/json")

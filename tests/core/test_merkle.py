@@ -660,3 +660,39 @@ def test_property_merging_random_pieces_matches_reference(cuts: list[int]) -> No
         acc.merge(piece)
     assert acc.begin == 0 and acc.end == n
     assert acc.root() == ref_mth(LEAVES[:n])
+
+
+def test_a_compact_range_checks_what_it_is_restored_from() -> None:
+    """A range restored with one bound is empty; hashes of the wrong type or size are refused."""
+    assert CompactRange(5) == CompactRange.empty(5) and CompactRange(5).end == 5
+    leaf = hashlib.sha256(b"x").digest()
+    with pytest.raises(ValueError, match="compact range hash 0 is not a 32-byte bytes object"):
+        CompactRange(0, 1, [bytearray(leaf)])
+    with pytest.raises(ValueError, match="compact range hash 0 is not a 32-byte bytes object"):
+        CompactRange(0, 1, [leaf[:31]])
+
+
+def test_a_compact_range_is_not_equal_to_other_things() -> None:
+    """Comparing with something that is not a CompactRange is NotImplemented, so == is False."""
+    assert CompactRange.empty().__eq__(()) is NotImplemented
+    assert CompactRange.empty() != ()
+
+
+def test_concatenated_leaf_hashes_may_come_as_a_buffer() -> None:
+    """extend_concatenated takes a bytearray or memoryview as it takes bytes."""
+    leaves = [hashlib.sha256(bytes([i])).digest() for i in range(5)]
+    want = CompactRange.empty()
+    want.extend(leaves)
+    for blob in (bytearray(b"".join(leaves)), memoryview(b"".join(leaves))):
+        got = CompactRange.empty()
+        got.extend_concatenated(blob)  # type: ignore[arg-type]
+        assert got == want
+
+
+@pytest.mark.parametrize(("value", "described"), [
+    (b"short", "bytes of 5 bytes"), (bytearray(3), "bytearray of 3 bytes"), ("text", "str"), (None, "NoneType"),
+])
+def test_a_bad_leaf_hash_is_described_by_type_and_size(value: object, described: str) -> None:
+    """The error for a leaf that is not 32 bytes names its type (and its length when it has one)."""
+    with pytest.raises(ValueError, match=f"got {described}"):
+        CompactRange.empty().append(value)  # type: ignore[arg-type]
