@@ -40,6 +40,7 @@ from typing import Any
 import orjson
 
 from sidecar.core import pii
+from sidecar.durable import write_atomic
 from sidecar.errors import ConfigError, StorageError
 from sidecar.policy.schema import PiiPolicy
 
@@ -49,19 +50,7 @@ _NAME_PATHS = {"username", "email"}  # fields whose plaintext is searchable by k
 
 
 def _write_durable(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    write_atomic(path, data, mode=0o600)
 
 
 def _overwrite(path: Path) -> None:
