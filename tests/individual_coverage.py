@@ -27,10 +27,8 @@ CORE = ROOT / "sidecar" / "core"
 # its test file. Only ever raise a floor or remove a line; the list is empty when every module is at 100%.
 RATCHET: dict[str, float] = {
     "events": 0.0,
-    "exchange": 0.0,
     "pii": 0.0,
     "verify": 0.0,
-    "witness": 0.0,
 }
 
 
