@@ -180,6 +180,7 @@ async def _encrypted_or_not(data_dir: Path, events: Sequence[dict[str, Any]], co
     from sidecar.ledger.subjects import Protector, SubjectKeys
     from sidecar.policy.schema import PiiPolicy
 
+    keys_s = 0.0
     async with _ledger(data_dir, segment_max_bytes=segment_max_bytes, with_index=False) as ledger:
         if subjects is not None:
             store = SubjectKeys.create(subjects)

@@ -289,7 +289,7 @@ class Replicator:
                 while plan.done < len(plan.puts):
                     key, data = plan.puts[plan.done]
                     await self._put(key, data)
-                    checks.append(asyncio.ensure_future(self._read_back(key, data)))
+                    checks.append(asyncio.ensure_future(self._read_back(key, data)))  # noqa: TID251 (kept in checks, gathered below)
                     plan.done += 1
                 await asyncio.gather(*checks)
             except BaseException:
