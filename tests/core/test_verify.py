@@ -69,3 +69,30 @@ def test_arbitrary_bytes_are_findings_not_errors() -> None:
     assert not verify_scans([garbage], TRUST).ok
     data = (VECTORS / "segments" / "00000000.seg").read_bytes()
     assert not verify_scans([scan_segment("not-a-segment.seg", data)], TRUST).ok
+
+
+def test_a_segment_without_a_usable_header_is_named() -> None:
+    """An empty file, a first frame that is not a header, a malformed header, a header for another number."""
+    from sidecar.core import framing
+
+    data = (VECTORS / "segments" / "00000000.seg").read_bytes()
+    frames = [f for f in framing.iter_frames(data) if isinstance(f, framing.Frame)]
+    assert [f.code for f in scan_segment("00000000.seg", b"").findings] == ["segment-empty"]
+    record_first = framing.encode_frame(framing.RECORD, frames[1].body)
+    assert [f.code for f in scan_segment("00000000.seg", record_first).findings] == ["header-missing"]
+    bad_header = framing.encode_frame(framing.HEADER, b"{}")
+    assert [f.code for f in scan_segment("00000000.seg", bad_header).findings] == ["header-malformed"]
+    assert "header-mismatch" in [f.code for f in scan_segment("00000007.seg", data).findings]
+
+
+def test_a_finding_reads_as_where_what_and_code() -> None:
+    """str(finding) names segment and seq when known, then the message and the code; to_json keeps all four."""
+    report = _verify(VECTORS / "negative" / "record-edited")
+    finding = report.findings[0]
+    assert str(finding).startswith(f"segment {finding.segment} seq {finding.seq}: ")
+    assert str(finding).endswith(f"{finding.message} [{finding.code}]")
+    assert report.to_json()["findings"][0] == {"code": finding.code, "message": finding.message,
+                                               "segment": finding.segment, "seq": finding.seq}
+    from sidecar.core.verify import Finding
+
+    assert str(Finding("x", "no place")) == "no place [x]"
