@@ -1,4 +1,4 @@
-"""`make demo`: the product on an embedded default, end to end, on loopback.
+"""`make demo`: the product on an embedded default, end to end, on loopback. [dev only]
 
 Starts a local Keycloak (fetched with mvn and cached), the sidecar in front of
 it with a directory as the remote store, runs some sample activity through

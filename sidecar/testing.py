@@ -1,4 +1,6 @@
-"""Test helpers: build a small real ledger, then tamper with its segment files.
+"""Test helpers: build a small real ledger, then tamper with its segment files. [dev only]
+
+No runtime module imports this module (tests/test_layers.py checks it); only tests do.
 
 `build_ledger` writes a ledger the way the sidecar does (through `Ledger`), with
 synthetic identity events appended in concurrent batches, so the files hold
