@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,9 @@ from sidecar.app import Settings, make_app
 from sidecar.audit.access import DeniedReads, LiveRoles, Refusal
 from sidecar.core import framing
 from sidecar.core.canonical import parse
-from tests.replicate.support import init_keys
+from tests.replicate.support import init_keys, wait_for
+
+WINDOW_S = 2.0  # the refusal window of the end-to-end test
 
 
 class _Clock:
@@ -116,7 +117,7 @@ async def test_endpoint_writes_one_refusal_record_then_one_aggregate(tmp_path: P
     data = tmp_path / "ledger"
     init_keys(data)
     app = make_app(Settings(upstream=base_upstream, data_dir=data, auditor_realm="r1",
-                            auditor_denied_window_s=0.5, upstream_probe_s=0))
+                            auditor_denied_window_s=WINDOW_S, upstream_probe_s=0))
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     now = int(time.time())
@@ -126,10 +127,12 @@ async def test_endpoint_writes_one_refusal_record_then_one_aggregate(tmp_path: P
     before = metrics.AUDIT_DENIED.labels(reason="forbidden")._value.get()
     try:
         async with aiohttp.ClientSession() as http:
+            began = time.monotonic()
             for _ in range(30):
                 async with http.get(server.make_url("/.sidecar/audit/objects"),
                                     headers={"Authorization": f"Bearer {token}"}) as resp:
                     assert resp.status == 403
+            in_one_window = time.monotonic() - began < WINDOW_S
 
             def reads() -> list[dict[str, Any]]:
                 return [e for e in (parse(f.body)["event"] for seg in sorted((data / "segments").glob("*.seg"))
@@ -137,15 +140,18 @@ async def test_endpoint_writes_one_refusal_record_then_one_aggregate(tmp_path: P
                                     if isinstance(f, framing.Frame) and f.kind == framing.RECORD)
                         if e["type"] == "audit.read"]
 
-            assert [e["details"].get("aggregated") for e in reads()] == [None]
-            for _ in range(100):
-                if len(reads()) == 2:
-                    break
-                await asyncio.sleep(0.05)
+            def accounted() -> int:  # refusals the records stand for: one each, plus what an aggregate suppressed
+                return sum(e["details"]["suppressed"] if e["details"].get("aggregated") else 1 for e in reads())
+
+            assert reads()[0]["details"].get("aggregated") is None  # the first refusal is written at once
+            await wait_for(lambda: accounted() == 30, 60, lambda: f"30 refusals in the records ({reads()})")
     finally:
         await server.close()
         await upstream.close()
-    first, aggregate = reads()
-    assert first["actor"]["username"] == aggregate["actor"]["username"] == "eve"
-    assert aggregate["details"]["aggregated"] is True and aggregate["details"]["suppressed"] == 29
+    records = reads()
+    assert all(e["actor"]["username"] == "eve" and e["outcome"] == "failed" for e in records)
+    if in_one_window:  # the usual case; a loaded machine may spread the 30 requests over more windows
+        _first, aggregate = records
+        assert aggregate["details"]["aggregated"] is True and aggregate["details"]["suppressed"] == 29
+    assert len(records) < 30  # aggregated, not one record per refusal
     assert metrics.AUDIT_DENIED.labels(reason="forbidden")._value.get() - before == 30
