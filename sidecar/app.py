@@ -584,12 +584,13 @@ def _middlewares(parts: Parts) -> list[Any]:
                 metrics.UNAVAILABLE.labels(reason=holder[-1] if holder else ("upstream" if kind == "proxy"
                                                                              else "other")).inc()
             if want_access:
-                _access_line(request, status, elapsed, kind)
+                # With a subject key store the client's IP is erasable personal data: never in a log line.
+                _access_line(request, status, elapsed, kind, with_client=parts.subjects is None)
 
     return [observe]
 
 
-def _access_line(request: web.Request, status: int, elapsed: float, kind: str) -> None:
+def _access_line(request: web.Request, status: int, elapsed: float, kind: str, *, with_client: bool = True) -> None:
     """One line per request: never a query string, a header, a cookie or a body (they carry secrets)."""
     if not access_log.isEnabledFor(logging.INFO):
         return
@@ -597,7 +598,8 @@ def _access_line(request: web.Request, status: int, elapsed: float, kind: str) -
     path = request.raw_path.partition("?")[0][:512]
     access_log.info("%s %s %d %.1fms", request.method, path, status, elapsed * 1000,
                     extra={"http": {"method": request.method, "path": path, "status": status,
-                                    "ms": round(elapsed * 1000, 2), "client": request.remote, "kind": kind}})
+                                    "ms": round(elapsed * 1000, 2),
+                                    "client": request.remote if with_client else None, "kind": kind}})
 
 
 # ------------------------------------------------------------------------------------ the app

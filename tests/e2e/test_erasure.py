@@ -76,7 +76,7 @@ async def test_erasure_leaves_no_identifying_byte_and_the_ledger_verifies(
             port = free_port()
             env = {**os.environ, **bucket.env(), "SIDECAR_READER_SECRET": REALM.robot.secret or ""}
             args = ["--init", "--origin", ORIGIN, "--upstream", keycloak.base_url, "--data", str(data),
-                    "--store", bucket.store_url(), "--listen", f"127.0.0.1:{port}", "--log-level", "DEBUG",
+                    "--store", bucket.store_url(), "--listen", f"127.0.0.1:{port}", "--log-level", "DEBUG", "--log-format", "json",
                     "--subjects", str(subjects), "--subjects-backup", str(backup), "--reader-realm", REALM.name,
                     "--reader-client-id", REALM.robot.client_id, "--drift-sweep", "600"]
             base = f"http://127.0.0.1:{port}"
