@@ -617,10 +617,12 @@ def make_app(settings: Settings, *, extra_resources: tuple[Resource, ...] = ()) 
     if settings.reader_realm and settings.reader_client_id and settings.reader_secret:
         realm, client_id = settings.reader_realm, settings.reader_client_id
 
-        async def reader_login(ok: bool, error: str | None) -> None:
+        async def reader_login(ok: bool, error: str | None, claims: dict[str, Any]) -> None:
+            sub = claims.get("sub")
             await append(IdentityEvent(EventType.TOKEN_ISSUED if ok else EventType.TOKEN_FAILED,
                                        Outcome.SUCCEEDED if ok else Outcome.FAILED, realm=realm, client=client_id,
-                                       actor=Party(client=client_id, kind="client"), error=error,
+                                       actor=Party(id=sub if isinstance(sub, str) else None, client=client_id,
+                                                   kind="client"), error=error,
                                        details={"grant": "client_credentials", "via": "sidecar-state-reader"}))
 
         parts.reader = KeycloakReader(settings.upstream, realm, client_id, settings.reader_secret,

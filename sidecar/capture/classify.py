@@ -42,6 +42,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from sidecar.capture import changes
+from sidecar.capture.paths import keycloak_path
 from sidecar.core.events import EventType, IdentityEvent, Outcome, Party
 from sidecar.core.exchange import RequestHead, RequestView, ResponseView
 from sidecar.core.jackson import lenient_bool
@@ -62,14 +64,17 @@ class Kind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Route:
+    """A recognised exchange. `parts` are the decoded path segments after /admin/realms/{realm}/,
+    /realms/{realm}/account/, /realms/{realm}/clients-registrations/ or login-actions/ (see `paths`).
+    `api` says which REST surface an ADMIN_WRITE came through: "admin" or "dcr"
+    (Dynamic Client Registration, routed like an admin write: intent before forwarding)."""
+
     kind: Kind
     realm: str
-    parts: tuple[str, ...] = ()  # segments after /admin/realms/{realm}/, /realms/{realm}/account/ or login-actions/
+    parts: tuple[str, ...] = ()
+    api: str = "admin"
 
 
-_REALM = re.compile(r"^/realms/([^/]+)/(.*)$")
-_ADMIN = re.compile(r"^/admin/realms/([^/]+)(?:/(.*))?$")
-_WHOAMI = re.compile(r"^/admin/([^/]+)/console/whoami$")
 _WRITE = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 _NOT_MUTATING_POSTS = frozenset({("partial-export",), ("testSMTPConnection",)})
 # Browser form posts that can finish a login (Keycloak then records LOGIN).
@@ -77,38 +82,45 @@ _LOGIN_POSTS = frozenset({"authenticate", "registration"})
 
 
 def route(head: RequestHead) -> Route | None:
-    """Which kind of Keycloak exchange this is, or None for pass-through."""
-    path, method = head.path, head.method
-    if m := _REALM.match(path):
-        realm, rest = m.group(1), m.group(2)
-        if rest.startswith("login-actions/"):
-            action = rest[len("login-actions/"):]
-            if method == "POST" and action in _LOGIN_POSTS:
-                return Route(Kind.LOGIN_STEP, realm, (action,))
-            if method == "POST" and action == "required-action":
-                return Route(Kind.REQUIRED_ACTION, realm, (action,))
+    """Which kind of Keycloak exchange this is, or None for pass-through.
+
+    Matching runs on the path as Keycloak's router sees it (`paths.keycloak_path`:
+    normalised, matrix parameters and one trailing slash dropped, template values
+    decoded), so every spelling Keycloak routes to a resource is routed here too.
+    """
+    kp = keycloak_path(head.raw_path or head.path)
+    seg, method = kp.segments, head.method
+    if len(seg) >= 2 and seg[0] == "realms":
+        realm, rest = kp.value(1), kp.values(2)
+        if rest[:1] == ("login-actions",) and len(rest) == 2:
+            if method == "POST" and rest[1] in _LOGIN_POSTS:
+                return Route(Kind.LOGIN_STEP, realm, (rest[1],))
+            if method == "POST" and rest[1] == "required-action":
+                return Route(Kind.REQUIRED_ACTION, realm, (rest[1],))
             return None
-        if rest.startswith("protocol/openid-connect/"):
-            ep = rest[len("protocol/openid-connect/"):]
-            if ep == "token" and method == "POST":
+        if rest[:2] == ("protocol", "openid-connect"):
+            ep = rest[2:]
+            if ep == ("token",) and method == "POST":
                 return Route(Kind.TOKEN, realm)
-            if ep in ("logout", "logout/logout-confirm"):
+            if ep in (("logout",), ("logout", "logout-confirm")):
                 return Route(Kind.LOGOUT, realm)
-            if ep == "revoke" and method == "POST":
+            if ep == ("revoke",) and method == "POST":
                 return Route(Kind.REVOKE, realm)
-            if ep == "auth" and method in ("GET", "POST"):
-                return Route(Kind.AUTH, realm)  # SSO-cookie logins and kc_action starts
+            if ep == ("auth",) and method in ("GET", "POST"):
+                return Route(Kind.AUTH, realm)  # SSO-cookie logins, kc_action starts, error redirects
             return None
-        if (rest == "account" or rest.startswith("account/")) and method in _WRITE:
-            return Route(Kind.ACCOUNT_WRITE, realm, tuple(p for p in rest.split("/")[1:] if p))
+        if rest[:1] == ("account",) and method in _WRITE:
+            return Route(Kind.ACCOUNT_WRITE, realm, rest[1:])
+        if rest[:1] == ("clients-registrations",) and len(rest) >= 2 and method in _WRITE:
+            return Route(Kind.ADMIN_WRITE, realm, rest[1:], api="dcr")
         return None
-    if m := _ADMIN.match(path):
-        parts = tuple(p for p in (m.group(2) or "").split("/") if p)
+    if len(seg) >= 3 and seg[:2] == ("admin", "realms"):
+        parts = kp.values(3)
         if method in _WRITE and parts not in _NOT_MUTATING_POSTS:
-            return Route(Kind.ADMIN_WRITE, m.group(1), parts)
+            return Route(Kind.ADMIN_WRITE, kp.value(2), parts)
         return None
-    if (m := _WHOAMI.match(path)) and method == "GET":
-        return Route(Kind.WHOAMI, m.group(1))
+    if len(seg) == 4 and seg[0] == "admin" and seg[2:] == ("console", "whoami") and method == "GET":
+        return Route(Kind.WHOAMI, kp.value(1))
     return None
 
 
@@ -191,6 +203,32 @@ def _login_error(errors: frozenset[str]) -> str:
         else "login_error"
 
 
+# Keycloak's English messages on its error page (`login-error`) -> the error code its LOGIN_ERROR carries.
+_ERROR_PAGE_CODES: tuple[tuple[str, str], ...] = (
+    ("cookie not found", "cookie_not_found"),
+    ("Invalid parameter: redirect_uri", "invalid_redirect_uri"),
+    ("Client not found", "client_not_found"),
+    ("Client disabled", "client_disabled"),
+    ("Invalid Request", "invalid_request"),
+    ("Invalid parameter", "invalid_request"),
+    ("expired", "expired_code"),
+)
+
+
+def error_page(rt: Route, req: RequestView, resp: ResponseView, ctx: LoginContext) -> IdentityEvent | None:
+    """A login flow answered with Keycloak's error page (HTTP 4xx, `login-error`), which Keycloak records
+    as LOGIN_ERROR (or CUSTOM_REQUIRED_ACTION_ERROR): the login failed, before any user is known."""
+    if resp.status < 400 or page_id(resp) != "login-error":
+        return None
+    text = _html(resp)
+    code = next((c for needle, c in _ERROR_PAGE_CODES if needle in text), "login_error")
+    actor = Party(id=ctx.user_id, username=ctx.username, kind="user") if ctx.user_id or ctx.username else None
+    return IdentityEvent(EventType.LOGIN_FAILED, Outcome.FAILED, realm=rt.realm, client=_form_client(req),
+                         actor=actor, source_ip=req.client_ip, request_id=req.request_id, error=code,
+                         details={"method": "browser", "step": rt.parts[0] if rt.parts else "auth",
+                                  "via": "error-page", "status": resp.status})
+
+
 # ---------------------------------------------------------------------------------------------- logins
 @dataclass(frozen=True, slots=True)
 class LoginContext:
@@ -264,7 +302,15 @@ def on_login_step(rt: Route, req: RequestView, resp: ResponseView, ctx: LoginCon
         events.append(replace(base, actor=actor, session=session))
         return events, None
     if resp.status in (302, 303) and "/login-actions/required-action" in location:
-        return [], username  # credentials passed; a required action must finish before the login does
+        # Credentials passed; a required action must finish before the login does. An OTP step that
+        # passed here is recorded now: the login.succeeded that follows names the action's step.
+        if step == "otp":
+            return [replace(base, type=EventType.MFA_OTP_VERIFIED, actor=Party(id=ctx.user_id, username=username,
+                                                                                kind="user"),
+                            session=ctx.session, details={**base.details, "next": "required-action"})], username
+        return [], username
+    if (failed := error_page(rt, req, resp, ctx)) is not None:
+        return [failed], None
     if resp.status != 200:
         return [], username
     errors = page_errors(resp)
@@ -334,8 +380,10 @@ def on_required_action(rt: Route, req: RequestView, resp: ResponseView, ctx: Log
         ok = True  # served in place: the next required action's page
     elif resp.status == 200 and page == own_page and errors:
         ok = False
+    elif (failed := error_page(rt, req, resp, ctx)) is not None:
+        return [failed]
     else:
-        return []  # re-rendered without an error (e.g. QR / manual mode switch), or an error page
+        return []  # re-rendered without an error (e.g. QR / manual mode switch)
     common: dict[str, Any] = {"realm": rt.realm, "client": _form_client(req), "source_ip": req.client_ip,
                               "request_id": req.request_id, "session": session, "actor": actor, "target": actor}
     details: dict[str, Any] = {"action": action}
@@ -446,10 +494,19 @@ def on_sso_auth(rt: Route, req: RequestView, resp: ResponseView, identity: dict[
     login is recorded when that action finishes (`on_required_action`).
     """
     params = _location_params(resp)
+    client = req.query.get("client_id") or req.form().get("client_id")
+    if resp.status in (302, 303) and "error" in params and "code" not in params:
+        # an error redirect to the client (login_required, unauthorized_client, ...): the login failed
+        return [IdentityEvent(EventType.LOGIN_FAILED, Outcome.FAILED, realm=rt.realm, client=client,
+                              actor=Party(id=ctx.user_id, username=ctx.username, kind="user")
+                              if ctx.user_id or ctx.username else None,
+                              source_ip=req.client_ip, request_id=req.request_id, error=params["error"][:100],
+                              details={"method": "browser", "step": "auth", "via": "error-redirect"})]
+    if (failed := error_page(rt, req, resp, ctx)) is not None:
+        return [failed]
     if resp.status not in (302, 303) or "code" not in params:
         return []
     user_id = (identity or {}).get("sub") or ctx.user_id
-    client = req.query.get("client_id") or req.form().get("client_id")
     return [IdentityEvent(EventType.LOGIN_SUCCEEDED, Outcome.SUCCEEDED, realm=rt.realm,
                           actor=Party(id=user_id, username=ctx.username, kind="user"),
                           client=client, session=(identity or {}).get("sid") or params.get("session_state")
@@ -487,6 +544,7 @@ class AdminAction:
     type: EventType
     target: Party | None
     details: dict[str, Any] = field(default_factory=dict)
+    reads: tuple[str, ...] = ()  # admin GET paths (relative to the realm) to read before and after (changes.py)
 
 
 def _role_items(body: object) -> list[dict[str, Any]]:
@@ -583,6 +641,9 @@ def admin_action(rt: Route, req: RequestView) -> AdminAction:
     """The intent of a mutating admin request, from the request alone."""
     body = req.json()
     path = "/".join(rt.parts)
+    if rt.api == "dcr":
+        dcr = changes.dcr_write(req.method, rt.parts, body)
+        return AdminAction(dcr.type, dcr.target, dcr.details)
     for method, pattern, etype in _RULES:
         if method != req.method or (vars_ := _match(rt.parts, pattern)) is None:
             continue
@@ -641,6 +702,8 @@ def admin_action(rt: Route, req: RequestView) -> AdminAction:
         if rt.parts == ("logout-all",):
             target = Party(kind="realm", name=rt.realm)
         return AdminAction(etype, target, details)
+    if (named := changes.config_write(req.method, rt.parts, body)) is not None:
+        return AdminAction(named.type, named.target, named.details, named.reads)
     details = {"method": req.method, "path": path}
     if rt.parts[:2] == ("ui-ext", "role-mapping-delete"):
         details["roles"] = _roles(body)  # client / client-scope scope mappings, removed by the console
@@ -660,3 +723,48 @@ def admin_outcome(action: AdminAction, resp: ResponseView) -> tuple[Outcome, str
     if isinstance(body, dict):
         error = body.get("errorMessage") or body.get("error") or body.get("error_description")
     return Outcome.FAILED, str(error)[:200] if error else f"http_{resp.status}", extra
+
+
+def outcome_events(rt: Route, action: AdminAction, req: RequestView, resp: ResponseView, base: IdentityEvent,
+                   before: Mapping[str, Any] | None = None, after: Mapping[str, Any] | None = None,
+                   access_before: Mapping[str, Any] | None = None,
+                   access_after: Mapping[str, Any] | None = None) -> list[IdentityEvent]:
+    """The outcome records of an admin (or DCR) write, refined from Keycloak's answer and the state reads.
+
+    `base` is the request's own outcome record. `before` / `after` are the
+    resources of `action.reads` (path -> JSON, None where a read failed);
+    `access_*` the target's roles and groups. Adds: the DCR client Keycloak
+    created; one record per object a partialImport reports; named realm
+    categories with their before and after values; `unchanged` for a
+    membership change that changed nothing.
+    """
+    ok = base.outcome is Outcome.SUCCEEDED
+    data = resp.json() if ok else None
+    if rt.api == "dcr" and ok and isinstance(data, dict):
+        client = data.get("clientId") or data.get("client_id")
+        uuid = data.get("id")
+        target = replace(base.target or Party(kind="client"),
+                         client=str(client) if isinstance(client, str) else (base.target.client if base.target
+                                                                              else None),
+                         id=str(uuid) if isinstance(uuid, str) else None)
+        return [replace(base, target=target)]
+    if rt.parts == ("partialImport",) and req.method == "POST":
+        if not ok or not isinstance(data, dict):
+            return [base]
+        counts = {k: data[k] for k in ("added", "overwritten", "skipped") if isinstance(data.get(k), int)}
+        summary = replace(base, details={**base.details, **counts})
+        return [summary, *changes.import_events(base, req.json(), data)]
+    if action.reads and before is not None and after is not None:
+        keep = changes.keep_of(action.type, "/".join(rt.parts), req.method)
+        return changes.state_events(base, action.type, keep, before, after)
+    if ok and action.type in (EventType.GROUP_JOINED, EventType.GROUP_LEFT) and access_before is not None \
+            and access_after is not None:
+        group = base.details.get("group")
+        groups_before = access_before.get("groups")
+        if isinstance(group, str) and isinstance(groups_before, list):
+            already = (group in groups_before) == (action.type is EventType.GROUP_JOINED)
+            if already and access_before.get("groups") == access_after.get("groups"):
+                # Keycloak answers 204 and records no admin event: the membership was already as asked.
+                return [replace(base, outcome=Outcome.UNCHANGED)]
+    return [base]
+

@@ -25,6 +25,7 @@ as a keyed fingerprint.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -34,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
+from sidecar.capture import changes
 from sidecar.capture.pipeline import (
     AfterNeeds,
     BearerFacts,
@@ -161,13 +163,52 @@ class LedgerHooks:
         access = await self._reader.access(wanted.realm, *wanted.access) if wanted.access else None
         username = await self._reader.username(wanted.realm, wanted.username_of) if wanted.username_of else None
         names = {(kind, oid): await self._reader.name_of(wanted.realm, kind, oid) for kind, oid in wanted.names}
-        return StateFacts(access, username, names)
+        reads = {path: await self._reader.read(wanted.realm, path) for path in wanted.reads} if wanted.reads \
+            else None
+        effect, complete, clients = None, False, wanted.effect_clients
+        if wanted.effect is not None:
+            effect, complete, clients = await self._effect_before(wanted.realm, wanted.effect, clients)
+        return StateFacts(access, username, names, reads, effect, complete, clients)
+
+    async def _effect_before(self, realm: str, what: str, clients: tuple[str, ...]
+                             ) -> tuple[dict[str, list[str] | None] | None, bool, tuple[str, ...]]:
+        """The effective roles of every user a composite or group role change can reach (bounded)."""
+        assert self._reader is not None
+        kind, _, ref = what.partition(":")
+        wanted = list(clients)
+        if kind == "role-id":
+            role = await self._reader.read(realm, f"roles-by-id/{ref}")
+            if not isinstance(role, dict) or not isinstance(role.get("name"), str):
+                return None, False, clients
+            if role.get("clientRole") and isinstance(role.get("containerId"), str):
+                ref = f"clients/{role['containerId']}/roles/{role['name']}"
+                wanted.append(role["containerId"])
+            else:
+                ref = f"roles/{role['name']}"
+            kind = "role"
+        if kind == "group":
+            users, complete = await self._reader.group_members(realm, ref, changes.EFFECT_LIMIT)
+        else:
+            if ref.startswith("clients/"):
+                wanted.append(ref.split("/")[1])
+            users, complete = await self._reader.role_holders(realm, ref, changes.EFFECT_LIMIT)
+        ids = tuple(dict.fromkeys(wanted))
+        roles = await asyncio.gather(*(self._reader.effective_roles(realm, uid, ids) for uid in users))
+        return dict(zip(users, roles, strict=True)), complete, ids
 
     async def _after_facts(self, needs: AfterNeeds, request: RequestView) -> Facts:
         bearer = await self._bearer(request, fresh_keys=needs.fresh_keys) if needs.bearer else None
         state = None
-        if needs.access is not None and self._reader is not None:
-            state = StateFacts(await self._reader.access(*needs.access))
+        if self._reader is not None and (needs.access is not None or needs.reads or needs.effect_users):
+            access = await self._reader.access(*needs.access) if needs.access is not None else None
+            reads = {path: await self._reader.read(needs.realm, path) for path in needs.reads} if needs.reads \
+                else None
+            effect = None
+            if needs.effect_users:
+                roles = await asyncio.gather(*(self._reader.effective_roles(needs.realm, uid, needs.effect_clients)
+                                               for uid in needs.effect_users))
+                effect = dict(zip(needs.effect_users, roles, strict=True))
+            state = StateFacts(access, reads=reads, effect=effect)
         hint = None
         if needs.hint is not None:
             verified = await self._tokens.verify(needs.hint, check_expiry=False)

@@ -32,6 +32,7 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import unquote
 
+from sidecar.capture import changes
 from sidecar.capture import classify as c
 from sidecar.capture.sessions import Principal, SessionDirectory
 from sidecar.capture.tokens import Claims, unverified_claims
@@ -45,6 +46,7 @@ _ACCESS_CHANGES = frozenset({EventType.ROLE_GRANTED, EventType.ROLE_REVOKED, Eve
                              EventType.GROUP_LEFT})
 
 Fingerprint = Callable[[str], str]
+_MFA = ":mfa"  # suffix of the attempt key under which a passed OTP step is remembered until the login ends
 
 
 # ---------------------------------------------------------------------------------------------- headers
@@ -102,6 +104,12 @@ class StateFacts:
     access: Mapping[str, Any] | None = None  # the target's roles and groups
     target_username: str | None = None
     names: Mapping[tuple[str, str], str | None] = field(default_factory=dict)  # (kind, id) -> name
+    reads: Mapping[str, Any] | None = None  # the resources of AdminAction.reads (path -> JSON or None)
+    # The effective roles of every user a composite or group role change can reach (user id -> roles or
+    # None), whether that list is complete, and which clients' roles were read (sidecar.capture.changes).
+    effect: Mapping[str, list[str] | None] | None = None
+    effect_complete: bool = False
+    effect_clients: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +142,9 @@ class StateWanted:
     access: tuple[str, str] | None = None  # (target kind, target id)
     username_of: str | None = None  # a user id whose username the request does not name
     names: tuple[tuple[str, str], ...] = ()  # (kind, id) to resolve to names
+    reads: tuple[str, ...] = ()  # admin GET paths to read (before, and again after the change)
+    effect: str | None = None  # whose users to examine for the effect (changes.effect_target)
+    effect_clients: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +159,10 @@ class AfterNeeds:
     access: tuple[str, str, str] | None = None  # (realm, kind, id) to read after the change
     hint: str | None = None  # a presented token to verify (signature only: an expired hint is still a hint)
     fresh_keys: bool = False  # verify the bearer again with the realm's keys refetched
+    realm: str = ""
+    reads: tuple[str, ...] = ()  # the same resources as before the change
+    effect_users: tuple[str, ...] = ()  # whose effective roles to read again
+    effect_clients: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -161,6 +176,7 @@ class Pending:
     intent_seq: int | None = None
     before: Mapping[str, Any] | None = None
     claimed: Mapping[str, str] | None = None  # claims of a token that did not verify, for correlation
+    state: StateFacts | None = None  # everything read before forwarding
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
@@ -202,8 +218,15 @@ class CapturePipeline:
 
     def _state_wanted(self, rt: c.Route, action: c.AdminAction) -> StateWanted | None:
         target = action.target
-        if not self._before_after or action.type not in _ACCESS_CHANGES or target is None or not target.id:
+        if not self._before_after:
             return None
+        effect = changes.effect_target(action.type, target, rt.parts)
+        clients = ([action.details["client_uuid"]] if action.details.get("client_uuid") else []) + \
+            list(action.details.get("client_uuids") or [])
+        if action.type not in _ACCESS_CHANGES or target is None or not target.id:
+            if not action.reads and effect is None:
+                return None
+            return StateWanted(rt.realm, reads=action.reads, effect=effect, effect_clients=tuple(clients))
         names: list[tuple[str, str]] = []
         if target.kind == "group" and not target.name:
             names.append(("group", target.id))
@@ -211,7 +234,8 @@ class CapturePipeline:
             if isinstance(action.details.get(key), str):
                 names.append((kind, action.details[key]))
         username_of = target.id if target.kind == "user" and not target.username else None
-        return StateWanted(rt.realm, (target.kind or "", target.id), username_of, tuple(names))
+        return StateWanted(rt.realm, (target.kind or "", target.id), username_of, tuple(names), action.reads,
+                           effect, tuple(clients))
 
     def needs_whoami(self, claims: Claims) -> str | None:
         """The username to help whoami with ("" if none known), or None when the token's holder is known."""
@@ -239,7 +263,7 @@ class CapturePipeline:
                                target=action.target, client=attribution.client, source_ip=request.client_ip,
                                session=attribution.session, request_id=request.request_id, details=details)
         before = facts.state.access if facts.state is not None else None
-        return Pending(rt, attribution, action, intent, None, before, claimed)
+        return Pending(rt, attribution, action, intent, None, before, claimed, facts.state)
 
     @staticmethod
     def _claimed(bearer: BearerFacts | None) -> dict[str, str] | None:
@@ -298,20 +322,24 @@ class CapturePipeline:
         rt = pending.route
         if rt.kind in (c.Kind.WHOAMI, c.Kind.ACCOUNT_WRITE):
             return AfterNeeds(bearer=True)
-        if rt.kind is c.Kind.ADMIN_WRITE and pending.claimed is not None:
-            # Unverified before forwarding: if Keycloak accepts it, check again with fresh realm keys
-            # (a key rotation or a new signing algorithm), before calling it an alarm.
-            access = None
-            if pending.before is not None and pending.action is not None and pending.action.target is not None \
-                    and pending.action.target.id:
-                access = (rt.realm, pending.action.target.kind or "", pending.action.target.id)
-            return AfterNeeds(bearer=True, access=access, fresh_keys=True)
         if rt.kind in (c.Kind.LOGOUT, c.Kind.REVOKE):
             hint = self._presented(request)
             return AfterNeeds(hint=hint[1] if hint and hint[0] in ("id_token_hint", "token") else None)
-        if rt.kind is c.Kind.ADMIN_WRITE and pending.before is not None and pending.action is not None \
-                and pending.action.target is not None and pending.action.target.id:
-            return AfterNeeds(access=(rt.realm, pending.action.target.kind or "", pending.action.target.id))
+        if rt.kind is c.Kind.ADMIN_WRITE and pending.action is not None:
+            access = None
+            if pending.before is not None and pending.action.target is not None and pending.action.target.id:
+                access = (rt.realm, pending.action.target.kind or "", pending.action.target.id)
+            state = pending.state
+            reads = tuple(state.reads) if state is not None and state.reads is not None else ()
+            users = tuple(state.effect) if state is not None and state.effect is not None else ()
+            clients = state.effect_clients if state is not None else ()
+            # Unverified before forwarding: if Keycloak accepts it, check again with fresh realm keys
+            # (a key rotation or a new signing algorithm), before calling it an alarm.
+            unverified = pending.claimed is not None
+            if access is None and not reads and not users and not unverified:
+                return AfterNeeds()
+            return AfterNeeds(bearer=unverified, access=access, fresh_keys=unverified, realm=rt.realm, reads=reads,
+                              effect_users=users, effect_clients=clients)
         return AfterNeeds()
 
     def finish(self, pending: Pending, request: RequestView, response: ResponseView,
@@ -362,9 +390,19 @@ class CapturePipeline:
                     and 200 <= response.status < 300:
                 pending.attribution, pending.claimed = self.attribute(facts.bearer), None
             events = self._admin_outcome(pending, request, response)
-            if pending.before is not None and facts.state is not None and facts.state.access is not None:
-                events = [replace(e, details=_with_states(e, pending.before, facts.state.access)) for e in events]
-            return events
+            after = facts.state
+            if pending.before is not None and after is not None and after.access is not None:
+                events = [replace(e, details=_with_states(e, pending.before, after.access)) for e in events]
+            before = pending.state
+            if before is not None and before.effect is not None and after is not None and after.effect is not None:
+                found = changes.effect(before.effect, after.effect, before.effect_complete)
+                events = [replace(e, details={**e.details, "effect": found}) if e.outcome is Outcome.SUCCEEDED
+                          else e for e in events]
+            assert pending.action is not None
+            return [out for e in events for out in c.outcome_events(
+                rt, pending.action, request, response, e, before.reads if before is not None else None,
+                after.reads if after is not None else None, pending.before,
+                after.access if after is not None else None)]
         if rt.kind is c.Kind.TOKEN:
             return self._token(rt, request, response)
         if rt.kind in (c.Kind.LOGIN_STEP, c.Kind.REQUIRED_ACTION, c.Kind.AUTH):
@@ -438,10 +476,18 @@ class CapturePipeline:
             events, remember = c.on_login_step(rt, request, response, ctx, identity)
             if remember and key:
                 self.sessions.attempts.put(key, Principal(ctx.user_id, remember, rt.realm))
+            if key and any(e.type is EventType.MFA_OTP_VERIFIED for e in events):
+                # the login ends after a required action: its login.succeeded must still say MFA was used
+                self.sessions.remember_action(key + _MFA, "otp")
         elif rt.kind is c.Kind.REQUIRED_ACTION:
             events = c.on_required_action(rt, request, response, ctx, identity)
             if any(e.type is EventType.LOGIN_SUCCEEDED for e in events):
+                mfa = self.sessions.action(key + _MFA if key else None)
+                if mfa:
+                    events = [replace(e, details={**e.details, "mfa": mfa}) if e.type is EventType.LOGIN_SUCCEEDED
+                              else e for e in events]
                 self.sessions.forget_action(key)
+                self.sessions.forget_action(key + _MFA if key else None)
         else:
             action = c.kc_action_of(request)
             if action:

@@ -24,11 +24,14 @@ from urllib.parse import quote
 
 import aiohttp
 
+from sidecar.capture.tokens import unverified_claims
+
 log = logging.getLogger("sidecar.capture")
 
-# Called after each login of the reader itself: (succeeded, Keycloak error code or None). The sidecar's
-# own logins are identity events too, so they go into the ledger like anyone else's.
-OnLogin = Callable[[bool, str | None], Awaitable[None]]
+# Called after each login of the reader itself: (succeeded, Keycloak error code or None, the claims of the
+# access token Keycloak issued: `sub` is the service-account user). The sidecar's own logins are identity
+# events too, so they go into the ledger like anyone else's.
+OnLogin = Callable[[bool, str | None, dict[str, Any]], Awaitable[None]]
 
 
 class KeycloakReader:
@@ -72,10 +75,12 @@ class KeycloakReader:
                 error = str(data.get("error")) if isinstance(data, dict) else "unexpected answer"
                 log.warning("state reader login refused: %s", error)
                 if self._on_login is not None:
-                    await self._on_login(False, error)
+                    await self._on_login(False, error, {})
                 return None
             if self._on_login is not None:
-                await self._on_login(True, None)
+                # Keycloak's own answer on the reader's connection: its claims are read for the record only.
+                claims = unverified_claims(str(data["access_token"])) or {}
+                await self._on_login(True, None, claims)
             self._token = str(data["access_token"])
             self._expires = time.monotonic() + max(5.0, float(data.get("expires_in", 60)) - 30.0)
             return self._token
@@ -85,7 +90,8 @@ class KeycloakReader:
         if token is None or self._session is None:
             return None
         try:
-            async with self._session.get(f"{self.base}/admin/realms/{self.realm}/{path}",
+            url = f"{self.base}/admin/realms/{self.realm}" + (f"/{path}" if path else "")
+            async with self._session.get(url,
                                          headers={"Authorization": f"Bearer {token}"}) as resp:
                 if resp.status != 200:
                     return None
@@ -117,6 +123,12 @@ class KeycloakReader:
                 return await resp.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise UpstreamError(f"Keycloak unreachable for GET {path.split('?')[0]}: {type(exc).__name__}") from exc
+
+    async def read(self, realm: str, path: str) -> Any:
+        """One admin GET (path relative to the realm, "" for the realm itself); None if it failed."""
+        if realm != self.realm:
+            return None
+        return await self._get(path)
 
     async def username(self, realm: str, user_id: str) -> str | None:
         if realm != self.realm:
@@ -210,3 +222,56 @@ class KeycloakReader:
             return None
         return user.get("enabled") is True, frozenset(r["name"] for r in roles
                                                        if isinstance(r, dict) and isinstance(r.get("name"), str))
+
+    # ------------------------------------------------------------------ effects of role changes
+    async def _list(self, path: str) -> list[dict[str, Any]]:
+        got = await self._get(path)
+        return [x for x in got if isinstance(x, dict)] if isinstance(got, list) else []
+
+    async def group_members(self, realm: str, group_id: str, limit: int) -> tuple[list[str], bool]:
+        """User ids of a group's members and of its subgroups' members (who inherit its roles), up to `limit`;
+        whether the list is complete."""
+        if realm != self.realm:
+            return [], False
+        users: list[str] = []
+        queue, seen = [group_id], set[str]()
+        while queue and len(users) <= limit and len(seen) < 50:
+            gid = queue.pop(0)
+            seen.add(gid)
+            for member in await self._list(f"groups/{gid}/members?briefRepresentation=true&max={limit + 1}"):
+                if isinstance(member.get("id"), str) and member["id"] not in users:
+                    users.append(member["id"])
+            for child in await self._list(f"groups/{gid}/children?briefRepresentation=true&max=50"):
+                if isinstance(child.get("id"), str) and child["id"] not in seen:
+                    queue.append(child["id"])
+        return users[:limit], len(users) <= limit and not queue
+
+    async def role_holders(self, realm: str, role_path: str, limit: int) -> tuple[list[str], bool]:
+        """User ids holding a role directly or through a group (`role_path`: `roles/{name}` or
+        `clients/{uuid}/roles/{name}`), up to `limit`; whether the list is complete."""
+        if realm != self.realm:
+            return [], False
+        users = [u["id"] for u in await self._list(f"{role_path}/users?briefRepresentation=true&max={limit + 1}")
+                 if isinstance(u.get("id"), str)]
+        complete = len(users) <= limit
+        for group in await self._list(f"{role_path}/groups?briefRepresentation=true&max=50"):
+            if isinstance(group.get("id"), str):
+                members, whole = await self.group_members(realm, group["id"], limit)
+                users += [m for m in members if m not in users]
+                complete = complete and whole
+        return users[:limit], complete and len(users) <= limit
+
+    async def effective_roles(self, realm: str, user_id: str, client_uuids: tuple[str, ...]) -> list[str] | None:
+        """A user's effective realm roles and effective roles of the given clients (`client-uuid:role`)."""
+        if realm != self.realm:
+            return None
+        reads = [self._get(f"users/{user_id}/role-mappings/realm/composite?briefRepresentation=true")]
+        reads += [self._get(f"users/{user_id}/role-mappings/clients/{c}/composite?briefRepresentation=true")
+                  for c in client_uuids]
+        results = await asyncio.gather(*reads)
+        if not all(isinstance(r, list) for r in results):
+            return None
+        names = [str(r.get("name")) for r in results[0] if isinstance(r, dict)]
+        for client, roles in zip(client_uuids, results[1:], strict=True):
+            names += [f"{client}:{r.get('name')}" for r in roles if isinstance(r, dict)]
+        return sorted(names)

@@ -78,6 +78,39 @@ class EventType(enum.StrEnum):
     ORGANIZATION_JOINED = "organization.joined"
     ORGANIZATION_LEFT = "organization.left"
     ADMIN_CHANGE = "admin.change"
+    # Named admin changes (issue 9): security-relevant configuration, bulk imports, DCR.
+    CLIENT_UPDATED = "client.updated"
+    GROUP_CREATED = "group.created"
+    GROUP_UPDATED = "group.updated"
+    GROUP_DELETED = "group.deleted"
+    ROLE_CREATED = "role.created"
+    ROLE_UPDATED = "role.updated"
+    ROLE_DELETED = "role.deleted"
+    REALM_EVENTS_CHANGED = "realm.events.changed"
+    REALM_EVENTS_CLEARED = "realm.events.cleared"
+    REALM_BRUTE_FORCE_CHANGED = "realm.brute_force.changed"
+    REALM_PASSWORD_POLICY_CHANGED = "realm.password_policy.changed"
+    REALM_OTP_POLICY_CHANGED = "realm.otp_policy.changed"
+    REALM_FLOW_BINDING_CHANGED = "realm.flow_binding.changed"
+    AUTH_FLOW_CHANGED = "auth.flow.changed"
+    AUTH_EXECUTION_CHANGED = "auth.execution.changed"
+    REQUIRED_ACTION_CHANGED = "required_action.changed"
+    IDENTITY_PROVIDER_CREATED = "identity_provider.created"
+    IDENTITY_PROVIDER_UPDATED = "identity_provider.updated"
+    IDENTITY_PROVIDER_DELETED = "identity_provider.deleted"
+    IDENTITY_PROVIDER_MAPPER_CREATED = "identity_provider.mapper.created"
+    IDENTITY_PROVIDER_MAPPER_UPDATED = "identity_provider.mapper.updated"
+    IDENTITY_PROVIDER_MAPPER_DELETED = "identity_provider.mapper.deleted"
+    CLIENT_SCOPE_CREATED = "client_scope.created"
+    CLIENT_SCOPE_UPDATED = "client_scope.updated"
+    CLIENT_SCOPE_DELETED = "client_scope.deleted"
+    CLIENT_SCOPE_ASSIGNED = "client_scope.assigned"
+    CLIENT_SCOPE_UNASSIGNED = "client_scope.unassigned"
+    PROTOCOL_MAPPER_CREATED = "protocol_mapper.created"
+    PROTOCOL_MAPPER_UPDATED = "protocol_mapper.updated"
+    PROTOCOL_MAPPER_DELETED = "protocol_mapper.deleted"
+    SCOPE_MAPPING_CHANGED = "scope_mapping.changed"
+    ADMIN_PERMISSIONS_CHANGED = "admin_permissions.changed"
     AUDIT_READ = "audit.read"
     LEDGER_STARTED = "ledger.started"
     LEDGER_RECOVERED = "ledger.recovered"
@@ -188,12 +221,14 @@ def clean_details(details: object, bounds: _Bounds | None = None) -> dict[str, A
 
 
 class Outcome(enum.StrEnum):
-    """How the action ended. `pending` marks an intent written before forwarding."""
+    """How the action ended. `pending` marks an intent written before forwarding; `unchanged` a success
+    that changed nothing (a no-op membership change, an object a bulk import skipped)."""
 
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     PENDING = "pending"
     UNKNOWN = "unknown"
+    UNCHANGED = "unchanged"  # Keycloak answered success but nothing changed (state before == after)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from typing import Any
 USER_EVENTS: dict[str, tuple[tuple[str, ...], str]] = {
     "LOGIN": (("login.succeeded",), "succeeded"),
     "LOGIN_ERROR": (("login.failed", "mfa.otp.failed"), "failed"),
+    "CUSTOM_REQUIRED_ACTION_ERROR": (("login.failed",), "failed"),  # e.g. cookie_not_found on a required action
     "CLIENT_LOGIN": (("token.issued",), "succeeded"),
     "CLIENT_LOGIN_ERROR": (("token.failed",), "failed"),
     "CODE_TO_TOKEN": (("token.issued",), "succeeded"),
@@ -30,7 +31,14 @@ USER_EVENTS: dict[str, tuple[tuple[str, ...], str]] = {
     "REMOVE_CREDENTIAL": (("credential.removed",), "succeeded"),
     "IMPERSONATE": (("user.impersonated",), "succeeded"),
     "TOKEN_EXCHANGE": (("token.exchanged",), "succeeded"),
+    "REVOKE_GRANT": (("token.revoked",), "succeeded"),
+    "UPDATE_PASSWORD": (("password.changed",), "succeeded"),
+    # Dynamic Client Registration: user events naming the client (clientId), not admin events
+    "CLIENT_REGISTER": (("client.created",), "succeeded"),
+    "CLIENT_UPDATE": (("client.updated",), "succeeded"),
+    "CLIENT_DELETE": (("client.deleted",), "succeeded"),
 }
+_DCR = frozenset({"CLIENT_REGISTER", "CLIENT_UPDATE", "CLIENT_DELETE"})
 # Keycloak admin event (operation, resource type) -> ledger types
 ADMIN_EVENTS: dict[tuple[str, str], tuple[str, ...]] = {
     ("CREATE", "REALM_ROLE_MAPPING"): ("role.granted",),
@@ -47,8 +55,39 @@ ADMIN_EVENTS: dict[tuple[str, str], tuple[str, ...]] = {
     ("DELETE", "CLIENT"): ("client.deleted",),
     ("ACTION", "CLIENT"): ("client.secret.rotated", "admin.change"),
     ("DELETE", "USER_SESSION"): ("session.revoked",),
-    ("CREATE", "REALM_ROLE"): ("role.composite.changed", "admin.change"),
-    ("DELETE", "REALM_ROLE"): ("role.composite.changed", "admin.change"),
+    ("CREATE", "REALM_ROLE"): ("role.composite.changed", "role.created", "admin.change"),
+    ("DELETE", "REALM_ROLE"): ("role.composite.changed", "role.deleted", "admin.change"),
+    ("UPDATE", "REALM_ROLE"): ("role.updated",),
+    ("CREATE", "CLIENT_ROLE"): ("role.composite.changed", "role.created"),
+    ("DELETE", "CLIENT_ROLE"): ("role.composite.changed", "role.deleted"),
+    ("UPDATE", "CLIENT_ROLE"): ("role.updated",),
+    ("UPDATE", "CLIENT"): ("client.updated",),
+    ("CREATE", "GROUP"): ("group.created",),
+    ("UPDATE", "GROUP"): ("group.updated",),
+    ("DELETE", "GROUP"): ("group.deleted",),
+    # partialImport: one CREATE / UPDATE REALM per object, resourcePath users/{id}, clients/{id}, groups/{id}, ...
+    ("CREATE", "REALM"): ("user.created", "client.created", "group.created", "role.created",
+                          "identity_provider.created"),
+    ("UPDATE", "REALM"): ("admin.change", "realm.events.changed", "realm.brute_force.changed",
+                          "realm.password_policy.changed", "realm.otp_policy.changed", "realm.flow_binding.changed",
+                          "admin_permissions.changed", "user.updated", "client.updated", "group.updated",
+                          "role.updated", "role.created", "identity_provider.updated"),
+}
+# Other resource types, whatever the operation (docs/capture.md §9)
+ADMIN_RESOURCES: dict[str, tuple[str, ...]] = {
+    "AUTH_FLOW": ("auth.flow.changed",),
+    "AUTH_EXECUTION": ("auth.execution.changed",),
+    "AUTH_EXECUTION_FLOW": ("auth.execution.changed",),
+    "AUTHENTICATOR_CONFIG": ("auth.execution.changed",),
+    "REQUIRED_ACTION": ("required_action.changed",),
+    "IDENTITY_PROVIDER": ("identity_provider.created", "identity_provider.updated", "identity_provider.deleted"),
+    "IDENTITY_PROVIDER_MAPPER": ("identity_provider.mapper.created", "identity_provider.mapper.updated",
+                                 "identity_provider.mapper.deleted"),
+    "CLIENT_SCOPE": ("client_scope.created", "client_scope.updated", "client_scope.deleted"),
+    "CLIENT_SCOPE_CLIENT_MAPPING": ("client_scope.assigned", "client_scope.unassigned"),
+    "CLIENT_SCOPE_MAPPING": ("client_scope.assigned", "client_scope.unassigned", "scope_mapping.changed"),
+    "REALM_SCOPE_MAPPING": ("scope_mapping.changed",),
+    "PROTOCOL_MAPPER": ("protocol_mapper.created", "protocol_mapper.updated", "protocol_mapper.deleted"),
 }
 # Admin events of other resource types are still changes: any admin record with their path matches.
 ANY_ADMIN = ("admin.change",)
@@ -58,7 +97,21 @@ ANY_ADMIN = ("admin.change",)
 # (REFRESH_TOKEN is not stored by default, admin.change covers paths without a fixed resource type.)
 ORACLE_VISIBLE = frozenset({"login.succeeded", "token.issued", "logout.completed", "role.granted", "role.revoked",
                             "group.joined", "group.left", "user.created", "user.deleted", "client.created",
-                            "client.deleted", "client.secret.rotated", "password.reset"})
+                            "client.deleted", "client.secret.rotated", "password.reset", "client.updated",
+                            "group.created", "group.deleted", "role.created", "role.deleted",
+                            "identity_provider.created", "identity_provider.updated", "identity_provider.deleted",
+                            "client_scope.created", "client_scope.deleted", "protocol_mapper.created",
+                            "protocol_mapper.deleted"})
+
+
+_OPERATION_ENDINGS = {"CREATE": (".created", ".assigned", ".changed"), "UPDATE": (".updated", ".changed"),
+                      "DELETE": (".deleted", ".unassigned", ".changed")}
+
+
+def _by_operation(kinds: tuple[str, ...], operation: str) -> tuple[str, ...]:
+    """The kinds of a resource type that fit the operation (CREATE IDENTITY_PROVIDER: `*.created`)."""
+    endings = _OPERATION_ENDINGS.get(operation)
+    return tuple(k for k in kinds if endings is None or k.endswith(endings)) or kinds
 
 
 @dataclass
@@ -118,23 +171,34 @@ def match(user_events: Iterable[dict[str, Any]], admin_events: Iterable[dict[str
     used_seqs = result.used
     pool = [r for r in records if int(r["ts"]) >= since_ns and r["event"].get("realm") == realm
             and (r["event"].get("details") or {}).get("phase") != "intent"]
+    twins: set[int] = set()  # records already matched by the UPDATE_PASSWORD twin of an UPDATE_CREDENTIAL
     for ev in sorted(user_events, key=lambda e: e["time"]):
         if ev.get("type") not in USER_EVENTS:
             continue
         kinds, outcome = USER_EVENTS[ev["type"]]
         username = (ev.get("details") or {}).get("username")
+        # Keycloak 26 records one password change twice: UPDATE_PASSWORD (deprecated) and UPDATE_CREDENTIAL
+        # (credential_type=password). Both name the one password.changed record.
+        taken = twins if ev["type"] == "UPDATE_PASSWORD" else used_seqs
         for rec in pool:
             e = rec["event"]
-            if rec["seq"] in used_seqs or e["type"] not in kinds or e["outcome"] != outcome:
+            if rec["seq"] in taken or e["type"] not in kinds or e["outcome"] != outcome:
                 continue
+            client_ok = e.get("client") in (None, ev.get("clientId"))
             if ev["type"] in ("CLIENT_LOGIN", "CLIENT_LOGIN_ERROR"):
                 ok = e.get("client") == ev.get("clientId")
+            elif ev["type"] in _DCR:  # Keycloak names the registered client and no user
+                ok = client_ok = (e.get("target") or {}).get("client") == ev.get("clientId")
             elif ev["type"] == "IMPERSONATE":  # Keycloak puts the impersonated user in userId
                 ok = (e.get("target") or {}).get("id") == ev.get("userId")
+            elif not ev.get("userId") and not username:  # an error page or redirect before any user is known
+                # the redirect's error parameter may differ from the event's code (unauthorized_client / not_allowed)
+                ok = e.get("client") == ev.get("clientId") and (
+                    e.get("error") == ev.get("error") or (e.get("details") or {}).get("via") == "error-redirect")
             else:
                 ok = _actor_ok(ev.get("userId"), username, rec)
-            if ok and (e.get("client") in (None, ev.get("clientId"))):
-                used_seqs.add(rec["seq"])
+            if ok and client_ok:
+                taken.add(rec["seq"])
                 result.table[f"{ev['type']} -> {e['type']}"] += 1
                 break
         else:
@@ -143,22 +207,36 @@ def match(user_events: Iterable[dict[str, Any]], admin_events: Iterable[dict[str
         key = (ev.get("operationType"), ev.get("resourceType"))
         if key in ADMIN_EVENTS:
             kinds = ADMIN_EVENTS[key]
+        elif ev.get("resourceType") in ADMIN_RESOURCES:
+            kinds = _by_operation(ADMIN_RESOURCES[str(ev.get("resourceType"))], str(ev.get("operationType")))
         elif any_admin:
-            kinds = ANY_ADMIN + tuple(t for ts in ADMIN_EVENTS.values() for t in ts)
+            kinds = ANY_ADMIN + tuple(t for ts in (*ADMIN_EVENTS.values(), *ADMIN_RESOURCES.values()) for t in ts)
         else:
             continue
         kc_actor = (ev.get("authDetails") or {}).get("userId")
         path = ev.get("resourcePath", "")
+        segments = set(path.split("/"))
+        candidates: list[dict[str, Any]] = []
         for rec in pool:
             e = rec["event"]
-            if rec["seq"] in used_seqs or e["type"] not in kinds or e["outcome"] != "succeeded":
+            # a success whose state did not change is still one Keycloak recorded (e.g. an unchanged realm PUT)
+            if rec["seq"] in used_seqs or e["type"] not in kinds or e["outcome"] not in ("succeeded", "unchanged"):
                 continue
-            rec_path = (e.get("details") or {}).get("path", "")
-            target_id = (e.get("target") or {}).get("id") or ""
-            if (e.get("actor") or {}).get("id") == kc_actor and (rec_path == path or (target_id and target_id in path)):
-                used_seqs.add(rec["seq"])
-                result.table[f"{key[0]} {key[1]} -> {e['type']}"] += 1
+            if (e.get("actor") or {}).get("id") != kc_actor:
+                continue
+            d = e.get("details") or {}
+            rec_path = d.get("resource_path") or d.get("path", "")
+            target = e.get("target") or {}
+            ids = {v for v in (target.get("id"), target.get("name"), d.get("created_id")) if isinstance(v, str) and v}
+            if rec_path == path:  # the same resource path: the best match, take it at once
+                candidates.insert(0, rec)
                 break
+            if ids & segments:
+                candidates.append(rec)
+        if candidates:
+            rec = candidates[0]
+            used_seqs.add(rec["seq"])
+            result.table[f"{key[0]} {key[1]} -> {rec['event']['type']}"] += 1
         else:
             result.unmatched.append(ev)
     for rec in pool:

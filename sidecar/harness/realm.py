@@ -65,6 +65,7 @@ class TestRealm:
         "view-events",
         "query-groups",
         "view-realm",
+        "view-identity-providers",
     )
     realm_roles: tuple[str, ...] = ("auditor", "operator", "viewer", "ledger-auditor")
     app_client_roles: tuple[str, ...] = ("app-admin", "app-user")

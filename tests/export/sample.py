@@ -45,6 +45,48 @@ _ADMIN: list[tuple[EventType, Party | None, dict[str, Any]]] = [
     (EventType.ORGANIZATION_LEFT, ALICE, {"organization_id": "org-1"}),
     (EventType.ADMIN_CHANGE, None, {"path": "clients/c-uuid/roles", "method": "POST"}),
     (EventType.ADMIN_CHANGE, None, {"path": "authentication/flows/x", "method": "PUT"}),
+    # named configuration changes (docs/capture.md §5, §6)
+    (EventType.CLIENT_UPDATED, Party(id="c-uuid", client="ledger-app", kind="client"), {"fields": ["redirectUris"]}),
+    (EventType.GROUP_CREATED, Party(name="ops2", kind="group"), {"created_id": "g-ops2"}),
+    (EventType.GROUP_UPDATED, Party(id="g-ops", name="ops", kind="group"), {}),
+    (EventType.GROUP_DELETED, Party(id="g-ops2", kind="group"), {}),
+    (EventType.ROLE_CREATED, Party(name="operator2", kind="role"), {}),
+    (EventType.ROLE_UPDATED, Party(id="operator2", kind="role"), {}),
+    (EventType.ROLE_DELETED, Party(id="operator2", kind="role"), {}),
+    (EventType.REALM_EVENTS_CHANGED, Party(kind="realm", name=REALM), {
+        "path": "events/config", "before": {"eventsEnabled": True}, "after": {"eventsEnabled": False}}),
+    (EventType.REALM_EVENTS_CLEARED, None, {"path": "admin-events", "events": "admin"}),
+    (EventType.REALM_BRUTE_FORCE_CHANGED, Party(kind="realm", name=REALM), {
+        "before": {"bruteForceProtected": True}, "after": {"bruteForceProtected": False}}),
+    (EventType.REALM_PASSWORD_POLICY_CHANGED, Party(kind="realm", name=REALM), {
+        "before": {"passwordPolicy": "length(12)"}, "after": {}}),
+    (EventType.REALM_OTP_POLICY_CHANGED, Party(kind="realm", name=REALM), {
+        "before": {"otpPolicyDigits": 6}, "after": {"otpPolicyDigits": 8}}),
+    (EventType.REALM_FLOW_BINDING_CHANGED, Party(kind="realm", name=REALM), {
+        "before": {"browserFlow": "browser"}, "after": {"browserFlow": "no-otp"}}),
+    (EventType.AUTH_FLOW_CHANGED, Party(kind="flow", name="no-otp"), {"change": "copied"}),
+    (EventType.AUTH_EXECUTION_CHANGED, Party(kind="flow", name="browser"), {
+        "change": "requirement", "before": {"requirement": "REQUIRED"}, "after": {"requirement": "DISABLED"}}),
+    (EventType.REQUIRED_ACTION_CHANGED, Party(kind="required-action", name="CONFIGURE_TOTP"), {
+        "change": "updated", "before": {"enabled": True}, "after": {"enabled": False}}),
+    (EventType.IDENTITY_PROVIDER_CREATED, Party(kind="identity-provider", name="corp"), {}),
+    (EventType.IDENTITY_PROVIDER_UPDATED, Party(kind="identity-provider", name="corp"), {
+        "before": {"enabled": True}, "after": {"enabled": False}}),
+    (EventType.IDENTITY_PROVIDER_DELETED, Party(kind="identity-provider", name="corp"), {}),
+    (EventType.IDENTITY_PROVIDER_MAPPER_CREATED, Party(kind="identity-provider", name="corp"), {}),
+    (EventType.IDENTITY_PROVIDER_MAPPER_UPDATED, Party(kind="identity-provider", name="corp"), {"mapper_id": "m-1"}),
+    (EventType.IDENTITY_PROVIDER_MAPPER_DELETED, Party(kind="identity-provider", name="corp"), {"mapper_id": "m-1"}),
+    (EventType.CLIENT_SCOPE_CREATED, Party(kind="client-scope", name="roles2"), {}),
+    (EventType.CLIENT_SCOPE_UPDATED, Party(id="s-1", kind="client-scope"), {}),
+    (EventType.CLIENT_SCOPE_DELETED, Party(id="s-1", kind="client-scope"), {}),
+    (EventType.CLIENT_SCOPE_ASSIGNED, Party(id="s-1", kind="client-scope"), {"as": "optional", "client_id": "c-uuid"}),
+    (EventType.CLIENT_SCOPE_UNASSIGNED, Party(id="s-1", kind="client-scope"), {"as": "optional"}),
+    (EventType.PROTOCOL_MAPPER_CREATED, Party(id="s-1", kind="client-scope"), {}),
+    (EventType.PROTOCOL_MAPPER_UPDATED, Party(id="s-1", kind="client-scope"), {"mapper_id": "pm-1"}),
+    (EventType.PROTOCOL_MAPPER_DELETED, Party(id="s-1", kind="client-scope"), {"mapper_id": "pm-1"}),
+    (EventType.SCOPE_MAPPING_CHANGED, Party(id="s-1", kind="client-scope"), {"change": "added", "roles": ["viewer"]}),
+    (EventType.ADMIN_PERMISSIONS_CHANGED, Party(kind="realm"), {"resource": "users", "before": {"enabled": False},
+                                                                "after": {"enabled": True}}),
 ]
 
 
