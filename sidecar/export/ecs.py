@@ -26,7 +26,7 @@ _CATEGORY: dict[str, tuple[list[str], list[str]]] = {
     "token.revoked": (["authentication", "session"], ["end"]),
     "logout": (["authentication", "session"], ["end"]),
     "session": (["session"], ["end"]),
-    "user.impersonated": (["authentication", "session"], ["start", "admin"]),
+    "user.impersonated": (["authentication", "session", "iam"], ["start", "admin"]),  # ECS: admin is an iam type
     "credential": (["iam"], ["user", "change"]),
     "password": (["iam"], ["user", "change"]),
     "user.created": (["iam"], ["user", "creation"]),
@@ -42,15 +42,31 @@ _CATEGORY: dict[str, tuple[list[str], list[str]]] = {
     "drift": (["configuration", "intrusion_detection"], ["indicator"]),
     "audit": (["database"], ["access"]),
 }
-_OUTCOME = {"succeeded": "success", "failed": "failure"}
+# Named configuration changes (realm settings, flows, identity providers, scopes, mappers, permissions).
+_CONFIGURATION = ("realm", "auth", "required_action", "identity_provider", "client_scope", "protocol_mapper",
+                  "scope_mapping", "admin_permissions")
+_VERBS = {"created": "creation", "deleted": "deletion", "cleared": "deletion"}
+# `unchanged`: Keycloak answered success and nothing changed (event.type info, keycloak.outcome says so).
+_OUTCOME = {"succeeded": "success", "unchanged": "success", "failed": "failure"}
 
 
 def _iso(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def _category(etype: str) -> tuple[list[str], list[str]]:
-    return _CATEGORY.get(etype) or _CATEGORY.get(etype.split(".", 1)[0]) or (["configuration"], ["info"])
+def _category(etype: str, outcome: str = "succeeded") -> tuple[list[str], list[str]]:
+    family, verb = etype.split(".", 1)[0], etype.rsplit(".", 1)[-1]
+    if etype in _CATEGORY:
+        category, types = _CATEGORY[etype]
+    elif family in ("group", "role") and verb in _VERBS:  # group.created, role.deleted, ...
+        category, types = ["iam"], (["group"] if family == "group" else []) + [_VERBS[verb]]
+    elif family in _CONFIGURATION:
+        category, types = ["configuration"], [_VERBS.get(verb, "change")]
+    else:
+        category, types = _CATEGORY.get(family) or (["configuration"], ["info"])
+    if outcome == "unchanged":  # nothing changed: not a change, creation or deletion
+        types = [t for t in types if t in ("user", "group", "admin")] + ["info"]
+    return category, types
 
 
 def to_ecs(item: Paired | dict[str, Any], origin: str, *, verified: bool = True) -> dict[str, Any]:
@@ -59,7 +75,7 @@ def to_ecs(item: Paired | dict[str, Any], origin: str, *, verified: bool = True)
     e = rec["event"]
     actor, target = e.get("actor") or {}, e.get("target") or {}
     details = e.get("details") or {}
-    category, types = _category(e["type"])
+    category, types = _category(e["type"], e["outcome"])
     ts = int(rec["ts"])
     doc: dict[str, Any] = {
         "@timestamp": _iso(ts),
@@ -89,6 +105,7 @@ def to_ecs(item: Paired | dict[str, Any], origin: str, *, verified: bool = True)
         "labels": {"ledger_origin": origin},
         "keycloak": {
             "realm": e.get("realm"), "client_id": e.get("client") or actor.get("client"),
+            "outcome": e["outcome"] if e["outcome"] not in ("succeeded", "failed") else None,
             "session_id": e.get("session"), "request_id": e.get("request_id"),
             "target": target or None, "details": details or None, "ledger_seqs": list(paired.seqs),
             "pii": rec.get("pii"),  # fields left out: erased, or encrypted (docs/format.md §5.2)

@@ -57,10 +57,33 @@ MAPPING: dict[str, tuple[int, int]] = {
     "ledger.recovered": (ENTITY_MANAGEMENT, 13), "key.rotated": (ENTITY_MANAGEMENT, 3),
     "drift.detected": (ENTITY_MANAGEMENT, 99), "state.snapshot": (ENTITY_MANAGEMENT, 2),
     "alarm.raised": (ENTITY_MANAGEMENT, 99),
+    # Named configuration changes (docs/capture.md): groups are Group Management, the rest entities.
+    "group.created": (GROUP_MANAGEMENT, 6), "group.deleted": (GROUP_MANAGEMENT, 5),
+    "group.updated": (GROUP_MANAGEMENT, 99),
+    "client.updated": (ENTITY_MANAGEMENT, 3),
+    "role.created": (ENTITY_MANAGEMENT, 1), "role.updated": (ENTITY_MANAGEMENT, 3),
+    "role.deleted": (ENTITY_MANAGEMENT, 4),
+    "realm.events.changed": (ENTITY_MANAGEMENT, 3), "realm.events.cleared": (ENTITY_MANAGEMENT, 4),
+    "realm.brute_force.changed": (ENTITY_MANAGEMENT, 3), "realm.password_policy.changed": (ENTITY_MANAGEMENT, 3),
+    "realm.otp_policy.changed": (ENTITY_MANAGEMENT, 3), "realm.flow_binding.changed": (ENTITY_MANAGEMENT, 3),
+    "auth.flow.changed": (ENTITY_MANAGEMENT, 3), "auth.execution.changed": (ENTITY_MANAGEMENT, 3),
+    "required_action.changed": (ENTITY_MANAGEMENT, 3),
+    "identity_provider.created": (ENTITY_MANAGEMENT, 1), "identity_provider.updated": (ENTITY_MANAGEMENT, 3),
+    "identity_provider.deleted": (ENTITY_MANAGEMENT, 4),
+    "identity_provider.mapper.created": (ENTITY_MANAGEMENT, 1),
+    "identity_provider.mapper.updated": (ENTITY_MANAGEMENT, 3),
+    "identity_provider.mapper.deleted": (ENTITY_MANAGEMENT, 4),
+    "client_scope.created": (ENTITY_MANAGEMENT, 1), "client_scope.updated": (ENTITY_MANAGEMENT, 3),
+    "client_scope.deleted": (ENTITY_MANAGEMENT, 4),
+    "client_scope.assigned": (ENTITY_MANAGEMENT, 3), "client_scope.unassigned": (ENTITY_MANAGEMENT, 3),
+    "protocol_mapper.created": (ENTITY_MANAGEMENT, 1), "protocol_mapper.updated": (ENTITY_MANAGEMENT, 3),
+    "protocol_mapper.deleted": (ENTITY_MANAGEMENT, 4),
+    "scope_mapping.changed": (ENTITY_MANAGEMENT, 3), "admin_permissions.changed": (ENTITY_MANAGEMENT, 3),
 }
 _ALERTS = frozenset({"drift.detected", "alarm.raised"})
 _ADMIN_METHODS = {"POST": 1, "PUT": 3, "PATCH": 3, "DELETE": 4}
-_STATUS = {"succeeded": (1, "Success"), "failed": (2, "Failure")}
+# `unchanged` (Keycloak answered success, nothing changed) is a Success whose status_detail says so.
+_STATUS = {"succeeded": (1, "Success"), "unchanged": (1, "Success"), "failed": (2, "Failure")}
 _MFA_FACTORS = {"otp": (7, "OTP"), "totp": (7, "OTP"), "webauthn": (10, "WebAuthn"),
                 "webauthn-passwordless": (10, "WebAuthn"), "password": (11, "Password")}
 
@@ -176,7 +199,7 @@ def to_ocsf(item: Paired | dict[str, Any], origin: str, *, verified: bool = True
             "correlation_uid": e.get("request_id"),
         },
         "src_endpoint": {"ip": e["ip"]} if e.get("ip") else None,
-        "status_detail": e.get("error"),
+        "status_detail": e.get("error") or ("unchanged" if e["outcome"] == "unchanged" else None),
         "status_code": e.get("error"),
         "unmapped": {"ledger": {"type": e["type"], "outcome": e["outcome"], "realm": e.get("realm"),
                                 "client": e.get("client"), "session": e.get("session"),

@@ -19,7 +19,8 @@ _FAMILY_COLOURS = {
     "session": "#319795", "admin": "#718096", "drift": "#e53e3e", "ledger": "#2d3748", "key": "#4a5568",
     "audit": "#a0aec0", "state": "#1a202c", "organization": "#d69e2e",
 }
-_OUTCOME_COLOURS = {"succeeded": "#38a169", "failed": "#e53e3e", "pending": "#d69e2e", "unknown": "#a0aec0"}
+_OUTCOME_COLOURS = {"succeeded": "#38a169", "unchanged": "#68d391", "failed": "#e53e3e", "pending": "#d69e2e",
+                    "unknown": "#a0aec0"}
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1a202c;background:#f7fafc}

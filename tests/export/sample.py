@@ -132,6 +132,9 @@ def events() -> list[tuple[IdentityEvent, bool]]:
     for etype, target, details in _ADMIN:
         out.append((IdentityEvent(etype, Outcome.SUCCEEDED, actor=ADMIN, target=target, client="admin-cli",
                                   details=details, **common), True))
+    # A membership that was already as asked (docs/capture.md: no-op outcomes).
+    out.append((IdentityEvent(EventType.GROUP_JOINED, Outcome.UNCHANGED, actor=ADMIN, target=ALICE, client="admin-cli",
+                              details={"group": "/ops", "group_id": "g-ops"}, **common), True))
     out.append((IdentityEvent(EventType.ROLE_GRANTED, Outcome.FAILED, actor=ADMIN, target=ALICE, client="admin-cli",
                               error="Role not found", details={"roles": ["nope"]}, **common), True))
     return out
@@ -154,7 +157,7 @@ def write_ledger(path: Path, *, rotate: bool = False) -> int:
                                         target=event.target, client=event.client, source_ip=event.source_ip,
                                         request_id="r-" + event.type.value, error=event.error,
                                         details={**event.details, "phase": "outcome", "intent_seq": receipt.seq,
-                                                 "status": 204 if event.outcome is Outcome.SUCCEEDED else 404})
+                                                 "status": 404 if event.outcome is Outcome.FAILED else 204})
                 await ledger.append(outcome)
             else:
                 await ledger.append(event)

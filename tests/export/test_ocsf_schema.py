@@ -133,3 +133,37 @@ def test_ecs_export(ledger: Path) -> None:
     assert joined["group"]["name"] == "/ops"
     drift = next(d for d in docs if d["event"]["action"] == "drift.detected")
     assert drift["event"]["kind"] == "alert"
+
+
+# ECS 8.11: the event.type values each event.category expects (ecs/schemas/event.yml, expected_event_types).
+_ECS_EXPECTED = {"authentication": {"start", "end", "info"}, "session": {"start", "end", "info"},
+                 "configuration": {"access", "change", "creation", "deletion", "info"},
+                 "iam": {"admin", "change", "creation", "deletion", "group", "info", "user"},
+                 "database": {"access", "change", "info", "error"}}
+
+
+def test_named_configuration_changes_and_unchanged(ledger: Path) -> None:
+    """Named configuration changes get their verb's OCSF activity and ECS type; an unchanged no-op is a success."""
+    ocsf = {(e["unmapped"]["ledger"]["type"], e["unmapped"]["ledger"]["outcome"]): e for e in _export(ledger, "ocsf")}
+    expect = {"group.created": (3006, 6), "group.deleted": (3006, 5), "role.created": (3004, 1),
+              "identity_provider.deleted": (3004, 4), "auth.execution.changed": (3004, 3),
+              "realm.events.cleared": (3004, 4), "client_scope.assigned": (3004, 3)}
+    for etype, (cls, act) in expect.items():
+        ev = ocsf[(etype, "succeeded")]
+        assert (ev["class_uid"], ev["activity_id"]) == (cls, act), etype
+    noop = ocsf[("group.joined", "unchanged")]
+    assert noop["status"] == "Success" and noop["status_detail"] == "unchanged" and noop["activity_id"] == 3
+    _check(noop)
+    ecs = {(d["event"]["action"], d.get("keycloak", {}).get("outcome", d["event"]["outcome"])): d
+           for d in _export(ledger, "ecs")}
+    assert ecs[("identity_provider.created", "success")]["event"]["type"] == ["creation"]
+    assert ecs[("identity_provider.created", "success")]["event"]["category"] == ["configuration"]
+    assert ecs[("realm.brute_force.changed", "success")]["event"]["type"] == ["change"]
+    assert ecs[("group.deleted", "success")]["event"]["type"] == ["group", "deletion"]
+    unchanged = ecs[("group.joined", "unchanged")]
+    assert unchanged["event"]["outcome"] == "success" and unchanged["event"]["type"] == ["group", "info"]
+    for (action, _), doc in ecs.items():
+        if action.startswith("drift."):
+            continue
+        allowed = set().union(*(_ECS_EXPECTED.get(c, set()) for c in doc["event"]["category"]))
+        assert allowed and set(doc["event"]["type"]) <= allowed, (action, doc["event"])
