@@ -617,10 +617,12 @@ def make_app(settings: Settings, *, extra_resources: tuple[Resource, ...] = ()) 
     if settings.reader_realm and settings.reader_client_id and settings.reader_secret:
         realm, client_id = settings.reader_realm, settings.reader_client_id
 
-        async def reader_login(ok: bool, error: str | None, claims: dict[str, Any]) -> None:
+        async def reader_login(ok: bool | None, error: str | None, claims: dict[str, Any]) -> None:
             sub = claims.get("sub")
-            await append(IdentityEvent(EventType.TOKEN_ISSUED if ok else EventType.TOKEN_FAILED,
-                                       Outcome.SUCCEEDED if ok else Outcome.FAILED, realm=realm, client=client_id,
+            # ok None: no answer came, so whether Keycloak issued a token is not known (outcome unknown)
+            outcome = Outcome.UNKNOWN if ok is None else Outcome.SUCCEEDED if ok else Outcome.FAILED
+            await append(IdentityEvent(EventType.TOKEN_FAILED if ok is False else EventType.TOKEN_ISSUED,
+                                       outcome, realm=realm, client=client_id,
                                        actor=Party(id=sub if isinstance(sub, str) else None, client=client_id,
                                                    kind="client"), error=error,
                                        details={"grant": "client_credentials", "via": "sidecar-state-reader"}))

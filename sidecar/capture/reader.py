@@ -31,7 +31,8 @@ log = logging.getLogger("sidecar.capture")
 # Called after each login of the reader itself: (succeeded, Keycloak error code or None, the claims of the
 # access token Keycloak issued: `sub` is the service-account user). The sidecar's own logins are identity
 # events too, so they go into the ledger like anyone else's.
-OnLogin = Callable[[bool, str | None, dict[str, Any]], Awaitable[None]]
+# (True: logged in, False: refused, None: no usable answer), error, the issued token's claims
+OnLogin = Callable[[bool | None, str | None, dict[str, Any]], Awaitable[None]]
 
 
 class KeycloakReader:
@@ -70,6 +71,9 @@ class KeycloakReader:
                     data = await resp.json(content_type=None)
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 log.warning("state reader cannot log in: %s", type(exc).__name__)
+                if self._on_login is not None:
+                    # No answer: Keycloak may still have issued the token (and recorded CLIENT_LOGIN).
+                    await self._on_login(None, f"no_answer:{type(exc).__name__}", {})
                 return None
             if not isinstance(data, dict) or "access_token" not in data:
                 error = str(data.get("error")) if isinstance(data, dict) else "unexpected answer"

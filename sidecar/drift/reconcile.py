@@ -180,9 +180,13 @@ def match(user_events: Iterable[dict[str, Any]], admin_events: Iterable[dict[str
         # Keycloak 26 records one password change twice: UPDATE_PASSWORD (deprecated) and UPDATE_CREDENTIAL
         # (credential_type=password). Both name the one password.changed record.
         taken = twins if ev["type"] == "UPDATE_PASSWORD" else used_seqs
-        for rec in pool:
+        # A record whose outcome the sidecar could not observe (`unknown`) is this event's record only when
+        # none with the event's own outcome is: it claims nothing, but it is the request Keycloak recorded.
+        ranked = [r for r in pool if r["event"]["outcome"] == outcome] + \
+            [r for r in pool if r["event"]["outcome"] == "unknown"]
+        for rec in ranked:
             e = rec["event"]
-            if rec["seq"] in taken or e["type"] not in kinds or e["outcome"] != outcome:
+            if rec["seq"] in taken or e["type"] not in kinds:
                 continue
             client_ok = e.get("client") in (None, ev.get("clientId"))
             if ev["type"] in ("CLIENT_LOGIN", "CLIENT_LOGIN_ERROR"):
@@ -216,11 +220,14 @@ def match(user_events: Iterable[dict[str, Any]], admin_events: Iterable[dict[str
         kc_actor = (ev.get("authDetails") or {}).get("userId")
         path = ev.get("resourcePath", "")
         segments = set(path.split("/"))
-        candidates: list[dict[str, Any]] = []
+        # Ranked candidates: (a success, the same resource path) first. A success whose state did not change
+        # is still one Keycloak may have recorded (an unchanged realm PUT), but only when no success fits: a
+        # no-op membership has no Keycloak event, and must not take the event of a later real change.
+        candidates: list[tuple[int, dict[str, Any]]] = []
         for rec in pool:
             e = rec["event"]
-            # a success whose state did not change is still one Keycloak recorded (e.g. an unchanged realm PUT)
-            if rec["seq"] in used_seqs or e["type"] not in kinds or e["outcome"] not in ("succeeded", "unchanged"):
+            if rec["seq"] in used_seqs or e["type"] not in kinds or e["outcome"] not in ("succeeded", "unchanged",
+                                                                                          "unknown"):
                 continue
             if (e.get("actor") or {}).get("id") != kc_actor:
                 continue
@@ -228,13 +235,14 @@ def match(user_events: Iterable[dict[str, Any]], admin_events: Iterable[dict[str
             rec_path = d.get("resource_path") or d.get("path", "")
             target = e.get("target") or {}
             ids = {v for v in (target.get("id"), target.get("name"), d.get("created_id")) if isinstance(v, str) and v}
-            if rec_path == path:  # the same resource path: the best match, take it at once
-                candidates.insert(0, rec)
+            rank = {"succeeded": 0, "unchanged": 2}.get(e["outcome"], 4) + (0 if rec_path == path else 1)
+            if rank == 0:  # a success at the same resource path: the best match, take it at once
+                candidates.insert(0, (rank, rec))
                 break
-            if ids & segments:
-                candidates.append(rec)
+            if rec_path == path or ids & segments:
+                candidates.append((rank, rec))
         if candidates:
-            rec = candidates[0]
+            rec = min(candidates, key=lambda c: c[0])[1]  # min keeps the earliest of equal rank
             used_seqs.add(rec["seq"])
             result.table[f"{key[0]} {key[1]} -> {rec['event']['type']}"] += 1
         else:

@@ -317,16 +317,22 @@ class Carol:
     def __init__(self, sidecar: SidecarProcess) -> None:
         self.base = sidecar.base_url
         self.token = ""
+        self.renew_at = 0.0
 
     async def login(self) -> Carol:
         async with aiohttp.ClientSession() as http:
             async with http.post(f"{self.base}{OIDC}/token", data={
                     "grant_type": "password", "client_id": "admin-cli", "username": REALM.carol.username,
                     "password": REALM.carol.password}) as resp:
-                self.token = (await resp.json())["access_token"]
+                data = await resp.json()
+                self.token = data["access_token"]
+        # A new login well before the token expires (a long workload on a loaded machine outlives one token).
+        self.renew_at = time.monotonic() + max(5.0, float(data.get("expires_in", 60)) / 2)
         return self
 
     async def call(self, method: str, url: str, body: Any = None) -> tuple[int, Any]:
+        if time.monotonic() >= self.renew_at:
+            await self.login()
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.token}"}) as http:
             async with http.request(method, f"{self.base}{url}", json=body) as resp:
                 text = await resp.text()
