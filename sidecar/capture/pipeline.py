@@ -394,8 +394,11 @@ class CapturePipeline:
             if pending.before is not None and after is not None and after.access is not None:
                 events = [replace(e, details=_with_states(e, pending.before, after.access)) for e in events]
             before = pending.state
-            if before is not None and before.effect is not None and after is not None and after.effect is not None:
-                found = changes.effect(before.effect, after.effect, before.effect_complete)
+            # Nobody reached before (an empty group): nothing to read again, and the effect is zero users.
+            after_effect = after.effect if after is not None and after.effect is not None else \
+                ({} if before is not None and before.effect == {} else None)
+            if before is not None and before.effect is not None and after_effect is not None:
+                found = changes.effect(before.effect, after_effect, before.effect_complete)
                 events = [replace(e, details={**e.details, "effect": found}) if e.outcome is Outcome.SUCCEEDED
                           else e for e in events]
             assert pending.action is not None

@@ -86,3 +86,33 @@ def test_effect_counts_users_whose_effective_roles_changed() -> None:
     assert changes.effect_target(EventType.ROLE_GRANTED, Party(id="g1", kind="group"), ()) == "group:g1"
     assert changes.effect_target(EventType.ROLE_COMPOSITE_CHANGED, None,
                                  ("clients", "c1", "roles", "r", "composites")) == "role:clients/c1/roles/r"
+
+
+def test_a_role_granted_to_an_empty_group_has_an_effect_of_zero_users() -> None:
+    """A group role grant whose group has no members still records its effect: zero users examined, complete."""
+    from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
+
+    from sidecar.capture.pipeline import CapturePipeline, Facts, StateFacts
+    from sidecar.capture.sessions import SessionDirectory
+    from sidecar.core.events import Outcome
+    from sidecar.core.exchange import RequestHead, RequestView, ResponseView
+
+    path = "/admin/realms/r/groups/g-empty/role-mappings/realm"
+    head = RequestHead("POST", path, path, MultiDictProxy(MultiDict()),
+                       CIMultiDictProxy(CIMultiDict({"Content-Type": "application/json"})), "192.0.2.10", "http",
+                       "sso.test", "req-1")
+    request = RequestView(head, b'[{"id": "r-1", "name": "operator"}]', False)
+    pipeline = CapturePipeline(SessionDirectory(b"k" * 32), lambda v: "fp")
+    wanted = pipeline.needs_before(request).state
+    assert wanted is not None and wanted.effect == "group:g-empty"
+    state = StateFacts(access={"realm_roles": [], "client_roles": {}}, names={("group", "g-empty"): "/empty"},
+                       effect={}, effect_complete=True)
+    pending = pipeline.begin(request, Facts(state=state))
+    assert pending is not None
+    needs = pipeline.needs_after(pending, request)
+    assert not needs.effect_users
+    after = StateFacts(access={"realm_roles": ["operator"], "client_roles": {}})
+    events = pipeline.finish(pending, request, ResponseView(204, CIMultiDictProxy(CIMultiDict()), b"", False),
+                             Facts(state=after))
+    assert [e.outcome for e in events] == [Outcome.SUCCEEDED]
+    assert events[0].details["effect"] == {"users_changed": 0, "users": [], "users_examined": 0, "complete": True}
