@@ -354,17 +354,12 @@ def verify(source: str, trust_file: Path, remote: str | None, token: str | None,
     from rich.progress import Progress
 
     from sidecar.audit.remote import compare_remote, pull_and_verify
-    from sidecar.audit.verifier import LastSeen, UnusableInput, load_trust, verify_directory
+    from sidecar.audit.verifier import LastSeen, UnusableInput, load_trust, read_checkpoints, verify_directory
 
     pin_state: dict[str, Any] | None = None
     try:
         trust = load_trust(trust_file)
-        external = []
-        for cp in checkpoints:
-            try:
-                external.append(cp.read_bytes())
-            except OSError as exc:
-                raise UnusableInput(f"cannot read checkpoint {cp}: {exc.strerror}") from exc
+        external = read_checkpoints(checkpoints)
         pin = LastSeen(last_seen) if last_seen is not None else None
         pinned = pin.note() if pin is not None else None
         if pinned is not None:

@@ -365,16 +365,11 @@ def report(source: Path, trust_file: Path, out: Path, checkpoints: tuple[Path, .
 
     Exit 0 when the ledger verified, 1 when it did not (the report then shows the findings), 2 unusable input.
     """
-    from sidecar.audit.verifier import UnusableInput, load_trust
+    from sidecar.audit.verifier import load_trust, read_checkpoints
     from sidecar.report.build import build_report
 
     trust = load_trust(trust_file)
-    external = []
-    for cp in checkpoints:
-        try:
-            external.append(cp.read_bytes())
-        except OSError as exc:
-            raise UnusableInput(f"cannot read checkpoint {cp}: {exc.strerror}") from exc
+    external = read_checkpoints(checkpoints)
     summary = build_report(source, trust, out, external=external, reveal=_revealer(source, subjects_dir))
     click.echo(f"wrote {out}: {summary.verdict}, {summary.records} records", err=True)
     sys.exit(0 if summary.ok else 1)

@@ -104,6 +104,17 @@ def _unique(notes: Sequence[bytes]) -> list[bytes]:
     return list(dict.fromkeys(notes))
 
 
+def read_checkpoints(paths: Sequence[Path]) -> list[bytes]:
+    """The notes in checkpoint files an auditor names (`--checkpoint`); an unreadable one is unusable input."""
+    notes = []
+    for path in paths:
+        try:
+            notes.append(path.read_bytes())
+        except OSError as exc:
+            raise UnusableInput(f"cannot read checkpoint {path}: {exc.strerror}") from exc
+    return notes
+
+
 def bundle_checkpoint(source: Path) -> bytes | None:
     """The newest checkpoint in a pulled bundle's `checkpoints/` folder (by the size and time its name
     states; the note itself is checked by the verifier like any external one), or None."""

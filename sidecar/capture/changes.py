@@ -199,6 +199,7 @@ RULES: tuple[Rule, ...] = (
 
 
 def match(parts: tuple[str, ...], pattern: str) -> dict[str, str] | None:
+    """The template values of `parts` under `pattern` (`users/{id}/groups`), or None if it does not match."""
     pat = pattern.split("/") if pattern else []
     if len(pat) != len(parts):
         return None

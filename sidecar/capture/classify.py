@@ -583,19 +583,6 @@ def _role_clients(body: object) -> list[str]:
     return out
 
 
-def _match(parts: tuple[str, ...], pattern: str) -> dict[str, str] | None:
-    pat = pattern.split("/")
-    if len(pat) != len(parts):
-        return None
-    out = {}
-    for p, v in zip(pat, parts, strict=True):
-        if p.startswith("{"):
-            out[p[1:-1]] = v
-        elif p != v:
-            return None
-    return out
-
-
 _CLIENT_FIELDS = ("clientId", "publicClient", "serviceAccountsEnabled", "directAccessGrantsEnabled",
                   "standardFlowEnabled", "enabled", "protocol")
 
@@ -645,7 +632,7 @@ def admin_action(rt: Route, req: RequestView) -> AdminAction:
         dcr = changes.dcr_write(req.method, rt.parts, body)
         return AdminAction(dcr.type, dcr.target, dcr.details)
     for method, pattern, etype in _RULES:
-        if method != req.method or (vars_ := _match(rt.parts, pattern)) is None:
+        if method != req.method or (vars_ := changes.match(rt.parts, pattern)) is None:
             continue
         details: dict[str, Any] = {"method": req.method, "path": path}
         target: Party | None = None
