@@ -114,20 +114,6 @@ def _trust(trust_file: Path | None, unverified: bool) -> Any:
     return load_trust(trust_file)
 
 
-def _origin(source: Path) -> str:
-    from sidecar.audit.verifier import segment_files
-    from sidecar.core import framing
-    from sidecar.core.segment import SegmentHeader
-
-    first = next(iter(framing.iter_frames(segment_files(source)[0].read_bytes())), None)
-    if isinstance(first, framing.Frame) and first.kind == framing.HEADER:
-        try:
-            return SegmentHeader.decode(first.body).origin
-        except ValueError:
-            pass
-    return "ledger"
-
-
 def _records(source: Path, trust: Any, keep: Any, unverified: bool) -> Iterator[dict[str, Any]]:
     from sidecar.audit.reading import read_unverified, read_verified
 
@@ -231,7 +217,9 @@ def export(source: Path, fmt: str, out: Path | None, follow: bool, cursor_file: 
         def keep(rec: dict[str, Any]) -> bool:
             return bool(base(revealer(rec)))
 
-        origin = _origin(source)
+        from sidecar.audit.pseudonyms import ledger_origin
+
+        origin = ledger_origin(source) or "ledger"
         verified = not unverified
 
         def line(item: Paired) -> bytes:
