@@ -36,6 +36,7 @@ unit: setup
 	$(BIN)/pytest -q -m "not keycloak and not browser and not slow"
 
 lint: setup
+	$(BIN)/ruff format --check sidecar tests
 	$(BIN)/ruff check sidecar tests
 	$(BIN)/mypy
 

@@ -148,9 +148,11 @@ class _Upstream:
         self.session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5),
-                                             cookie_jar=aiohttp.DummyCookieJar(),
-                                             trace_configs=[metrics.upstream_trace("side")])
+        self.session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=5),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trace_configs=[metrics.upstream_trace("side")],
+        )
 
     async def close(self) -> None:
         if self.session is not None:
@@ -184,9 +186,11 @@ class _Upstream:
             return who
         assert self.session is not None
         try:
-            async with self.session.get(f"{self.base}/admin/realms/{realm}/users", headers=auth,
-                                        params={"username": username, "exact": "true",
-                                                "briefRepresentation": "true"}) as resp:
+            async with self.session.get(
+                f"{self.base}/admin/realms/{realm}/users",
+                headers=auth,
+                params={"username": username, "exact": "true", "briefRepresentation": "true"},
+            ) as resp:
                 users = await resp.json(content_type=None) if resp.status == 200 else None
         except (aiohttp.ClientError, TimeoutError, ValueError):
             return None
@@ -210,8 +214,10 @@ class UpstreamProbe:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=max(1.0, min(5.0, self.interval_s))),
-                                              cookie_jar=aiohttp.DummyCookieJar())
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=max(1.0, min(5.0, self.interval_s))),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
         await self.probe()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="upstream-probe")
 
@@ -247,19 +253,23 @@ class UpstreamProbe:
 # ------------------------------------------------------------------------------------ resources
 # Each is entered in the order of RESOURCES and left in reverse (aiohttp cleanup_ctx).
 
+
 async def _ledger(app: web.Application) -> AsyncIterator[None]:
     parts = app[PARTS]
     s = parts.settings
     parts.ledger = await Ledger.open(s.data_dir, config=s.ledger, policy_digest=parts.policy.digest)
     app[LEDGER] = parts.ledger
     if parts.subjects is not None:
-        parts.ledger.protect = Protector(parts.subjects, parts.policy.pii, parts.ledger.origin,
-                                         parts.ledger.clock.now_ns)
+        parts.ledger.protect = Protector(
+            parts.subjects, parts.policy.pii, parts.ledger.origin, parts.ledger.clock.now_ns
+        )
     else:
-        log.warning("no subject key store (--subjects): identifying values are written in the clear "
-                    "and cannot be erased")
-    parts.checks["ledger"] = lambda: f"ledger broken: {parts.ledger.broken}" if parts.ledger and parts.ledger.broken \
-        else None
+        log.warning(
+            "no subject key store (--subjects): identifying values are written in the clear and cannot be erased"
+        )
+    parts.checks["ledger"] = lambda: (
+        f"ledger broken: {parts.ledger.broken}" if parts.ledger and parts.ledger.broken else None
+    )
     try:
         yield
     finally:
@@ -305,8 +315,13 @@ async def _replicator(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     assert parts.ledger is not None
-    rep = Replicator(s.data_dir, parts.store, interval_s=s.replication_interval_s, high_water_bytes=s.high_water_bytes,
-                     durable_end=parts.ledger.durable_end)
+    rep = Replicator(
+        s.data_dir,
+        parts.store,
+        interval_s=s.replication_interval_s,
+        high_water_bytes=s.high_water_bytes,
+        durable_end=parts.ledger.durable_end,
+    )
     parts.ledger.subscribers.append(rep.on_commit)
     rep.start()
     parts.replicator = rep
@@ -363,8 +378,15 @@ async def _drift_monitor(app: web.Application) -> AsyncIterator[None]:
         return
     # Keycloak events since the ledger's previous run count too: changes made while the sidecar was down.
     since = await asyncio.get_running_loop().run_in_executor(None, previous_run_end, s.data_dir)
-    monitor = DriftMonitor(parts.reader, parts.append, s.data_dir, s.drift, client_id=parts.reader.client_id,
-                           since_ns=since, store=parts.store)
+    monitor = DriftMonitor(
+        parts.reader,
+        parts.append,
+        s.data_dir,
+        s.drift,
+        client_id=parts.reader.client_id,
+        since_ns=since,
+        store=parts.store,
+    )
     if parts.subjects is not None:
         store, origin, clock = parts.subjects, parts.ledger.origin, parts.ledger.clock
         monitor.reveal = functools.partial(reveal, origin=origin, store=store)
@@ -397,8 +419,14 @@ async def _proxy(app: web.Application) -> AsyncIterator[None]:
     parts = app[PARTS]
     assert parts.proxy is not None and parts.ledger is not None
     await parts.proxy.start()
-    log.info("sidecar ready: ledger %s (%d records), upstream %s, policy %s (%s)", parts.settings.data_dir,
-             parts.ledger.size, parts.settings.upstream, parts.policy.name, parts.policy.digest[:12])
+    log.info(
+        "sidecar ready: ledger %s (%d records), upstream %s, policy %s (%s)",
+        parts.settings.data_dir,
+        parts.ledger.size,
+        parts.settings.upstream,
+        parts.policy.name,
+        parts.policy.digest[:12],
+    )
     try:
         yield
     finally:
@@ -418,8 +446,14 @@ async def _witness(app: web.Application) -> AsyncIterator[None]:
     assert parts.ledger is not None
     try:
         witnesses = parse_witness_list(s.witness_file.read_bytes())
-        client = WitnessClient(s.data_dir, witnesses, parts.keys.witness_signer(), quorum=s.witness_quorum,
-                               stale_after_s=s.witness_stale_s, store=parts.store)
+        client = WitnessClient(
+            s.data_dir,
+            witnesses,
+            parts.keys.witness_signer(),
+            quorum=s.witness_quorum,
+            stale_after_s=s.witness_stale_s,
+            store=parts.store,
+        )
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{s.witness_file}: {exc}") from exc
     parts.ledger.subscribers.append(client.on_commit)
@@ -461,8 +495,11 @@ def _event_labels(event: IdentityEvent | dict[str, Any]) -> tuple[str, str, str 
     if isinstance(event, IdentityEvent):
         return str(event.type), str(event.outcome), event.actor.kind if event.actor else None
     actor = event.get("actor")
-    return (str(event.get("type", "unknown")), str(event.get("outcome", "unknown")),
-            actor.get("kind") if isinstance(actor, dict) else None)
+    return (
+        str(event.get("type", "unknown")),
+        str(event.get("outcome", "unknown")),
+        actor.get("kind") if isinstance(actor, dict) else None,
+    )
 
 
 def _appender(parts: Parts) -> Callable[[IdentityEvent | dict[str, Any]], Awaitable[Any]]:
@@ -473,8 +510,7 @@ def _appender(parts: Parts) -> Callable[[IdentityEvent | dict[str, Any]], Awaita
         if rep is not None and rep.over_high_water(max_age_s=0.1):
             # P9: local disk is bounded; with the store unreachable past the mark, the failure policy decides.
             _note_refusal("high_water")
-            raise StorageError(f"replication backlog above {high_water} bytes "
-                               f"({rep.last_error or 'store behind'})")
+            raise StorageError(f"replication backlog above {high_water} bytes ({rep.last_error or 'store behind'})")
         if ledger is None:
             _note_refusal("storage")
             raise StorageError("ledger not open")
@@ -518,8 +554,12 @@ def _trusted(addr: str | None, nets: tuple[ipaddress.IPv4Network | ipaddress.IPv
     return any(ip in net for net in nets)
 
 
-def client_address(peer: str | None, forwarded_for: list[str], forwarded_proto: str | None,
-                   nets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> tuple[str | None, str | None]:
+def client_address(
+    peer: str | None,
+    forwarded_for: list[str],
+    forwarded_proto: str | None,
+    nets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...],
+) -> tuple[str | None, str | None]:
     """(client address, scheme) to believe for a request from *peer*.
 
     Only a trusted peer's X-Forwarded-For is read, right to left, skipping trusted hops: the first
@@ -551,11 +591,16 @@ def _middlewares(parts: Parts) -> list[Any]:
     want_access = parts.settings.access_log
 
     @web.middleware
-    async def observe(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                      ) -> web.StreamResponse:
+    async def observe(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         if nets:
-            remote, scheme = client_address(request.remote, request.headers.getall("X-Forwarded-For", []),
-                                            request.headers.get("X-Forwarded-Proto"), nets)
+            remote, scheme = client_address(
+                request.remote,
+                request.headers.getall("X-Forwarded-For", []),
+                request.headers.get("X-Forwarded-Proto"),
+                nets,
+            )
             changes: dict[str, Any] = {}
             if remote != request.remote and remote is not None:
                 changes["remote"] = remote
@@ -581,8 +626,9 @@ def _middlewares(parts: Parts) -> list[Any]:
             request_seconds[kind].observe(elapsed)
             (responses.get(status // 100) or metrics.RESPONSES.labels(code=f"{status // 100}xx")).inc()
             if status == 503:
-                metrics.UNAVAILABLE.labels(reason=holder[-1] if holder else ("upstream" if kind == "proxy"
-                                                                             else "other")).inc()
+                metrics.UNAVAILABLE.labels(
+                    reason=holder[-1] if holder else ("upstream" if kind == "proxy" else "other")
+                ).inc()
             if want_access:
                 # With a subject key store the client's IP is erasable personal data: never in a log line.
                 _access_line(request, status, elapsed, kind, with_client=parts.subjects is None)
@@ -596,10 +642,23 @@ def _access_line(request: web.Request, status: int, elapsed: float, kind: str, *
         return
     # SECURITY: raw path only up to '?', percent-encoded as received (no decoded line breaks), bounded.
     path = request.raw_path.partition("?")[0][:512]
-    access_log.info("%s %s %d %.1fms", request.method, path, status, elapsed * 1000,
-                    extra={"http": {"method": request.method, "path": path, "status": status,
-                                    "ms": round(elapsed * 1000, 2),
-                                    "client": request.remote if with_client else None, "kind": kind}})
+    access_log.info(
+        "%s %s %d %.1fms",
+        request.method,
+        path,
+        status,
+        elapsed * 1000,
+        extra={
+            "http": {
+                "method": request.method,
+                "path": path,
+                "status": status,
+                "ms": round(elapsed * 1000, 2),
+                "client": request.remote if with_client else None,
+                "kind": kind,
+            }
+        },
+    )
 
 
 # ------------------------------------------------------------------------------------ the app
@@ -621,19 +680,40 @@ def make_app(settings: Settings, *, extra_resources: tuple[Resource, ...] = ()) 
             sub = claims.get("sub")
             # ok None: no answer came, so whether Keycloak issued a token is not known (outcome unknown)
             outcome = Outcome.UNKNOWN if ok is None else Outcome.SUCCEEDED if ok else Outcome.FAILED
-            await append(IdentityEvent(EventType.TOKEN_FAILED if ok is False else EventType.TOKEN_ISSUED,
-                                       outcome, realm=realm, client=client_id,
-                                       actor=Party(id=sub if isinstance(sub, str) else None, client=client_id,
-                                                   kind="client"), error=error,
-                                       details={"grant": "client_credentials", "via": "sidecar-state-reader"}))
+            await append(
+                IdentityEvent(
+                    EventType.TOKEN_FAILED if ok is False else EventType.TOKEN_ISSUED,
+                    outcome,
+                    realm=realm,
+                    client=client_id,
+                    actor=Party(id=sub if isinstance(sub, str) else None, client=client_id, kind="client"),
+                    error=error,
+                    details={"grant": "client_credentials", "via": "sidecar-state-reader"},
+                )
+            )
 
-        parts.reader = KeycloakReader(settings.upstream, realm, client_id, settings.reader_secret,
-                                      on_login=reader_login)
-    hooks = LedgerHooks(append, policy, tokens, SessionDirectory(secrets.token_bytes(32)),
-                        upstream.whoami, keys.fingerprint_key(), parts.reader)
-    parts.proxy = ReverseProxy(settings.upstream, hooks, ProxyLimits(
-        max_captured_body=policy.capture.max_body_bytes, capture_budget=settings.capture_budget_bytes,
-        identity_connections=settings.identity_connections, max_connections=settings.passthrough_connections))
+        parts.reader = KeycloakReader(
+            settings.upstream, realm, client_id, settings.reader_secret, on_login=reader_login
+        )
+    hooks = LedgerHooks(
+        append,
+        policy,
+        tokens,
+        SessionDirectory(secrets.token_bytes(32)),
+        upstream.whoami,
+        keys.fingerprint_key(),
+        parts.reader,
+    )
+    parts.proxy = ReverseProxy(
+        settings.upstream,
+        hooks,
+        ProxyLimits(
+            max_captured_body=policy.capture.max_body_bytes,
+            capture_budget=settings.capture_budget_bytes,
+            identity_connections=settings.identity_connections,
+            max_connections=settings.passthrough_connections,
+        ),
+    )
     proxy = parts.proxy
     # Readiness fails while captured requests wait for an upstream connection (logins would time out).
     parts.checks["proxy"] = lambda: "identity pool saturated" if "identity" in proxy.status()["saturated"] else None
@@ -652,10 +732,18 @@ def make_app(settings: Settings, *, extra_resources: tuple[Resource, ...] = ()) 
     app.router.add_get("/.sidecar/drift", _drift)
     reader = parts.reader
     live = reader.user_realm_access if reader is not None and reader.realm == settings.auditor_realm else None
-    add_audit_routes(app, settings.data_dir, tokens, append, realm=settings.auditor_realm,
-                     role=settings.auditor_role, fail_closed=policy.failure.audit_reads == "closed",
-                     live=live, recheck_s=settings.auditor_recheck_s,
-                     denied_window_s=settings.auditor_denied_window_s)
+    add_audit_routes(
+        app,
+        settings.data_dir,
+        tokens,
+        append,
+        realm=settings.auditor_realm,
+        role=settings.auditor_role,
+        fail_closed=policy.failure.audit_reads == "closed",
+        live=live,
+        recheck_s=settings.auditor_recheck_s,
+        denied_window_s=settings.auditor_denied_window_s,
+    )
     parts.proxy.add_routes(app)
     return app
 
@@ -672,13 +760,18 @@ async def _live(request: web.Request) -> web.Response:
 def readiness(parts: Parts) -> dict[str, Any]:
     """The readiness body: status, the failing checks' reasons, and the ledger and replication state."""
     reasons = {name: why for name, check in parts.checks.items() if (why := check()) is not None}
-    body: dict[str, Any] = {"status": "failing" if reasons else "ok", "reasons": reasons,
-                            "policy": parts.policy.digest}
+    body: dict[str, Any] = {"status": "failing" if reasons else "ok", "reasons": reasons, "policy": parts.policy.digest}
     ledger = parts.ledger
     if ledger is not None:
-        body["ledger"] = {"records": ledger.size, "segment": ledger.segment, "queue": ledger.queue_depth(),
-                          "broken": ledger.broken, "fault": ledger.fault(), "rejected": ledger.rejected,
-                          "key": ledger.public_key.name}
+        body["ledger"] = {
+            "records": ledger.size,
+            "segment": ledger.segment,
+            "queue": ledger.queue_depth(),
+            "broken": ledger.broken,
+            "fault": ledger.fault(),
+            "rejected": ledger.rejected,
+            "key": ledger.public_key.name,
+        }
     if parts.replicator is not None:
         body["replication"] = parts.replicator.status()
     if parts.probe is not None:
@@ -750,8 +843,14 @@ class TlsFiles:
         return True
 
 
-async def serve_app(app: web.Application, host: str, port: int, *, tls: TlsFiles | None = None,
-                    ready: Callable[[list[Any]], None] | None = None) -> None:
+async def serve_app(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    tls: TlsFiles | None = None,
+    ready: Callable[[list[Any]], None] | None = None,
+) -> None:
     """Run *app* until SIGINT or SIGTERM; SIGHUP reloads the TLS files.
 
     Unlike aiohttp's run_app this also leaves the entered resources when a later one fails to
@@ -762,8 +861,9 @@ async def serve_app(app: web.Application, host: str, port: int, *, tls: TlsFiles
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, tls.reload if tls is not None else
-                            lambda: log.info("SIGHUP: no TLS listener, nothing to reload"))
+    loop.add_signal_handler(
+        signal.SIGHUP, tls.reload if tls is not None else lambda: log.info("SIGHUP: no TLS listener, nothing to reload")
+    )
     try:
         await runner.setup()
         site = web.TCPSite(runner, host, port, ssl_context=tls.context if tls else None)

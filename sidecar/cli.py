@@ -30,12 +30,14 @@ def _print_json(obj: Any) -> None:
 
 # Subcommands whose modules are imported only when they run (or `--help` lists them): `bench` pulls
 # in rich, the harness and every benchmark, which no other command should pay for.
-_LAZY_COMMANDS = {"bench": ("sidecar.bench.cli", "bench"), "subject": ("sidecar.cli_subject", "subject"),
-                  **{name: ("sidecar.cli_auditor", name) for name in ("timeline", "export", "drift", "report")}}
+_LAZY_COMMANDS = {
+    "bench": ("sidecar.bench.cli", "bench"),
+    "subject": ("sidecar.cli_subject", "subject"),
+    **{name: ("sidecar.cli_auditor", name) for name in ("timeline", "export", "drift", "report")},
+}
 
 
 class _Group(click.Group):
-
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
 
@@ -83,9 +85,14 @@ def _serve_options(fn: Any) -> Any:
             fn = click.option(opt.flag_name, opt.key, multiple=True, help=text)(fn)
         else:
             fn = click.option(opt.flag_name, opt.key, type=_CLICK_TYPES[opt.kind], default=None, help=text)(fn)
-    return click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
-                        help=f"TOML file with any of these settings (env {CONFIG_ENV}); flags and SIDECAR_* "
-                             "environment variables override it")(fn)
+    return click.option(
+        "--config",
+        "config_file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help=f"TOML file with any of these settings (env {CONFIG_ENV}); flags and SIDECAR_* "
+        "environment variables override it",
+    )(fn)
 
 
 @main.command()
@@ -164,8 +171,13 @@ def config_check(config_file: Path | None, as_json: bool, **flags: Any) -> None:
     problems = _config_problems(resolved)
     rows = resolved.describe()
     if as_json:
-        _print_json({"config_file": str(resolved.config_file) if resolved.config_file else None,
-                     "settings": {k: {"value": v, "source": src} for k, v, src in rows}, "problems": problems})
+        _print_json(
+            {
+                "config_file": str(resolved.config_file) if resolved.config_file else None,
+                "settings": {k: {"value": v, "source": src} for k, v, src in rows},
+                "problems": problems,
+            }
+        )
     else:
         click.echo(f"# config file: {resolved.config_file or '(none)'}")
         width = max(len(k) for k, _, _ in rows)
@@ -245,14 +257,19 @@ def keys_init(data_dir: Path, origin: str | None, as_json: bool) -> None:
     if as_json:
         _print_json(anchor.to_json())
     else:
-        click.echo(f"ledger keys created in {data_dir}\norigin: {anchor.origin}\n"
-                   f"trust anchor: {data_dir / 'trust.json'} (give this file to auditors)")
+        click.echo(
+            f"ledger keys created in {data_dir}\norigin: {anchor.origin}\n"
+            f"trust anchor: {data_dir / 'trust.json'} (give this file to auditors)"
+        )
 
 
 @keys.command("show")
 @click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path, exists=True))
-@click.option("--witness-vkey", is_flag=True,
-              help="print the log witness key's vkey instead (what witnesses are configured with; created if missing)")
+@click.option(
+    "--witness-vkey",
+    is_flag=True,
+    help="print the log witness key's vkey instead (what witnesses are configured with; created if missing)",
+)
 def keys_show(data_dir: Path, witness_vkey: bool) -> None:
     """Print the trust anchor (origin and first public key) as JSON."""
     from sidecar.ledger.keystore import KeyStore
@@ -321,27 +338,67 @@ def _is_remote(source: str) -> bool:
 
 @main.command()
 @click.argument("source")
-@click.option("--trust", "trust_file", type=click.Path(path_type=Path), required=True,
-              help="the pinned trust anchor (from `sidecar keys show`)")
+@click.option(
+    "--trust",
+    "trust_file",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="the pinned trust anchor (from `sidecar keys show`)",
+)
 @click.option("--remote", default=None, help="also compare with this remote copy (finds a split view or lag)")
-@click.option("--token", envvar="SIDECAR_AUDIT_TOKEN", default=None,
-              help="bearer token for a sidecar URL source (or SIDECAR_AUDIT_TOKEN)")
-@click.option("--checkpoint", "checkpoints", multiple=True, type=click.Path(path_type=Path),
-              help="a signed checkpoint obtained elsewhere; finds a cut tail or a rollback")
-@click.option("--last-seen", "last_seen", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="the auditor's pinned newest checkpoint: checked against, and moved forward after a clean "
-                   "run (created on first use); finds a later cut tail or rolled-back store")
+@click.option(
+    "--token",
+    envvar="SIDECAR_AUDIT_TOKEN",
+    default=None,
+    help="bearer token for a sidecar URL source (or SIDECAR_AUDIT_TOKEN)",
+)
+@click.option(
+    "--checkpoint",
+    "checkpoints",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="a signed checkpoint obtained elsewhere; finds a cut tail or a rollback",
+)
+@click.option(
+    "--last-seen",
+    "last_seen",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="the auditor's pinned newest checkpoint: checked against, and moved forward after a clean "
+    "run (created on first use); finds a later cut tail or rolled-back store",
+)
 @click.option("--workers", type=int, default=None, help="processes (default: all cores)")
-@click.option("--thorough", is_flag=True, hidden=True,
-              help="accepted for old scripts: verification is always the full procedure")
-@click.option("--witnesses", "witness_file", type=click.Path(path_type=Path), default=None,
-              help="witness list (kc-ledger-witnesses/1 JSON): check cosignatures and ask the witnesses")
-@click.option("--quorum", type=click.IntRange(min=1), default=1, show_default=True,
-              help="with --witnesses: cosignatures required on the newest checkpoint")
+@click.option(
+    "--thorough", is_flag=True, hidden=True, help="accepted for old scripts: verification is always the full procedure"
+)
+@click.option(
+    "--witnesses",
+    "witness_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="witness list (kc-ledger-witnesses/1 JSON): check cosignatures and ask the witnesses",
+)
+@click.option(
+    "--quorum",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="with --witnesses: cosignatures required on the newest checkpoint",
+)
 @click.option("--json", "as_json", is_flag=True)
-def verify(source: str, trust_file: Path, remote: str | None, token: str | None, checkpoints: tuple[Path, ...],
-           last_seen: Path | None, workers: int | None, thorough: bool, witness_file: Path | None, quorum: int,
-           as_json: bool) -> None:
+def verify(
+    source: str,
+    trust_file: Path,
+    remote: str | None,
+    token: str | None,
+    checkpoints: tuple[Path, ...],
+    last_seen: Path | None,
+    workers: int | None,
+    thorough: bool,
+    witness_file: Path | None,
+    quorum: int,
+    as_json: bool,
+) -> None:
     """Verify a ledger: a data directory, a pulled bundle, s3://bucket/prefix, or a sidecar URL.
 
     The newest signed checkpoint available is always used: a bundle's own, the store's newest,
@@ -375,23 +432,38 @@ def verify(source: str, trust_file: Path, remote: str | None, token: str | None,
                 _verify_bundle(Path(source), trust, as_json)
             if _is_remote(source):
                 verified = Path(tmp)
-                report = asyncio.run(pull_and_verify(source, verified, trust, external=external, token=token,
-                                                     workers=workers, thorough=thorough, progress=progress))
+                report = asyncio.run(
+                    pull_and_verify(
+                        source,
+                        verified,
+                        trust,
+                        external=external,
+                        token=token,
+                        workers=workers,
+                        thorough=thorough,
+                        progress=progress,
+                    )
+                )
             else:
                 verified = Path(source)
-                report = verify_directory(verified, trust, external=external, workers=workers,
-                                          thorough=thorough, progress=progress)
+                report = verify_directory(
+                    verified, trust, external=external, workers=workers, thorough=thorough, progress=progress
+                )
             if remote:
-                asyncio.run(compare_remote(report, Path(source), remote, Path(tmp) / "remote", trust,
-                                           token=token, workers=workers))
+                asyncio.run(
+                    compare_remote(
+                        report, Path(source), remote, Path(tmp) / "remote", trust, token=token, workers=workers
+                    )
+                )
             if witness_file is not None:
                 from sidecar.audit.witnesses import apply_witness_check, load_witness_list
 
                 witnesses = load_witness_list(witness_file)
                 if quorum > len(witnesses):
                     raise UnusableInput(f"quorum {quorum} is more than the {len(witnesses)} witnesses listed")
-                apply_witness_check(report, Path(tmp) if _is_remote(source) else Path(source), trust, witnesses,
-                                    quorum, external)
+                apply_witness_check(
+                    report, Path(tmp) if _is_remote(source) else Path(source), trust, witnesses, quorum, external
+                )
             if pin is not None:
                 # SECURITY: the pin only moves after a clean run, so a tampered ledger can never lower it.
                 size, moved = pin.advance(verified) if report.ok else (None, False)
@@ -406,17 +478,26 @@ def verify(source: str, trust_file: Path, remote: str | None, token: str | None,
     else:
         _print_report(report, Path(source))
         if pin_state is not None:
-            click.echo(f"last seen: {pin_state['file']} "
-                       + (f"now pins tree size {pin_state['pinned_size']}" if pin_state["updated"]
-                          else "unchanged (only a clean run with a larger tree moves it)"))
+            click.echo(
+                f"last seen: {pin_state['file']} "
+                + (
+                    f"now pins tree size {pin_state['pinned_size']}"
+                    if pin_state["updated"]
+                    else "unchanged (only a clean run with a larger tree moves it)"
+                )
+            )
     sys.exit(0 if report.ok else 1)
 
 
 @main.command()
 @click.argument("source")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="folder for the bundle")
-@click.option("--token", envvar="SIDECAR_AUDIT_TOKEN", default=None,
-              help="bearer token for a sidecar URL source (or SIDECAR_AUDIT_TOKEN)")
+@click.option(
+    "--token",
+    envvar="SIDECAR_AUDIT_TOKEN",
+    default=None,
+    help="bearer token for a sidecar URL source (or SIDECAR_AUDIT_TOKEN)",
+)
 @click.option("--json", "as_json", is_flag=True)
 def pull(source: str, out: Path, token: str | None, as_json: bool) -> None:
     """Download a ledger (s3://bucket/prefix, a directory, or a sidecar URL) into a bundle; resumable."""
@@ -445,18 +526,29 @@ def pull(source: str, out: Path, token: str | None, as_json: bool) -> None:
         _fail(f"cannot write the bundle to {out}: {exc.strerror or exc}", 2)
     if result.segments == 0:
         _fail(f"{source} holds no ledger segments ({result.objects} other objects)", 2)
-    summary = {"source": source, "out": str(out), "objects": result.objects, "fetched": result.fetched,
-               "bytes_fetched": result.bytes_fetched, "segments": result.segments,
-               "checkpoints": len(result.checkpoints), "findings": [f.to_json() for f in result.findings]}
+    summary = {
+        "source": source,
+        "out": str(out),
+        "objects": result.objects,
+        "fetched": result.fetched,
+        "bytes_fetched": result.bytes_fetched,
+        "segments": result.segments,
+        "checkpoints": len(result.checkpoints),
+        "findings": [f.to_json() for f in result.findings],
+    }
     if as_json:
         _print_json(summary)
     else:
-        click.echo(f"pulled {result.objects} objects ({result.fetched} fetched now, {result.bytes_fetched} bytes) "
-                   f"into {out}: {result.segments} segments, {len(result.checkpoints)} checkpoints")
+        click.echo(
+            f"pulled {result.objects} objects ({result.fetched} fetched now, {result.bytes_fetched} bytes) "
+            f"into {out}: {result.segments} segments, {len(result.checkpoints)} checkpoints"
+        )
         for f in result.findings:
             click.echo(f"  - {f}")
-        click.echo(f"next: sidecar verify {out} --trust TRUST.json --checkpoint "
-                   f"{result.newest_checkpoint() or '<newest checkpoint>'}")
+        click.echo(
+            f"next: sidecar verify {out} --trust TRUST.json --checkpoint "
+            f"{result.newest_checkpoint() or '<newest checkpoint>'}"
+        )
     sys.exit(1 if result.findings else 0)
 
 
@@ -504,21 +596,27 @@ def _print_report(report: Any, source: Path) -> None:
         return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="seconds") if ns else "-"
 
     click.echo(f"ledger: {source}")
-    click.echo(f"checked: {report.segments} segments, {report.records} records, {report.total_bytes} bytes, "
-               f"{report.checkpoints} signed checkpoints/seals, {report.external_checkpoints} external checkpoints")
+    click.echo(
+        f"checked: {report.segments} segments, {report.records} records, {report.total_bytes} bytes, "
+        f"{report.checkpoints} signed checkpoints/seals, {report.external_checkpoints} external checkpoints"
+    )
     click.echo(f"span: {when(report.first_ts)} .. {when(report.last_ts)}")
     click.echo(f"keys: {', '.join(report.keys)}")
     click.echo(f"tree: size {report.size}, root {report.root.hex()}")
     formats = ", ".join(f"{n} {name}" for name, n in sorted(report.formats.items()))
     click.echo(f"formats: {formats or '-'}")
     if report.encrypted_records:
-        click.echo(f"encrypted fields: {report.encrypted_records} records, {report.erased_records} of them of "
-                   f"{report.erased_subjects} erased subjects (unreadable by anyone)")
+        click.echo(
+            f"encrypted fields: {report.encrypted_records} records, {report.erased_records} of them of "
+            f"{report.erased_subjects} erased subjects (unreadable by anyone)"
+        )
     for limit in report.limitations:
         click.echo(f"weaker guarantee: {limit}")
     if report.ok:
-        click.echo("verdict: INTACT (framing, canonical records, hash chain, Merkle roots, signatures over every "
-                   "segment byte, key chain, seals)")
+        click.echo(
+            "verdict: INTACT (framing, canonical records, hash chain, Merkle roots, signatures over every "
+            "segment byte, key chain, seals)"
+        )
         return
     click.echo(f"verdict: TAMPERED OR INCOMPLETE ({len(report.findings)} findings)")
     for finding in report.findings:

@@ -25,8 +25,11 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 def _refused(exc: Any, as_json: bool = False) -> NoReturn:
     """Verification failed: say so with the findings, exit 1."""
     if as_json:
-        click.echo(orjson.dumps({"verdict": "refused", "error": str(exc),
-                                 "findings": [f.to_json() for f in exc.findings]}).decode())
+        click.echo(
+            orjson.dumps(
+                {"verdict": "refused", "error": str(exc), "findings": [f.to_json() for f in exc.findings]}
+            ).decode()
+        )
     else:
         click.echo(f"error: {exc}", err=True)
         for f in exc.findings[:50]:
@@ -50,8 +53,15 @@ def _ns(value: str | None) -> int | None:
     return int(when.timestamp() * 1e9)
 
 
-def _filter(actor: str | None, target: str | None, session: str | None, realm: str | None, types: tuple[str, ...],
-            since: str | None, until: str | None) -> Any:
+def _filter(
+    actor: str | None,
+    target: str | None,
+    session: str | None,
+    realm: str | None,
+    types: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+) -> Any:
     from sidecar.audit.timeline import Filter
 
     return Filter(actor, target, session, realm, types, _ns(since), _ns(until))
@@ -67,17 +77,28 @@ _FILTERS = [
     click.option("--until", default=None, help="ISO 8601 time (UTC unless it names a zone)"),
 ]
 _TRUST = [
-    click.option("--trust", "trust_file", type=click.Path(path_type=Path), default=None,
-                 help="the pinned trust anchor (from `sidecar keys show`); required unless --unverified"),
-    click.option("--unverified", is_flag=True,
-                 help="forensics: read without verifying; every output line is marked unverified"),
+    click.option(
+        "--trust",
+        "trust_file",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="the pinned trust anchor (from `sidecar keys show`); required unless --unverified",
+    ),
+    click.option(
+        "--unverified", is_flag=True, help="forensics: read without verifying; every output line is marked unverified"
+    ),
 ]
 
 
 _SUBJECTS = [
-    click.option("--subjects", "subjects_dir", type=click.Path(path_type=Path), default=None,
-                 help="subject key store: show the names and addresses encrypted in records (an investigator); "
-                      "without it encrypted values are left out and ids stand in for them"),
+    click.option(
+        "--subjects",
+        "subjects_dir",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="subject key store: show the names and addresses encrypted in records (an investigator); "
+        "without it encrypted values are left out and ids stand in for them",
+    ),
 ]
 
 
@@ -101,6 +122,7 @@ def _with(options: list[Any]) -> Callable[[Any], Any]:
         for option in reversed(options):
             fn = option(fn)
         return fn
+
     return deco
 
 
@@ -127,13 +149,28 @@ def _records(source: Path, trust: Any, keep: Any, unverified: bool) -> Iterator[
 @click.argument("source", type=click.Path(path_type=Path))
 @_with(_FILTERS)
 @_with(_TRUST)
-@click.option("--full-scan", is_flag=True,
-              help="verify and read the whole ledger even when the index could answer --actor/--target")
+@click.option(
+    "--full-scan",
+    is_flag=True,
+    help="verify and read the whole ledger even when the index could answer --actor/--target",
+)
 @_with(_SUBJECTS)
 @click.option("--json", "as_json", is_flag=True, help="JSON lines, one record each")
-def timeline(source: Path, actor: str | None, target: str | None, session: str | None, realm: str | None,
-             types: tuple[str, ...], since: str | None, until: str | None, trust_file: Path | None,
-             unverified: bool, full_scan: bool, subjects_dir: Path | None, as_json: bool) -> None:
+def timeline(
+    source: Path,
+    actor: str | None,
+    target: str | None,
+    session: str | None,
+    realm: str | None,
+    types: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    trust_file: Path | None,
+    unverified: bool,
+    full_scan: bool,
+    subjects_dir: Path | None,
+    as_json: bool,
+) -> None:
     """Who did what to whom, when: a verified timeline of a ledger.
 
     With --actor or --target and the sidecar's index beside the segments, only the records the
@@ -152,8 +189,10 @@ def timeline(source: Path, actor: str | None, target: str | None, session: str |
         when = datetime.fromtimestamp(int(rec["ts"]) / 1e9, UTC).isoformat(timespec="milliseconds")
         e = rec["event"]
         flag = "UNVERIFIED " if unverified else ""
-        click.echo(f"{flag}{when} #{rec['seq']:<7} {e.get('realm') or '-':12} {describe(rec)}"
-                   f"{'  from ' + e['ip'] if e.get('ip') else ''}{_pii_note(rec)}")
+        click.echo(
+            f"{flag}{when} #{rec['seq']:<7} {e.get('realm') or '-':12} {describe(rec)}"
+            f"{'  from ' + e['ip'] if e.get('ip') else ''}{_pii_note(rec)}"
+        )
 
     try:
         trust = _trust(trust_file, unverified)
@@ -165,15 +204,26 @@ def timeline(source: Path, actor: str | None, target: str | None, session: str |
 
         if (actor or target) and not unverified and not full_scan and has_index(source):
             # The index holds no encrypted value: a name is looked up as the ids the key store knows for it.
-            wanted = [(a, t) for a in ([actor, *revealer.subjects_named(actor)] if actor else [None])
-                      for t in ([target, *revealer.subjects_named(target)] if target else [None])]
+            wanted = [
+                (a, t)
+                for a in ([actor, *revealer.subjects_named(actor)] if actor else [None])
+                for t in ([target, *revealer.subjects_named(target)] if target else [None])
+            ]
             seen: dict[int, Any] = {}
             for a, t in wanted:
                 for checked in lookup_verified(source, trust, keep, actor=a, target=t):
                     seen.setdefault(int(checked.record["seq"]), checked)
             for _seq, checked in sorted(seen.items()):
-                show(revealer(checked.record), {"verified": {"checkpoint_size": checked.checkpoint_size,
-                                                             "root": checked.checkpoint_root, "key": checked.key}})
+                show(
+                    revealer(checked.record),
+                    {
+                        "verified": {
+                            "checkpoint_size": checked.checkpoint_size,
+                            "root": checked.checkpoint_root,
+                            "key": checked.key,
+                        }
+                    },
+                )
             return
         for rec in _records(source, trust, keep, unverified):
             show(revealer(rec), {"unverified": True} if unverified else {})
@@ -187,17 +237,37 @@ def timeline(source: Path, actor: str | None, target: str | None, session: str |
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "ocsf", "ecs"]), default="jsonl", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="file (default: stdout)")
 @click.option("--follow", is_flag=True, help="keep running: stream new records as they are committed")
-@click.option("--cursor", "cursor_file", type=click.Path(path_type=Path), default=None,
-              help="with --follow: resume from and save progress to this file")
+@click.option(
+    "--cursor",
+    "cursor_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="with --follow: resume from and save progress to this file",
+)
 @click.option("--interval", type=float, default=1.0, show_default=True, help="with --follow: seconds between polls")
 @click.option("--max-polls", type=int, default=None, hidden=True, help="with --follow: stop after N polls (tests)")
 @_with(_FILTERS)
 @_with(_TRUST)
 @_with(_SUBJECTS)
-def export(source: Path, fmt: str, out: Path | None, follow: bool, cursor_file: Path | None, interval: float,
-           max_polls: int | None, actor: str | None, target: str | None, session: str | None, realm: str | None,
-           types: tuple[str, ...], since: str | None, until: str | None, trust_file: Path | None,
-           unverified: bool, subjects_dir: Path | None) -> None:
+def export(
+    source: Path,
+    fmt: str,
+    out: Path | None,
+    follow: bool,
+    cursor_file: Path | None,
+    interval: float,
+    max_polls: int | None,
+    actor: str | None,
+    target: str | None,
+    session: str | None,
+    realm: str | None,
+    types: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    trust_file: Path | None,
+    unverified: bool,
+    subjects_dir: Path | None,
+) -> None:
     """Export verified records as JSON lines, OCSF 1.4.0 or ECS events for a SIEM (docs/export.md).
 
     OCSF and ECS export an intent and its outcome as one event. Nothing secret is in the ledger,
@@ -259,8 +329,18 @@ def export(source: Path, fmt: str, out: Path | None, follow: bool, cursor_file: 
         _refused(exc)
 
 
-def _follow(source: Path, trust: Any, keep: Any, fmt: str, out: Path | None, cursor_file: Path | None,
-            interval: float, max_polls: int | None, line: Any, revealer: Any) -> None:
+def _follow(
+    source: Path,
+    trust: Any,
+    keep: Any,
+    fmt: str,
+    out: Path | None,
+    cursor_file: Path | None,
+    interval: float,
+    max_polls: int | None,
+    line: Any,
+    revealer: Any,
+) -> None:
     from sidecar.export.follow import Cursor, follow
     from sidecar.export.pairs import Paired
 
@@ -296,13 +376,26 @@ def _follow(source: Path, trust: Any, keep: Any, fmt: str, out: Path | None, cur
 @click.option("--keycloak", "keycloak_url", required=True, help="Keycloak's base URL (direct, not the sidecar)")
 @click.option("--realm", required=True, help="realm to compare (the reader's service account lives there)")
 @click.option("--client-id", required=True, help="read-only service account client id")
-@click.option("--secret-file", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
-              help="file with its secret (or env SIDECAR_READER_SECRET)")
+@click.option(
+    "--secret-file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="file with its secret (or env SIDECAR_READER_SECRET)",
+)
 @_with(_TRUST)
 @_with(_SUBJECTS)
 @click.option("--json", "as_json", is_flag=True)
-def drift(source: Path, keycloak_url: str, realm: str, client_id: str, secret_file: Path | None,
-          trust_file: Path | None, unverified: bool, subjects_dir: Path | None, as_json: bool) -> None:
+def drift(
+    source: Path,
+    keycloak_url: str,
+    realm: str,
+    client_id: str,
+    secret_file: Path | None,
+    trust_file: Path | None,
+    unverified: bool,
+    subjects_dir: Path | None,
+    as_json: bool,
+) -> None:
     """Compare Keycloak's live access state and event stores with the verified ledger.
 
     Exit 0 no drift, 1 drift found (or the ledger did not verify), 2 could not check:
@@ -320,8 +413,19 @@ def drift(source: Path, keycloak_url: str, realm: str, client_id: str, secret_fi
     try:
         trust = _trust(trust_file, unverified)
         revealer = _revealer(source, subjects_dir)
-        result = asyncio.run(check_once(source, trust, keycloak_url, realm, client_id, secret,
-                                        unverified=unverified, subjects=revealer.store, origin=revealer.origin))
+        result = asyncio.run(
+            check_once(
+                source,
+                trust,
+                keycloak_url,
+                realm,
+                client_id,
+                secret,
+                unverified=unverified,
+                subjects=revealer.store,
+                origin=revealer.origin,
+            )
+        )
     except ReadRefused as exc:
         _refused(exc, as_json)
     except (CannotCheck, UnusableInput) as exc:
@@ -341,14 +445,23 @@ def drift(source: Path, keycloak_url: str, realm: str, client_id: str, secret_fi
 # ---------------------------------------------------------------------------------------------- report
 @click.command()
 @click.argument("source", type=click.Path(path_type=Path))
-@click.option("--trust", "trust_file", type=click.Path(path_type=Path), required=True,
-              help="the pinned trust anchor (from `sidecar keys show`)")
+@click.option(
+    "--trust",
+    "trust_file",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="the pinned trust anchor (from `sidecar keys show`)",
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="the HTML file to write")
-@click.option("--checkpoint", "checkpoints", multiple=True, type=click.Path(path_type=Path),
-              help="a signed checkpoint obtained elsewhere (finds a cut tail or a rollback)")
+@click.option(
+    "--checkpoint",
+    "checkpoints",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="a signed checkpoint obtained elsewhere (finds a cut tail or a rollback)",
+)
 @_with(_SUBJECTS)
-def report(source: Path, trust_file: Path, out: Path, checkpoints: tuple[Path, ...],
-           subjects_dir: Path | None) -> None:
+def report(source: Path, trust_file: Path, out: Path, checkpoints: tuple[Path, ...], subjects_dir: Path | None) -> None:
     """Write one self-contained HTML report an auditor opens offline (verdict, coverage, drift, timelines).
 
     Exit 0 when the ledger verified, 1 when it did not (the report then shows the findings), 2 unusable input.

@@ -58,8 +58,9 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("upstream", "str", None, "Keycloak's base URL as the sidecar reaches it, e.g. http://127.0.0.1:8080 "
-           "(required)"),
+    Option(
+        "upstream", "str", None, "Keycloak's base URL as the sidecar reaches it, e.g. http://127.0.0.1:8080 (required)"
+    ),
     Option("data", "path", None, "ledger data directory (required)"),
     Option("listen", "str", "127.0.0.1:8443", "HOST:PORT to listen on"),
     Option("policy", "path", None, "policy TOML (default: the shipped sidecar/policies/default.toml)"),
@@ -79,26 +80,51 @@ OPTIONS: tuple[Option, ...] = (
     Option("reader_client_id", "str", None, "client id of that service account"),
     Option("reader_secret_file", "path", None, "file holding its client secret (e.g. /run/secrets/reader_secret)"),
     Option("reader_secret", "str", None, "the client secret itself: environment only", secret=True, flag=False),
-    Option("capture_budget", "int", 64, "MiB of captured bodies held at once (all requests); beyond it captured "
-           "requests get 503"),
-    Option("identity_connections", "int", 64, "upstream connections for captured requests (logins, tokens, "
-           "admin writes)"),
+    Option(
+        "capture_budget",
+        "int",
+        64,
+        "MiB of captured bodies held at once (all requests); beyond it captured requests get 503",
+    ),
+    Option(
+        "identity_connections", "int", 64, "upstream connections for captured requests (logins, tokens, admin writes)"
+    ),
     Option("passthrough_connections", "int", 256, "upstream connections for everything else (a separate pool)"),
     Option("auditor_recheck", "float", 5.0, "seconds an auditor's live role and enabled check is cached"),
-    Option("auditor_denied_window", "float", 60.0, "seconds per requester in which refused audit reads make one "
-           "record plus one aggregate"),
-    Option("witnesses", "path", None, "witness list (kc-ledger-witnesses/1 JSON with urls): get checkpoints "
-           "cosigned"),
+    Option(
+        "auditor_denied_window",
+        "float",
+        60.0,
+        "seconds per requester in which refused audit reads make one record plus one aggregate",
+    ),
+    Option("witnesses", "path", None, "witness list (kc-ledger-witnesses/1 JSON with urls): get checkpoints cosigned"),
     Option("witness_quorum", "int", 1, "cosignatures a checkpoint needs"),
-    Option("witness_stale", "float", 300.0, "seconds the newest checkpoint may wait for its quorum before "
-           "readiness fails"),
-    Option("subjects", "path", None, "subject key store: identifying values are encrypted under per-person keys "
-           "so they can be erased (`sidecar subject init`); a missing store stops the start"),
-    Option("subjects_backup", "list", (), "a backup copy of the subject key store that every key and erasure "
-           "reaches (flag repeatable, env comma-separated, file a list)", cli="--subjects-backup"),
-    Option("trusted_proxies", "list", (), "addresses or CIDRs of load balancers whose X-Forwarded-For/-Proto are "
-           "believed (flag repeatable, env comma-separated, file a list); from anyone else they are overwritten",
-           cli="--trusted-proxy"),
+    Option(
+        "witness_stale", "float", 300.0, "seconds the newest checkpoint may wait for its quorum before readiness fails"
+    ),
+    Option(
+        "subjects",
+        "path",
+        None,
+        "subject key store: identifying values are encrypted under per-person keys "
+        "so they can be erased (`sidecar subject init`); a missing store stops the start",
+    ),
+    Option(
+        "subjects_backup",
+        "list",
+        (),
+        "a backup copy of the subject key store that every key and erasure "
+        "reaches (flag repeatable, env comma-separated, file a list)",
+        cli="--subjects-backup",
+    ),
+    Option(
+        "trusted_proxies",
+        "list",
+        (),
+        "addresses or CIDRs of load balancers whose X-Forwarded-For/-Proto are "
+        "believed (flag repeatable, env comma-separated, file a list); from anyone else they are overwritten",
+        cli="--trusted-proxy",
+    ),
     Option("tls_cert", "path", None, "PEM certificate chain for a TLS listener (reloaded on SIGHUP)"),
     Option("tls_key", "path", None, "PEM private key for the TLS listener (reloaded on SIGHUP)"),
     Option("drift", "bool", True, "run the drift monitor (needs the state reader's service account)"),
@@ -125,8 +151,9 @@ def _from_text(opt: Option, text: str, where: str) -> Any:
         if opt.kind == "float":
             return float(text)
     except ValueError:
-        raise ConfigError(f"{where}: {opt.key} must be a{'n integer' if opt.kind == 'int' else ' number'}, "
-                          f"got {text!r}") from None
+        raise ConfigError(
+            f"{where}: {opt.key} must be a{'n integer' if opt.kind == 'int' else ' number'}, got {text!r}"
+        ) from None
     if opt.kind == "bool":
         if text.strip().lower() in _TRUE:
             return True
@@ -142,15 +169,22 @@ def _from_text(opt: Option, text: str, where: str) -> Any:
 
 def _from_toml(opt: Option, value: Any, where: str) -> Any:
     checks: dict[str, Callable[[Any], bool]] = {
-        "str": lambda v: isinstance(v, str), "path": lambda v: isinstance(v, str),
+        "str": lambda v: isinstance(v, str),
+        "path": lambda v: isinstance(v, str),
         "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
         "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
         "bool": lambda v: isinstance(v, bool),
         "list": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
     }
     if not checks[opt.kind](value):
-        want = {"list": "a list of strings", "path": "a string (a path)", "int": "an integer", "float": "a number",
-                "bool": "true or false", "str": "a string"}[opt.kind]
+        want = {
+            "list": "a list of strings",
+            "path": "a string (a path)",
+            "int": "an integer",
+            "float": "a number",
+            "bool": "true or false",
+            "str": "a string",
+        }[opt.kind]
         raise ConfigError(f"{where}: {opt.key} must be {want}, got {type(value).__name__}")
     if opt.kind == "path":
         return Path(value)
@@ -175,8 +209,10 @@ def read_file(path: Path) -> dict[str, Any]:
         if opt is None:
             raise ConfigError(f"config file {path}: unknown key {key!r} (known: {', '.join(sorted(BY_KEY))})")
         if opt.secret:
-            raise ConfigError(f"config file {path}: {key} is a secret and cannot be in a file; "
-                              f"use {key}_file or the environment variable {opt.env}")
+            raise ConfigError(
+                f"config file {path}: {key} is a secret and cannot be in a file; "
+                f"use {key}_file or the environment variable {opt.env}"
+            )
         out[key] = _from_toml(opt, value, f"config file {path}")
     return out
 
@@ -212,8 +248,9 @@ class Resolved:
         return rows
 
 
-def resolve(flags: Mapping[str, Any], env: Mapping[str, str] | None = None,
-            config_file: Path | None = None) -> Resolved:
+def resolve(
+    flags: Mapping[str, Any], env: Mapping[str, str] | None = None, config_file: Path | None = None
+) -> Resolved:
     """Merge flag values (None or () = not given), the environment and the config file, by precedence."""
     env = os.environ if env is None else env
     if config_file is None and env.get(CONFIG_ENV):
@@ -270,23 +307,42 @@ def settings(resolved: Resolved) -> Any:
 
     host, port = listen_address(resolved["listen"])
     return Settings(
-        upstream=resolved["upstream"], data_dir=resolved["data"], host=host, port=port,
-        policy_file=resolved["policy"], store_url=resolved["store"], store_retention_days=resolved["retention_days"],
+        upstream=resolved["upstream"],
+        data_dir=resolved["data"],
+        host=host,
+        port=port,
+        policy_file=resolved["policy"],
+        store_url=resolved["store"],
+        store_retention_days=resolved["retention_days"],
         high_water_bytes=resolved["high_water"] * 1024 * 1024,
-        replication_interval_s=resolved["replication_interval"], auditor_realm=resolved["auditor_realm"],
-        auditor_role=resolved["auditor_role"], reader_realm=resolved["reader_realm"],
-        reader_client_id=resolved["reader_client_id"], reader_secret=reader_secret(resolved),
-        trusted_proxies=resolved["trusted_proxies"], upstream_probe_s=resolved["upstream_probe"],
+        replication_interval_s=resolved["replication_interval"],
+        auditor_realm=resolved["auditor_realm"],
+        auditor_role=resolved["auditor_role"],
+        reader_realm=resolved["reader_realm"],
+        reader_client_id=resolved["reader_client_id"],
+        reader_secret=reader_secret(resolved),
+        trusted_proxies=resolved["trusted_proxies"],
+        upstream_probe_s=resolved["upstream_probe"],
         access_log=resolved["access_log"],
         capture_budget_bytes=resolved["capture_budget"] * 1024 * 1024,
         identity_connections=resolved["identity_connections"],
         passthrough_connections=resolved["passthrough_connections"],
-        auditor_recheck_s=resolved["auditor_recheck"], auditor_denied_window_s=resolved["auditor_denied_window"],
-        witness_file=resolved["witnesses"], witness_quorum=resolved["witness_quorum"],
+        auditor_recheck_s=resolved["auditor_recheck"],
+        auditor_denied_window_s=resolved["auditor_denied_window"],
+        witness_file=resolved["witnesses"],
+        witness_quorum=resolved["witness_quorum"],
         witness_stale_s=resolved["witness_stale"],
-        subjects_dir=resolved["subjects"], subjects_backups=tuple(Path(p) for p in resolved["subjects_backup"]),
-        drift=DriftConfig(poll_s=resolved["drift_poll"], sweep_s=resolved["drift_sweep"],
-                          rate_per_s=resolved["drift_rate"]) if resolved["drift"] else None,
-        ledger=LedgerConfig(segment_max_bytes=resolved["segment_max_bytes"],
-                            segment_max_age_s=resolved["segment_max_age"], epoch_s=resolved["epoch"],
-                            heartbeat_s=resolved["heartbeat"]))
+        subjects_dir=resolved["subjects"],
+        subjects_backups=tuple(Path(p) for p in resolved["subjects_backup"]),
+        drift=DriftConfig(
+            poll_s=resolved["drift_poll"], sweep_s=resolved["drift_sweep"], rate_per_s=resolved["drift_rate"]
+        )
+        if resolved["drift"]
+        else None,
+        ledger=LedgerConfig(
+            segment_max_bytes=resolved["segment_max_bytes"],
+            segment_max_age_s=resolved["segment_max_age"],
+            epoch_s=resolved["epoch"],
+            heartbeat_s=resolved["heartbeat"],
+        ),
+    )

@@ -67,21 +67,25 @@ async def _activity(base: str) -> list[str]:
     realm, alice = REALM.name, REALM.alice
     callback = f"{base}/callback"
     lines = []
-    bad = await activity.browser_login(base, realm, REALM.app.client_id, alice.username, "wrong-password",
-                                       callback)
+    bad = await activity.browser_login(base, realm, REALM.app.client_id, alice.username, "wrong-password", callback)
     lines.append(f"browser login as {alice.username} with a wrong password: {'refused' if not bad.ok else 'ACCEPTED?'}")
     good = await activity.browser_login(base, realm, REALM.app.client_id, alice.username, alice.password, callback)
     lines.append(f"browser login as {alice.username}: {'succeeded' if good.ok else 'FAILED'}")
-    status, _ = await activity.direct_grant(base, realm, REALM.app.client_id, REALM.app.secret, REALM.bob.username,
-                                            "not-bobs-password")
+    status, _ = await activity.direct_grant(
+        base, realm, REALM.app.client_id, REALM.app.secret, REALM.bob.username, "not-bobs-password"
+    )
     lines.append(f"direct grant as {REALM.bob.username} with a wrong password: HTTP {status}")
     async with activity.Admin(base, ADMIN_USER, ADMIN_PASSWORD) as admin:
         uid = await admin.user_id(realm, alice.username)
         role = await admin.role(realm, "auditor")
-        lines.append(f"admin grants realm role auditor to {alice.username}: HTTP "
-                     f"{await admin.grant_realm_role(realm, uid, role)}")
-        lines.append(f"admin revokes realm role auditor from {alice.username}: HTTP "
-                     f"{await admin.revoke_realm_role(realm, uid, role)}")
+        lines.append(
+            f"admin grants realm role auditor to {alice.username}: HTTP "
+            f"{await admin.grant_realm_role(realm, uid, role)}"
+        )
+        lines.append(
+            f"admin revokes realm role auditor from {alice.username}: HTTP "
+            f"{await admin.revoke_realm_role(realm, uid, role)}"
+        )
     return lines
 
 
@@ -96,8 +100,16 @@ def main() -> int:
     base = f"http://127.0.0.1:{sidecar_port}"
     _say("fetching Keycloak (cached after the first run)...")
     dist = ensure_distribution()
-    kc = KeycloakServer(dist, root / "keycloak", http_port=kc_port, management_port=mgmt_port, public_url=base,
-                        admin_username=ADMIN_USER, admin_password=ADMIN_PASSWORD, realm_files=[REALM.file])
+    kc = KeycloakServer(
+        dist,
+        root / "keycloak",
+        http_port=kc_port,
+        management_port=mgmt_port,
+        public_url=base,
+        admin_username=ADMIN_USER,
+        admin_password=ADMIN_PASSWORD,
+        realm_files=[REALM.file],
+    )
     sidecar: subprocess.Popen[bytes] | None = None
 
     def on_signal(signum: int, frame: object) -> None:
@@ -107,18 +119,37 @@ def main() -> int:
         signal.signal(sig, on_signal)
     code = 0
     try:
-        _say("starting Keycloak on 127.0.0.1 (its first start builds it and creates its database; on a busy "
-             "2-core machine that takes minutes)...")
+        _say(
+            "starting Keycloak on 127.0.0.1 (its first start builds it and creates its database; on a busy "
+            "2-core machine that takes minutes)..."
+        )
         # First starts (build, schema, realm import) took 84-193 s on 2 cores at load average 7-13;
         # the harness's 180 s default is meant for the test suite's starts.
         kc.start(timeout=600)
         _say(f"Keycloak ready in {kc.startup_seconds:.1f} s")
         log = (root / "sidecar.log").open("ab")
-        sidecar = subprocess.Popen([sys.executable, "-m", "sidecar", "serve", "--upstream", kc.base_url,
-                                    "--data", str(data), "--store", str(store), "--listen",
-                                    f"127.0.0.1:{sidecar_port}", "--auditor-realm", REALM.name],
-                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)
+        sidecar = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sidecar",
+                "serve",
+                "--upstream",
+                kc.base_url,
+                "--data",
+                str(data),
+                "--store",
+                str(store),
+                "--listen",
+                f"127.0.0.1:{sidecar_port}",
+                "--auditor-realm",
+                REALM.name,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         _wait_http(f"{base}/.sidecar/health/ready", 30)
         _say("sample activity through the sidecar:")
         for line in asyncio.run(_activity(base)):
@@ -128,8 +159,11 @@ def main() -> int:
         _say("\nverifying the local ledger and its replica:")
         codes = []
         for source in (str(data), str(store)):
-            result = subprocess.run([sys.executable, "-m", "sidecar", "verify", source, "--trust", str(trust)],
-                                    capture_output=True, text=True)
+            result = subprocess.run(
+                [sys.executable, "-m", "sidecar", "verify", source, "--trust", str(trust)],
+                capture_output=True,
+                text=True,
+            )
             codes.append(result.returncode)
             _say(f"  $ sidecar verify {source} --trust {trust}")
             _say("    " + "\n    ".join(result.stdout.strip().splitlines()[-3:]))
@@ -139,9 +173,9 @@ Keycloak admin console through the sidecar: {base}/admin/master/console/
   test realm: {REALM.name} (users alice/bob/carol/dave; passwords in sidecar/harness/realm.py)
 ledger (local WAL): {data}      replica (directory store): {store}
 trust anchor for auditors: {trust}
-sidecar log: {root / 'sidecar.log'}      Keycloak log: {kc.log_file}
+sidecar log: {root / "sidecar.log"}      Keycloak log: {kc.log_file}
 metrics: {base}/.sidecar/metrics      readiness: {base}/.sidecar/health/ready
-verdict: {'INTACT' if codes == [0, 0] else 'PROBLEMS FOUND (see above)'}
+verdict: {"INTACT" if codes == [0, 0] else "PROBLEMS FOUND (see above)"}
 
 Everything you do in the console is recorded. Verify any time with:
   .venv/bin/sidecar verify {data} --trust {trust}

@@ -35,8 +35,9 @@ def fsync_dir(directory: Path) -> None:
 
 def _temp(path: Path, data: bytes, mode: int, prefix: str | None) -> str:
     """A durable temp file beside `path` holding `data` with permissions `mode`; returns its name."""
-    fd, tmp = tempfile.mkstemp(prefix=prefix if prefix is not None else f".{path.name}.", suffix=".tmp",
-                               dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=prefix if prefix is not None else f".{path.name}.", suffix=".tmp", dir=path.parent
+    )
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

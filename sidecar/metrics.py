@@ -39,84 +39,142 @@ ProcessCollector(registry=REGISTRY)
 _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 # -- the ledger -----------------------------------------------------------------------------------
-RECORDS = Counter("sidecar_records", "Records committed to the ledger, by event type and outcome",
-                  ["type", "outcome"], registry=REGISTRY)
-APPEND_ERRORS = Counter("sidecar_append_errors", "Appends the ledger could not take, by reason "
-                        "(high_water, queue_full, storage)", ["reason"], registry=REGISTRY)
-APPEND_SECONDS = Histogram("sidecar_append_seconds", "Time from append to durable, checkpointed record",
-                           buckets=_FAST, registry=REGISTRY)
+RECORDS = Counter(
+    "sidecar_records",
+    "Records committed to the ledger, by event type and outcome",
+    ["type", "outcome"],
+    registry=REGISTRY,
+)
+APPEND_ERRORS = Counter(
+    "sidecar_append_errors",
+    "Appends the ledger could not take, by reason (high_water, queue_full, storage)",
+    ["reason"],
+    registry=REGISTRY,
+)
+APPEND_SECONDS = Histogram(
+    "sidecar_append_seconds", "Time from append to durable, checkpointed record", buckets=_FAST, registry=REGISTRY
+)
 QUEUE_DEPTH = Gauge("sidecar_ledger_queue_depth", "Records waiting for the writer", registry=REGISTRY)
 LEDGER_RECORDS = Gauge("sidecar_ledger_records", "Records in the ledger (tree size)", registry=REGISTRY)
 LEDGER_BROKEN = Gauge("sidecar_ledger_broken", "1 while the writer is broken (appends fail)", registry=REGISTRY)
-UNVERIFIED_TOKENS = Counter("sidecar_unverified_tokens", "Recorded actions attributed to a bearer token whose "
-                            "signature could not be verified (an alarm: forged or unknown-key token)",
-                            ["type"], registry=REGISTRY)
-UNRECORDED = Counter("sidecar_unrecorded", "Actions let through without a record (failure mode open_unsafe, "
-                     "or an outcome after the change was applied), by kind", ["kind"], registry=REGISTRY)
+UNVERIFIED_TOKENS = Counter(
+    "sidecar_unverified_tokens",
+    "Recorded actions attributed to a bearer token whose "
+    "signature could not be verified (an alarm: forged or unknown-key token)",
+    ["type"],
+    registry=REGISTRY,
+)
+UNRECORDED = Counter(
+    "sidecar_unrecorded",
+    "Actions let through without a record (failure mode open_unsafe, "
+    "or an outcome after the change was applied), by kind",
+    ["kind"],
+    registry=REGISTRY,
+)
 
-AUDIT_DENIED = Counter("sidecar_audit_denied", "Auditor endpoint requests refused, by reason (no_token, "
-                       "invalid_token, forbidden, revoked, unconfirmed); every one is counted, records are "
-                       "rate-limited per requester", ["reason"], registry=REGISTRY)
+AUDIT_DENIED = Counter(
+    "sidecar_audit_denied",
+    "Auditor endpoint requests refused, by reason (no_token, "
+    "invalid_token, forbidden, revoked, unconfirmed); every one is counted, records are "
+    "rate-limited per requester",
+    ["reason"],
+    registry=REGISTRY,
+)
 
 # -- HTTP -----------------------------------------------------------------------------------------
-RESPONSES = Counter("sidecar_http_responses", "Responses the sidecar sent, by status code class",
-                    ["code"], registry=REGISTRY)
-UNAVAILABLE = Counter("sidecar_http_503", "503 answers, by reason (high_water, queue_full, storage, "
-                      "upstream, other)", ["reason"], registry=REGISTRY)
-REQUEST_SECONDS = Histogram("sidecar_request_seconds", "Whole exchange time through the sidecar, by "
-                            "kind (proxy, sidecar)", ["kind"], buckets=_FAST, registry=REGISTRY)
-UPSTREAM_SECONDS = Histogram("sidecar_upstream_seconds", "Keycloak's time to answer (to response headers), "
-                             "by caller (proxy, side)", ["caller"], buckets=_FAST, registry=REGISTRY)
-UPSTREAM_ERRORS = Counter("sidecar_upstream_errors", "Requests to Keycloak that got no answer, by caller and "
-                          "error (connect, timeout, other)", ["caller", "error"], registry=REGISTRY)
+RESPONSES = Counter(
+    "sidecar_http_responses", "Responses the sidecar sent, by status code class", ["code"], registry=REGISTRY
+)
+UNAVAILABLE = Counter(
+    "sidecar_http_503",
+    "503 answers, by reason (high_water, queue_full, storage, upstream, other)",
+    ["reason"],
+    registry=REGISTRY,
+)
+REQUEST_SECONDS = Histogram(
+    "sidecar_request_seconds",
+    "Whole exchange time through the sidecar, by kind (proxy, sidecar)",
+    ["kind"],
+    buckets=_FAST,
+    registry=REGISTRY,
+)
+UPSTREAM_SECONDS = Histogram(
+    "sidecar_upstream_seconds",
+    "Keycloak's time to answer (to response headers), by caller (proxy, side)",
+    ["caller"],
+    buckets=_FAST,
+    registry=REGISTRY,
+)
+UPSTREAM_ERRORS = Counter(
+    "sidecar_upstream_errors",
+    "Requests to Keycloak that got no answer, by caller and error (connect, timeout, other)",
+    ["caller", "error"],
+    registry=REGISTRY,
+)
 UPSTREAM_UP = Gauge("sidecar_upstream_up", "1 while the last readiness probe reached Keycloak", registry=REGISTRY)
 
 # -- replication ----------------------------------------------------------------------------------
-REPLICATION_BACKLOG = Gauge("sidecar_replication_backlog_bytes", "Committed bytes not yet in the store",
-                            registry=REGISTRY)
-REPLICATION_PENDING = Gauge("sidecar_replication_pending_seconds", "Age of the oldest commit not yet in the "
-                            "store (the lag now; 0 when none waits)", registry=REGISTRY)
-REPLICATION_LAG = Gauge("sidecar_replication_lag_seconds", "Commit-to-store time over the recent commits",
-                        ["stat"], registry=REGISTRY)
-REPLICATION_STATE = Gauge("sidecar_replication_state", "1 for the replicator's current state",
-                          ["state"], registry=REGISTRY)
-REPLICATION_LAST_SUCCESS = Gauge("sidecar_replication_last_success_timestamp_seconds",
-                                 "When a replication step last succeeded (Unix time)", registry=REGISTRY)
-REPLICATION_OBJECTS = Gauge("sidecar_replication_objects", "Objects this process wrote to the store",
-                            registry=REGISTRY)
+REPLICATION_BACKLOG = Gauge(
+    "sidecar_replication_backlog_bytes", "Committed bytes not yet in the store", registry=REGISTRY
+)
+REPLICATION_PENDING = Gauge(
+    "sidecar_replication_pending_seconds",
+    "Age of the oldest commit not yet in the store (the lag now; 0 when none waits)",
+    registry=REGISTRY,
+)
+REPLICATION_LAG = Gauge(
+    "sidecar_replication_lag_seconds", "Commit-to-store time over the recent commits", ["stat"], registry=REGISTRY
+)
+REPLICATION_STATE = Gauge(
+    "sidecar_replication_state", "1 for the replicator's current state", ["state"], registry=REGISTRY
+)
+REPLICATION_LAST_SUCCESS = Gauge(
+    "sidecar_replication_last_success_timestamp_seconds",
+    "When a replication step last succeeded (Unix time)",
+    registry=REGISTRY,
+)
+REPLICATION_OBJECTS = Gauge("sidecar_replication_objects", "Objects this process wrote to the store", registry=REGISTRY)
 REPLICATION_STATES = ("ok", "retrying", "over-high-water", "integrity-error")
 
 # -- checks ---------------------------------------------------------------------------------------
-VERIFY_LAST = Gauge("sidecar_verify_last_timestamp_seconds", "When the last verify finished (Unix time)",
-                    registry=REGISTRY)
-VERIFY_OK = Gauge("sidecar_verify_last_ok", "1 if the last verify found the ledger intact, else 0",
-                  registry=REGISTRY)
+VERIFY_LAST = Gauge(
+    "sidecar_verify_last_timestamp_seconds", "When the last verify finished (Unix time)", registry=REGISTRY
+)
+VERIFY_OK = Gauge("sidecar_verify_last_ok", "1 if the last verify found the ledger intact, else 0", registry=REGISTRY)
 VERIFY_FINDINGS = Gauge("sidecar_verify_last_findings", "Findings of the last verify", registry=REGISTRY)
-DRIFT_LAST = Gauge("sidecar_drift_last_timestamp_seconds", "When the last drift check finished (Unix time)",
-                   registry=REGISTRY)
+DRIFT_LAST = Gauge(
+    "sidecar_drift_last_timestamp_seconds", "When the last drift check finished (Unix time)", registry=REGISTRY
+)
 DRIFT_CHECKED = Gauge("sidecar_drift_last_checked", "Targets the last drift check compared", registry=REGISTRY)
 DRIFT_FINDINGS = Gauge("sidecar_drift_last_findings", "Drifts the last drift check found", registry=REGISTRY)
 
 # -- the drift monitor (sidecar.drift.monitor) -----------------------------------------------------
-DRIFT_DETECTED = Counter("sidecar_drift_detected", "drift.detected records the monitor wrote, by kind "
-                         "(unrecorded-change, unrecorded-event, state-mismatch)", ["kind"], registry=REGISTRY)
+DRIFT_DETECTED = Counter(
+    "sidecar_drift_detected",
+    "drift.detected records the monitor wrote, by kind (unrecorded-change, unrecorded-event, state-mismatch)",
+    ["kind"],
+    registry=REGISTRY,
+)
 DRIFT_ACTIVE = Gauge("sidecar_drift_active", "Mismatches the latest sweep found", registry=REGISTRY)
 DRIFT_POLLS = Counter("sidecar_drift_polls", "Reconciliations of Keycloak's event stores", registry=REGISTRY)
-DRIFT_EVENTS = Counter("sidecar_drift_events_checked", "Keycloak events matched against the ledger",
-                       registry=REGISTRY)
+DRIFT_EVENTS = Counter("sidecar_drift_events_checked", "Keycloak events matched against the ledger", registry=REGISTRY)
 DRIFT_SWEEPS = Counter("sidecar_drift_sweeps", "Sweeps of the live access state", registry=REGISTRY)
-DRIFT_ERRORS = Counter("sidecar_drift_errors", "Drift monitor reads of Keycloak that failed, by phase "
-                       "(baseline, poll, sweep)", ["phase"], registry=REGISTRY)
+DRIFT_ERRORS = Counter(
+    "sidecar_drift_errors",
+    "Drift monitor reads of Keycloak that failed, by phase (baseline, poll, sweep)",
+    ["phase"],
+    registry=REGISTRY,
+)
 DRIFT_SWEEP_SECONDS = Gauge("sidecar_drift_sweep_seconds", "Duration of the latest sweep", registry=REGISTRY)
-DRIFT_SWEEP_REQUESTS = Gauge("sidecar_drift_sweep_requests", "Keycloak reads of the latest sweep",
-                             registry=REGISTRY)
-DRIFT_LAST_POLL = Gauge("sidecar_drift_last_poll_timestamp_seconds", "When a reconciliation last succeeded",
-                        registry=REGISTRY)
-DRIFT_LAST_SWEEP = Gauge("sidecar_drift_last_sweep_timestamp_seconds", "When a sweep last succeeded",
-                         registry=REGISTRY)
+DRIFT_SWEEP_REQUESTS = Gauge("sidecar_drift_sweep_requests", "Keycloak reads of the latest sweep", registry=REGISTRY)
+DRIFT_LAST_POLL = Gauge(
+    "sidecar_drift_last_poll_timestamp_seconds", "When a reconciliation last succeeded", registry=REGISTRY
+)
+DRIFT_LAST_SWEEP = Gauge("sidecar_drift_last_sweep_timestamp_seconds", "When a sweep last succeeded", registry=REGISTRY)
 
-READY = Gauge("sidecar_ready", "1 while the sidecar is ready (ledger, replication and Keycloak fine)",
-              registry=REGISTRY)
+READY = Gauge(
+    "sidecar_ready", "1 while the sidecar is ready (ledger, replication and Keycloak fine)", registry=REGISTRY
+)
 
 
 def record_verify(ok: bool, findings: int) -> None:

@@ -83,28 +83,61 @@ def synthetic_event(i: int) -> dict[str, Any]:
     admin = Party(id="u-admin", username="admin", kind="user")
     kind = i % 6
     if kind == 0:
-        event = IdentityEvent(EventType.LOGIN_SUCCEEDED, Outcome.SUCCEEDED, realm="acme", actor=user,
-                              client="web", source_ip=f"192.0.2.{i % 250 + 1}", session=f"s-{i}")
+        event = IdentityEvent(
+            EventType.LOGIN_SUCCEEDED,
+            Outcome.SUCCEEDED,
+            realm="acme",
+            actor=user,
+            client="web",
+            source_ip=f"192.0.2.{i % 250 + 1}",
+            session=f"s-{i}",
+        )
     elif kind == 1:
-        event = IdentityEvent(EventType.ROLE_GRANTED, Outcome.SUCCEEDED, realm="acme", actor=admin, target=user,
-                              details={"roles": ["viewer", f"team-{i % 3}"]})
+        event = IdentityEvent(
+            EventType.ROLE_GRANTED,
+            Outcome.SUCCEEDED,
+            realm="acme",
+            actor=admin,
+            target=user,
+            details={"roles": ["viewer", f"team-{i % 3}"]},
+        )
     elif kind == 2:
         event = IdentityEvent(EventType.USER_CREATED, Outcome.SUCCEEDED, realm="acme", actor=admin, target=user)
     elif kind == 3:
-        event = IdentityEvent(EventType.LOGIN_FAILED, Outcome.FAILED, realm="acme", actor=user, client="web",
-                              error="invalid_user_credentials")
+        event = IdentityEvent(
+            EventType.LOGIN_FAILED,
+            Outcome.FAILED,
+            realm="acme",
+            actor=user,
+            client="web",
+            error="invalid_user_credentials",
+        )
     elif kind == 4:
-        event = IdentityEvent(EventType.GROUP_JOINED, Outcome.SUCCEEDED, realm="acme", actor=admin, target=user,
-                              details={"group": "/staff"})
+        event = IdentityEvent(
+            EventType.GROUP_JOINED,
+            Outcome.SUCCEEDED,
+            realm="acme",
+            actor=admin,
+            target=user,
+            details={"group": "/staff"},
+        )
     else:
-        event = IdentityEvent(EventType.TOKEN_ISSUED, Outcome.SUCCEEDED, realm="acme", actor=user,
-                              client="api", request_id=f"req-{i}")
+        event = IdentityEvent(
+            EventType.TOKEN_ISSUED, Outcome.SUCCEEDED, realm="acme", actor=user, client="api", request_id=f"req-{i}"
+        )
     return event.to_json()
 
 
-async def append_events(path: Path, events: Sequence[dict[str, Any]], *, clock: Clock,
-                        segment_max_bytes: int = 4096, epoch_s: float = 1e9,
-                        policy_digest: str = TEST_POLICY_DIGEST, batch: int = _BATCH) -> None:
+async def append_events(
+    path: Path,
+    events: Sequence[dict[str, Any]],
+    *,
+    clock: Clock,
+    segment_max_bytes: int = 4096,
+    epoch_s: float = 1e9,
+    policy_digest: str = TEST_POLICY_DIGEST,
+    batch: int = _BATCH,
+) -> None:
     """Open the ledger in `path`, append `events` in concurrent batches of `batch`, and close it.
 
     Reuse the same `clock` across calls on one ledger: checkpoint times must never go backwards.
@@ -113,21 +146,34 @@ async def append_events(path: Path, events: Sequence[dict[str, Any]], *, clock: 
     ledger = await Ledger.open(path, config=config, clock=clock, policy_digest=policy_digest)
     try:
         for start in range(0, len(events), batch):
-            await asyncio.gather(*(ledger.append(e) for e in events[start:start + batch]))
+            await asyncio.gather(*(ledger.append(e) for e in events[start : start + batch]))
     finally:
         await ledger.close()
 
 
-async def build_ledger(path: Path, *, events: int, origin: str = DEFAULT_ORIGIN, segment_max_bytes: int = 4096,
-                       epoch_s: float = 1e9, clock: Clock | None = None,
-                       policy_digest: str = TEST_POLICY_DIGEST) -> TrustAnchor:
+async def build_ledger(
+    path: Path,
+    *,
+    events: int,
+    origin: str = DEFAULT_ORIGIN,
+    segment_max_bytes: int = 4096,
+    epoch_s: float = 1e9,
+    clock: Clock | None = None,
+    policy_digest: str = TEST_POLICY_DIGEST,
+) -> TrustAnchor:
     """Create keys in `path` and write `events` synthetic events; returns the trust anchor.
 
     The ledger also holds the writer's own records (ledger.started, key.rotated).
     """
     anchor = KeyStore(path).init(origin)
-    await append_events(path, [synthetic_event(i) for i in range(events)], clock=clock or FixedClock(),
-                        segment_max_bytes=segment_max_bytes, epoch_s=epoch_s, policy_digest=policy_digest)
+    await append_events(
+        path,
+        [synthetic_event(i) for i in range(events)],
+        clock=clock or FixedClock(),
+        segment_max_bytes=segment_max_bytes,
+        epoch_s=epoch_s,
+        policy_digest=policy_digest,
+    )
     return anchor
 
 
@@ -240,8 +286,13 @@ def rewrite_record(path: Path, index: int, change: Callable[[bytes], bytes]) -> 
     return old, new
 
 
-def forge_segment(path: Path, signer: Signer, *, header_key: PublicKey | None = None,
-                  change: Callable[[int, dict[str, Any]], dict[str, Any] | None] | None = None) -> None:
+def forge_segment(
+    path: Path,
+    signer: Signer,
+    *,
+    header_key: PublicKey | None = None,
+    change: Callable[[int, dict[str, Any]], dict[str, Any] | None] | None = None,
+) -> None:
     """Rewrite a segment consistently, as an attacker holding `signer` would.
 
     `change(seq, event)` may return a replacement event (or None to drop the record); records are
@@ -278,8 +329,11 @@ def forge_segment(path: Path, signer: Signer, *, header_key: PublicKey | None = 
                 assert first_hash is not None
                 seal = Seal(old.seal.segment, header.first_seq, seq - 1, first_hash, prev, old.seal.policy_digest)
             # kc-ledger/2: the checkpoint signs the segment's bytes before it, as the writer's do.
-            segment = SegmentBytes(header.segment, len(written), hashlib.sha256(written).digest()) \
-                if header.version >= 2 else None
+            segment = (
+                SegmentBytes(header.segment, len(written), hashlib.sha256(written).digest())
+                if header.version >= 2
+                else None
+            )
             cp = Checkpoint(old.origin, seq, crange.root(), old.time_ns, seal, segment)
             out.append((kind, sign_note(cp.body(), signer)))
         else:

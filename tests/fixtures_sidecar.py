@@ -76,12 +76,18 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
 
 
 @contextlib.contextmanager
-def sidecar_process(args: list[str], port: int, log_file: Path,
-                    env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def sidecar_process(
+    args: list[str], port: int, log_file: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """`python -m sidecar serve ARGS` until its health answers; SIGINT (then SIGKILL) at the end."""
     with log_file.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "sidecar", "serve", *args], stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sidecar", "serve", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
     try:
         wait_http(f"http://127.0.0.1:{port}/.sidecar/health", 30)
         yield proc
@@ -104,15 +110,37 @@ def secrets_seen() -> set[str]:
 
 
 @pytest.fixture(scope="session")
-def sidecar(keycloak: KeycloakServer, ports: dict[str, int],
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[SidecarProcess]:
+def sidecar(
+    keycloak: KeycloakServer, ports: dict[str, int], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SidecarProcess]:
     """The sidecar process in front of Keycloak, on the port Keycloak believes is its public address."""
     root = tmp_path_factory.mktemp("sidecar")
     data, store, log_file = root / "ledger", root / "store", root / "sidecar.log"
-    args = ["--init", "--origin", ORIGIN, "--upstream", keycloak.base_url, "--data", str(data), "--store", str(store),
-            "--listen", f"127.0.0.1:{ports['sidecar']}", "--auditor-realm", REALM.name, "--segment-max-bytes",
-            "65536", "--log-level", "DEBUG", "--reader-realm", REALM.name, "--reader-client-id", REALM.robot.client_id,
-            "--drift-sweep", "15"]
+    args = [
+        "--init",
+        "--origin",
+        ORIGIN,
+        "--upstream",
+        keycloak.base_url,
+        "--data",
+        str(data),
+        "--store",
+        str(store),
+        "--listen",
+        f"127.0.0.1:{ports['sidecar']}",
+        "--auditor-realm",
+        REALM.name,
+        "--segment-max-bytes",
+        "65536",
+        "--log-level",
+        "DEBUG",
+        "--reader-realm",
+        REALM.name,
+        "--reader-client-id",
+        REALM.robot.client_id,
+        "--drift-sweep",
+        "15",
+    ]
     env = {**os.environ, "SIDECAR_READER_SECRET": REALM.robot.secret or ""}
     with sidecar_process(args, ports["sidecar"], log_file, env) as proc:
         yield SidecarProcess(f"http://127.0.0.1:{ports['sidecar']}", data, store, log_file, proc)

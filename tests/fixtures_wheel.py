@@ -31,21 +31,31 @@ class WheelInstall:
         return self.venv / "bin"
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME") and not k.startswith(("SIDECAR_", "KC_"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME") and not k.startswith(("SIDECAR_", "KC_"))
+        }
         env["PATH"] = f"{self.bin}{os.pathsep}{env.get('PATH', '')}"
         return {**env, **(extra or {})}
 
-    def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120,
-            check: bool = False) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 120, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
         cmd = [str(self.bin / args[0]), *args[1:]]
-        return subprocess.run(cmd, cwd=self.cwd, env=self.env(env), capture_output=True, text=True,
-                              timeout=timeout, check=check)
+        return subprocess.run(
+            cmd, cwd=self.cwd, env=self.env(env), capture_output=True, text=True, timeout=timeout, check=check
+        )
 
 
 def _pip(python: Path, *args: str, timeout: float = 900) -> None:
-    proc = subprocess.run([str(python), "-m", "pip", "--disable-pip-version-check", "-q", *args],
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    proc = subprocess.run(
+        [str(python), "-m", "pip", "--disable-pip-version-check", "-q", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"pip {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
 

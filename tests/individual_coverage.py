@@ -40,15 +40,38 @@ def measure(module: Path) -> tuple[str, float | None, str]:
         data = Path(tmp) / ".coverage"
         env = {**os.environ, "COVERAGE_FILE": str(data)}
         run = subprocess.run(
-            [sys.executable, "-m", "coverage", "run", f"--include={module}",
-             "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-p", "no:randomly", str(test)],
-            cwd=ROOT, env=env, capture_output=True, text=True, check=False,
+            [
+                sys.executable,
+                "-m",
+                "coverage",
+                "run",
+                f"--include={module}",
+                "-m",
+                "pytest",
+                "-q",
+                "-x",
+                "-p",
+                "no:cacheprovider",
+                "-p",
+                "no:randomly",
+                str(test),
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if run.returncode != 0:
             return name, None, f"{test.relative_to(ROOT)} failed:\n{run.stdout[-2000:]}{run.stderr[-2000:]}"
         out = Path(tmp) / "cov.json"
-        subprocess.run([sys.executable, "-m", "coverage", "json", "-q", "-o", str(out)],
-                       cwd=ROOT, env=env, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "coverage", "json", "-q", "-o", str(out)],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         report = json.loads(out.read_text())
     files = list(report["files"].values())
     if not files:

@@ -20,23 +20,27 @@ from sidecar.drift.reconcile import ADMIN_EVENTS, ORACLE_VISIBLE, USER_EVENTS, M
 
 async def admin_token(base: str, username: str, password: str) -> str:
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"{base}/realms/master/protocol/openid-connect/token",
-                             data={"grant_type": "password", "client_id": "admin-cli", "username": username,
-                                   "password": password}) as resp:
+        async with http.post(
+            f"{base}/realms/master/protocol/openid-connect/token",
+            data={"grant_type": "password", "client_id": "admin-cli", "username": username, "password": password},
+        ) as resp:
             data = await resp.json()
             return str(data["access_token"])
 
 
-async def keycloak_events(base: str, token: str, realm: str, since_ms: int) -> tuple[list[dict[str, Any]],
-                                                                                     list[dict[str, Any]]]:
+async def keycloak_events(
+    base: str, token: str, realm: str, since_ms: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(user events, admin events) of `realm` since `since_ms`, read directly from Keycloak."""
     headers = {"Authorization": f"Bearer {token}"}
     async with aiohttp.ClientSession(headers=headers) as http:
-        async with http.get(f"{base}/admin/realms/{realm}/events",
-                            params={"dateFrom": str(since_ms), "max": "10000"}) as resp:
+        async with http.get(
+            f"{base}/admin/realms/{realm}/events", params={"dateFrom": str(since_ms), "max": "10000"}
+        ) as resp:
             user = await resp.json()
-        async with http.get(f"{base}/admin/realms/{realm}/admin-events",
-                            params={"dateFrom": str(since_ms), "max": "10000"}) as resp:
+        async with http.get(
+            f"{base}/admin/realms/{realm}/admin-events", params={"dateFrom": str(since_ms), "max": "10000"}
+        ) as resp:
             admin = await resp.json()
     return [e for e in user if e["time"] >= since_ms], [e for e in admin if e["time"] >= since_ms]
 

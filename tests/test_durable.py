@@ -71,6 +71,7 @@ def test_a_failed_write_leaves_no_temp_file(tmp_path: Path) -> None:
 
 def test_a_failed_temp_write_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """If the data cannot be fsynced (a disk error), nothing is left beside the target."""
+
     def broken(fd: int) -> None:
         raise OSError(5, "Input/output error")
 

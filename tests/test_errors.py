@@ -27,8 +27,11 @@ def _exception_classes() -> list[tuple[str, str]]:
         grew = False
         for tree in trees.values():
             for node in ast.walk(tree):
-                if isinstance(node, ast.ClassDef) and node.name not in names and any(
-                        isinstance(b, ast.Name) and b.id in names for b in node.bases):
+                if (
+                    isinstance(node, ast.ClassDef)
+                    and node.name not in names
+                    and any(isinstance(b, ast.Name) and b.id in names for b in node.bases)
+                ):
                     names.add(node.name)
                     grew = True
     for path, tree in trees.items():
@@ -57,10 +60,13 @@ def test_cli_facing_errors_carry_their_exit_code() -> None:
     assert errors.IntegrityError.exit_code == ReadRefused.exit_code == 1
 
 
-@pytest.mark.parametrize(("args", "code"), [
-    (["verify", "/nonexistent/ledger", "--trust", "/nonexistent/trust.json"], 2),
-    (["timeline", "/nonexistent/ledger", "--trust", "/nonexistent/trust.json"], 2),
-])
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["verify", "/nonexistent/ledger", "--trust", "/nonexistent/trust.json"], 2),
+        (["timeline", "/nonexistent/ledger", "--trust", "/nonexistent/trust.json"], 2),
+    ],
+)
 def test_the_command_line_maps_the_tree_in_one_place(args: list[str], code: int) -> None:
     """A SidecarError raised by any command is printed as `error: ...` and exits with the error's code."""
     result = CliRunner().invoke(main, args)

@@ -33,8 +33,9 @@ Now = Callable[[], float]
 class LiveRoles:
     """The live role check, cached per user for ``ttl_s`` seconds."""
 
-    def __init__(self, check: LiveCheck, ttl_s: float = 5.0, *, now: Now = time.monotonic,
-                 max_entries: int = 4096) -> None:
+    def __init__(
+        self, check: LiveCheck, ttl_s: float = 5.0, *, now: Now = time.monotonic, max_entries: int = 4096
+    ) -> None:
         self._check = check
         self.ttl_s = ttl_s
         self._now = now
@@ -86,8 +87,9 @@ _ANONYMOUS = "*"
 class DeniedReads:
     """Rate-limits `audit.read failed` records per requester: one at once, one aggregate per window."""
 
-    def __init__(self, window_s: float = 60.0, *, now: Now = time.monotonic, max_requesters: int = 1024,
-                 max_objects: int = 16) -> None:
+    def __init__(
+        self, window_s: float = 60.0, *, now: Now = time.monotonic, max_requesters: int = 1024, max_objects: int = 16
+    ) -> None:
         self.window_s = window_s
         self._now = now
         self._max = max_requesters

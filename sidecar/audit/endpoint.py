@@ -195,31 +195,64 @@ def _actor(claims: dict[str, Any]) -> dict[str, Any]:
     return {k: claims[k] for k in ("sub", "preferred_username", "azp", "sid") if isinstance(claims.get(k), str)}
 
 
-def add_audit_routes(app: web.Application, data_dir: Path, tokens: TokenVerifier, append: Appender, *,
-                     realm: str, role: str, fail_closed: bool, live: LiveCheck | None = None,
-                     recheck_s: float = 5.0, denied_window_s: float = 60.0) -> None:
+def add_audit_routes(
+    app: web.Application,
+    data_dir: Path,
+    tokens: TokenVerifier,
+    append: Appender,
+    *,
+    realm: str,
+    role: str,
+    fail_closed: bool,
+    live: LiveCheck | None = None,
+    recheck_s: float = 5.0,
+    denied_window_s: float = 60.0,
+) -> None:
     roles_now = LiveRoles(live, recheck_s) if live is not None else None
     denied = DeniedReads(denied_window_s)
     if roles_now is None:
-        log.warning("auditor endpoint: no state reader for realm %s, so an auditor's role is taken from the token "
-                    "alone (a removed role or a disabled user keeps access until the token expires); "
-                    "configure --reader-realm %s", realm, realm)
+        log.warning(
+            "auditor endpoint: no state reader for realm %s, so an auditor's role is taken from the token "
+            "alone (a removed role or a disabled user keeps access until the token expires); "
+            "configure --reader-realm %s",
+            realm,
+            realm,
+        )
 
-    async def record(request: web.Request | None, claims: dict[str, Any], what: str, outcome: Outcome,
-                     error: str | None = None, extra: dict[str, Any] | None = None,
-                     source_ip: str | None = None) -> None:
-        actor = Party(id=claims.get("sub"), username=claims.get("preferred_username"), client=claims.get("azp"),
-                      kind="user") if claims else None
-        event = IdentityEvent(EventType.AUDIT_READ, outcome, realm=realm,
-                              source_ip=request.remote if request is not None else source_ip, actor=actor,
-                              client=claims.get("azp"), session=claims.get("sid"), error=error,
-                              details={"object": what, **(extra or {})})
+    async def record(
+        request: web.Request | None,
+        claims: dict[str, Any],
+        what: str,
+        outcome: Outcome,
+        error: str | None = None,
+        extra: dict[str, Any] | None = None,
+        source_ip: str | None = None,
+    ) -> None:
+        actor = (
+            Party(
+                id=claims.get("sub"), username=claims.get("preferred_username"), client=claims.get("azp"), kind="user"
+            )
+            if claims
+            else None
+        )
+        event = IdentityEvent(
+            EventType.AUDIT_READ,
+            outcome,
+            realm=realm,
+            source_ip=request.remote if request is not None else source_ip,
+            actor=actor,
+            client=claims.get("azp"),
+            session=claims.get("sid"),
+            error=error,
+            details={"object": what, **(extra or {})},
+        )
         try:
             await append(event)
         except (StorageError, OverloadError, RecordRejected) as exc:
             if fail_closed and outcome is Outcome.SUCCEEDED:
-                raise web.HTTPServiceUnavailable(text="audit log unavailable, retry later\n",
-                                                 headers={"Retry-After": "5"}) from exc
+                raise web.HTTPServiceUnavailable(
+                    text="audit log unavailable, retry later\n", headers={"Retry-After": "5"}
+                ) from exc
             log.error("UNRECORDED audit read (%s) of %s: %s", outcome.value, what, exc)
 
     async def refuse(request: web.Request, claims: dict[str, Any], what: str, error: str) -> None:
@@ -233,20 +266,23 @@ def add_audit_routes(app: web.Application, data_dir: Path, tokens: TokenVerifier
         auth = request.headers.get("Authorization", "")
         if not auth.lower().startswith("bearer "):
             metrics.AUDIT_DENIED.labels(reason="no_token").inc()
-            raise web.HTTPUnauthorized(text="auditor token required\n",
-                                       headers={"WWW-Authenticate": 'Bearer realm="sidecar-audit"'})
+            raise web.HTTPUnauthorized(
+                text="auditor token required\n", headers={"WWW-Authenticate": 'Bearer realm="sidecar-audit"'}
+            )
         token = auth[7:].strip()
         # Only the auditor realm's keys are ever fetched: a token naming another issuer is refused
         # before its (attacker-chosen) realm reaches the JWKS lookup.
         if realm_of_issuer((unverified_claims(token) or {}).get("iss")) != realm:
             metrics.AUDIT_DENIED.labels(reason="invalid_token").inc()
-            raise web.HTTPUnauthorized(text=f"not a token of realm {realm}\n",
-                                       headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+            raise web.HTTPUnauthorized(
+                text=f"not a token of realm {realm}\n", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
+            )
         claims = await tokens.verify(token)
         if claims is None or claims.get("_realm") != realm:
             metrics.AUDIT_DENIED.labels(reason="invalid_token").inc()
-            raise web.HTTPUnauthorized(text="invalid or expired token\n",
-                                       headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+            raise web.HTTPUnauthorized(
+                text="invalid or expired token\n", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
+            )
         roles = (claims.get("realm_access") or {}).get("roles") or []
         if not isinstance(roles, list) or role not in roles:
             # A known identity tried to read the audit log without the role: that attempt is a record too.
@@ -254,12 +290,16 @@ def add_audit_routes(app: web.Application, data_dir: Path, tokens: TokenVerifier
             raise web.HTTPForbidden(text=f"token lacks the {role} role of realm {realm}\n")
         if roles_now is not None:
             # SECURITY: the token's roles are as of its issue; Keycloak's live state decides now.
-            why = await roles_now.refusal(realm, str(claims.get("sub")), role) \
-                if isinstance(claims.get("sub"), str) else "unconfirmed"
+            why = (
+                await roles_now.refusal(realm, str(claims.get("sub")), role)
+                if isinstance(claims.get("sub"), str)
+                else "unconfirmed"
+            )
             if why == "unconfirmed":
                 metrics.AUDIT_DENIED.labels(reason=why).inc()
-                raise web.HTTPServiceUnavailable(text="cannot confirm the auditor role with Keycloak, retry later\n",
-                                                 headers={"Retry-After": "5"})
+                raise web.HTTPServiceUnavailable(
+                    text="cannot confirm the auditor role with Keycloak, retry later\n", headers={"Retry-After": "5"}
+                )
             if why is not None:
                 await refuse(request, claims, what, why)
                 raise web.HTTPForbidden(text=f"the {role} role of realm {realm} is not held now ({why})\n")
@@ -267,14 +307,25 @@ def add_audit_routes(app: web.Application, data_dir: Path, tokens: TokenVerifier
 
     async def flush(all_windows: bool = False) -> None:
         for refusal, suppressed, objects in denied.due(all_windows=all_windows):
-            await record(None, {**refusal.actor}, refusal.what, Outcome.FAILED, error=refusal.error,
-                         source_ip=refusal.source_ip,
-                         extra={"aggregated": True, "suppressed": suppressed, "objects": objects,
-                                # Records carry no floats (canonical encoding): whole seconds.
-                                "window_s": max(1, round(denied.window_s))})
+            await record(
+                None,
+                {**refusal.actor},
+                refusal.what,
+                Outcome.FAILED,
+                error=refusal.error,
+                source_ip=refusal.source_ip,
+                extra={
+                    "aggregated": True,
+                    "suppressed": suppressed,
+                    "objects": objects,
+                    # Records carry no floats (canonical encoding): whole seconds.
+                    "window_s": max(1, round(denied.window_s)),
+                },
+            )
 
     async def flusher(app: web.Application) -> AsyncIterator[None]:
         """One aggregated record per requester and window, written when the window closes."""
+
         async def loop() -> None:
             while True:
                 await asyncio.sleep(max(0.05, denied.window_s / 4))
@@ -293,8 +344,9 @@ def add_audit_routes(app: web.Application, data_dir: Path, tokens: TokenVerifier
         claims = await authorize(request, "list")
         snap = await asyncio.to_thread(_snapshot, data_dir)
         await record(request, claims, "list", Outcome.SUCCEEDED)
-        return web.json_response([{"key": k, "size": v[2]} for k, v in sorted(snap.items())],
-                                 headers={"Cache-Control": "no-store"})
+        return web.json_response(
+            [{"key": k, "size": v[2]} for k, v in sorted(snap.items())], headers={"Cache-Control": "no-store"}
+        )
 
     async def get_object(request: web.Request) -> web.Response:
         key = request.match_info["key"]
@@ -312,8 +364,7 @@ def add_audit_routes(app: web.Application, data_dir: Path, tokens: TokenVerifier
         path, start, length = where
         data = await asyncio.to_thread(_read_from, path, start, start + length)
         await record(request, claims, key, Outcome.SUCCEEDED)
-        return web.Response(body=data, content_type="application/octet-stream",
-                            headers={"Cache-Control": "no-store"})
+        return web.Response(body=data, content_type="application/octet-stream", headers={"Cache-Control": "no-store"})
 
     app[DENIED_READS] = denied
     app.cleanup_ctx.append(flusher)

@@ -46,8 +46,9 @@ class SidecarSource:
 
     def _s(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60, connect=5),
-                                                  cookie_jar=aiohttp.DummyCookieJar())
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=60, connect=5), cookie_jar=aiohttp.DummyCookieJar()
+            )
         return self._session
 
     async def _get(self, url: str, key: str) -> bytes:
@@ -58,8 +59,10 @@ class SidecarSource:
                     raise ObjectNotFound(self._base, key)
                 if resp.status != 200:
                     text = body[:200].decode(errors="replace").strip()
-                    hint = {401: " (token missing, invalid or expired)",
-                            403: " (the token lacks the auditor role)"}.get(resp.status, "")
+                    hint = {
+                        401: " (token missing, invalid or expired)",
+                        403: " (the token lacks the auditor role)",
+                    }.get(resp.status, "")
                     raise StorageError(f"{url}: HTTP {resp.status}{hint}: {text}")
                 return body
         except aiohttp.ClientError as exc:
@@ -85,8 +88,7 @@ class SidecarSource:
             items = orjson.loads(await self._get(self._base, ""))
             listing = {str(i["key"]): int(i["size"]) for i in items}
         except (orjson.JSONDecodeError, TypeError, KeyError, ValueError) as exc:
-            raise StorageError(f"{self._base}: the listing is not a JSON list of {{key, size}}: {exc}") \
-                from exc
+            raise StorageError(f"{self._base}: the listing is not a JSON list of {{key, size}}: {exc}") from exc
         self._listed = listing
         return [ObjectInfo(k, v) for k, v in sorted(listing.items()) if k.startswith(prefix)]
 

@@ -50,8 +50,10 @@ def prove_consistency(source: Path, old_size: int, new_size: int | None = None) 
     leaves, bodies, rotations, notes = _read(source)
     by_size = {_size(n): n for n in notes}
     if old_size not in by_size:
-        raise ConfigError(f"no checkpoint of size {old_size}; sizes with checkpoints include "
-                          f"{sorted(by_size)[:5]}...{sorted(by_size)[-5:]}")
+        raise ConfigError(
+            f"no checkpoint of size {old_size}; sizes with checkpoints include "
+            f"{sorted(by_size)[:5]}...{sorted(by_size)[-5:]}"
+        )
     new_note = by_size[new_size] if new_size is not None and new_size in by_size else notes[-1]
     if new_size is not None and new_size not in by_size:
         raise ConfigError(f"no checkpoint of size {new_size}")

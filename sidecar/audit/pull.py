@@ -66,8 +66,14 @@ def _write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-async def pull(store: ObjectStore, out: Path, *, check_versions: bool = True, concurrency: int = 16,
-               progress: Callable[[int, int], None] | None = None) -> PullResult:
+async def pull(
+    store: ObjectStore,
+    out: Path,
+    *,
+    check_versions: bool = True,
+    concurrency: int = 16,
+    progress: Callable[[int, int], None] | None = None,
+) -> PullResult:
     """Copy every object of store into out (concurrently, skipping what is already there) and rebuild
     the segments; raises `UnusableInput` if the store holds no object of the ledger's layout at all."""
     result = PullResult()
@@ -82,8 +88,7 @@ async def pull(store: ObjectStore, out: Path, *, check_versions: bool = True, co
         parsed = parse_key(info.key) if problem is None else None
         if problem is not None:
             # SECURITY: a key from the remote side never becomes a local path unless it is a valid store key.
-            add(Finding("remote-unexpected",
-                        f"object {info.key!r} is not a valid key ({problem}); not fetched"))
+            add(Finding("remote-unexpected", f"object {info.key!r} is not a valid key ({problem}); not fetched"))
             continue
         if parsed is None:
             add(Finding("remote-unexpected", f"object {info.key} is not part of the ledger layout"))
@@ -93,8 +98,10 @@ async def pull(store: ObjectStore, out: Path, *, check_versions: bool = True, co
             chunks.setdefault(parsed.segment, []).append((parsed.offset, parsed.end, info))
         wanted.append((info, parsed))
     if not any(parsed is not None for _, parsed in wanted):
-        raise UnusableInput(f"{store.url} holds no ledger segments"
-                            + (f" ({len(infos)} other objects)" if infos else " (it is empty or does not exist)"))
+        raise UnusableInput(
+            f"{store.url} holds no ledger segments"
+            + (f" ({len(infos)} other objects)" if infos else " (it is empty or does not exist)")
+        )
     try:
         (out / "objects").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -115,23 +122,30 @@ async def pull(store: ObjectStore, out: Path, *, check_versions: bool = True, co
             else:
                 data = await store.get(info.key)
                 if len(data) != info.size:
-                    found.append(Finding("remote-size",
-                                         f"object {info.key} listed as {info.size} bytes, fetched {len(data)}"))
+                    found.append(
+                        Finding("remote-size", f"object {info.key} listed as {info.size} bytes, fetched {len(data)}")
+                    )
                 await asyncio.to_thread(_write, local, data)
                 fetched = len(data)
             count = info.versions
             if count is None and check_versions:
                 count = len(await store.versions(info.key))
             if count is not None and count > 1:
-                found.append(Finding("remote-overwritten", f"object {info.key} has {count} versions: it was "
-                                     "overwritten after the replicator wrote it; the first version is the ledger's"))
+                found.append(
+                    Finding(
+                        "remote-overwritten",
+                        f"object {info.key} has {count} versions: it was "
+                        "overwritten after the replicator wrote it; the first version is the ledger's",
+                    )
+                )
         finished += 1
         if progress:
             progress(finished, len(wanted))
         return found, data if want_data else None, fetched
 
-    fetches = await asyncio.gather(*(fetch(info, p is not None and p.kind in ("checkpoint", "snapshot"))
-                                     for info, p in wanted))
+    fetches = await asyncio.gather(
+        *(fetch(info, p is not None and p.kind in ("checkpoint", "snapshot")) for info, p in wanted)
+    )
     checkpoints: dict[str, bytes] = {}  # key -> note bytes
     for (info, parsed), (found, data, fetched) in zip(wanted, fetches, strict=True):
         result.findings.extend(found)
@@ -167,8 +181,12 @@ async def pull(store: ObjectStore, out: Path, *, check_versions: bool = True, co
         result.segments += 1
     for key, note in sorted(checkpoints.items()):
         if note not in notes:
-            add(Finding("remote-checkpoint-unknown",
-                        f"checkpoint object {key} is not a checkpoint or seal in the ledger's segments"))
+            add(
+                Finding(
+                    "remote-checkpoint-unknown",
+                    f"checkpoint object {key} is not a checkpoint or seal in the ledger's segments",
+                )
+            )
     return result
 
 
@@ -176,20 +194,28 @@ def _check_checkpoint_key(key: str, note: bytes, result: PullResult) -> None:
     try:
         cp = checkpoint_of(note)
     except NoteError as exc:
-        result.findings.append(Finding("remote-checkpoint-unknown",
-                                       f"checkpoint object {key} does not parse: {exc}"))
+        result.findings.append(Finding("remote-checkpoint-unknown", f"checkpoint object {key} does not parse: {exc}"))
         return
     if checkpoint_key(cp.size, cp.time_ns) != key:
-        result.findings.append(Finding("remote-checkpoint-unknown",
-                                       f"checkpoint object {key} holds the checkpoint of size {cp.size} "
-                                       f"at time {cp.time_ns}, which its key does not name"))
+        result.findings.append(
+            Finding(
+                "remote-checkpoint-unknown",
+                f"checkpoint object {key} holds the checkpoint of size {cp.size} "
+                f"at time {cp.time_ns}, which its key does not name",
+            )
+        )
 
 
 def _chunk_bytes(n: int, info: ObjectInfo, start: int, end: int, out: Path, result: PullResult) -> bytes | None:
     data = (out / "objects" / info.key).read_bytes()
     if len(data) != end - start:
-        result.findings.append(Finding("remote-size", f"tail chunk {info.key} names {end - start} bytes "
-                                       f"[{start}, {end}) but holds {len(data)}", f"{n:08d}.seg"))
+        result.findings.append(
+            Finding(
+                "remote-size",
+                f"tail chunk {info.key} names {end - start} bytes [{start}, {end}) but holds {len(data)}",
+                f"{n:08d}.seg",
+            )
+        )
         return None
     return data
 
@@ -202,29 +228,44 @@ def _assemble(n: int, parts: list[tuple[int, int, ObjectInfo]], out: Path, resul
         if data is None:
             continue
         if start > len(buf):
-            result.findings.append(Finding("remote-chunk-gap", f"tail chunk {info.key} starts at {start}, "
-                                           f"the chunks before it end at {len(buf)}", f"{n:08d}.seg"))
+            result.findings.append(
+                Finding(
+                    "remote-chunk-gap",
+                    f"tail chunk {info.key} starts at {start}, the chunks before it end at {len(buf)}",
+                    f"{n:08d}.seg",
+                )
+            )
             break
         overlap = bytes(buf[start:end])
-        if data[:len(overlap)] != overlap:
-            result.findings.append(Finding("remote-chunk-mismatch",
-                                           f"tail chunk {info.key} disagrees with the chunks before it over "
-                                           f"[{start}, {start + len(overlap)})", f"{n:08d}.seg"))
+        if data[: len(overlap)] != overlap:
+            result.findings.append(
+                Finding(
+                    "remote-chunk-mismatch",
+                    f"tail chunk {info.key} disagrees with the chunks before it over [{start}, {start + len(overlap)})",
+                    f"{n:08d}.seg",
+                )
+            )
             break
         if end > len(buf):
-            buf.extend(data[len(buf) - start:])
+            buf.extend(data[len(buf) - start :])
     return bytes(buf)
 
 
-def _check_history(n: int, segment: bytes, parts: list[tuple[int, int, ObjectInfo]], out: Path,
-                   result: PullResult) -> None:
+def _check_history(
+    n: int, segment: bytes, parts: list[tuple[int, int, ObjectInfo]], out: Path, result: PullResult
+) -> None:
     """The tail chunks a sealed segment was shipped in must be its bytes over their ranges."""
     for start, end, info in parts:
         data = _chunk_bytes(n, info, start, end, out, result)
         if data is not None and segment[start:end] != data:
-            result.findings.append(Finding("remote-chunk-mismatch",
-                                           f"tail chunk {info.key} ({len(data)} bytes at offset {start}) "
-                                           "differs from the sealed segment's bytes there", f"{n:08d}.seg"))
+            result.findings.append(
+                Finding(
+                    "remote-chunk-mismatch",
+                    f"tail chunk {info.key} ({len(data)} bytes at offset {start}) "
+                    "differs from the sealed segment's bytes there",
+                    f"{n:08d}.seg",
+                )
+            )
 
 
 def _check_frames(name: str, data: bytes, result: PullResult) -> set[bytes]:

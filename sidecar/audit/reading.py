@@ -54,14 +54,17 @@ class ReadRefused(SidecarError):
     exit_code = 1  # as for IntegrityError: what was checked does not verify
 
     def __init__(self, findings: list[Finding], report: Report | None = None) -> None:
-        super().__init__(f"the ledger did not verify ({len(findings)} findings); nothing was read. "
-                         "Run `sidecar verify` for details, or pass --unverified for forensics")
+        super().__init__(
+            f"the ledger did not verify ({len(findings)} findings); nothing was read. "
+            "Run `sidecar verify` for details, or pass --unverified for forensics"
+        )
         self.findings = findings
         self.report = report
 
 
-def verify_source(source: Path, trust: TrustAnchor, *, workers: int | None = None,
-                  external: Sequence[bytes] = ()) -> Report:
+def verify_source(
+    source: Path, trust: TrustAnchor, *, workers: int | None = None, external: Sequence[bytes] = ()
+) -> Report:
     """The one call into the reference verifier (kept narrow so the format can evolve behind it)."""
     return verify_directory(source, trust, workers=workers, external=external)
 
@@ -71,8 +74,9 @@ def _live_race(report: Report, source: Path) -> bool:
     return bool(report.findings) and all(f.code in _LIVE_TAIL and f.segment == last for f in report.findings)
 
 
-def verify_settled(source: Path, trust: TrustAnchor, *, attempts: int = 4, workers: int | None = None,
-                   external: Sequence[bytes] = ()) -> Report:
+def verify_settled(
+    source: Path, trust: TrustAnchor, *, attempts: int = 4, workers: int | None = None, external: Sequence[bytes] = ()
+) -> Report:
     """Verify; when the only findings are a half-written batch at the live tail, look again.
 
     A running writer appends a batch and its checkpoint with one write; a reader can catch it
@@ -113,9 +117,16 @@ def _records_of(path: Path) -> Iterator[tuple[int, bytes]]:
             yield frame.offset, frame.body
 
 
-def read_verified(source: Path, trust: TrustAnchor, keep: Keep | None = None, *,
-                  reading: Reading | None = None, workers: int | None = None, external: Sequence[bytes] = (),
-                  on_note: Callable[[bytes], None] | None = None) -> Iterator[dict[str, Any]]:
+def read_verified(
+    source: Path,
+    trust: TrustAnchor,
+    keep: Keep | None = None,
+    *,
+    reading: Reading | None = None,
+    workers: int | None = None,
+    external: Sequence[bytes] = (),
+    on_note: Callable[[bytes], None] | None = None,
+) -> Iterator[dict[str, Any]]:
     """Records of a verified ledger, in order; raises ReadRefused before yielding anything if it fails.
 
     The records are hashed again as they are read: if the Merkle root of what was read differs
@@ -145,8 +156,16 @@ def read_verified(source: Path, trust: TrustAnchor, keep: Keep | None = None, *,
                     reading.shown += 1
                 yield rec
     if seq < size or crange.root() != report.root:
-        raise ReadRefused([Finding("changed-while-reading", f"the records read again ({seq}) do not give the "
-                                   f"verified root of size {size}: the ledger changed during the read")], report)
+        raise ReadRefused(
+            [
+                Finding(
+                    "changed-while-reading",
+                    f"the records read again ({seq}) do not give the "
+                    f"verified root of size {size}: the ledger changed during the read",
+                )
+            ],
+            report,
+        )
 
 
 def read_unverified(source: Path, keep: Keep | None = None) -> Iterator[dict[str, Any]]:
@@ -234,13 +253,20 @@ class _SegmentProver:
         h = self.header(n)
         if h is None or h.origin != self.trust.origin:
             if h is not None:
-                self.findings.append(Finding("origin-mismatch", f"segment belongs to origin {h.origin!r}",
-                                             f"{n:08d}.seg"))
+                self.findings.append(
+                    Finding("origin-mismatch", f"segment belongs to origin {h.origin!r}", f"{n:08d}.seg")
+                )
             return False
         if h.key.epoch == 0:
             if h.key != self.trust.root_key:
-                self.findings.append(Finding("untrusted-key", f"segment names key {h.key.name}, not the trust "
-                                             "file's root key", f"{n:08d}.seg", h.first_seq))
+                self.findings.append(
+                    Finding(
+                        "untrusted-key",
+                        f"segment names key {h.key.name}, not the trust file's root key",
+                        f"{n:08d}.seg",
+                        h.first_seq,
+                    )
+                )
                 return False
             return True
         # Find the segment whose records introduced this key: the newest earlier segment that
@@ -256,11 +282,15 @@ class _SegmentProver:
             scan = self.scan(m)
             if self._segment_ok(scan) and self._introduces(hm.key, scan, h.key):
                 return True
-            self.findings.append(Finding("untrusted-key", f"no checked key.rotated record leads to {h.key.name}",
-                                         f"{n:08d}.seg", h.first_seq))
+            self.findings.append(
+                Finding(
+                    "untrusted-key", f"no checked key.rotated record leads to {h.key.name}", f"{n:08d}.seg", h.first_seq
+                )
+            )
             return False
-        self.findings.append(Finding("untrusted-key", f"no earlier segment introduces {h.key.name}",
-                                     f"{n:08d}.seg", h.first_seq))
+        self.findings.append(
+            Finding("untrusted-key", f"no earlier segment introduces {h.key.name}", f"{n:08d}.seg", h.first_seq)
+        )
         return False
 
     def _introduces(self, start: PublicKey, scan: Any, target: PublicKey) -> bool:
@@ -268,8 +298,14 @@ class _SegmentProver:
         key = start
         for seq, new in scan.rotations:
             if new.name != key_name(self.trust.origin, key.epoch + 1):
-                self.findings.append(Finding("rotation-invalid", f"key.rotated introduces {new.name}, expected "
-                                             f"{key_name(self.trust.origin, key.epoch + 1)}", scan.name, seq))
+                self.findings.append(
+                    Finding(
+                        "rotation-invalid",
+                        f"key.rotated introduces {new.name}, expected {key_name(self.trust.origin, key.epoch + 1)}",
+                        scan.name,
+                        seq,
+                    )
+                )
                 return False
             key = new
         return key == target
@@ -299,9 +335,15 @@ class _SegmentProver:
                     if rng is not None:
                         rng.merge(CompactRange(h.first_seq, cp.size, cps.subrange))
                     if rng is None or rng.root() != cp.root:
-                        self.findings.append(Finding("root-mismatch", f"checkpoint of size {cp.size} does not match "
-                                                     "the records and the header's prefix range", scan.name,
-                                                     cp.size - 1))
+                        self.findings.append(
+                            Finding(
+                                "root-mismatch",
+                                f"checkpoint of size {cp.size} does not match "
+                                "the records and the header's prefix range",
+                                scan.name,
+                                cp.size - 1,
+                            )
+                        )
                         out = None
                         break
                     out.append((cp.size, cp.root.hex(), cps.signer_name or ""))
@@ -316,13 +358,19 @@ class _SegmentProver:
         scan, data = self._scans[n]
         frame = next(iter(framing.iter_frames(memoryview(data)[offset:])), None)
         if not isinstance(frame, framing.Frame) or frame.kind != framing.RECORD:
-            self.findings.append(Finding("index-mismatch", f"the index points at offset {offset}, where no record "
-                                         "starts", scan.name, seq))
+            self.findings.append(
+                Finding(
+                    "index-mismatch", f"the index points at offset {offset}, where no record starts", scan.name, seq
+                )
+            )
             return None
         rec = parse(bytes(frame.body))
         if rec.get("seq") != seq:
-            self.findings.append(Finding("index-mismatch", f"the index says seq {seq}, the record there is "
-                                         f"{rec.get('seq')}", scan.name, seq))
+            self.findings.append(
+                Finding(
+                    "index-mismatch", f"the index says seq {seq}, the record there is {rec.get('seq')}", scan.name, seq
+                )
+            )
             return None
         for size, root, key in cps:
             if size > seq:
@@ -347,8 +395,11 @@ def _index_rows(index: Path, actor: str | None, target: str | None) -> list[tupl
     if target:
         where.append("(target_id = ? OR target_name = ?)")
         args += [target, target]
-    sql = "SELECT seq, segment, offset FROM records" + (" WHERE " + " AND ".join(where) if where else "") + \
-        " ORDER BY seq"
+    sql = (
+        "SELECT seq, segment, offset FROM records"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + " ORDER BY seq"
+    )
     db = sqlite3.connect(f"file:{index}?mode=ro", uri=True)
     try:
         return [(int(a), int(b), int(c)) for a, b, c in db.execute(sql, args)]
@@ -371,8 +422,9 @@ def has_index(source: Path) -> bool:
         return False
 
 
-def lookup_verified(source: Path, trust: TrustAnchor, keep: Keep, *, actor: str | None,
-                    target: str | None) -> Iterator[Checked]:
+def lookup_verified(
+    source: Path, trust: TrustAnchor, keep: Keep, *, actor: str | None, target: str | None
+) -> Iterator[Checked]:
     """Records the index names for an actor or target, each checked against a signed checkpoint.
 
     Raises ReadRefused (after the records already checked) when any named record fails.

@@ -54,9 +54,17 @@ def open_source(url: str, token: str | None) -> ObjectStore:
     return open_store(url)
 
 
-async def pull_and_verify(url: str, out: Path, trust: TrustAnchor, *, external: list[bytes] | None = None,
-                          token: str | None = None, workers: int | None = None, thorough: bool = False,
-                          progress: Callable[[int, int], None] | None = None) -> Report:
+async def pull_and_verify(
+    url: str,
+    out: Path,
+    trust: TrustAnchor,
+    *,
+    external: list[bytes] | None = None,
+    token: str | None = None,
+    workers: int | None = None,
+    thorough: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> Report:
     store = open_source(url, token)
     try:
         result = await pull(store, out, progress=progress)
@@ -73,20 +81,39 @@ async def pull_and_verify(url: str, out: Path, trust: TrustAnchor, *, external: 
     return report
 
 
-async def compare_remote(report: Report, local: Path, url: str, out: Path, trust: TrustAnchor, *,
-                         token: str | None = None, workers: int | None = None) -> None:
+async def compare_remote(
+    report: Report,
+    local: Path,
+    url: str,
+    out: Path,
+    trust: TrustAnchor,
+    *,
+    token: str | None = None,
+    workers: int | None = None,
+) -> None:
     """Add split-view / lag findings to the local `report` by checking the remote copy against it."""
     try:
         remote = await pull_and_verify(url, out, trust, token=token, workers=workers)
     except UnusableInput:
         if any((out / "objects").rglob("*")):
             raise  # the store holds objects but no segment: that is not "behind", it is unusable
-        report.findings.append(Finding("remote-behind", f"the remote copy {url} holds no ledger segments, "
-                                       f"the local ledger {report.size} records: nothing was replicated"))
+        report.findings.append(
+            Finding(
+                "remote-behind",
+                f"the remote copy {url} holds no ledger segments, "
+                f"the local ledger {report.size} records: nothing was replicated",
+            )
+        )
         return
     for f in remote.findings:
-        report.findings.append(Finding("remote-" + f.code if not f.code.startswith("remote") else f.code,
-                                       f"remote copy: {f.message}", f.segment, f.seq))
+        report.findings.append(
+            Finding(
+                "remote-" + f.code if not f.code.startswith("remote") else f.code,
+                f"remote copy: {f.message}",
+                f.segment,
+                f.seq,
+            )
+        )
     # The remote's checkpoints checked against the local records: a larger size than the local
     # ledger holds means the local WAL lost its tail; a different root at a size both hold is a
     # split view. The newest checkpoint the local ledger can check is used too, so a fork is
@@ -105,9 +132,14 @@ async def compare_remote(report: Report, local: Path, url: str, out: Path, trust
             if f.code in ("tail-cut", "split-view") and f not in report.findings:
                 report.findings.append(f)
     if remote.size < report.size:
-        report.findings.append(Finding("remote-behind", f"the remote copy holds {remote.size} records, the "
-                                       f"local ledger {report.size}: {report.size - remote.size} not yet "
-                                       "replicated"))
+        report.findings.append(
+            Finding(
+                "remote-behind",
+                f"the remote copy holds {remote.size} records, the "
+                f"local ledger {report.size}: {report.size - remote.size} not yet "
+                "replicated",
+            )
+        )
 
 
 def _size(note: Path) -> int | None:

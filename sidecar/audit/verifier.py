@@ -67,9 +67,15 @@ def _scan_file(args: tuple[str, frozenset[int]]) -> SegmentScan:
     return scan_segment(path.name, data, args[1])
 
 
-def verify_directory(source: Path, trust: TrustAnchor, *, external: Sequence[bytes] = (),
-                     workers: int | None = None, thorough: bool = True,
-                     progress: Callable[[int, int], None] | None = None) -> Report:
+def verify_directory(
+    source: Path,
+    trust: TrustAnchor,
+    *,
+    external: Sequence[bytes] = (),
+    workers: int | None = None,
+    thorough: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> Report:
     """Verify every segment under `source` against `trust` and any external checkpoints.
 
     The procedure is always the full one of docs/format.md §15 (`thorough` is accepted for

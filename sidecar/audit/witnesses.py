@@ -54,12 +54,14 @@ def ledger_leaves(files: list[Path]) -> list[bytes]:
     return leaves
 
 
-async def probe(witnesses: list[Witness], note: bytes, leaves: list[bytes], ledger_size: int,
-                timeout_s: float = 10.0) -> list[WitnessView]:
+async def probe(
+    witnesses: list[Witness], note: bytes, leaves: list[bytes], ledger_size: int, timeout_s: float = 10.0
+) -> list[WitnessView]:
     """Ask each witness with a URL what it cosigned, by submitting `note` (§14.1 step 2)."""
     parsed = parse_note(note)
     size = parsed.checkpoint.size
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+
         async def ask(w: Witness) -> WitnessView:
             view = WitnessView(w.name)
             if w.url is None:
@@ -68,8 +70,9 @@ async def probe(witnesses: list[Witness], note: bytes, leaves: list[bytes], ledg
             try:
                 for _ in range(3):
                     proof = merkle.consistency_proof(old, leaves[:size]) if 0 < old < size else []
-                    async with session.post(f"{w.url}/add-checkpoint",
-                                            data=add_checkpoint_body(old, proof, note)) as resp:
+                    async with session.post(
+                        f"{w.url}/add-checkpoint", data=add_checkpoint_body(old, proof, note)
+                    ) as resp:
                         body = await resp.read()
                         if resp.status == 200:
                             cosignature_lines(body, w, note)
@@ -86,8 +89,7 @@ async def probe(witnesses: list[Witness], note: bytes, leaves: list[bytes], ledg
                                 return view
                             old = seen
                             continue
-                        view.outcome = {422: "conflict", 404: "unknown-log", 403: "refused"}.get(resp.status,
-                                                                                              "error")
+                        view.outcome = {422: "conflict", 404: "unknown-log", 403: "refused"}.get(resp.status, "error")
                         view.detail = f"add-checkpoint answered {resp.status}"
                         return view
                 view.outcome, view.detail = "error", "the witness's size kept changing"
@@ -100,8 +102,14 @@ async def probe(witnesses: list[Witness], note: bytes, leaves: list[bytes], ledg
         return list(await asyncio.gather(*(ask(w) for w in witnesses)))
 
 
-def check_witnesses(report: Report, trust: TrustAnchor, notes: list[bytes], witnesses: list[Witness],
-                    quorum: int, views: list[WitnessView]) -> None:
+def check_witnesses(
+    report: Report,
+    trust: TrustAnchor,
+    notes: list[bytes],
+    witnesses: list[Witness],
+    quorum: int,
+    views: list[WitnessView],
+) -> None:
     """Add the witness findings and the `witnesses` summary to `report` (§14.1 steps 1 and 3)."""
     add = report.findings.append
     head_cosigners: set[str] = set()
@@ -121,22 +129,40 @@ def check_witnesses(report: Report, trust: TrustAnchor, notes: list[bytes], witn
                 head_cosigners.add(name)
     for view in views:
         if view.outcome == "ahead":
-            add(Finding("tail-cut", f"witness {view.name} has cosigned {view.size} records, the ledger holds only "
-                        f"{report.size}: the tail was cut or the ledger rolled back", seq=report.size))
+            add(
+                Finding(
+                    "tail-cut",
+                    f"witness {view.name} has cosigned {view.size} records, the ledger holds only "
+                    f"{report.size}: the tail was cut or the ledger rolled back",
+                    seq=report.size,
+                )
+            )
         elif view.outcome == "conflict":
-            add(Finding("witness-conflict", f"witness {view.name} refuses the ledger's history as inconsistent with "
-                        f"the checkpoints it cosigned ({view.detail}): a split view"))
+            add(
+                Finding(
+                    "witness-conflict",
+                    f"witness {view.name} refuses the ledger's history as inconsistent with "
+                    f"the checkpoints it cosigned ({view.detail}): a split view",
+                )
+            )
         elif view.outcome == "cosigned" and view.size == report.size:
             head_cosigners.add(view.name)
         if view.size is not None:
             cosigned_at[view.name] = max(cosigned_at.get(view.name, -1), view.size)
     if len(head_cosigners) < quorum:
-        seen = ", ".join(f"{w.name} at size {cosigned_at[w.name]}" if w.name in cosigned_at else f"{w.name} none"
-                         for w in witnesses)
-        add(Finding("witness-quorum", f"the newest checkpoint (size {report.size}) has {len(head_cosigners)} of the "
-                    f"{quorum} witness cosignatures required; cosigned: {seen}"))
+        seen = ", ".join(
+            f"{w.name} at size {cosigned_at[w.name]}" if w.name in cosigned_at else f"{w.name} none" for w in witnesses
+        )
+        add(
+            Finding(
+                "witness-quorum",
+                f"the newest checkpoint (size {report.size}) has {len(head_cosigners)} of the "
+                f"{quorum} witness cosignatures required; cosigned: {seen}",
+            )
+        )
     report.witnesses = {
-        "quorum": quorum, "cosigned_newest": sorted(head_cosigners),
+        "quorum": quorum,
+        "cosigned_newest": sorted(head_cosigners),
         "views": [v.to_json() for v in views],
     }
 
@@ -154,8 +180,16 @@ def load_witness_list(path: Path) -> list[Witness]:
         raise UnusableInput(f"{path}: {exc}") from exc
 
 
-def apply_witness_check(report: Report, source: Path, trust: TrustAnchor, witnesses: list[Witness], quorum: int,
-                        extra: Sequence[bytes] = (), *, ask: bool = True) -> None:
+def apply_witness_check(
+    report: Report,
+    source: Path,
+    trust: TrustAnchor,
+    witnesses: list[Witness],
+    quorum: int,
+    extra: Sequence[bytes] = (),
+    *,
+    ask: bool = True,
+) -> None:
     """The whole of §14.1 for a ledger at `source` already verified into `report` (I/O: files, witnesses)."""
     from sidecar.audit.verifier import segment_files
 

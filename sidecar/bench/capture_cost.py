@@ -60,13 +60,21 @@ def _exchange(recordings: Path) -> tuple[Any, Any]:
     from sidecar.core.exchange import RequestHead, RequestView, ResponseView
 
     rec = load_recording(recordings / "token_client_credentials.json")
-    head = RequestHead(method=rec["method"], path=rec["path"], raw_path=rec["raw_path"],
-                       query=MultiDictProxy(MultiDict()),
-                       headers=CIMultiDictProxy(CIMultiDict([("Host", "127.0.0.1:8443"), *rec["request_headers"]])),
-                       client_ip="127.0.0.1", scheme="http", host="127.0.0.1:8443", request_id="bench-1")
+    head = RequestHead(
+        method=rec["method"],
+        path=rec["path"],
+        raw_path=rec["raw_path"],
+        query=MultiDictProxy(MultiDict()),
+        headers=CIMultiDictProxy(CIMultiDict([("Host", "127.0.0.1:8443"), *rec["request_headers"]])),
+        client_ip="127.0.0.1",
+        scheme="http",
+        host="127.0.0.1:8443",
+        request_id="bench-1",
+    )
     request = RequestView(head, rec["request_body"], False)
-    response = ResponseView(rec["status"], CIMultiDictProxy(CIMultiDict(rec["response_headers"])),
-                            rec["response_body"], False)
+    response = ResponseView(
+        rec["status"], CIMultiDictProxy(CIMultiDict(rec["response_headers"])), rec["response_body"], False
+    )
     return request, response
 
 
@@ -84,9 +92,18 @@ def _bearer_verifier() -> tuple[Any, str]:
         return jwks
 
     now = int(time.time())
-    token = jwt.encode({"alg": "RS256", "kid": "bench"},
-                       {"iss": "http://127.0.0.1:8443/realms/ledger-test", "sub": "u-1", "azp": "admin-cli",
-                        "iat": now, "exp": now + 3600, "preferred_username": "carol"}, key)
+    token = jwt.encode(
+        {"alg": "RS256", "kid": "bench"},
+        {
+            "iss": "http://127.0.0.1:8443/realms/ledger-test",
+            "sub": "u-1",
+            "azp": "admin-cli",
+            "iat": now,
+            "exp": now + 3600,
+            "preferred_username": "carol",
+        },
+        key,
+    )
     return TokenVerifier(fetch), token
 
 
@@ -129,8 +146,13 @@ async def _ledger_split(data_dir: Path, payload: dict[str, Any], n: int, probe: 
         ledger._commit = timed_commit  # type: ignore[method-assign]
         ledger._write = timed_write  # type: ignore[method-assign]
         setattr(holder, attr, timed_write_at)
-    series: dict[str, list[float]] = {"append_total": [], "queue_and_wakeups": [], "commit_build": [],
-                                      "write_thread_handoff": [], "write_fsync": []}
+    series: dict[str, list[float]] = {
+        "append_total": [],
+        "queue_and_wakeups": [],
+        "commit_build": [],
+        "write_thread_handoff": [],
+        "write_fsync": [],
+    }
     try:
         for i in range(n + 20):
             if i % 50 == 0:
@@ -168,8 +190,9 @@ def capture_cost(recordings: Path, work_dir: Path, *, quick: bool = False) -> di
 
     n = 300 if quick else 3000
     request, response = _exchange(recordings)
-    pipeline = CapturePipeline(SessionDirectory(secrets.token_bytes(32)), keyed_fingerprint(secrets.token_bytes(32)),
-                               record_before_after=False)
+    pipeline = CapturePipeline(
+        SessionDirectory(secrets.token_bytes(32)), keyed_fingerprint(secrets.token_bytes(32)), record_before_after=False
+    )
     redactor = Redactor(load_policy(None), keyed_fingerprint(secrets.token_bytes(32)))
 
     def classify() -> list[Any]:
@@ -214,10 +237,12 @@ def capture_cost(recordings: Path, work_dir: Path, *, quick: bool = False) -> di
         "redaction + encoding": _p50_us(redact_encode, n),
         "signing (one Ed25519 signature)": _p50_us(lambda: key.sign(msg), n),
     }
-    for name, label in (("queue_and_wakeups", "ledger: queueing + wake-ups"),
-                        ("commit_build", "ledger: build commit (encode, Merkle, sign)"),
-                        ("write_thread_handoff", "ledger: hand-off to the write thread and back"),
-                        ("write_fsync", "ledger: pwrite + fdatasync (fsync wait)")):
+    for name, label in (
+        ("queue_and_wakeups", "ledger: queueing + wake-ups"),
+        ("commit_build", "ledger: build commit (encode, Merkle, sign)"),
+        ("write_thread_handoff", "ledger: hand-off to the write thread and back"),
+        ("write_fsync", "ledger: pwrite + fdatasync (fsync wait)"),
+    ):
         if name in ledger:
             parts[label] = ledger[name]
     parts["ledger: append() to acknowledgement, total"] = ledger["append_total"]
@@ -232,7 +257,13 @@ def capture_cost(recordings: Path, work_dir: Path, *, quick: bool = False) -> di
         "token verification (RS256 bearer, cached JWKS)": "admin/account requests only; a token grant has none",
     }
     overhead = ledger["append_total"] - ledger.get("write_fsync", ledger["fsync_probe"])
-    return {"exchange": "token_client_credentials", "samples": n, "parts_us": parts, "notes": notes,
-            "ledger_beyond_fsync_us": overhead,
-            "captured_cpu_path_us": parts["classification + attribution"] + parts["redaction + encoding"]
-            + parts["routing (plan)"]}
+    return {
+        "exchange": "token_client_credentials",
+        "samples": n,
+        "parts_us": parts,
+        "notes": notes,
+        "ledger_beyond_fsync_us": overhead,
+        "captured_cpu_path_us": parts["classification + attribution"]
+        + parts["redaction + encoding"]
+        + parts["routing (plan)"],
+    }

@@ -124,9 +124,16 @@ class Target:
         return "PASS" if self.passed else f"MISS: {factor:.2f}x the limit ({over})"
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "measured": self.measured, "limit": self.limit, "unit": self.unit,
-                "comparison": ">=" if self.higher_is_better else "<", "reference": self.reference,
-                "passed": self.passed, "verdict": self.verdict()}
+        return {
+            "name": self.name,
+            "measured": self.measured,
+            "limit": self.limit,
+            "unit": self.unit,
+            "comparison": ">=" if self.higher_is_better else "<",
+            "reference": self.reference,
+            "passed": self.passed,
+            "verdict": self.verdict(),
+        }
 
 
 class Ui:
@@ -169,44 +176,93 @@ def identity_event(i: int, rnd: random.Random) -> dict[str, Any]:
     rid = f"{rnd.getrandbits(32):08x}-{i:x}"
     realm = "ledger-test"
     if kind in (0, 1, 2):
-        event = IdentityEvent(EventType.LOGIN_SUCCEEDED, Outcome.SUCCEEDED, realm=realm, actor=user,
-                              client="ledger-app", source_ip=ip, session=_uuid(rnd), request_id=rid,
-                              details={"method": "password"})
+        event = IdentityEvent(
+            EventType.LOGIN_SUCCEEDED,
+            Outcome.SUCCEEDED,
+            realm=realm,
+            actor=user,
+            client="ledger-app",
+            source_ip=ip,
+            session=_uuid(rnd),
+            request_id=rid,
+            details={"method": "password"},
+        )
     elif kind == 3:
-        event = IdentityEvent(EventType.LOGIN_FAILED, Outcome.FAILED, realm=realm,
-                              actor=Party(username=user.username, kind="user"), client="ledger-app",
-                              source_ip=ip, request_id=rid, error="invalid_user_credentials",
-                              details={"method": "password"})
+        event = IdentityEvent(
+            EventType.LOGIN_FAILED,
+            Outcome.FAILED,
+            realm=realm,
+            actor=Party(username=user.username, kind="user"),
+            client="ledger-app",
+            source_ip=ip,
+            request_id=rid,
+            error="invalid_user_credentials",
+            details={"method": "password"},
+        )
     elif kind in (4, 5):
-        event = IdentityEvent(EventType.TOKEN_ISSUED, Outcome.SUCCEEDED, realm=realm,
-                              actor=Party(id=_uuid(rnd), client="ledger-robot", kind="client"),
-                              client="ledger-robot", source_ip=ip, request_id=rid,
-                              details={"grant": "client_credentials"})
+        event = IdentityEvent(
+            EventType.TOKEN_ISSUED,
+            Outcome.SUCCEEDED,
+            realm=realm,
+            actor=Party(id=_uuid(rnd), client="ledger-robot", kind="client"),
+            client="ledger-robot",
+            source_ip=ip,
+            request_id=rid,
+            details={"grant": "client_credentials"},
+        )
     elif kind == 6:
-        event = IdentityEvent(EventType.TOKEN_REFRESHED, Outcome.SUCCEEDED, realm=realm, actor=user,
-                              client="ledger-app", source_ip=ip, session=_uuid(rnd), request_id=rid,
-                              details={"grant": "refresh_token",
-                                       "presented_refresh_fp": f"{rnd.getrandbits(128):032x}"})
+        event = IdentityEvent(
+            EventType.TOKEN_REFRESHED,
+            Outcome.SUCCEEDED,
+            realm=realm,
+            actor=user,
+            client="ledger-app",
+            source_ip=ip,
+            session=_uuid(rnd),
+            request_id=rid,
+            details={"grant": "refresh_token", "presented_refresh_fp": f"{rnd.getrandbits(128):032x}"},
+        )
     elif kind == 7:
-        event = IdentityEvent(EventType.LOGOUT_COMPLETED, Outcome.SUCCEEDED, realm=realm, actor=user,
-                              client="ledger-app", source_ip=ip, session=_uuid(rnd), request_id=rid)
+        event = IdentityEvent(
+            EventType.LOGOUT_COMPLETED,
+            Outcome.SUCCEEDED,
+            realm=realm,
+            actor=user,
+            client="ledger-app",
+            source_ip=ip,
+            session=_uuid(rnd),
+            request_id=rid,
+        )
     elif kind == 8:
-        event = IdentityEvent(EventType.MFA_OTP_VERIFIED, Outcome.SUCCEEDED, realm=realm, actor=user,
-                              client="ledger-app", source_ip=ip, request_id=rid,
-                              details={"credential": "otp"})
+        event = IdentityEvent(
+            EventType.MFA_OTP_VERIFIED,
+            Outcome.SUCCEEDED,
+            realm=realm,
+            actor=user,
+            client="ledger-app",
+            source_ip=ip,
+            request_id=rid,
+            details={"credential": "otp"},
+        )
     else:
         admin = Party(id=_uuid(rnd), username="carol", client="security-admin-console", kind="user")
-        event = IdentityEvent(EventType.ROLE_GRANTED, Outcome.SUCCEEDED, realm=realm, actor=admin,
-                              target=user, client="security-admin-console", source_ip=ip, request_id=rid,
-                              details={"roles": [rnd.choice(("viewer", "operator", "auditor"))],
-                                       "phase": "outcome"})
+        event = IdentityEvent(
+            EventType.ROLE_GRANTED,
+            Outcome.SUCCEEDED,
+            realm=realm,
+            actor=admin,
+            target=user,
+            client="security-admin-console",
+            source_ip=ip,
+            request_id=rid,
+            details={"roles": [rnd.choice(("viewer", "operator", "auditor"))], "phase": "outcome"},
+        )
     return event.to_json()
 
 
 def identity_events(count: int, *, seed: int = 20_261_126, start: int = 0) -> list[dict[str, Any]]:
     rnd = random.Random(seed + start)
     return [identity_event(start + i, rnd) for i in range(count)]
-
 
 
 # ============================================================================================ processes
@@ -347,10 +403,17 @@ def targets_table(result: dict[str, Any]) -> Table:
         table.add_column(col, justify="right" if col in ("measured", "limit") else "left", no_wrap=col == "target")
     for t in result["targets"]:
         digits = 3 if t["unit"] == "ms" and t["limit"] < 100 else (2 if t["unit"] == "%" else 0)
-        table.add_row(t["name"], f"{fmt(float(t['measured']), digits)} {t['unit']}",
-                      f"{t['comparison']} {fmt(float(t['limit']), digits)}", t["reference"],
-                      "[green]PASS[/green]" if t["passed"] else
-                      f"[yellow]{t['verdict']}[/yellow]" if t["passed"] is None else f"[red]{t['verdict']}[/red]")
+        table.add_row(
+            t["name"],
+            f"{fmt(float(t['measured']), digits)} {t['unit']}",
+            f"{t['comparison']} {fmt(float(t['limit']), digits)}",
+            t["reference"],
+            "[green]PASS[/green]"
+            if t["passed"]
+            else f"[yellow]{t['verdict']}[/yellow]"
+            if t["passed"] is None
+            else f"[red]{t['verdict']}[/red]",
+        )
     return table
 
 
@@ -367,9 +430,10 @@ def kv_table(title: str, rows: Sequence[tuple[str, str, str]]) -> Table:
 def machine_line(m: dict[str, Any]) -> str:
     load = ", ".join(f"{x:.2f}" for x in m["load_average"])
     fs = f", {m['filesystem']}" if "filesystem" in m else ""
-    return (f"{m['date']}  {m['cpu']}, {m['cores']} cores, load average {load}, Linux {m['kernel']}, "
-            f"Python {m['python']}{fs}")
-
+    return (
+        f"{m['date']}  {m['cpu']}, {m['cores']} cores, load average {load}, Linux {m['kernel']}, "
+        f"Python {m['python']}{fs}"
+    )
 
 
 def make_console() -> Console:
@@ -382,5 +446,3 @@ def emit(result: dict[str, Any], as_json: bool, printer: Callable[[dict[str, Any
         click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     else:
         printer(result, make_console())
-
-

@@ -89,16 +89,22 @@ async def _ledger(data_dir: Path, *, segment_max_bytes: int, with_index: bool) -
             await index.close()
 
 
-async def _append_many(data_dir: Path, events: Sequence[dict[str, Any]], concurrency: int,
-                       segment_max_bytes: int, progress: Callable[[int], None],
-                       with_index: bool = False) -> dict[str, Any]:
+async def _append_many(
+    data_dir: Path,
+    events: Sequence[dict[str, Any]],
+    concurrency: int,
+    segment_max_bytes: int,
+    progress: Callable[[int], None],
+    with_index: bool = False,
+) -> dict[str, Any]:
     """Append `events` through `Ledger.append` with `concurrency` appenders in flight."""
     async with _ledger(data_dir, segment_max_bytes=segment_max_bytes, with_index=with_index) as ledger:
         return await _drive(ledger, events, concurrency, progress)
 
 
-async def _drive(ledger: Any, events: Sequence[dict[str, Any]], concurrency: int,
-                 progress: Callable[[int], None]) -> dict[str, Any]:
+async def _drive(
+    ledger: Any, events: Sequence[dict[str, Any]], concurrency: int, progress: Callable[[int], None]
+) -> dict[str, Any]:
     from sidecar.ledger.writer import Commit
 
     batches: list[int] = []
@@ -128,12 +134,22 @@ async def _drive(ledger: Any, events: Sequence[dict[str, Any]], concurrency: int
         with contextlib.suppress(asyncio.CancelledError):
             await tick
     full = [b for b in batches if b]
-    return {"seconds": elapsed, "cpu_seconds": cpu, "commits": len(full),
-            "mean_batch": sum(full) / len(full) if full else 0.0, "max_batch": max(full, default=0)}
+    return {
+        "seconds": elapsed,
+        "cpu_seconds": cpu,
+        "commits": len(full),
+        "mean_batch": sum(full) / len(full) if full else 0.0,
+        "max_batch": max(full, default=0),
+    }
 
 
-async def _append_sequential(data_dir: Path, events: Sequence[dict[str, Any]], segment_max_bytes: int,
-                             with_index: bool = False, probe: FsyncProbe | None = None) -> list[float]:
+async def _append_sequential(
+    data_dir: Path,
+    events: Sequence[dict[str, Any]],
+    segment_max_bytes: int,
+    with_index: bool = False,
+    probe: FsyncProbe | None = None,
+) -> list[float]:
     """One appender, one append at a time; the latency of each in µs.
 
     Every 100 appends the fsync probe (if any) takes 10 samples, so reference and measurement
@@ -174,8 +190,9 @@ def _pooled(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-async def _encrypted_or_not(data_dir: Path, events: Sequence[dict[str, Any]], concurrency: int,
-                            segment_max_bytes: int, subjects: Path | None) -> dict[str, Any]:
+async def _encrypted_or_not(
+    data_dir: Path, events: Sequence[dict[str, Any]], concurrency: int, segment_max_bytes: int, subjects: Path | None
+) -> dict[str, Any]:
     """One append run, plain or with the subject key store's encryption wired as `serve --subjects` wires it."""
     from sidecar.ledger.subjects import Protector, SubjectKeys
     from sidecar.policy.schema import PiiPolicy
@@ -193,10 +210,12 @@ async def _encrypted_or_not(data_dir: Path, events: Sequence[dict[str, Any]], co
         run = await _drive(ledger, events, concurrency, lambda n: None)
     segments, bodies = _read_segments(data_dir)
     records = sum(s.records for s in segments)
-    run.update(records=records, body_mean=sum(map(len, bodies)) / len(bodies) if bodies else 0.0,
-               raw_per_record=sum(s.size for s in segments) / records if records else 0.0,
-               gz_per_record=sum(len(gzip.compress(s.path.read_bytes(), 6)) for s in segments) / records
-               if records else 0.0)
+    run.update(
+        records=records,
+        body_mean=sum(map(len, bodies)) / len(bodies) if bodies else 0.0,
+        raw_per_record=sum(s.size for s in segments) / records if records else 0.0,
+        gz_per_record=sum(len(gzip.compress(s.path.read_bytes(), 6)) for s in segments) / records if records else 0.0,
+    )
     if subjects is not None:
         run.update(subjects=len(SubjectKeys.open(subjects)), key_setup_s=keys_s)
     return run
@@ -214,26 +233,41 @@ def _encryption_cost(root: Path, events: int, concurrency: int, segment_max_byte
     for n, kind in enumerate(("plain", "encrypted", "plain")):
         where = root / f"pii-{n}-{kind}"
         KeyStore(where).init(ORIGIN)
-        runs[kind].append(asyncio.run(_encrypted_or_not(where, evs, concurrency, segment_max_bytes,
-                                                        root / f"pii-{n}-subjects" if kind == "encrypted" else None)))
+        runs[kind].append(
+            asyncio.run(
+                _encrypted_or_not(
+                    where,
+                    evs,
+                    concurrency,
+                    segment_max_bytes,
+                    root / f"pii-{n}-subjects" if kind == "encrypted" else None,
+                )
+            )
+        )
 
     def cpu_us(r: dict[str, Any]) -> float:
         return float(r["cpu_seconds"]) / events * 1e6
 
     plain_cpu = sum(map(cpu_us, runs["plain"])) / len(runs["plain"])
     enc, plain = runs["encrypted"][0], runs["plain"][0]
-    return {"events": events, "subject_pool": SUBJECT_POOL, "subjects_created": enc["subjects"],
-            "key_setup_ms_per_subject": enc["key_setup_s"] / max(1, enc["subjects"]) * 1e3,
-            "cpu_us_per_record_plain": plain_cpu, "cpu_us_per_record_plain_runs": [cpu_us(r) for r in runs["plain"]],
-            "cpu_us_per_record_encrypted": cpu_us(enc),
-            "cpu_ratio": cpu_us(enc) / plain_cpu if plain_cpu else 0.0,
-            "body_bytes_plain": plain["body_mean"], "body_bytes_encrypted": enc["body_mean"],
-            "raw_bytes_per_record_plain": plain["raw_per_record"], "raw_bytes_per_record_encrypted":
-            enc["raw_per_record"], "raw_bytes_ratio": enc["raw_per_record"] / plain["raw_per_record"]
-            if plain["raw_per_record"] else 0.0,
-            "gz_bytes_per_record_plain": plain["gz_per_record"], "gz_bytes_per_record_encrypted":
-            enc["gz_per_record"], "gz_bytes_ratio": enc["gz_per_record"] / plain["gz_per_record"]
-            if plain["gz_per_record"] else 0.0}
+    return {
+        "events": events,
+        "subject_pool": SUBJECT_POOL,
+        "subjects_created": enc["subjects"],
+        "key_setup_ms_per_subject": enc["key_setup_s"] / max(1, enc["subjects"]) * 1e3,
+        "cpu_us_per_record_plain": plain_cpu,
+        "cpu_us_per_record_plain_runs": [cpu_us(r) for r in runs["plain"]],
+        "cpu_us_per_record_encrypted": cpu_us(enc),
+        "cpu_ratio": cpu_us(enc) / plain_cpu if plain_cpu else 0.0,
+        "body_bytes_plain": plain["body_mean"],
+        "body_bytes_encrypted": enc["body_mean"],
+        "raw_bytes_per_record_plain": plain["raw_per_record"],
+        "raw_bytes_per_record_encrypted": enc["raw_per_record"],
+        "raw_bytes_ratio": enc["raw_per_record"] / plain["raw_per_record"] if plain["raw_per_record"] else 0.0,
+        "gz_bytes_per_record_plain": plain["gz_per_record"],
+        "gz_bytes_per_record_encrypted": enc["gz_per_record"],
+        "gz_bytes_ratio": enc["gz_per_record"] / plain["gz_per_record"] if plain["gz_per_record"] else 0.0,
+    }
 
 
 def _verify_peak_rss_kib(ledger_dir: Path, workers: int) -> int:
@@ -244,17 +278,46 @@ def _verify_peak_rss_kib(ledger_dir: Path, workers: int) -> int:
     import subprocess
     import sys
 
-    script = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=False);"
-              " print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-    out = subprocess.run([sys.executable, "-c", script, sys.executable, "-m", "sidecar", "verify", str(ledger_dir),
-                          "--trust", str(ledger_dir / "trust.json"), "--thorough", "--json", "--workers",
-                          str(workers)], capture_output=True, text=True, check=True)
+    script = (
+        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=False);"
+        " print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            sys.executable,
+            "-m",
+            "sidecar",
+            "verify",
+            str(ledger_dir),
+            "--trust",
+            str(ledger_dir / "trust.json"),
+            "--thorough",
+            "--json",
+            "--workers",
+            str(workers),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return int(out.stdout.strip() or 0)
 
 
-def run_ledger(data_dir: Path, *, events: int = 200_000, concurrency: int = 2000, latency_appends: int = 2000,
-               segment_max_bytes: int = 8 * 1024 * 1024, with_index: bool = False, keep: bool = False,
-               ui: Ui | None = None, reference_seconds: float = 1.0) -> dict[str, Any]:
+def run_ledger(
+    data_dir: Path,
+    *,
+    events: int = 200_000,
+    concurrency: int = 2000,
+    latency_appends: int = 2000,
+    segment_max_bytes: int = 8 * 1024 * 1024,
+    with_index: bool = False,
+    keep: bool = False,
+    ui: Ui | None = None,
+    reference_seconds: float = 1.0,
+) -> dict[str, Any]:
     """The ledger benchmark; see `bench ledger --help`."""
     from sidecar.audit.verifier import verify_directory
     from sidecar.ledger.keystore import KeyStore
@@ -286,8 +349,10 @@ def run_ledger(data_dir: Path, *, events: int = 200_000, concurrency: int = 2000
         sign_rates.append(ed25519_sign_rate(reference_seconds))
         sign_rate = sum(sign_rates) / len(sign_rates)
 
-        ui.phase(f"append latency: one appender, {latency_appends:,} sequential appends, with the fsync "
-                 f"reference (write + fdatasync in {data_dir}) sampled in blocks between them")
+        ui.phase(
+            f"append latency: one appender, {latency_appends:,} sequential appends, with the fsync "
+            f"reference (write + fdatasync in {data_dir}) sampled in blocks between them"
+        )
         lat_dir = root / "latency"
         KeyStore(lat_dir).init(ORIGIN)
         probe = FsyncProbe(root)
@@ -304,8 +369,10 @@ def run_ledger(data_dir: Path, *, events: int = 200_000, concurrency: int = 2000
         paths = [seg.path for seg in segments]
         # The verification target's reference is the bare loop over the same files on all cores; it
         # runs before and after each verification (the mean of all its runs is the reference).
-        ui.phase(f"verification: full (--thorough) and quick with {cores} workers, then full with 1, each "
-                 f"between runs of the bare read + frame walk + SHA-256 loop ({cores} processes)")
+        ui.phase(
+            f"verification: full (--thorough) and quick with {cores} workers, then full with 1, each "
+            f"between runs of the bare read + frame walk + SHA-256 loop ({cores} processes)"
+        )
         loop_rates = [read_walk_hash_rate(paths, cores)[0]]
         t0 = time.perf_counter()
         report = verify_directory(bulk, trust, workers=cores, thorough=True)
@@ -338,8 +405,10 @@ def run_ledger(data_dir: Path, *, events: int = 200_000, concurrency: int = 2000
         gz_records = sum(s.records for s in sealed)
         del bodies
         pii_events = min(events, 20_000)
-        ui.phase(f"encryption of identifying values (subject key store): {pii_events:,} events plain, "
-                 f"encrypted, plain again ({SUBJECT_POOL} users)")
+        ui.phase(
+            f"encryption of identifying values (subject key store): {pii_events:,} events plain, "
+            f"encrypted, plain again ({SUBJECT_POOL} users)"
+        )
         pii_cost = _encryption_cost(root, pii_events, min(concurrency, 500), segment_max_bytes)
     finally:
         if not keep:
@@ -352,24 +421,60 @@ def run_ledger(data_dir: Path, *, events: int = 200_000, concurrency: int = 2000
     lat_p50 = percentile(latencies, 50)
     compressed_per_event = gz_bytes / gz_records if gz_records else 0.0
     targets = [
-        Target("durable signed appends/s", appends_per_s, 1.5 * sign_rate, "appends/s", True,
-               f"1.5 x single-core Ed25519 signs/s ({sign_rate:,.0f}/s)"),
-        Target("full verification vs bare loop", verify_per_s, 0.5 * loop_rate, "records/s",
-               True, f"50% of the bare loop over the same segment files on {cores} cores ({loop_rate:,.0f}/s); "
-               f"quick mode {quick_per_s:,.0f}/s"),
-        Target("full verification, 1M/s goal", verify_per_s, 1_000_000, "records/s", True,
-               f"1M records/s on {cores} cores (brief §9)"),
-        Target("append latency p50", lat_p50, 1.5 * fsync["p50_us"], "us", False,
-               f"1.5 x this disk's fsync p50 ({fsync['p50_us']:.0f} us)"),
-        Target("bytes/event at rest, compressed", compressed_per_event, 300, "bytes", False,
-               "300 bytes, gzip-6 of sealed segments"),
+        Target(
+            "durable signed appends/s",
+            appends_per_s,
+            1.5 * sign_rate,
+            "appends/s",
+            True,
+            f"1.5 x single-core Ed25519 signs/s ({sign_rate:,.0f}/s)",
+        ),
+        Target(
+            "full verification vs bare loop",
+            verify_per_s,
+            0.5 * loop_rate,
+            "records/s",
+            True,
+            f"50% of the bare loop over the same segment files on {cores} cores ({loop_rate:,.0f}/s); "
+            f"quick mode {quick_per_s:,.0f}/s",
+        ),
+        Target(
+            "full verification, 1M/s goal",
+            verify_per_s,
+            1_000_000,
+            "records/s",
+            True,
+            f"1M records/s on {cores} cores (brief §9)",
+        ),
+        Target(
+            "append latency p50",
+            lat_p50,
+            1.5 * fsync["p50_us"],
+            "us",
+            False,
+            f"1.5 x this disk's fsync p50 ({fsync['p50_us']:.0f} us)",
+        ),
+        Target(
+            "bytes/event at rest, compressed",
+            compressed_per_event,
+            300,
+            "bytes",
+            False,
+            "300 bytes, gzip-6 of sealed segments",
+        ),
     ]
     return {
         "benchmark": "ledger",
         "machine": machine,
-        "config": {"events": events, "concurrency": concurrency, "latency_appends": latency_appends,
-                   "segment_max_bytes": segment_max_bytes, "with_index": with_index, "data": str(data_dir),
-                   "kept": str(root) if keep else None},
+        "config": {
+            "events": events,
+            "concurrency": concurrency,
+            "latency_appends": latency_appends,
+            "segment_max_bytes": segment_max_bytes,
+            "with_index": with_index,
+            "data": str(data_dir),
+            "kept": str(root) if keep else None,
+        },
         "references": {
             "cores": cores,
             "ed25519_sign_per_s": sign_rate,
@@ -432,67 +537,134 @@ def run_ledger(data_dir: Path, *, events: int = 200_000, concurrency: int = 2000
 
 def print_ledger(result: dict[str, Any], console: Console) -> None:
     ref, res, tr = result["references"], result["results"], result["tradeoff"]
-    sign = (f"{fmt(ref['ed25519_sign_per_s'])}: mean of "
-            + " and ".join(fmt(x) for x in ref["ed25519_sign_per_s_before_after"]))
+    sign = f"{fmt(ref['ed25519_sign_per_s'])}: mean of " + " and ".join(
+        fmt(x) for x in ref["ed25519_sign_per_s_before_after"]
+    )
     enc_rate = res["encode_record_per_s"]
     enc = f"encode_record alone: {1e6 / enc_rate:.1f} us" if enc_rate else ""
     lat = f"{res['latency_p50_us']:.0f} / {res['latency_p99_us']:.0f} us"
-    segs = (f"{fmt(res['verified_records'])} records, {res['segments']} segments "
-            f"({res['sealed_segments']} sealed)")
+    segs = f"{fmt(res['verified_records'])} records, {res['segments']} segments ({res['sealed_segments']} sealed)"
     batched = fmt(tr[f"sign_per_{tr['batch']}_per_s"])
     console.print(machine_line(result["machine"]))
-    console.print(kv_table("ledger: measured", [
-        ("durable signed appends/s", fmt(res["appends_per_s"]),
-         f"{res['appends_vs_sign_rate']:.2f} x Ed25519 signs/s on one core ({sign})"),
-        ("events, appenders in flight", f"{fmt(res['events'])}, {fmt(result['config']['concurrency'])}",
-         f"{fmt(res['commits'])} commits, mean batch {res['mean_batch']:.0f}, max {fmt(res['max_batch'])}"),
-        ("CPU per append (whole process)", f"{res['cpu_us_per_append']:.1f} us",
-         enc),
-        ("appends per CPU-second", fmt(res["appends_per_cpu_s"]),
-         f"Ed25519 signs per CPU-second: {fmt(ref['ed25519_sign_per_cpu_s'])} (contention-free view)"),
-        ("append latency p50 / p99 (1 appender)", lat,
-         f"{res['latency_p50_vs_fsync_p50']:.2f} x fsync p50 ({ref['fsync_p50_us']:.0f} us; p99 "
-         f"{ref['fsync_p99_us']:.0f} us)"),
-        ("full verification, records/s, all cores", fmt(res["verify_records_per_s"]),
-         f"{res['verify_vs_read_walk_hash_loop']:.1%} of the bare read + walk + SHA-256 loop on {ref['cores']} "
-         f"cores ({fmt(ref['read_walk_hash_records_per_s_all_cores'])}/s)"),
-        ("quick verification, records/s, all cores", fmt(res["verify_quick_records_per_s"]),
-         f"SHA-256 in memory x {ref['cores']} cores: {fmt(ref['sha256_records_per_s_all_cores'])}/s"),
-        ("full verification, records/s, 1 worker", fmt(res["verify_records_per_s_1worker"]),
-         f"bare loop, 1 core: {fmt(ref['read_walk_hash_records_per_s_1core'])}/s"),
-        ("peak RSS of `sidecar verify --thorough`", f"{res['verify_peak_rss_kib'] / 1024:.0f} MiB",
-         "largest process (the verifier or one worker)"),
-        ("verdict", "intact" if res["verify_ok"] else f"{res['verify_findings']} findings",
-         segs),
-        ("record body, mean", f"{res['record_body_mean_bytes']:.0f} B", "canonical JSON (JCS)"),
-        ("bytes/event at rest, raw", f"{res['raw_bytes_per_event']:.0f} B", "segment bytes / records"),
-        ("bytes/event at rest, compressed", f"{res['compressed_bytes_per_event']:.0f} B",
-         f"{res['compression']} of {res['compressed_scope']}"),
-    ]))
+    console.print(
+        kv_table(
+            "ledger: measured",
+            [
+                (
+                    "durable signed appends/s",
+                    fmt(res["appends_per_s"]),
+                    f"{res['appends_vs_sign_rate']:.2f} x Ed25519 signs/s on one core ({sign})",
+                ),
+                (
+                    "events, appenders in flight",
+                    f"{fmt(res['events'])}, {fmt(result['config']['concurrency'])}",
+                    f"{fmt(res['commits'])} commits, mean batch {res['mean_batch']:.0f}, max {fmt(res['max_batch'])}",
+                ),
+                ("CPU per append (whole process)", f"{res['cpu_us_per_append']:.1f} us", enc),
+                (
+                    "appends per CPU-second",
+                    fmt(res["appends_per_cpu_s"]),
+                    f"Ed25519 signs per CPU-second: {fmt(ref['ed25519_sign_per_cpu_s'])} (contention-free view)",
+                ),
+                (
+                    "append latency p50 / p99 (1 appender)",
+                    lat,
+                    f"{res['latency_p50_vs_fsync_p50']:.2f} x fsync p50 ({ref['fsync_p50_us']:.0f} us; p99 "
+                    f"{ref['fsync_p99_us']:.0f} us)",
+                ),
+                (
+                    "full verification, records/s, all cores",
+                    fmt(res["verify_records_per_s"]),
+                    f"{res['verify_vs_read_walk_hash_loop']:.1%} of the bare read + walk + SHA-256 loop on "
+                    f"{ref['cores']} "
+                    f"cores ({fmt(ref['read_walk_hash_records_per_s_all_cores'])}/s)",
+                ),
+                (
+                    "quick verification, records/s, all cores",
+                    fmt(res["verify_quick_records_per_s"]),
+                    f"SHA-256 in memory x {ref['cores']} cores: {fmt(ref['sha256_records_per_s_all_cores'])}/s",
+                ),
+                (
+                    "full verification, records/s, 1 worker",
+                    fmt(res["verify_records_per_s_1worker"]),
+                    f"bare loop, 1 core: {fmt(ref['read_walk_hash_records_per_s_1core'])}/s",
+                ),
+                (
+                    "peak RSS of `sidecar verify --thorough`",
+                    f"{res['verify_peak_rss_kib'] / 1024:.0f} MiB",
+                    "largest process (the verifier or one worker)",
+                ),
+                ("verdict", "intact" if res["verify_ok"] else f"{res['verify_findings']} findings", segs),
+                ("record body, mean", f"{res['record_body_mean_bytes']:.0f} B", "canonical JSON (JCS)"),
+                ("bytes/event at rest, raw", f"{res['raw_bytes_per_event']:.0f} B", "segment bytes / records"),
+                (
+                    "bytes/event at rest, compressed",
+                    f"{res['compressed_bytes_per_event']:.0f} B",
+                    f"{res['compression']} of {res['compressed_scope']}",
+                ),
+            ],
+        )
+    )
     pc = result.get("encryption")
     if pc:
-        console.print(kv_table("encrypted identifying values (serve --subjects) vs plain, same run", [
-            ("CPU per record", f"{pc['cpu_us_per_record_encrypted']:.1f} us vs {pc['cpu_us_per_record_plain']:.1f} us",
-             f"{pc['cpu_ratio']:.2f} x plain ({fmt(pc['events'])} events, {pc['subjects_created']} subjects)"),
-            ("record body, mean", f"{pc['body_bytes_encrypted']:.0f} B vs {pc['body_bytes_plain']:.0f} B",
-             "canonical JSON"),
-            ("bytes/record at rest, raw", f"{pc['raw_bytes_per_record_encrypted']:.0f} B vs "
-             f"{pc['raw_bytes_per_record_plain']:.0f} B", f"{pc['raw_bytes_ratio']:.2f} x plain"),
-            ("bytes/record at rest, gzip-6", f"{pc['gz_bytes_per_record_encrypted']:.0f} B vs "
-             f"{pc['gz_bytes_per_record_plain']:.0f} B", f"{pc['gz_bytes_ratio']:.2f} x plain"),
-            ("new subject key (fsynced, 1 copy)", f"{pc['key_setup_ms_per_subject']:.2f} ms", "once per person"),
-        ]))
-    console.print(kv_table("signature per record vs one per batch checkpoint", [
-        ("leaf hash + sign every record", f"{fmt(tr['sign_every_record_per_s'])}/s",
-         f"{tr['sign_cost_us_per_record_every']:.1f} us/record"),
-        (f"leaf hash + one sign per {tr['batch']}", f"{batched}/s",
-         f"{tr['sign_cost_us_per_record_batched']:.2f} us/record, {tr['speedup']:.0f}x"),
-        ("verify ceiling, a signature on every record",
-         f"{fmt(tr['verify_every_record_ceiling_all_cores'])}/s",
-         f"Ed25519 verify {fmt(tr['ed25519_verify_per_s_1core'])}/s/core x {ref['cores']}"),
-        ("verify measured, checkpoint signatures", f"{fmt(tr['verify_measured_checkpoint_scheme'])}/s",
-         f"+{tr['extra_raw_bytes_per_record']} B/record (incompressible) with per-record signatures"),
-    ]))
+        console.print(
+            kv_table(
+                "encrypted identifying values (serve --subjects) vs plain, same run",
+                [
+                    (
+                        "CPU per record",
+                        f"{pc['cpu_us_per_record_encrypted']:.1f} us vs {pc['cpu_us_per_record_plain']:.1f} us",
+                        f"{pc['cpu_ratio']:.2f} x plain ({fmt(pc['events'])} events, "
+                        f"{pc['subjects_created']} subjects)",
+                    ),
+                    (
+                        "record body, mean",
+                        f"{pc['body_bytes_encrypted']:.0f} B vs {pc['body_bytes_plain']:.0f} B",
+                        "canonical JSON",
+                    ),
+                    (
+                        "bytes/record at rest, raw",
+                        f"{pc['raw_bytes_per_record_encrypted']:.0f} B vs {pc['raw_bytes_per_record_plain']:.0f} B",
+                        f"{pc['raw_bytes_ratio']:.2f} x plain",
+                    ),
+                    (
+                        "bytes/record at rest, gzip-6",
+                        f"{pc['gz_bytes_per_record_encrypted']:.0f} B vs {pc['gz_bytes_per_record_plain']:.0f} B",
+                        f"{pc['gz_bytes_ratio']:.2f} x plain",
+                    ),
+                    (
+                        "new subject key (fsynced, 1 copy)",
+                        f"{pc['key_setup_ms_per_subject']:.2f} ms",
+                        "once per person",
+                    ),
+                ],
+            )
+        )
+    console.print(
+        kv_table(
+            "signature per record vs one per batch checkpoint",
+            [
+                (
+                    "leaf hash + sign every record",
+                    f"{fmt(tr['sign_every_record_per_s'])}/s",
+                    f"{tr['sign_cost_us_per_record_every']:.1f} us/record",
+                ),
+                (
+                    f"leaf hash + one sign per {tr['batch']}",
+                    f"{batched}/s",
+                    f"{tr['sign_cost_us_per_record_batched']:.2f} us/record, {tr['speedup']:.0f}x",
+                ),
+                (
+                    "verify ceiling, a signature on every record",
+                    f"{fmt(tr['verify_every_record_ceiling_all_cores'])}/s",
+                    f"Ed25519 verify {fmt(tr['ed25519_verify_per_s_1core'])}/s/core x {ref['cores']}",
+                ),
+                (
+                    "verify measured, checkpoint signatures",
+                    f"{fmt(tr['verify_measured_checkpoint_scheme'])}/s",
+                    f"+{tr['extra_raw_bytes_per_record']} B/record (incompressible) with per-record signatures",
+                ),
+            ],
+        )
+    )
     console.print(targets_table(result))
-
-

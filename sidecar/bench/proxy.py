@@ -70,8 +70,9 @@ def _child(cmd: list[str], log_file: Path, ready_url: str) -> Iterator[subproces
     """`cmd` in its own process group, its output in `log_file`, up once `ready_url` answers."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
     try:
         try:
             wait_http(ready_url, 60, accept_any_status=True)
@@ -83,23 +84,46 @@ def _child(cmd: list[str], log_file: Path, ready_url: str) -> Iterator[subproces
         stop_group(proc)
 
 
-def _sidecar(upstream: str, data_dir: Path, port: int, log_file: Path) -> contextlib.AbstractContextManager[
-        subprocess.Popen[bytes]]:
-    cmd = [sys.executable, "-m", "sidecar", "serve", "--init", "--origin", ORIGIN, "--upstream", upstream,
-           "--data", str(data_dir), "--listen", f"127.0.0.1:{port}", "--log-level", "WARNING"]
+def _sidecar(
+    upstream: str, data_dir: Path, port: int, log_file: Path
+) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "sidecar",
+        "serve",
+        "--init",
+        "--origin",
+        ORIGIN,
+        "--upstream",
+        upstream,
+        "--data",
+        str(data_dir),
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--log-level",
+        "WARNING",
+    ]
     return _child(cmd, log_file, f"http://127.0.0.1:{port}/.sidecar/health")
 
 
-def _bare_proxy(upstream: str, port: int, log_file: Path) -> contextlib.AbstractContextManager[
-        subprocess.Popen[bytes]]:
+def _bare_proxy(upstream: str, port: int, log_file: Path) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
     cmd = [sys.executable, "-m", "sidecar.bench.servers", "bare-proxy", "--upstream", upstream, "--port", str(port)]
     return _child(cmd, log_file, f"http://127.0.0.1:{port}/")
 
 
-def _standin(recordings: Path, port: int, log_file: Path) -> contextlib.AbstractContextManager[
-        subprocess.Popen[bytes]]:
-    cmd = [sys.executable, "-m", "sidecar.bench.servers", "standin", "--recordings", str(recordings),
-           "--port", str(port), *STANDIN]
+def _standin(recordings: Path, port: int, log_file: Path) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "sidecar.bench.servers",
+        "standin",
+        "--recordings",
+        str(recordings),
+        "--port",
+        str(port),
+        *STANDIN,
+    ]
     return _child(cmd, log_file, f"http://127.0.0.1:{port}/")
 
 
@@ -115,8 +139,14 @@ def _ports(n: int) -> list[int]:
 
 
 # ============================================================================================ clients
-async def _timed(session: Any, method: str, url: str, body: bytes | dict[str, str] | None,
-                 headers: list[tuple[str, str]] | None = None, want: tuple[int, ...] = (200,)) -> float:
+async def _timed(
+    session: Any,
+    method: str,
+    url: str,
+    body: bytes | dict[str, str] | None,
+    headers: list[tuple[str, str]] | None = None,
+    want: tuple[int, ...] = (200,),
+) -> float:
     t0 = time.perf_counter_ns()
     async with session.request(method, url, data=body, headers=headers, allow_redirects=False) as resp:
         await resp.read()
@@ -127,9 +157,17 @@ async def _timed(session: Any, method: str, url: str, body: bytes | dict[str, st
     return elapsed
 
 
-async def _rounds(bases: dict[str, str], method: str, path: str, form: dict[str, str] | None,
-                  headers: list[tuple[str, str]] | None, rounds: int, warmup: int,
-                  progress: Callable[[int], None], probe: FsyncProbe | None = None) -> dict[str, list[float]]:
+async def _rounds(
+    bases: dict[str, str],
+    method: str,
+    path: str,
+    form: dict[str, str] | None,
+    headers: list[tuple[str, str]] | None,
+    rounds: int,
+    warmup: int,
+    progress: Callable[[int], None],
+    probe: FsyncProbe | None = None,
+) -> dict[str, list[float]]:
     """`rounds` rounds, each the same request once to every base in a rotating order; latencies in ms.
 
     Every 50 rounds the fsync probe (if any) takes 10 samples between requests.
@@ -139,8 +177,10 @@ async def _rounds(bases: dict[str, str], method: str, path: str, form: dict[str,
     names = list(bases)
     times: dict[str, list[float]] = {name: [] for name in names}
     async with contextlib.AsyncExitStack() as stack:
-        sessions = {name: await stack.enter_async_context(
-            aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())) for name in names}
+        sessions = {
+            name: await stack.enter_async_context(aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()))
+            for name in names
+        }
         for i in range(warmup + rounds):
             if probe is not None and i >= warmup and (i - warmup) % 50 == 0:
                 probe.sample(10)
@@ -162,18 +202,26 @@ def _phase_result(times: dict[str, list[float]], cpu_s: dict[str, float], served
     for side in ("bare", "sidecar"):
         t = times[side]
         paired = [p - d for p, d in zip(t, times["direct"], strict=True)]
-        out[side] = {"p50_ms": percentile(t, 50), "p99_ms": percentile(t, 99),
-                     "added_p50_ms": percentile(t, 50) - d50, "added_p99_ms": percentile(t, 99) - d99,
-                     "paired_added_median_ms": percentile(paired, 50),
-                     "cpu_us_per_request": cpu_s[side] / served * 1e6}
+        out[side] = {
+            "p50_ms": percentile(t, 50),
+            "p99_ms": percentile(t, 99),
+            "added_p50_ms": percentile(t, 50) - d50,
+            "added_p99_ms": percentile(t, 99) - d99,
+            "paired_added_median_ms": percentile(paired, 50),
+            "cpu_us_per_request": cpu_s[side] / served * 1e6,
+        }
     # Keycloak served every side's request: three per round.
     out["upstream_cpu_us_per_request"] = cpu_s["upstream"] / (3 * served) * 1e6
     bare, side = out["bare"], out["sidecar"]
-    out["sidecar_vs_bare_cpu"] = side["cpu_us_per_request"] / bare["cpu_us_per_request"] \
-        if bare["cpu_us_per_request"] else 0.0
+    out["sidecar_vs_bare_cpu"] = (
+        side["cpu_us_per_request"] / bare["cpu_us_per_request"] if bare["cpu_us_per_request"] else 0.0
+    )
     out["sidecar_vs_bare_added_p50"] = side["added_p50_ms"] / bare["added_p50_ms"] if bare["added_p50_ms"] > 0 else 0.0
-    out["sidecar_cpu_vs_upstream_percent"] = side["cpu_us_per_request"] / out["upstream_cpu_us_per_request"] * 100 \
-        if out["upstream_cpu_us_per_request"] else 0.0
+    out["sidecar_cpu_vs_upstream_percent"] = (
+        side["cpu_us_per_request"] / out["upstream_cpu_us_per_request"] * 100
+        if out["upstream_cpu_us_per_request"]
+        else 0.0
+    )
     return out
 
 
@@ -184,8 +232,14 @@ async def _logins(base: str, count: int, progress: Callable[[int], None]) -> int
 
     ok = 0
     for i in range(count):
-        result = await activity.browser_login(base, REALM.name, REALM.app.client_id, REALM.alice.username,
-                                              REALM.alice.password, "http://127.0.0.1/callback")
+        result = await activity.browser_login(
+            base,
+            REALM.name,
+            REALM.app.client_id,
+            REALM.alice.username,
+            REALM.alice.password,
+            "http://127.0.0.1/callback",
+        )
         ok += result.ok
         progress(i + 1)
     return ok
@@ -206,8 +260,9 @@ class _Replay:
 
     async def token_request(self, http: Any, base: str) -> bool:
         r = self.token
-        async with http.request(r["method"], base + r["raw_path"], data=r["request_body"],
-                                headers=r["request_headers"]) as resp:
+        async with http.request(
+            r["method"], base + r["raw_path"], data=r["request_body"], headers=r["request_headers"]
+        ) as resp:
             await resp.read()
             return bool(resp.status == 200)
 
@@ -218,8 +273,13 @@ class _Replay:
         if form is None or not html.unescape(form.group(1)):
             return False
         r = self.post
-        async with http.request(r["method"], base + r["raw_path"], data=r["request_body"],
-                                headers=r["request_headers"], allow_redirects=False) as resp:
+        async with http.request(
+            r["method"],
+            base + r["raw_path"],
+            data=r["request_body"],
+            headers=r["request_headers"],
+            allow_redirects=False,
+        ) as resp:
             await resp.read()
             return bool(resp.status == 302)
 
@@ -230,8 +290,10 @@ async def _load(base: str, work: Callable[[Any, str], Any], seconds: float, conc
 
     done = ok = 0
     deadline = time.monotonic() + seconds
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(),
-                                     connector=aiohttp.TCPConnector(limit=concurrency)) as http:
+    async with aiohttp.ClientSession(
+        cookie_jar=aiohttp.DummyCookieJar(), connector=aiohttp.TCPConnector(limit=concurrency)
+    ) as http:
+
         async def client() -> None:
             nonlocal done, ok
             while time.monotonic() < deadline:
@@ -251,20 +313,38 @@ def _headroom(sidecar_pid: int, base: str, replay: _Replay, seconds: float, conc
         c0, t0 = process_cpu_seconds(sidecar_pid), time.monotonic()
         done, ok = asyncio.run(_load(base, work, seconds, concurrency))
         cpu, wall = process_cpu_seconds(sidecar_pid) - c0, time.monotonic() - t0
-        out[name] = {"done": done, "succeeded": ok, "wall_s": wall, "sidecar_cpu_s": cpu,
-                     "per_sidecar_cpu_s": done / cpu if cpu else 0.0, "per_wall_s": done / wall if wall else 0.0,
-                     "sidecar_cpu_ms_each": cpu / done * 1000 if done else 0.0}
+        out[name] = {
+            "done": done,
+            "succeeded": ok,
+            "wall_s": wall,
+            "sidecar_cpu_s": cpu,
+            "per_sidecar_cpu_s": done / cpu if cpu else 0.0,
+            "per_wall_s": done / wall if wall else 0.0,
+            "sidecar_cpu_ms_each": cpu / done * 1000 if done else 0.0,
+        }
     out["vs_keycloak_vcpu"] = {
         "token": out["token"]["per_sidecar_cpu_s"] / KEYCLOAK_SIZING["client_credentials_per_vcpu_s"],
-        "login": out["login"]["per_sidecar_cpu_s"] / KEYCLOAK_SIZING["password_logins_per_vcpu_s"]}
+        "login": out["login"]["per_sidecar_cpu_s"] / KEYCLOAK_SIZING["password_logins_per_vcpu_s"],
+    }
     return out
 
 
 # ============================================================================================ runner
-def run_proxy(*, requests: int = 400, logins: int = 150, upstream: str | None = None,
-              upstream_pid: int | None = None, listen_port: int | None = None, data_dir: Path | None = None,
-              keep: bool = False, quick: bool = False, headroom_seconds: float = 5.0, headroom_concurrency: int = 8,
-              recordings: Path = RECORDINGS, ui: Ui | None = None) -> dict[str, Any]:
+def run_proxy(
+    *,
+    requests: int = 400,
+    logins: int = 150,
+    upstream: str | None = None,
+    upstream_pid: int | None = None,
+    listen_port: int | None = None,
+    data_dir: Path | None = None,
+    keep: bool = False,
+    quick: bool = False,
+    headroom_seconds: float = 5.0,
+    headroom_concurrency: int = 8,
+    recordings: Path = RECORDINGS,
+    ui: Ui | None = None,
+) -> dict[str, Any]:
     """The proxy benchmark; see `bench proxy --help`. `quick`: the stand-in upstream instead of Keycloak."""
     from sidecar.audit.verifier import verify_directory
     from sidecar.bench.capture_cost import capture_cost
@@ -297,9 +377,16 @@ def run_proxy(*, requests: int = 400, logins: int = 150, upstream: str | None = 
                 from sidecar.harness.keycloak import KeycloakServer, ensure_distribution
 
                 ui.phase("starting Keycloak (fetched with mvn and cached on first use; 15-60 s)")
-                kc = KeycloakServer(ensure_distribution(), root / "keycloak", http_port=kc_port,
-                                    management_port=kc_mgmt, public_url=sidecar_base, admin_username="admin",
-                                    admin_password=secrets.token_urlsafe(16), realm_files=[REALM.file])
+                kc = KeycloakServer(
+                    ensure_distribution(),
+                    root / "keycloak",
+                    http_port=kc_port,
+                    management_port=kc_mgmt,
+                    public_url=sidecar_base,
+                    admin_username="admin",
+                    admin_password=secrets.token_urlsafe(16),
+                    realm_files=[REALM.file],
+                )
                 kc.start(timeout=300)
                 stack.callback(kc.stop)
                 direct_base = kc.base_url
@@ -313,41 +400,59 @@ def run_proxy(*, requests: int = 400, logins: int = 150, upstream: str | None = 
                     raise click.ClickException(f"nothing found listening at {direct_base}; pass --upstream-pid")
                 up_cpu = lambda: tree_cpu_seconds(pid)  # noqa: E731
             data = root / "sidecar-data"
-            ui.phase(f"starting the sidecar (python -m sidecar serve) on {sidecar_base} and the bare reference "
-                     f"proxy on {bare_base}, both in front of {direct_base}")
+            ui.phase(
+                f"starting the sidecar (python -m sidecar serve) on {sidecar_base} and the bare reference "
+                f"proxy on {bare_base}, both in front of {direct_base}"
+            )
             side_pid = stack.enter_context(_sidecar(direct_base, data, port, root / "sidecar.log")).pid
             bare_pid = stack.enter_context(_bare_proxy(direct_base, bare_port, root / "bare.log")).pid
             bases = {"direct": direct_base, "bare": bare_base, "sidecar": sidecar_base}
 
             def cpu() -> dict[str, float]:
-                return {"sidecar": process_cpu_seconds(side_pid), "bare": process_cpu_seconds(bare_pid),
-                        "upstream": up_cpu()}
+                return {
+                    "sidecar": process_cpu_seconds(side_pid),
+                    "bare": process_cpu_seconds(bare_pid),
+                    "upstream": up_cpu(),
+                }
 
-            def phase(title: str, method: str, path: str, form: Any, headers: Any,
-                      probe: FsyncProbe | None = None) -> dict[str, Any]:
+            def phase(
+                title: str, method: str, path: str, form: Any, headers: Any, probe: FsyncProbe | None = None
+            ) -> dict[str, Any]:
                 c0 = cpu()
                 with ui.bar(title, requests) as progress:
-                    times = asyncio.run(_rounds(bases, method, path, form, headers, requests, warmup, progress,
-                                                probe))
+                    times = asyncio.run(_rounds(bases, method, path, form, headers, requests, warmup, progress, probe))
                 c1 = cpu()
                 return _phase_result(times, {k: c1[k] - c0[k] for k in c0}, requests + warmup)
 
             replay = _Replay(recordings)
             ui.phase(f"pass-through: {requests} rounds (+{warmup} warm-up) of GET discovery, direct / bare / sidecar")
-            passthrough = phase("pass-through", "GET", f"/realms/{REALM.name}/.well-known/openid-configuration",
-                                None, None)
-            ui.phase(f"captured: {requests} rounds (+{warmup} warm-up) of client-credentials grants, with the "
-                     f"fsync reference (write + fdatasync in {root}) sampled in blocks between them")
+            passthrough = phase(
+                "pass-through", "GET", f"/realms/{REALM.name}/.well-known/openid-configuration", None, None
+            )
+            ui.phase(
+                f"captured: {requests} rounds (+{warmup} warm-up) of client-credentials grants, with the "
+                f"fsync reference (write + fdatasync in {root}) sampled in blocks between them"
+            )
             probe = FsyncProbe(root)
             try:
                 if quick:
-                    captured = phase("captured", "POST", replay.token["raw_path"], replay.token["request_body"],
-                                     replay.token["request_headers"], probe)
+                    captured = phase(
+                        "captured",
+                        "POST",
+                        replay.token["raw_path"],
+                        replay.token["request_body"],
+                        replay.token["request_headers"],
+                        probe,
+                    )
                 else:
-                    cc_form = {"grant_type": "client_credentials", "client_id": REALM.robot.client_id,
-                               "client_secret": REALM.robot.secret or ""}
-                    captured = phase("captured", "POST", f"/realms/{REALM.name}/protocol/openid-connect/token",
-                                     cc_form, None, probe)
+                    cc_form = {
+                        "grant_type": "client_credentials",
+                        "client_id": REALM.robot.client_id,
+                        "client_secret": REALM.robot.secret or "",
+                    }
+                    captured = phase(
+                        "captured", "POST", f"/realms/{REALM.name}/protocol/openid-connect/token", cc_form, None, probe
+                    )
                 probe.sample(10)
             finally:
                 probe.close()
@@ -382,14 +487,17 @@ def run_proxy(*, requests: int = 400, logins: int = 150, upstream: str | None = 
             side_cpu = max(0.0, (side_user + side_sys) - idle_side * wall)
             kc_cpu_used = max(0.0, (k1 - k0) - idle_kc * wall)
 
-            ui.phase(f"headroom: a sidecar in front of the stand-in upstream (recorded Keycloak answers), "
-                     f"{headroom_concurrency} clients, {headroom_seconds:g} s of token requests, then of logins")
+            ui.phase(
+                f"headroom: a sidecar in front of the stand-in upstream (recorded Keycloak answers), "
+                f"{headroom_concurrency} clients, {headroom_seconds:g} s of token requests, then of logins"
+            )
             if quick:
                 headroom = _headroom(side_pid, sidecar_base, replay, headroom_seconds, headroom_concurrency)
             else:
                 with _sidecar(standin_base, root / "headroom-data", head_port, root / "headroom.log") as second:
-                    headroom = _headroom(second.pid, f"http://127.0.0.1:{head_port}", replay, headroom_seconds,
-                                         headroom_concurrency)
+                    headroom = _headroom(
+                        second.pid, f"http://127.0.0.1:{head_port}", replay, headroom_seconds, headroom_concurrency
+                    )
         ui.phase("captured-request cost by part (in this process, on the recorded client-credentials exchange)")
         parts = capture_cost(recordings, root / "parts", quick=quick)
         ui.phase("verifying the sidecar's ledger and counting its records")
@@ -407,51 +515,99 @@ def run_proxy(*, requests: int = 400, logins: int = 150, upstream: str | None = 
         no_kc = "no Keycloak CPU was seen (wrong --upstream-pid?)"
     bare_pt, side_pt = passthrough["bare"], passthrough["sidecar"]
     targets = [
-        Target("pass-through CPU per request vs bare proxy", passthrough["sidecar_vs_bare_cpu"], 1.5, "x", False,
-               f"1.5 x a bare aiohttp streaming proxy in the same rounds ({bare_pt['cpu_us_per_request']:.0f} us; "
-               f"sidecar {side_pt['cpu_us_per_request']:.0f} us)"),
-        Target("pass-through added latency p50", side_pt["added_p50_ms"], 0.3, "ms", False,
-               f"0.3 ms (brief §9); the bare proxy added {bare_pt['added_p50_ms']:.3f} ms in the same rounds"),
-        Target("captured added latency p50", captured["sidecar"]["added_p50_ms"], fsync_ms + 0.3, "ms", False,
-               f"this disk's fsync p50 ({fsync_ms:.3f} ms) + 0.3 ms; the bare proxy added "
-               f"{captured['bare']['added_p50_ms']:.3f} ms"),
-        Target("sidecar CPU per token request / Keycloak's", captured["sidecar_cpu_vs_upstream_percent"], 5.0, "%",
-               False, f"5% of Keycloak's CPU for the same grant ({captured['upstream_cpu_us_per_request'] / 1000:.2f}"
-               f" ms); sidecar {captured['sidecar']['cpu_us_per_request'] / 1000:.2f} ms, "
-               f"{captured['sidecar_vs_bare_cpu']:.1f} x the bare proxy", no_kc),
-        Target("sidecar CPU per login / Keycloak's", login_ratio * 100, 2.0, "%", False,
-               f"2% of Keycloak's CPU per login ({kc_per_login:.1f} ms); sidecar {side_per_login:.2f} ms", no_kc),
+        Target(
+            "pass-through CPU per request vs bare proxy",
+            passthrough["sidecar_vs_bare_cpu"],
+            1.5,
+            "x",
+            False,
+            f"1.5 x a bare aiohttp streaming proxy in the same rounds ({bare_pt['cpu_us_per_request']:.0f} us; "
+            f"sidecar {side_pt['cpu_us_per_request']:.0f} us)",
+        ),
+        Target(
+            "pass-through added latency p50",
+            side_pt["added_p50_ms"],
+            0.3,
+            "ms",
+            False,
+            f"0.3 ms (brief §9); the bare proxy added {bare_pt['added_p50_ms']:.3f} ms in the same rounds",
+        ),
+        Target(
+            "captured added latency p50",
+            captured["sidecar"]["added_p50_ms"],
+            fsync_ms + 0.3,
+            "ms",
+            False,
+            f"this disk's fsync p50 ({fsync_ms:.3f} ms) + 0.3 ms; the bare proxy added "
+            f"{captured['bare']['added_p50_ms']:.3f} ms",
+        ),
+        Target(
+            "sidecar CPU per token request / Keycloak's",
+            captured["sidecar_cpu_vs_upstream_percent"],
+            5.0,
+            "%",
+            False,
+            f"5% of Keycloak's CPU for the same grant ({captured['upstream_cpu_us_per_request'] / 1000:.2f}"
+            f" ms); sidecar {captured['sidecar']['cpu_us_per_request'] / 1000:.2f} ms, "
+            f"{captured['sidecar_vs_bare_cpu']:.1f} x the bare proxy",
+            no_kc,
+        ),
+        Target(
+            "sidecar CPU per login / Keycloak's",
+            login_ratio * 100,
+            2.0,
+            "%",
+            False,
+            f"2% of Keycloak's CPU per login ({kc_per_login:.1f} ms); sidecar {side_per_login:.2f} ms",
+            no_kc,
+        ),
     ]
     return {
         "benchmark": "proxy",
         "machine": machine,
-        "config": {"requests": requests, "logins": logins, "warmup": warmup, "quick": quick,
-                   "upstream": ("stand-in (recorded answers)" if quick else upstream or "Keycloak started by the "
-                                "benchmark"),
-                   "sidecar": "subprocess: python -m sidecar serve",
-                   "reference": "subprocess: python -m sidecar.bench.servers bare-proxy",
-                   "kept": str(root) if keep else None},
-        "references": {"fsync_p50_us": fsync["p50_us"], "fsync_p99_us": fsync["p99_us"],
-                       "bare_proxy_cpu_us_per_passthrough": bare_pt["cpu_us_per_request"],
-                       "bare_proxy_added_p50_ms": bare_pt["added_p50_ms"],
-                       "keycloak_cpu_us_per_token_request": captured["upstream_cpu_us_per_request"],
-                       "keycloak_cpu_ms_per_login": kc_per_login,
-                       "keycloak_sizing_guide": KEYCLOAK_SIZING,
-                       "keycloak_startup_s": kc.startup_seconds if kc is not None else None},
+        "config": {
+            "requests": requests,
+            "logins": logins,
+            "warmup": warmup,
+            "quick": quick,
+            "upstream": ("stand-in (recorded answers)" if quick else upstream or "Keycloak started by the benchmark"),
+            "sidecar": "subprocess: python -m sidecar serve",
+            "reference": "subprocess: python -m sidecar.bench.servers bare-proxy",
+            "kept": str(root) if keep else None,
+        },
+        "references": {
+            "fsync_p50_us": fsync["p50_us"],
+            "fsync_p99_us": fsync["p99_us"],
+            "bare_proxy_cpu_us_per_passthrough": bare_pt["cpu_us_per_request"],
+            "bare_proxy_added_p50_ms": bare_pt["added_p50_ms"],
+            "keycloak_cpu_us_per_token_request": captured["upstream_cpu_us_per_request"],
+            "keycloak_cpu_ms_per_login": kc_per_login,
+            "keycloak_sizing_guide": KEYCLOAK_SIZING,
+            "keycloak_startup_s": kc.startup_seconds if kc is not None else None,
+        },
         "results": {
             "passthrough": passthrough,
             "captured": captured,
             "capture_cost": parts,
-            "login": {"logins": logins, "succeeded": ok, "seconds": wall,
-                      "sidecar_cpu_ms_per_login": side_per_login, "keycloak_cpu_ms_per_login": kc_per_login,
-                      "ratio_percent": login_ratio * 100, "idle_cpu_share_sidecar": idle_side,
-                      "sidecar_user_ms_per_login": side_user / logins * 1000,
-                      "sidecar_sys_ms_per_login": side_sys / logins * 1000,
-                      "idle_cpu_share_keycloak": idle_kc,
-                      "cpu_clock_resolution_ms": 1000 / os.sysconf("SC_CLK_TCK")},
+            "login": {
+                "logins": logins,
+                "succeeded": ok,
+                "seconds": wall,
+                "sidecar_cpu_ms_per_login": side_per_login,
+                "keycloak_cpu_ms_per_login": kc_per_login,
+                "ratio_percent": login_ratio * 100,
+                "idle_cpu_share_sidecar": idle_side,
+                "sidecar_user_ms_per_login": side_user / logins * 1000,
+                "sidecar_sys_ms_per_login": side_sys / logins * 1000,
+                "idle_cpu_share_keycloak": idle_kc,
+                "cpu_clock_resolution_ms": 1000 / os.sysconf("SC_CLK_TCK"),
+            },
             "headroom": headroom,
-            "ledger": {"records": report.records, "verdict": "intact" if report.ok else "findings",
-                       "types": dict(sorted(report.types.items()))},
+            "ledger": {
+                "records": report.records,
+                "verdict": "intact" if report.ok else "findings",
+                "types": dict(sorted(report.types.items())),
+            },
         },
         "targets": [t.to_json() for t in targets],
     }
@@ -461,41 +617,99 @@ def run_proxy(*, requests: int = 400, logins: int = 150, upstream: str | None = 
 def print_proxy(result: dict[str, Any], console: Console) -> None:
     res, ref = result["results"], result["references"]
     console.print(machine_line(result["machine"]))
-    table = Table(title="proxy: latency (ms) and CPU per request (us), direct / bare aiohttp proxy / sidecar in the "
-                        "same rounds; discovery = GET .well-known/openid-configuration, cc grant = "
-                        "client_credentials", title_justify="left")
-    for col in ("request", "rounds", "direct p50", "bare p50", "sidecar p50", "bare added", "sidecar added",
-                "sidecar p99", "bare CPU", "sidecar CPU", "ratio", "upstream CPU"):
+    table = Table(
+        title="proxy: latency (ms) and CPU per request (us), direct / bare aiohttp proxy / sidecar in the "
+        "same rounds; discovery = GET .well-known/openid-configuration, cc grant = "
+        "client_credentials",
+        title_justify="left",
+    )
+    for col in (
+        "request",
+        "rounds",
+        "direct p50",
+        "bare p50",
+        "sidecar p50",
+        "bare added",
+        "sidecar added",
+        "sidecar p99",
+        "bare CPU",
+        "sidecar CPU",
+        "ratio",
+        "upstream CPU",
+    ):
         table.add_column(col, justify="left" if col == "request" else "right")
     for name, key in (("pass-through (discovery)", "passthrough"), ("captured (cc grant)", "captured")):
         r = res[key]
-        table.add_row(name, fmt(r["rounds"]), f"{r['direct']['p50_ms']:.3f}", f"{r['bare']['p50_ms']:.3f}",
-                      f"{r['sidecar']['p50_ms']:.3f}", f"{r['bare']['added_p50_ms']:.3f}",
-                      f"{r['sidecar']['added_p50_ms']:.3f}", f"{r['sidecar']['p99_ms']:.3f}",
-                      f"{r['bare']['cpu_us_per_request']:.0f}", f"{r['sidecar']['cpu_us_per_request']:.0f}",
-                      f"{r['sidecar_vs_bare_cpu']:.2f} x", f"{r['upstream_cpu_us_per_request']:.0f}")
+        table.add_row(
+            name,
+            fmt(r["rounds"]),
+            f"{r['direct']['p50_ms']:.3f}",
+            f"{r['bare']['p50_ms']:.3f}",
+            f"{r['sidecar']['p50_ms']:.3f}",
+            f"{r['bare']['added_p50_ms']:.3f}",
+            f"{r['sidecar']['added_p50_ms']:.3f}",
+            f"{r['sidecar']['p99_ms']:.3f}",
+            f"{r['bare']['cpu_us_per_request']:.0f}",
+            f"{r['sidecar']['cpu_us_per_request']:.0f}",
+            f"{r['sidecar_vs_bare_cpu']:.2f} x",
+            f"{r['upstream_cpu_us_per_request']:.0f}",
+        )
     console.print(table)
     parts = res["capture_cost"]
-    console.print(kv_table("captured request: cost by part (us, p50 of in-process timings)", [
-        (name, f"{value:.1f}", parts["notes"].get(name, "")) for name, value in parts["parts_us"].items()]))
+    console.print(
+        kv_table(
+            "captured request: cost by part (us, p50 of in-process timings)",
+            [(name, f"{value:.1f}", parts["notes"].get(name, "")) for name, value in parts["parts_us"].items()],
+        )
+    )
     login, head = res["login"], res["headroom"]
-    console.print(kv_table("proxy: CPU per captured browser login, and headroom", [
-        ("logins (succeeded)", f"{login['logins']} ({login['succeeded']})", f"{login['seconds']:.1f} s"),
-        ("sidecar CPU per login", f"{login['sidecar_cpu_ms_per_login']:.2f} ms",
-         f"user {login['sidecar_user_ms_per_login']:.2f} + system {login['sidecar_sys_ms_per_login']:.2f} ms; "
-         f"idle share {login['idle_cpu_share_sidecar']:.3f} CPU subtracted"),
-        ("Keycloak CPU per login", f"{login['keycloak_cpu_ms_per_login']:.1f} ms",
-         f"idle share {login['idle_cpu_share_keycloak']:.3f} CPU subtracted"),
-        ("ratio", f"{login['ratio_percent']:.2f} %",
-         f"/proc/<pid>/stat, {login['cpu_clock_resolution_ms']:.0f} ms ticks"),
-        ("fsync p50 / p99 (reference)", f"{ref['fsync_p50_us']:.0f} / {ref['fsync_p99_us']:.0f} us", "same disk"),
-        ("captured token requests per sidecar CPU-second", fmt(head["token"]["per_sidecar_cpu_s"]),
-         f"{head['vs_keycloak_vcpu']['token']:.1f} x Keycloak's 120/s per vCPU; {fmt(head['token']['per_wall_s'])}/s "
-         f"wall, {head['concurrency']} clients, stand-in upstream"),
-        ("browser logins per sidecar CPU-second", fmt(head["login"]["per_sidecar_cpu_s"]),
-         f"{head['vs_keycloak_vcpu']['login']:.1f} x Keycloak's 15/s per vCPU; {fmt(head['login']['per_wall_s'])}/s "
-         f"wall"),
-        ("sidecar ledger", f"{fmt(res['ledger']['records'])} records", res["ledger"]["verdict"] + ": " +
-         ", ".join(f"{k} {v}" for k, v in res["ledger"]["types"].items())),
-    ]))
+    console.print(
+        kv_table(
+            "proxy: CPU per captured browser login, and headroom",
+            [
+                ("logins (succeeded)", f"{login['logins']} ({login['succeeded']})", f"{login['seconds']:.1f} s"),
+                (
+                    "sidecar CPU per login",
+                    f"{login['sidecar_cpu_ms_per_login']:.2f} ms",
+                    f"user {login['sidecar_user_ms_per_login']:.2f} + "
+                    f"system {login['sidecar_sys_ms_per_login']:.2f} ms; "
+                    f"idle share {login['idle_cpu_share_sidecar']:.3f} CPU subtracted",
+                ),
+                (
+                    "Keycloak CPU per login",
+                    f"{login['keycloak_cpu_ms_per_login']:.1f} ms",
+                    f"idle share {login['idle_cpu_share_keycloak']:.3f} CPU subtracted",
+                ),
+                (
+                    "ratio",
+                    f"{login['ratio_percent']:.2f} %",
+                    f"/proc/<pid>/stat, {login['cpu_clock_resolution_ms']:.0f} ms ticks",
+                ),
+                (
+                    "fsync p50 / p99 (reference)",
+                    f"{ref['fsync_p50_us']:.0f} / {ref['fsync_p99_us']:.0f} us",
+                    "same disk",
+                ),
+                (
+                    "captured token requests per sidecar CPU-second",
+                    fmt(head["token"]["per_sidecar_cpu_s"]),
+                    f"{head['vs_keycloak_vcpu']['token']:.1f} x Keycloak's 120/s per vCPU; "
+                    f"{fmt(head['token']['per_wall_s'])}/s "
+                    f"wall, {head['concurrency']} clients, stand-in upstream",
+                ),
+                (
+                    "browser logins per sidecar CPU-second",
+                    fmt(head["login"]["per_sidecar_cpu_s"]),
+                    f"{head['vs_keycloak_vcpu']['login']:.1f} x Keycloak's 15/s per vCPU; "
+                    f"{fmt(head['login']['per_wall_s'])}/s "
+                    f"wall",
+                ),
+                (
+                    "sidecar ledger",
+                    f"{fmt(res['ledger']['records'])} records",
+                    res["ledger"]["verdict"] + ": " + ", ".join(f"{k} {v}" for k, v in res["ledger"]["types"].items()),
+                ),
+            ],
+        )
+    )
     console.print(targets_table(result))

@@ -100,8 +100,12 @@ class FsyncProbe:
             self.times_us.append((time.perf_counter_ns() - t0) / 1000)
 
     def summary(self) -> dict[str, float]:
-        return {"p50_us": percentile(self.times_us, 50), "p99_us": percentile(self.times_us, 99),
-                "samples": len(self.times_us), "bytes": self.size}
+        return {
+            "p50_us": percentile(self.times_us, 50),
+            "p99_us": percentile(self.times_us, 99),
+            "samples": len(self.times_us),
+            "bytes": self.size,
+        }
 
     def close(self) -> None:
         os.close(self._fd)
@@ -144,10 +148,14 @@ def signing_tradeoff(bodies: Sequence[bytes], seconds: float = 1.0, batch: int =
 
     each = timed_loop(every_record, seconds)
     batched = timed_loop(per_batch, seconds)
-    return {"sign_every_record_per_s": each, f"sign_per_{batch}_per_s": batched, "batch": batch,
-            "speedup": batched / each if each else 0.0,
-            "sign_cost_us_per_record_every": 1e6 / each if each else 0.0,
-            "sign_cost_us_per_record_batched": 1e6 / batched if batched else 0.0}
+    return {
+        "sign_every_record_per_s": each,
+        f"sign_per_{batch}_per_s": batched,
+        "batch": batch,
+        "speedup": batched / each if each else 0.0,
+        "sign_cost_us_per_record_every": 1e6 / each if each else 0.0,
+        "sign_cost_us_per_record_batched": 1e6 / batched if batched else 0.0,
+    }
 
 
 def encode_rate(events: Sequence[dict[str, Any]], seconds: float = 1.0) -> float:
@@ -161,8 +169,6 @@ def encode_rate(events: Sequence[dict[str, Any]], seconds: float = 1.0) -> float
         return len(sample)
 
     return timed_loop(step, seconds)
-
-
 
 
 _FRAME_HEAD = struct.Struct(">BI")  # sidecar.core.framing: kind, body length; a CRC-32 follows the body
@@ -180,7 +186,7 @@ def _walk_and_hash(path: str) -> int:
         kind, length = unpack(data, pos)
         start = pos + head
         if kind == record:
-            sha(view[start:start + length]).digest()
+            sha(view[start : start + length]).digest()
             count += 1
         pos = start + length + 4
     return count

@@ -27,8 +27,20 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-                  "transfer-encoding", "upgrade", "host", "content-length"})
+_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
 
 
 def bare_proxy(upstream: str) -> web.Application:
@@ -38,22 +50,36 @@ def bare_proxy(upstream: str) -> web.Application:
     session: list[aiohttp.ClientSession] = []
 
     async def lifespan(app: web.Application) -> Any:
-        session.append(aiohttp.ClientSession(auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
-                                             skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent",
-                                                                "Content-Type"),
-                                             timeout=aiohttp.ClientTimeout(total=None, sock_read=60)))
+        session.append(
+            aiohttp.ClientSession(
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
+                timeout=aiohttp.ClientTimeout(total=None, sock_read=60),
+            )
+        )
         yield
         await session[0].close()
 
     async def handle(request: web.Request) -> web.StreamResponse:
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP]
-        headers += [("X-Forwarded-For", request.remote or ""), ("X-Forwarded-Proto", request.scheme),
-                    ("X-Forwarded-Host", request.host)]
-        async with session[0].request(request.method, URL(base + request.raw_path, encoded=True),
-                                      headers=headers, allow_redirects=False,
-                                      data=request.content if request.body_exists else None) as up:
-            resp = web.StreamResponse(status=up.status, reason=up.reason, headers=CIMultiDict(
-                (k, v) for k, v in up.headers.items() if k.lower() not in _HOP))
+        headers += [
+            ("X-Forwarded-For", request.remote or ""),
+            ("X-Forwarded-Proto", request.scheme),
+            ("X-Forwarded-Host", request.host),
+        ]
+        async with session[0].request(
+            request.method,
+            URL(base + request.raw_path, encoded=True),
+            headers=headers,
+            allow_redirects=False,
+            data=request.content if request.body_exists else None,
+        ) as up:
+            resp = web.StreamResponse(
+                status=up.status,
+                reason=up.reason,
+                headers=CIMultiDict((k, v) for k, v in up.headers.items() if k.lower() not in _HOP),
+            )
             if up.content_length is not None:
                 resp.content_length = up.content_length
             await resp.prepare(request)
@@ -83,19 +109,26 @@ def load_recording(path: Path) -> dict[str, Any]:
     req, resp = raw["request"], raw["response"]
     query = [(k, v) for k, v in req["query"]]
     return {
-        "name": raw["name"], "method": req["method"], "path": req["path"],
+        "name": raw["name"],
+        "method": req["method"],
+        "path": req["path"],
         "raw_path": req["path"] + ("?" + urlencode(query, quote_via=quote) if query else ""),
-        "request_headers": [(k, v) for k, v in req["headers"]], "request_body": _body(req["body"]),
-        "status": resp["status"], "response_headers": [(k, v) for k, v in resp["headers"]
-                                                       if k.lower() not in _HOP],
+        "request_headers": [(k, v) for k, v in req["headers"]],
+        "request_body": _body(req["body"]),
+        "status": resp["status"],
+        "response_headers": [(k, v) for k, v in resp["headers"] if k.lower() not in _HOP],
         "response_body": _body(resp["body"]),
     }
 
 
 # A pass-through answer for the stand-in: a discovery-sized JSON document (Keycloak 26's is about 6 KB).
-_DISCOVERY = orjson.dumps({"issuer": "http://127.0.0.1/realms/ledger-test", "stand_in": True,
-                           "endpoints": [f"http://127.0.0.1/realms/ledger-test/protocol/openid-connect/{i:03d}"
-                                         for i in range(90)]})
+_DISCOVERY = orjson.dumps(
+    {
+        "issuer": "http://127.0.0.1/realms/ledger-test",
+        "stand_in": True,
+        "endpoints": [f"http://127.0.0.1/realms/ledger-test/protocol/openid-connect/{i:03d}" for i in range(90)],
+    }
+)
 
 
 def standin(recordings: Path, names: list[str]) -> web.Application:
@@ -112,8 +145,9 @@ def standin(recordings: Path, names: list[str]) -> web.Application:
             return web.Response(body=_DISCOVERY, content_type="application/json")
         if rec is None:
             return web.Response(status=404, body=b"not recorded\n")
-        return web.Response(status=rec["status"], headers=CIMultiDict(rec["response_headers"]),
-                            body=rec["response_body"])
+        return web.Response(
+            status=rec["status"], headers=CIMultiDict(rec["response_headers"]), body=rec["response_body"]
+        )
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)

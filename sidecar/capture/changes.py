@@ -33,34 +33,106 @@ E = EventType
 # ---------------------------------------------------------------------------------------------- realm settings
 # Category of a realm representation -> (event type, its fields). A realm PUT names each category it changes.
 REALM_CATEGORIES: tuple[tuple[EventType, tuple[str, ...]], ...] = (
-    (E.REALM_EVENTS_CHANGED, ("eventsEnabled", "eventsExpiration", "eventsListeners", "enabledEventTypes",
-                              "adminEventsEnabled", "adminEventsDetailsEnabled", "attributes.adminEventsExpiration")),
-    (E.REALM_BRUTE_FORCE_CHANGED, ("bruteForceProtected", "bruteForceStrategy", "permanentLockout",
-                                   "maxTemporaryLockouts", "maxFailureWaitSeconds", "minimumQuickLoginWaitSeconds",
-                                   "waitIncrementSeconds", "quickLoginCheckMilliSeconds", "maxDeltaTimeSeconds",
-                                   "failureFactor")),
+    (
+        E.REALM_EVENTS_CHANGED,
+        (
+            "eventsEnabled",
+            "eventsExpiration",
+            "eventsListeners",
+            "enabledEventTypes",
+            "adminEventsEnabled",
+            "adminEventsDetailsEnabled",
+            "attributes.adminEventsExpiration",
+        ),
+    ),
+    (
+        E.REALM_BRUTE_FORCE_CHANGED,
+        (
+            "bruteForceProtected",
+            "bruteForceStrategy",
+            "permanentLockout",
+            "maxTemporaryLockouts",
+            "maxFailureWaitSeconds",
+            "minimumQuickLoginWaitSeconds",
+            "waitIncrementSeconds",
+            "quickLoginCheckMilliSeconds",
+            "maxDeltaTimeSeconds",
+            "failureFactor",
+        ),
+    ),
     (E.REALM_PASSWORD_POLICY_CHANGED, ("passwordPolicy",)),
-    (E.REALM_OTP_POLICY_CHANGED, ("otpPolicyType", "otpPolicyAlgorithm", "otpPolicyInitialCounter",
-                                  "otpPolicyDigits", "otpPolicyLookAheadWindow", "otpPolicyPeriod",
-                                  "otpPolicyCodeReusable")),
-    (E.REALM_FLOW_BINDING_CHANGED, ("browserFlow", "registrationFlow", "directGrantFlow", "resetCredentialsFlow",
-                                    "clientAuthenticationFlow", "dockerAuthenticationFlow", "firstBrokerLoginFlow")),
+    (
+        E.REALM_OTP_POLICY_CHANGED,
+        (
+            "otpPolicyType",
+            "otpPolicyAlgorithm",
+            "otpPolicyInitialCounter",
+            "otpPolicyDigits",
+            "otpPolicyLookAheadWindow",
+            "otpPolicyPeriod",
+            "otpPolicyCodeReusable",
+        ),
+    ),
+    (
+        E.REALM_FLOW_BINDING_CHANGED,
+        (
+            "browserFlow",
+            "registrationFlow",
+            "directGrantFlow",
+            "resetCredentialsFlow",
+            "clientAuthenticationFlow",
+            "dockerAuthenticationFlow",
+            "firstBrokerLoginFlow",
+        ),
+    ),
     (E.ADMIN_PERMISSIONS_CHANGED, ("adminPermissionsEnabled",)),
 )
-_EVENTS_CONFIG = ("eventsEnabled", "eventsExpiration", "eventsListeners", "enabledEventTypes", "adminEventsEnabled",
-                  "adminEventsDetailsEnabled")
+_EVENTS_CONFIG = (
+    "eventsEnabled",
+    "eventsExpiration",
+    "eventsListeners",
+    "enabledEventTypes",
+    "adminEventsEnabled",
+    "adminEventsDetailsEnabled",
+)
 
 # Allowlists of what a read resource may contribute to before/after (never a secret such as clientSecret).
 _KEEP: dict[str, tuple[str, ...]] = {
     "events": _EVENTS_CONFIG,
-    "execution": ("id", "displayName", "providerId", "authenticator", "requirement", "level", "index", "priority",
-                  "parentFlow", "authenticationFlow", "alias"),
+    "execution": (
+        "id",
+        "displayName",
+        "providerId",
+        "authenticator",
+        "requirement",
+        "level",
+        "index",
+        "priority",
+        "parentFlow",
+        "authenticationFlow",
+        "alias",
+    ),
     "flow": ("id", "alias", "providerId", "topLevel", "builtIn"),
     "required-action": ("alias", "name", "providerId", "enabled", "defaultAction", "priority"),
-    "identity-provider": ("alias", "providerId", "enabled", "trustEmail", "storeToken", "linkOnly", "hideOnLogin",
-                          "firstBrokerLoginFlowAlias", "postBrokerLoginFlowAlias", "config.clientId",
-                          "config.issuer", "config.syncMode", "config.authorizationUrl", "config.tokenUrl",
-                          "config.validateSignature", "config.clientAuthMethod", "config.defaultScope"),
+    "identity-provider": (
+        "alias",
+        "providerId",
+        "enabled",
+        "trustEmail",
+        "storeToken",
+        "linkOnly",
+        "hideOnLogin",
+        "firstBrokerLoginFlowAlias",
+        "postBrokerLoginFlowAlias",
+        "config.clientId",
+        "config.issuer",
+        "config.syncMode",
+        "config.authorizationUrl",
+        "config.tokenUrl",
+        "config.validateSignature",
+        "config.clientAuthMethod",
+        "config.defaultScope",
+    ),
     "idp-mapper": ("id", "name", "identityProviderAlias", "identityProviderMapper", "config"),
     "client-scope": ("id", "name", "protocol", "attributes"),
     "protocol-mapper": ("id", "name", "protocol", "protocolMapper", "config"),
@@ -87,100 +159,360 @@ RULES: tuple[Rule, ...] = (
     Rule("DELETE", "events", E.REALM_EVENTS_CLEARED, details={"events": "user"}),
     Rule("DELETE", "admin-events", E.REALM_EVENTS_CLEARED, details={"events": "admin"}),
     # authentication flows and their executions (e.g. OTP from REQUIRED to DISABLED)
-    Rule("PUT", "authentication/flows/{flow}/executions", E.AUTH_EXECUTION_CHANGED, "flow", "flow",
-         read="authentication/flows/{flow}/executions", keep="execution", details={"change": "requirement"}),
-    Rule("POST", "authentication/flows/{flow}/executions/execution", E.AUTH_EXECUTION_CHANGED, "flow", "flow",
-         read="authentication/flows/{flow}/executions", keep="execution", details={"change": "added"}),
-    Rule("POST", "authentication/flows/{flow}/executions/flow", E.AUTH_EXECUTION_CHANGED, "flow", "flow",
-         read="authentication/flows/{flow}/executions", keep="execution", details={"change": "added"}),
-    Rule("DELETE", "authentication/executions/{execution}", E.AUTH_EXECUTION_CHANGED, "execution", "execution",
-         read="authentication/executions/{execution}", keep="execution", details={"change": "removed"}),
-    Rule("POST", "authentication/executions/{execution}/raise-priority", E.AUTH_EXECUTION_CHANGED, "execution",
-         "execution", read="authentication/executions/{execution}", keep="execution", details={"change": "priority"}),
-    Rule("POST", "authentication/executions/{execution}/lower-priority", E.AUTH_EXECUTION_CHANGED, "execution",
-         "execution", read="authentication/executions/{execution}", keep="execution", details={"change": "priority"}),
-    Rule("POST", "authentication/executions/{execution}/config", E.AUTH_EXECUTION_CHANGED, "execution", "execution",
-         details={"change": "config"}),
-    Rule("PUT", "authentication/config/{config}", E.AUTH_EXECUTION_CHANGED, "config", "authenticator-config",
-         details={"change": "config"}),
-    Rule("DELETE", "authentication/config/{config}", E.AUTH_EXECUTION_CHANGED, "config", "authenticator-config",
-         details={"change": "config-removed"}),
+    Rule(
+        "PUT",
+        "authentication/flows/{flow}/executions",
+        E.AUTH_EXECUTION_CHANGED,
+        "flow",
+        "flow",
+        read="authentication/flows/{flow}/executions",
+        keep="execution",
+        details={"change": "requirement"},
+    ),
+    Rule(
+        "POST",
+        "authentication/flows/{flow}/executions/execution",
+        E.AUTH_EXECUTION_CHANGED,
+        "flow",
+        "flow",
+        read="authentication/flows/{flow}/executions",
+        keep="execution",
+        details={"change": "added"},
+    ),
+    Rule(
+        "POST",
+        "authentication/flows/{flow}/executions/flow",
+        E.AUTH_EXECUTION_CHANGED,
+        "flow",
+        "flow",
+        read="authentication/flows/{flow}/executions",
+        keep="execution",
+        details={"change": "added"},
+    ),
+    Rule(
+        "DELETE",
+        "authentication/executions/{execution}",
+        E.AUTH_EXECUTION_CHANGED,
+        "execution",
+        "execution",
+        read="authentication/executions/{execution}",
+        keep="execution",
+        details={"change": "removed"},
+    ),
+    Rule(
+        "POST",
+        "authentication/executions/{execution}/raise-priority",
+        E.AUTH_EXECUTION_CHANGED,
+        "execution",
+        "execution",
+        read="authentication/executions/{execution}",
+        keep="execution",
+        details={"change": "priority"},
+    ),
+    Rule(
+        "POST",
+        "authentication/executions/{execution}/lower-priority",
+        E.AUTH_EXECUTION_CHANGED,
+        "execution",
+        "execution",
+        read="authentication/executions/{execution}",
+        keep="execution",
+        details={"change": "priority"},
+    ),
+    Rule(
+        "POST",
+        "authentication/executions/{execution}/config",
+        E.AUTH_EXECUTION_CHANGED,
+        "execution",
+        "execution",
+        details={"change": "config"},
+    ),
+    Rule(
+        "PUT",
+        "authentication/config/{config}",
+        E.AUTH_EXECUTION_CHANGED,
+        "config",
+        "authenticator-config",
+        details={"change": "config"},
+    ),
+    Rule(
+        "DELETE",
+        "authentication/config/{config}",
+        E.AUTH_EXECUTION_CHANGED,
+        "config",
+        "authenticator-config",
+        details={"change": "config-removed"},
+    ),
     Rule("POST", "authentication/flows", E.AUTH_FLOW_CHANGED, kind="flow", details={"change": "created"}),
     Rule("POST", "authentication/flows/{flow}/copy", E.AUTH_FLOW_CHANGED, "flow", "flow", details={"change": "copied"}),
-    Rule("PUT", "authentication/flows/{flow}", E.AUTH_FLOW_CHANGED, "flow", "flow", read="authentication/flows/{flow}",
-         keep="flow", details={"change": "updated"}),
-    Rule("DELETE", "authentication/flows/{flow}", E.AUTH_FLOW_CHANGED, "flow", "flow",
-         read="authentication/flows/{flow}", keep="flow", details={"change": "deleted"}),
+    Rule(
+        "PUT",
+        "authentication/flows/{flow}",
+        E.AUTH_FLOW_CHANGED,
+        "flow",
+        "flow",
+        read="authentication/flows/{flow}",
+        keep="flow",
+        details={"change": "updated"},
+    ),
+    Rule(
+        "DELETE",
+        "authentication/flows/{flow}",
+        E.AUTH_FLOW_CHANGED,
+        "flow",
+        "flow",
+        read="authentication/flows/{flow}",
+        keep="flow",
+        details={"change": "deleted"},
+    ),
     # required actions (enabled / disabled / default)
-    Rule("PUT", "authentication/required-actions/{alias}", E.REQUIRED_ACTION_CHANGED, "alias", "required-action",
-         read="authentication/required-actions/{alias}", keep="required-action", details={"change": "updated"}),
-    Rule("DELETE", "authentication/required-actions/{alias}", E.REQUIRED_ACTION_CHANGED, "alias", "required-action",
-         read="authentication/required-actions/{alias}", keep="required-action", details={"change": "deleted"}),
-    Rule("POST", "authentication/register-required-action", E.REQUIRED_ACTION_CHANGED, kind="required-action",
-         details={"change": "registered"}),
-    Rule("POST", "authentication/required-actions/{alias}/raise-priority", E.REQUIRED_ACTION_CHANGED, "alias",
-         "required-action", details={"change": "priority"}),
-    Rule("POST", "authentication/required-actions/{alias}/lower-priority", E.REQUIRED_ACTION_CHANGED, "alias",
-         "required-action", details={"change": "priority"}),
+    Rule(
+        "PUT",
+        "authentication/required-actions/{alias}",
+        E.REQUIRED_ACTION_CHANGED,
+        "alias",
+        "required-action",
+        read="authentication/required-actions/{alias}",
+        keep="required-action",
+        details={"change": "updated"},
+    ),
+    Rule(
+        "DELETE",
+        "authentication/required-actions/{alias}",
+        E.REQUIRED_ACTION_CHANGED,
+        "alias",
+        "required-action",
+        read="authentication/required-actions/{alias}",
+        keep="required-action",
+        details={"change": "deleted"},
+    ),
+    Rule(
+        "POST",
+        "authentication/register-required-action",
+        E.REQUIRED_ACTION_CHANGED,
+        kind="required-action",
+        details={"change": "registered"},
+    ),
+    Rule(
+        "POST",
+        "authentication/required-actions/{alias}/raise-priority",
+        E.REQUIRED_ACTION_CHANGED,
+        "alias",
+        "required-action",
+        details={"change": "priority"},
+    ),
+    Rule(
+        "POST",
+        "authentication/required-actions/{alias}/lower-priority",
+        E.REQUIRED_ACTION_CHANGED,
+        "alias",
+        "required-action",
+        details={"change": "priority"},
+    ),
     # identity providers and their mappers
     Rule("POST", "identity-provider/instances", E.IDENTITY_PROVIDER_CREATED, kind="identity-provider"),
-    Rule("PUT", "identity-provider/instances/{alias}", E.IDENTITY_PROVIDER_UPDATED, "alias", "identity-provider",
-         read="identity-provider/instances/{alias}", keep="identity-provider"),
-    Rule("DELETE", "identity-provider/instances/{alias}", E.IDENTITY_PROVIDER_DELETED, "alias", "identity-provider",
-         read="identity-provider/instances/{alias}", keep="identity-provider"),
-    Rule("POST", "identity-provider/instances/{alias}/mappers", E.IDENTITY_PROVIDER_MAPPER_CREATED, "alias",
-         "identity-provider"),
-    Rule("PUT", "identity-provider/instances/{alias}/mappers/{mapper}", E.IDENTITY_PROVIDER_MAPPER_UPDATED, "alias",
-         "identity-provider", read="identity-provider/instances/{alias}/mappers/{mapper}", keep="idp-mapper"),
-    Rule("DELETE", "identity-provider/instances/{alias}/mappers/{mapper}", E.IDENTITY_PROVIDER_MAPPER_DELETED,
-         "alias", "identity-provider", read="identity-provider/instances/{alias}/mappers/{mapper}",
-         keep="idp-mapper"),
+    Rule(
+        "PUT",
+        "identity-provider/instances/{alias}",
+        E.IDENTITY_PROVIDER_UPDATED,
+        "alias",
+        "identity-provider",
+        read="identity-provider/instances/{alias}",
+        keep="identity-provider",
+    ),
+    Rule(
+        "DELETE",
+        "identity-provider/instances/{alias}",
+        E.IDENTITY_PROVIDER_DELETED,
+        "alias",
+        "identity-provider",
+        read="identity-provider/instances/{alias}",
+        keep="identity-provider",
+    ),
+    Rule(
+        "POST",
+        "identity-provider/instances/{alias}/mappers",
+        E.IDENTITY_PROVIDER_MAPPER_CREATED,
+        "alias",
+        "identity-provider",
+    ),
+    Rule(
+        "PUT",
+        "identity-provider/instances/{alias}/mappers/{mapper}",
+        E.IDENTITY_PROVIDER_MAPPER_UPDATED,
+        "alias",
+        "identity-provider",
+        read="identity-provider/instances/{alias}/mappers/{mapper}",
+        keep="idp-mapper",
+    ),
+    Rule(
+        "DELETE",
+        "identity-provider/instances/{alias}/mappers/{mapper}",
+        E.IDENTITY_PROVIDER_MAPPER_DELETED,
+        "alias",
+        "identity-provider",
+        read="identity-provider/instances/{alias}/mappers/{mapper}",
+        keep="idp-mapper",
+    ),
     # client scopes, their assignment, protocol mappers and role scope mappings: what goes into tokens
     Rule("POST", "client-scopes", E.CLIENT_SCOPE_CREATED, kind="client-scope"),
-    Rule("PUT", "client-scopes/{scope}", E.CLIENT_SCOPE_UPDATED, "scope", "client-scope",
-         read="client-scopes/{scope}", keep="client-scope"),
-    Rule("DELETE", "client-scopes/{scope}", E.CLIENT_SCOPE_DELETED, "scope", "client-scope",
-         read="client-scopes/{scope}", keep="client-scope"),
-    Rule("PUT", "default-default-client-scopes/{scope}", E.CLIENT_SCOPE_ASSIGNED, "scope", "client-scope",
-         details={"as": "realm-default"}),
-    Rule("DELETE", "default-default-client-scopes/{scope}", E.CLIENT_SCOPE_UNASSIGNED, "scope", "client-scope",
-         details={"as": "realm-default"}),
-    Rule("PUT", "default-optional-client-scopes/{scope}", E.CLIENT_SCOPE_ASSIGNED, "scope", "client-scope",
-         details={"as": "realm-optional"}),
-    Rule("DELETE", "default-optional-client-scopes/{scope}", E.CLIENT_SCOPE_UNASSIGNED, "scope", "client-scope",
-         details={"as": "realm-optional"}),
-    Rule("PUT", "clients/{client}/default-client-scopes/{scope}", E.CLIENT_SCOPE_ASSIGNED, "scope", "client-scope",
-         details={"as": "default"}),
-    Rule("DELETE", "clients/{client}/default-client-scopes/{scope}", E.CLIENT_SCOPE_UNASSIGNED, "scope",
-         "client-scope", details={"as": "default"}),
-    Rule("PUT", "clients/{client}/optional-client-scopes/{scope}", E.CLIENT_SCOPE_ASSIGNED, "scope", "client-scope",
-         details={"as": "optional"}),
-    Rule("DELETE", "clients/{client}/optional-client-scopes/{scope}", E.CLIENT_SCOPE_UNASSIGNED, "scope",
-         "client-scope", details={"as": "optional"}),
-    *(Rule(m, f"{owner}/{{owner}}/protocol-mappers/{tail}", t, "owner", kind, read=read, keep=keep)
-      for owner, kind in (("clients", "client"), ("client-scopes", "client-scope"))
-      for m, tail, t, read, keep in (
-          ("POST", "models", E.PROTOCOL_MAPPER_CREATED, None, None),
-          ("POST", "add-models", E.PROTOCOL_MAPPER_CREATED, None, None),
-          ("PUT", "models/{mapper}", E.PROTOCOL_MAPPER_UPDATED,
-           f"{owner}/{{owner}}/protocol-mappers/models/{{mapper}}", "protocol-mapper"),
-          ("DELETE", "models/{mapper}", E.PROTOCOL_MAPPER_DELETED,
-           f"{owner}/{{owner}}/protocol-mappers/models/{{mapper}}", "protocol-mapper"))),
-    *(Rule(m, f"{owner}/{{owner}}/scope-mappings/{tail}", E.SCOPE_MAPPING_CHANGED, "owner", kind,
-           details={"change": "added" if m == "POST" else "removed"})
-      for owner, kind in (("clients", "client"), ("client-scopes", "client-scope"))
-      for m in ("POST", "DELETE") for tail in ("realm", "clients/{client}")),
+    Rule(
+        "PUT",
+        "client-scopes/{scope}",
+        E.CLIENT_SCOPE_UPDATED,
+        "scope",
+        "client-scope",
+        read="client-scopes/{scope}",
+        keep="client-scope",
+    ),
+    Rule(
+        "DELETE",
+        "client-scopes/{scope}",
+        E.CLIENT_SCOPE_DELETED,
+        "scope",
+        "client-scope",
+        read="client-scopes/{scope}",
+        keep="client-scope",
+    ),
+    Rule(
+        "PUT",
+        "default-default-client-scopes/{scope}",
+        E.CLIENT_SCOPE_ASSIGNED,
+        "scope",
+        "client-scope",
+        details={"as": "realm-default"},
+    ),
+    Rule(
+        "DELETE",
+        "default-default-client-scopes/{scope}",
+        E.CLIENT_SCOPE_UNASSIGNED,
+        "scope",
+        "client-scope",
+        details={"as": "realm-default"},
+    ),
+    Rule(
+        "PUT",
+        "default-optional-client-scopes/{scope}",
+        E.CLIENT_SCOPE_ASSIGNED,
+        "scope",
+        "client-scope",
+        details={"as": "realm-optional"},
+    ),
+    Rule(
+        "DELETE",
+        "default-optional-client-scopes/{scope}",
+        E.CLIENT_SCOPE_UNASSIGNED,
+        "scope",
+        "client-scope",
+        details={"as": "realm-optional"},
+    ),
+    Rule(
+        "PUT",
+        "clients/{client}/default-client-scopes/{scope}",
+        E.CLIENT_SCOPE_ASSIGNED,
+        "scope",
+        "client-scope",
+        details={"as": "default"},
+    ),
+    Rule(
+        "DELETE",
+        "clients/{client}/default-client-scopes/{scope}",
+        E.CLIENT_SCOPE_UNASSIGNED,
+        "scope",
+        "client-scope",
+        details={"as": "default"},
+    ),
+    Rule(
+        "PUT",
+        "clients/{client}/optional-client-scopes/{scope}",
+        E.CLIENT_SCOPE_ASSIGNED,
+        "scope",
+        "client-scope",
+        details={"as": "optional"},
+    ),
+    Rule(
+        "DELETE",
+        "clients/{client}/optional-client-scopes/{scope}",
+        E.CLIENT_SCOPE_UNASSIGNED,
+        "scope",
+        "client-scope",
+        details={"as": "optional"},
+    ),
+    *(
+        Rule(m, f"{owner}/{{owner}}/protocol-mappers/{tail}", t, "owner", kind, read=read, keep=keep)
+        for owner, kind in (("clients", "client"), ("client-scopes", "client-scope"))
+        for m, tail, t, read, keep in (
+            ("POST", "models", E.PROTOCOL_MAPPER_CREATED, None, None),
+            ("POST", "add-models", E.PROTOCOL_MAPPER_CREATED, None, None),
+            (
+                "PUT",
+                "models/{mapper}",
+                E.PROTOCOL_MAPPER_UPDATED,
+                f"{owner}/{{owner}}/protocol-mappers/models/{{mapper}}",
+                "protocol-mapper",
+            ),
+            (
+                "DELETE",
+                "models/{mapper}",
+                E.PROTOCOL_MAPPER_DELETED,
+                f"{owner}/{{owner}}/protocol-mappers/models/{{mapper}}",
+                "protocol-mapper",
+            ),
+        )
+    ),
+    *(
+        Rule(
+            m,
+            f"{owner}/{{owner}}/scope-mappings/{tail}",
+            E.SCOPE_MAPPING_CHANGED,
+            "owner",
+            kind,
+            details={"change": "added" if m == "POST" else "removed"},
+        )
+        for owner, kind in (("clients", "client"), ("client-scopes", "client-scope"))
+        for m in ("POST", "DELETE")
+        for tail in ("realm", "clients/{client}")
+    ),
     # fine-grained admin permissions (v1 switches; v2 lives on the admin-permissions client's authz resources)
-    Rule("PUT", "users-management-permissions", E.ADMIN_PERMISSIONS_CHANGED, kind="realm",
-         read="users-management-permissions", keep="permissions", details={"resource": "users"}),
-    *(Rule("PUT", f"{base}/{{obj}}/management/permissions", E.ADMIN_PERMISSIONS_CHANGED, "obj", kind,
-           read=f"{base}/{{obj}}/management/permissions", keep="permissions", details={"resource": kind})
-      for base, kind in (("clients", "client"), ("groups", "group"), ("roles-by-id", "role"),
-                         ("identity-provider/instances", "identity-provider"))),
-    *(Rule(m, f"clients/{{client}}/authz/resource-server/{what}{tail}", E.ADMIN_PERMISSIONS_CHANGED, "client",
-           "client", details={"resource": what.split("/")[0]})
-      for m, tail in (("POST", ""), ("PUT", "/{id}"), ("DELETE", "/{id}"))
-      for what in ("permission", "permission/scope", "permission/resource", "policy", "resource", "scope")),
+    Rule(
+        "PUT",
+        "users-management-permissions",
+        E.ADMIN_PERMISSIONS_CHANGED,
+        kind="realm",
+        read="users-management-permissions",
+        keep="permissions",
+        details={"resource": "users"},
+    ),
+    *(
+        Rule(
+            "PUT",
+            f"{base}/{{obj}}/management/permissions",
+            E.ADMIN_PERMISSIONS_CHANGED,
+            "obj",
+            kind,
+            read=f"{base}/{{obj}}/management/permissions",
+            keep="permissions",
+            details={"resource": kind},
+        )
+        for base, kind in (
+            ("clients", "client"),
+            ("groups", "group"),
+            ("roles-by-id", "role"),
+            ("identity-provider/instances", "identity-provider"),
+        )
+    ),
+    *(
+        Rule(
+            m,
+            f"clients/{{client}}/authz/resource-server/{what}{tail}",
+            E.ADMIN_PERMISSIONS_CHANGED,
+            "client",
+            "client",
+            details={"resource": what.split("/")[0]},
+        )
+        for m, tail in (("POST", ""), ("PUT", "/{id}"), ("DELETE", "/{id}"))
+        for what in ("permission", "permission/scope", "permission/resource", "policy", "resource", "scope")
+    ),
     # objects that partialImport also creates, by their own endpoints
     Rule("PUT", "clients/{client}", E.CLIENT_UPDATED, "client", "client"),
     Rule("POST", "groups", E.GROUP_CREATED, kind="group"),
@@ -235,22 +567,26 @@ def config_write(method: str, parts: tuple[str, ...], body: object) -> Named | N
     path = "/".join(parts)
     if method == "PUT" and not parts:
         fields = sorted(body) if isinstance(body, dict) else []
-        return Named(E.ADMIN_CHANGE, Party(kind="realm"), {"method": method, "path": "", "fields": fields[:100]},
-                     reads=("",))
+        return Named(
+            E.ADMIN_CHANGE, Party(kind="realm"), {"method": method, "path": "", "fields": fields[:100]}, reads=("",)
+        )
     if method == "POST" and parts == ("partialImport",):
-        return Named(E.ADMIN_CHANGE, Party(kind="realm"), {"method": method, "path": path,
-                                                           "intends": _import_intends(body)})
+        return Named(
+            E.ADMIN_CHANGE, Party(kind="realm"), {"method": method, "path": path, "intends": _import_intends(body)}
+        )
     for rule in RULES:
         if rule.method != method or (vars_ := match(parts, rule.pattern)) is None:
             continue
         details: dict[str, Any] = {"method": method, "path": path, **rule.details}
         target_id = vars_.get(rule.target) if rule.target else None
-        target = Party(id=target_id, kind=rule.kind, name=_name_of(body) if method in ("POST", "PUT") else None) \
-            if rule.kind else None
+        target = (
+            Party(id=target_id, kind=rule.kind, name=_name_of(body) if method in ("POST", "PUT") else None)
+            if rule.kind
+            else None
+        )
         if target is not None and rule.kind in ("identity-provider", "flow", "required-action") and target_id:
             target = replace(target, id=None, name=target_id)  # these are addressed by alias, not id
-        for var, key in (("client", "client_uuid"), ("owner", "owner_id"), ("mapper", "mapper_id"),
-                         ("alias", "alias")):
+        for var, key in (("client", "client_uuid"), ("owner", "owner_id"), ("mapper", "mapper_id"), ("alias", "alias")):
             if var in vars_ and var != rule.target:
                 details[key] = vars_[var]
         if rule.type in (E.AUTH_EXECUTION_CHANGED,) and isinstance(body, dict):
@@ -277,8 +613,9 @@ def dcr_write(method: str, parts: tuple[str, ...], body: object) -> Named:
         if isinstance(body, dict):
             name = body.get("clientId") or body.get("client_id")
             details["fields"] = sorted(k for k in body if k not in ("secret", "client_secret"))[:100]
-        return Named(E.CLIENT_CREATED, Party(client=str(name) if isinstance(name, str) else None, kind="client"),
-                     details)
+        return Named(
+            E.CLIENT_CREATED, Party(client=str(name) if isinstance(name, str) else None, kind="client"), details
+        )
     etype = E.CLIENT_DELETED if method == "DELETE" else E.CLIENT_UPDATED
     if etype is E.CLIENT_UPDATED and isinstance(body, dict):
         details["fields"] = sorted(k for k in body if k not in ("secret", "client_secret"))[:100]
@@ -287,23 +624,42 @@ def dcr_write(method: str, parts: tuple[str, ...], body: object) -> Named:
 
 # ---------------------------------------------------------------------------------------------- partialImport
 _IMPORT_TYPES: dict[tuple[str, str], EventType] = {
-    ("USER", "ADDED"): E.USER_CREATED, ("USER", "OVERWRITTEN"): E.USER_UPDATED, ("USER", "SKIPPED"): E.USER_CREATED,
-    ("CLIENT", "ADDED"): E.CLIENT_CREATED, ("CLIENT", "OVERWRITTEN"): E.CLIENT_UPDATED,
+    ("USER", "ADDED"): E.USER_CREATED,
+    ("USER", "OVERWRITTEN"): E.USER_UPDATED,
+    ("USER", "SKIPPED"): E.USER_CREATED,
+    ("CLIENT", "ADDED"): E.CLIENT_CREATED,
+    ("CLIENT", "OVERWRITTEN"): E.CLIENT_UPDATED,
     ("CLIENT", "SKIPPED"): E.CLIENT_CREATED,
-    ("GROUP", "ADDED"): E.GROUP_CREATED, ("GROUP", "OVERWRITTEN"): E.GROUP_UPDATED,
+    ("GROUP", "ADDED"): E.GROUP_CREATED,
+    ("GROUP", "OVERWRITTEN"): E.GROUP_UPDATED,
     ("GROUP", "SKIPPED"): E.GROUP_CREATED,
-    ("REALM_ROLE", "ADDED"): E.ROLE_CREATED, ("REALM_ROLE", "OVERWRITTEN"): E.ROLE_UPDATED,
+    ("REALM_ROLE", "ADDED"): E.ROLE_CREATED,
+    ("REALM_ROLE", "OVERWRITTEN"): E.ROLE_UPDATED,
     ("REALM_ROLE", "SKIPPED"): E.ROLE_CREATED,
-    ("CLIENT_ROLE", "ADDED"): E.ROLE_CREATED, ("CLIENT_ROLE", "OVERWRITTEN"): E.ROLE_UPDATED,
+    ("CLIENT_ROLE", "ADDED"): E.ROLE_CREATED,
+    ("CLIENT_ROLE", "OVERWRITTEN"): E.ROLE_UPDATED,
     ("CLIENT_ROLE", "SKIPPED"): E.ROLE_CREATED,
-    ("IDP", "ADDED"): E.IDENTITY_PROVIDER_CREATED, ("IDP", "OVERWRITTEN"): E.IDENTITY_PROVIDER_UPDATED,
+    ("IDP", "ADDED"): E.IDENTITY_PROVIDER_CREATED,
+    ("IDP", "OVERWRITTEN"): E.IDENTITY_PROVIDER_UPDATED,
     ("IDP", "SKIPPED"): E.IDENTITY_PROVIDER_CREATED,
 }
-_KINDS = {"USER": "user", "CLIENT": "client", "GROUP": "group", "REALM_ROLE": "role", "CLIENT_ROLE": "role",
-          "IDP": "identity-provider"}
+_KINDS = {
+    "USER": "user",
+    "CLIENT": "client",
+    "GROUP": "group",
+    "REALM_ROLE": "role",
+    "CLIENT_ROLE": "role",
+    "IDP": "identity-provider",
+}
 # Keycloak's admin-event resourcePath for each imported object (RealmAdminResource.partialImport).
-_KC_PATHS = {"USER": "users", "CLIENT": "clients", "GROUP": "groups", "REALM_ROLE": "realms", "CLIENT_ROLE": "clients",
-             "IDP": "identity-provider-settings"}
+_KC_PATHS = {
+    "USER": "users",
+    "CLIENT": "clients",
+    "GROUP": "groups",
+    "REALM_ROLE": "realms",
+    "CLIENT_ROLE": "clients",
+    "IDP": "identity-provider-settings",
+}
 
 
 def _obj(value: object) -> dict[str, Any]:
@@ -321,8 +677,7 @@ def _import_intends(body: object) -> dict[str, Any]:
         "groups": len(body["groups"]) if isinstance(body.get("groups"), list) else 0,
         "realm_roles": len(roles["realm"]) if isinstance(roles.get("realm"), list) else 0,
         "client_roles": sum(len(v) if isinstance(v, list) else 0 for v in client_roles.values()),
-        "identity_providers": len(body["identityProviders"]) if isinstance(body.get("identityProviders"), list)
-        else 0,
+        "identity_providers": len(body["identityProviders"]) if isinstance(body.get("identityProviders"), list) else 0,
     }
     policy = body.get("ifResourceExists")
     return {**{k: v for k, v in counts.items() if v}, "if_exists": policy if isinstance(policy, str) else "FAIL"}
@@ -350,8 +705,12 @@ def _import_reps(body: object) -> dict[tuple[str, str], Mapping[str, Any]]:
     out: dict[tuple[str, str], Mapping[str, Any]] = {}
     if not isinstance(body, dict):
         return out
-    for key, rtype, name_key in (("users", "USER", "username"), ("clients", "CLIENT", "clientId"),
-                                 ("groups", "GROUP", "name"), ("identityProviders", "IDP", "alias")):
+    for key, rtype, name_key in (
+        ("users", "USER", "username"),
+        ("clients", "CLIENT", "clientId"),
+        ("groups", "GROUP", "name"),
+        ("identityProviders", "IDP", "alias"),
+    ):
         for rep in body.get(key) or [] if isinstance(body.get(key), list) else []:
             if isinstance(rep, dict) and isinstance(rep.get(name_key), str):
                 out[(rtype, rep[name_key])] = rep
@@ -382,8 +741,7 @@ def import_events(base: IdentityEvent, body: object, answer: object) -> list[Ide
     for res in results[:10_000]:
         if not isinstance(res, dict):
             continue
-        rtype, action, name, oid = (res.get("resourceType"), res.get("action"), res.get("resourceName"),
-                                    res.get("id"))
+        rtype, action, name, oid = (res.get("resourceType"), res.get("action"), res.get("resourceName"), res.get("id"))
         if not isinstance(rtype, str) or not isinstance(action, str):
             continue
         etype = _IMPORT_TYPES.get((rtype, action))
@@ -398,9 +756,14 @@ def import_events(base: IdentityEvent, body: object, answer: object) -> list[Ide
             target = Party(id=oid, client=name, kind=kind)
         else:
             target = Party(id=oid, name=name, kind=kind)
-        details: dict[str, Any] = {"method": base.details.get("method", "POST"), "path": "partialImport",
-                                   "via": "partialImport", "import_action": action, "resource_type": rtype,
-                                   "phase": "outcome"}
+        details: dict[str, Any] = {
+            "method": base.details.get("method", "POST"),
+            "path": "partialImport",
+            "via": "partialImport",
+            "import_action": action,
+            "resource_type": rtype,
+            "phase": "outcome",
+        }
         if oid:
             details["resource_path"] = f"{_KC_PATHS[rtype]}/{oid}"
         for key in ("intent_seq", "actor_verified"):
@@ -444,8 +807,9 @@ def _keep(read: object, keep: str, details: Mapping[str, Any]) -> Any:
     return _pick(read, fields)
 
 
-def state_events(base: IdentityEvent, type_: EventType, keep: str | None, before: Mapping[str, Any],
-                 after: Mapping[str, Any]) -> list[IdentityEvent]:
+def state_events(
+    base: IdentityEvent, type_: EventType, keep: str | None, before: Mapping[str, Any], after: Mapping[str, Any]
+) -> list[IdentityEvent]:
     """The outcome record(s) of a configuration write, given the resources read before and after.
 
     A realm PUT (`keep is None`, the realm itself read) becomes one record per
@@ -465,10 +829,19 @@ def state_events(base: IdentityEvent, type_: EventType, keep: str | None, before
         for etype, fields in REALM_CATEGORIES:
             b, a = _pick(old, fields), _pick(new, fields)
             if a != b:
-                out.append(replace(base, type=etype, target=Party(kind="realm", name=base.realm),
-                                   details={**base.details, "before": b, "after": a}))
-        summary = replace(base, details={**base.details, "changed_fields": changed_fields[:100]},
-                          outcome=Outcome.SUCCEEDED if changed_fields else Outcome.UNCHANGED)
+                out.append(
+                    replace(
+                        base,
+                        type=etype,
+                        target=Party(kind="realm", name=base.realm),
+                        details={**base.details, "before": b, "after": a},
+                    )
+                )
+        summary = replace(
+            base,
+            details={**base.details, "changed_fields": changed_fields[:100]},
+            outcome=Outcome.SUCCEEDED if changed_fields else Outcome.UNCHANGED,
+        )
         return [summary, *out]
     if keep is None or not before:
         return [base]
@@ -513,12 +886,20 @@ def effect_target(type_: EventType, target: Party | None, parts: tuple[str, ...]
     return None
 
 
-def effect(before: Mapping[str, list[str] | None], after: Mapping[str, list[str] | None],
-           complete: bool) -> dict[str, Any]:
+def effect(
+    before: Mapping[str, list[str] | None], after: Mapping[str, list[str] | None], complete: bool
+) -> dict[str, Any]:
     """How many users' effective roles a change altered, and (bounded) which: from each examined user's
     effective roles read just before and just after the change."""
-    changed = [uid for uid, roles in before.items() if roles is not None and after.get(uid) is not None
-               and roles != after.get(uid)]
+    changed = [
+        uid
+        for uid, roles in before.items()
+        if roles is not None and after.get(uid) is not None and roles != after.get(uid)
+    ]
     unread = [uid for uid, roles in before.items() if roles is None or after.get(uid) is None]
-    return {"users_changed": len(changed), "users": changed[:EFFECT_LISTED], "users_examined": len(before),
-            "complete": complete and not unread}
+    return {
+        "users_changed": len(changed),
+        "users": changed[:EFFECT_LISTED],
+        "users_examined": len(before),
+        "complete": complete and not unread,
+    }

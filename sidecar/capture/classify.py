@@ -199,8 +199,11 @@ def _attempted_username(resp: ResponseView) -> str | None:
 
 def _login_error(errors: frozenset[str]) -> str:
     """Keycloak's own error code where the page shows which fields were wrong."""
-    return "invalid_user_credentials" if errors & _CREDENTIAL_FIELDS or "otp" in errors or "field" in errors \
+    return (
+        "invalid_user_credentials"
+        if errors & _CREDENTIAL_FIELDS or "otp" in errors or "field" in errors
         else "login_error"
+    )
 
 
 # Keycloak's English messages on its error page (`login-error`) -> the error code its LOGIN_ERROR carries.
@@ -223,10 +226,22 @@ def error_page(rt: Route, req: RequestView, resp: ResponseView, ctx: LoginContex
     text = _html(resp)
     code = next((c for needle, c in _ERROR_PAGE_CODES if needle in text), "login_error")
     actor = Party(id=ctx.user_id, username=ctx.username, kind="user") if ctx.user_id or ctx.username else None
-    return IdentityEvent(EventType.LOGIN_FAILED, Outcome.FAILED, realm=rt.realm, client=_form_client(req),
-                         actor=actor, source_ip=req.client_ip, request_id=req.request_id, error=code,
-                         details={"method": "browser", "step": rt.parts[0] if rt.parts else "auth",
-                                  "via": "error-page", "status": resp.status})
+    return IdentityEvent(
+        EventType.LOGIN_FAILED,
+        Outcome.FAILED,
+        realm=rt.realm,
+        client=_form_client(req),
+        actor=actor,
+        source_ip=req.client_ip,
+        request_id=req.request_id,
+        error=code,
+        details={
+            "method": "browser",
+            "step": rt.parts[0] if rt.parts else "auth",
+            "via": "error-page",
+            "status": resp.status,
+        },
+    )
 
 
 # ---------------------------------------------------------------------------------------------- logins
@@ -263,12 +278,24 @@ def _step(form: Mapping[str, str], rt: Route) -> str:
     return "other"
 
 
-_USER_FIELDS = ("username", "email", "firstName", "lastName", "enabled", "emailVerified", "requiredActions",
-                "groups", "attributes", "federationLink", "credentials")
+_USER_FIELDS = (
+    "username",
+    "email",
+    "firstName",
+    "lastName",
+    "enabled",
+    "emailVerified",
+    "requiredActions",
+    "groups",
+    "attributes",
+    "federationLink",
+    "credentials",
+)
 
 
-def on_login_step(rt: Route, req: RequestView, resp: ResponseView, ctx: LoginContext,
-                  identity: dict[str, Any] | None) -> tuple[list[IdentityEvent], str | None]:
+def on_login_step(
+    rt: Route, req: RequestView, resp: ResponseView, ctx: LoginContext, identity: dict[str, Any] | None
+) -> tuple[list[IdentityEvent], str | None]:
     """A browser form post to /login-actions/authenticate (or /registration).
 
     Returns the events and, when this step passed but the login is not over
@@ -280,9 +307,15 @@ def on_login_step(rt: Route, req: RequestView, resp: ResponseView, ctx: LoginCon
     step = _step(form, rt)
     username = form.get("username") or ctx.username or _attempted_username(resp)
     client = _form_client(req)
-    base = IdentityEvent(EventType.LOGIN_SUCCEEDED, Outcome.SUCCEEDED, realm=rt.realm, client=client,
-                         source_ip=req.client_ip, request_id=req.request_id,
-                         details={"method": "browser", "step": step})
+    base = IdentityEvent(
+        EventType.LOGIN_SUCCEEDED,
+        Outcome.SUCCEEDED,
+        realm=rt.realm,
+        client=client,
+        source_ip=req.client_ip,
+        request_id=req.request_id,
+        details={"method": "browser", "step": step},
+    )
     params = _location_params(resp)
     location = resp.headers.get("Location", "")
     if resp.status in (302, 303) and ("code" in params or "error" in params or identity):
@@ -290,24 +323,39 @@ def on_login_step(rt: Route, req: RequestView, resp: ResponseView, ctx: LoginCon
         session = (identity or {}).get("sid") or params.get("session_state") or ctx.session
         actor = Party(id=user_id, username=username, kind="user")
         if "error" in params and "code" not in params:
-            return [replace(base, type=EventType.LOGIN_FAILED, outcome=Outcome.FAILED, actor=actor,
-                            error=params["error"])], None
+            return [
+                replace(base, type=EventType.LOGIN_FAILED, outcome=Outcome.FAILED, actor=actor, error=params["error"])
+            ], None
         events = []
         if step == "otp":
             events.append(replace(base, type=EventType.MFA_OTP_VERIFIED, actor=actor, session=session))
         if step == "registration":
             fields = sorted(k for k in form if k in _USER_FIELDS)
-            events.append(replace(base, type=EventType.USER_CREATED, actor=actor, target=actor, session=session,
-                                  details={"via": "registration", "fields": fields}))
+            events.append(
+                replace(
+                    base,
+                    type=EventType.USER_CREATED,
+                    actor=actor,
+                    target=actor,
+                    session=session,
+                    details={"via": "registration", "fields": fields},
+                )
+            )
         events.append(replace(base, actor=actor, session=session))
         return events, None
     if resp.status in (302, 303) and "/login-actions/required-action" in location:
         # Credentials passed; a required action must finish before the login does. An OTP step that
         # passed here is recorded now: the login.succeeded that follows names the action's step.
         if step == "otp":
-            return [replace(base, type=EventType.MFA_OTP_VERIFIED, actor=Party(id=ctx.user_id, username=username,
-                                                                                kind="user"),
-                            session=ctx.session, details={**base.details, "next": "required-action"})], username
+            return [
+                replace(
+                    base,
+                    type=EventType.MFA_OTP_VERIFIED,
+                    actor=Party(id=ctx.user_id, username=username, kind="user"),
+                    session=ctx.session,
+                    details={**base.details, "next": "required-action"},
+                )
+            ], username
         return [], username
     if (failed := error_page(rt, req, resp, ctx)) is not None:
         return [failed], None
@@ -318,19 +366,40 @@ def on_login_step(rt: Route, req: RequestView, resp: ResponseView, ctx: LoginCon
     if step == "otp":
         if errors:
             # Keycloak records LOGIN_ERROR / invalid_user_credentials for a wrong code
-            return [replace(base, type=EventType.MFA_OTP_FAILED, outcome=Outcome.FAILED, actor=actor,
-                            error="invalid_user_credentials")], username
+            return [
+                replace(
+                    base,
+                    type=EventType.MFA_OTP_FAILED,
+                    outcome=Outcome.FAILED,
+                    actor=actor,
+                    error="invalid_user_credentials",
+                )
+            ], username
         return [], username  # the form again without an error (e.g. another device chosen)
     if step == "registration":
         if errors:
-            return [replace(base, type=EventType.USER_CREATED, outcome=Outcome.FAILED,
-                            actor=Party(username=username, kind="user"), target=Party(username=username, kind="user"),
-                            error="invalid_registration", details={"via": "registration",
-                                                                   "fields": sorted(errors - {"alert"})})], None
+            return [
+                replace(
+                    base,
+                    type=EventType.USER_CREATED,
+                    outcome=Outcome.FAILED,
+                    actor=Party(username=username, kind="user"),
+                    target=Party(username=username, kind="user"),
+                    error="invalid_registration",
+                    details={"via": "registration", "fields": sorted(errors - {"alert"})},
+                )
+            ], None
         return [], username
     if errors:
-        return [replace(base, type=EventType.LOGIN_FAILED, outcome=Outcome.FAILED,
-                        actor=Party(username=username, kind="user"), error=_login_error(errors))], None
+        return [
+            replace(
+                base,
+                type=EventType.LOGIN_FAILED,
+                outcome=Outcome.FAILED,
+                actor=Party(username=username, kind="user"),
+                error=_login_error(errors),
+            )
+        ], None
     return [], username  # this step passed, the next form follows (OTP, password, select-authenticator, ...)
 
 
@@ -339,10 +408,16 @@ _ACTIONS: dict[str, tuple[str | None, EventType, str]] = {
     "CONFIGURE_TOTP": ("otp", EventType.CREDENTIAL_ENROLLED, "login-login-config-totp"),
     "UPDATE_PASSWORD": ("password", EventType.PASSWORD_CHANGED, "login-login-update-password"),
     "webauthn-register": ("webauthn", EventType.CREDENTIAL_ENROLLED, "login-webauthn-register"),
-    "webauthn-register-passwordless": ("webauthn-passwordless", EventType.CREDENTIAL_ENROLLED,
-                                       "login-webauthn-register"),
-    "CONFIGURE_RECOVERY_AUTHN_CODES": ("recovery-authn-codes", EventType.CREDENTIAL_ENROLLED,
-                                       "login-login-recovery-authn-code-config"),
+    "webauthn-register-passwordless": (
+        "webauthn-passwordless",
+        EventType.CREDENTIAL_ENROLLED,
+        "login-webauthn-register",
+    ),
+    "CONFIGURE_RECOVERY_AUTHN_CODES": (
+        "recovery-authn-codes",
+        EventType.CREDENTIAL_ENROLLED,
+        "login-login-recovery-authn-code-config",
+    ),
     "delete_credential": (None, EventType.CREDENTIAL_REMOVED, "login-delete-credential"),
     "UPDATE_PROFILE": (None, EventType.USER_UPDATED, "login-login-update-profile"),
     "UPDATE_EMAIL": (None, EventType.USER_UPDATED, "login-update-email"),
@@ -350,8 +425,9 @@ _ACTIONS: dict[str, tuple[str | None, EventType, str]] = {
 _PROFILE_FIELDS = ("username", "email", "firstName", "lastName")
 
 
-def on_required_action(rt: Route, req: RequestView, resp: ResponseView, ctx: LoginContext,
-                       identity: dict[str, Any] | None) -> list[IdentityEvent]:
+def on_required_action(
+    rt: Route, req: RequestView, resp: ResponseView, ctx: LoginContext, identity: dict[str, Any] | None
+) -> list[IdentityEvent]:
     """A required-action form post (CONFIGURE_TOTP, UPDATE_PASSWORD, webauthn-register, delete_credential, ...).
 
     Succeeded: a 302 with `code` (the login, or the application-initiated action,
@@ -384,8 +460,15 @@ def on_required_action(rt: Route, req: RequestView, resp: ResponseView, ctx: Log
         return [failed]
     else:
         return []  # re-rendered without an error (e.g. QR / manual mode switch)
-    common: dict[str, Any] = {"realm": rt.realm, "client": _form_client(req), "source_ip": req.client_ip,
-                              "request_id": req.request_id, "session": session, "actor": actor, "target": actor}
+    common: dict[str, Any] = {
+        "realm": rt.realm,
+        "client": _form_client(req),
+        "source_ip": req.client_ip,
+        "request_id": req.request_id,
+        "session": session,
+        "actor": actor,
+        "target": actor,
+    }
     details: dict[str, Any] = {"action": action}
     kc_action = ctx.kc_action or ""
     if kc_action:
@@ -409,14 +492,23 @@ def on_required_action(rt: Route, req: RequestView, resp: ResponseView, ctx: Log
         login_details = {"method": "browser", "step": action}
         if status:
             login_details["kc_action_status"] = status
-        events.append(IdentityEvent(EventType.LOGIN_SUCCEEDED, Outcome.SUCCEEDED, details=login_details,
-                                    **{**common, "target": None}))
+        events.append(
+            IdentityEvent(
+                EventType.LOGIN_SUCCEEDED, Outcome.SUCCEEDED, details=login_details, **{**common, "target": None}
+            )
+        )
     return events
 
 
 # ---------------------------------------------------------------------------------------------- tokens
-def on_token(rt: Route, req: RequestView, resp: ResponseView, client_auth: str | None,
-             issued: dict[str, Any] | None, presented: dict[str, Any] | None) -> list[IdentityEvent]:
+def on_token(
+    rt: Route,
+    req: RequestView,
+    resp: ResponseView,
+    client_auth: str | None,
+    issued: dict[str, Any] | None,
+    presented: dict[str, Any] | None,
+) -> list[IdentityEvent]:
     """A token-endpoint call. `issued` are the verified claims of the returned access or ID token;
     `presented` the (unverified, for correlation) claims of a presented refresh token."""
     form = req.form()
@@ -432,12 +524,19 @@ def on_token(rt: Route, req: RequestView, resp: ResponseView, client_auth: str |
     details: dict[str, Any] = {"grant": grant or "none"}
     if not ok and isinstance(data.get("error_description"), str):
         details["error_description"] = data["error_description"][:200]
-    common: dict[str, Any] = {"realm": rt.realm, "client": client, "source_ip": req.client_ip,
-                              "request_id": req.request_id, "session": session, "error": error}
+    common: dict[str, Any] = {
+        "realm": rt.realm,
+        "client": client,
+        "source_ip": req.client_ip,
+        "request_id": req.request_id,
+        "session": session,
+        "error": error,
+    }
     outcome = Outcome.SUCCEEDED if ok else Outcome.FAILED
     if grant == "password":
-        actor = Party(id=claims.get("sub"), username=form.get("username") or claims.get("preferred_username"),
-                      kind="user")
+        actor = Party(
+            id=claims.get("sub"), username=form.get("username") or claims.get("preferred_username"), kind="user"
+        )
         etype = EventType.LOGIN_SUCCEEDED if ok else EventType.LOGIN_FAILED
         return [IdentityEvent(etype, outcome, actor=actor, details=details, **common)]
     if grant == "client_credentials":
@@ -470,24 +569,43 @@ def on_logout(rt: Route, req: RequestView, resp: ResponseView, attribution: Attr
         error = str(data["error"]) if isinstance(data, dict) and data.get("error") else f"http_{resp.status}"
     if not attribution.actor and not attribution.session and not ok:
         return []
-    return [IdentityEvent(EventType.LOGOUT_COMPLETED, Outcome.SUCCEEDED if ok else Outcome.FAILED,
-                          realm=rt.realm, actor=attribution.actor, client=attribution.client or _form_client(req),
-                          session=attribution.session, source_ip=req.client_ip, request_id=req.request_id,
-                          error=error)]
+    return [
+        IdentityEvent(
+            EventType.LOGOUT_COMPLETED,
+            Outcome.SUCCEEDED if ok else Outcome.FAILED,
+            realm=rt.realm,
+            actor=attribution.actor,
+            client=attribution.client or _form_client(req),
+            session=attribution.session,
+            source_ip=req.client_ip,
+            request_id=req.request_id,
+            error=error,
+        )
+    ]
 
 
 def on_revoke(rt: Route, req: RequestView, resp: ResponseView, attribution: Attribution) -> list[IdentityEvent]:
     """RFC 7009 revocation: 200 (also for unknown tokens) is success."""
     ok = resp.status == 200
-    return [IdentityEvent(EventType.TOKEN_REVOKED, Outcome.SUCCEEDED if ok else Outcome.FAILED, realm=rt.realm,
-                          actor=attribution.actor, client=attribution.client, session=attribution.session,
-                          source_ip=req.client_ip, request_id=req.request_id,
-                          error=None if ok else f"http_{resp.status}",
-                          details={"token_type_hint": req.form().get("token_type_hint", "")})]
+    return [
+        IdentityEvent(
+            EventType.TOKEN_REVOKED,
+            Outcome.SUCCEEDED if ok else Outcome.FAILED,
+            realm=rt.realm,
+            actor=attribution.actor,
+            client=attribution.client,
+            session=attribution.session,
+            source_ip=req.client_ip,
+            request_id=req.request_id,
+            error=None if ok else f"http_{resp.status}",
+            details={"token_type_hint": req.form().get("token_type_hint", "")},
+        )
+    ]
 
 
-def on_sso_auth(rt: Route, req: RequestView, resp: ResponseView, identity: dict[str, Any] | None,
-                ctx: LoginContext) -> list[IdentityEvent]:
+def on_sso_auth(
+    rt: Route, req: RequestView, resp: ResponseView, identity: dict[str, Any] | None, ctx: LoginContext
+) -> list[IdentityEvent]:
     """GET /auth answered at once with a code: a login by SSO cookie, without credentials.
 
     With `kc_action` the answer is a 302 to the required action instead, and the
@@ -497,21 +615,39 @@ def on_sso_auth(rt: Route, req: RequestView, resp: ResponseView, identity: dict[
     client = req.query.get("client_id") or req.form().get("client_id")
     if resp.status in (302, 303) and "error" in params and "code" not in params:
         # an error redirect to the client (login_required, unauthorized_client, ...): the login failed
-        return [IdentityEvent(EventType.LOGIN_FAILED, Outcome.FAILED, realm=rt.realm, client=client,
-                              actor=Party(id=ctx.user_id, username=ctx.username, kind="user")
-                              if ctx.user_id or ctx.username else None,
-                              source_ip=req.client_ip, request_id=req.request_id, error=params["error"][:100],
-                              details={"method": "browser", "step": "auth", "via": "error-redirect"})]
+        return [
+            IdentityEvent(
+                EventType.LOGIN_FAILED,
+                Outcome.FAILED,
+                realm=rt.realm,
+                client=client,
+                actor=Party(id=ctx.user_id, username=ctx.username, kind="user")
+                if ctx.user_id or ctx.username
+                else None,
+                source_ip=req.client_ip,
+                request_id=req.request_id,
+                error=params["error"][:100],
+                details={"method": "browser", "step": "auth", "via": "error-redirect"},
+            )
+        ]
     if (failed := error_page(rt, req, resp, ctx)) is not None:
         return [failed]
     if resp.status not in (302, 303) or "code" not in params:
         return []
     user_id = (identity or {}).get("sub") or ctx.user_id
-    return [IdentityEvent(EventType.LOGIN_SUCCEEDED, Outcome.SUCCEEDED, realm=rt.realm,
-                          actor=Party(id=user_id, username=ctx.username, kind="user"),
-                          client=client, session=(identity or {}).get("sid") or params.get("session_state")
-                          or ctx.session, source_ip=req.client_ip, request_id=req.request_id,
-                          details={"method": "sso-cookie"})]
+    return [
+        IdentityEvent(
+            EventType.LOGIN_SUCCEEDED,
+            Outcome.SUCCEEDED,
+            realm=rt.realm,
+            actor=Party(id=user_id, username=ctx.username, kind="user"),
+            client=client,
+            session=(identity or {}).get("sid") or params.get("session_state") or ctx.session,
+            source_ip=req.client_ip,
+            request_id=req.request_id,
+            details={"method": "sso-cookie"},
+        )
+    ]
 
 
 def on_account(rt: Route, req: RequestView, resp: ResponseView, attribution: Attribution) -> list[IdentityEvent]:
@@ -528,12 +664,25 @@ def on_account(rt: Route, req: RequestView, resp: ResponseView, attribution: Att
         fields = sorted(k for k in body if k in _USER_FIELDS) if isinstance(body, dict) else []
         etype, details = EventType.USER_UPDATED, {"via": "account", "fields": fields}
     else:
-        etype, details = EventType.ADMIN_CHANGE, {"via": "account", "method": req.method,
-                                                  "path": "account/" + "/".join(parts)}
-    return [IdentityEvent(etype, Outcome.SUCCEEDED if ok else Outcome.FAILED, realm=rt.realm,
-                          actor=attribution.actor, target=attribution.actor, client=attribution.client,
-                          session=attribution.session, source_ip=req.client_ip, request_id=req.request_id,
-                          error=None if ok else f"http_{resp.status}", details=details)]
+        etype, details = (
+            EventType.ADMIN_CHANGE,
+            {"via": "account", "method": req.method, "path": "account/" + "/".join(parts)},
+        )
+    return [
+        IdentityEvent(
+            etype,
+            Outcome.SUCCEEDED if ok else Outcome.FAILED,
+            realm=rt.realm,
+            actor=attribution.actor,
+            target=attribution.actor,
+            client=attribution.client,
+            session=attribution.session,
+            source_ip=req.client_ip,
+            request_id=req.request_id,
+            error=None if ok else f"http_{resp.status}",
+            details=details,
+        )
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- admin
@@ -583,8 +732,15 @@ def _role_clients(body: object) -> list[str]:
     return out
 
 
-_CLIENT_FIELDS = ("clientId", "publicClient", "serviceAccountsEnabled", "directAccessGrantsEnabled",
-                  "standardFlowEnabled", "enabled", "protocol")
+_CLIENT_FIELDS = (
+    "clientId",
+    "publicClient",
+    "serviceAccountsEnabled",
+    "directAccessGrantsEnabled",
+    "standardFlowEnabled",
+    "enabled",
+    "protocol",
+)
 
 _RULES: tuple[tuple[str, str, EventType], ...] = (
     ("POST", "users", EventType.USER_CREATED),
@@ -712,10 +868,17 @@ def admin_outcome(action: AdminAction, resp: ResponseView) -> tuple[Outcome, str
     return Outcome.FAILED, str(error)[:200] if error else f"http_{resp.status}", extra
 
 
-def outcome_events(rt: Route, action: AdminAction, req: RequestView, resp: ResponseView, base: IdentityEvent,
-                   before: Mapping[str, Any] | None = None, after: Mapping[str, Any] | None = None,
-                   access_before: Mapping[str, Any] | None = None,
-                   access_after: Mapping[str, Any] | None = None) -> list[IdentityEvent]:
+def outcome_events(
+    rt: Route,
+    action: AdminAction,
+    req: RequestView,
+    resp: ResponseView,
+    base: IdentityEvent,
+    before: Mapping[str, Any] | None = None,
+    after: Mapping[str, Any] | None = None,
+    access_before: Mapping[str, Any] | None = None,
+    access_after: Mapping[str, Any] | None = None,
+) -> list[IdentityEvent]:
     """The outcome records of an admin (or DCR) write, refined from Keycloak's answer and the state reads.
 
     `base` is the request's own outcome record. `before` / `after` are the
@@ -730,10 +893,11 @@ def outcome_events(rt: Route, action: AdminAction, req: RequestView, resp: Respo
     if rt.api == "dcr" and ok and isinstance(data, dict):
         client = data.get("clientId") or data.get("client_id")
         uuid = data.get("id")
-        target = replace(base.target or Party(kind="client"),
-                         client=str(client) if isinstance(client, str) else (base.target.client if base.target
-                                                                              else None),
-                         id=str(uuid) if isinstance(uuid, str) else None)
+        target = replace(
+            base.target or Party(kind="client"),
+            client=str(client) if isinstance(client, str) else (base.target.client if base.target else None),
+            id=str(uuid) if isinstance(uuid, str) else None,
+        )
         return [replace(base, target=target)]
     if rt.parts == ("partialImport",) and req.method == "POST":
         if not ok or not isinstance(data, dict):
@@ -744,8 +908,12 @@ def outcome_events(rt: Route, action: AdminAction, req: RequestView, resp: Respo
     if action.reads and before is not None and after is not None:
         keep = changes.keep_of(action.type, "/".join(rt.parts), req.method)
         return changes.state_events(base, action.type, keep, before, after)
-    if ok and action.type in (EventType.GROUP_JOINED, EventType.GROUP_LEFT) and access_before is not None \
-            and access_after is not None:
+    if (
+        ok
+        and action.type in (EventType.GROUP_JOINED, EventType.GROUP_LEFT)
+        and access_before is not None
+        and access_after is not None
+    ):
         group = base.details.get("group")
         groups_before = access_before.get("groups")
         if isinstance(group, str) and isinstance(groups_before, list):
@@ -754,4 +922,3 @@ def outcome_events(rt: Route, action: AdminAction, req: RequestView, resp: Respo
                 # Keycloak answers 204 and records no admin event: the membership was already as asked.
                 return [replace(base, outcome=Outcome.UNCHANGED)]
     return [base]
-

@@ -68,17 +68,27 @@ _EXISTS_MAX = 10_000
 
 def keyed_fingerprint(key: bytes) -> Callable[[str], str]:
     """HMAC-SHA-256 of a value, cut to 128 bits, for correlating without keeping the value."""
+
     def fingerprint(value: str) -> str:
         # SECURITY: a keyed fingerprint (not a plain hash) so a low-entropy secret cannot be guessed back.
         return hmac.new(key, value.encode("utf-8", "replace"), hashlib.sha256).hexdigest()[:32]
+
     return fingerprint
 
 
 class LedgerHooks:
     """Implements sidecar.proxy.forward.CaptureHooks on top of a ledger appender."""
 
-    def __init__(self, append: Appender, policy: Policy, tokens: TokenVerifier, sessions: SessionDirectory,
-                 whoami: WhoAmI, fingerprint_key: bytes, reader: KeycloakReader | None = None) -> None:
+    def __init__(
+        self,
+        append: Appender,
+        policy: Policy,
+        tokens: TokenVerifier,
+        sessions: SessionDirectory,
+        whoami: WhoAmI,
+        fingerprint_key: bytes,
+        reader: KeycloakReader | None = None,
+    ) -> None:
         self._append = append
         self._policy = policy
         self._tokens = tokens
@@ -120,8 +130,7 @@ class LedgerHooks:
             events = self.pipeline.finish(token, request, response, facts)
         except Exception as exc:  # fetching facts must never break Keycloak traffic
             # SECURITY: the exception's text may quote request bytes; only its type reaches the log.
-            log.error("capture facts failed for %s %s: %s", request.method, token.route.kind.value,
-                      type(exc).__name__)
+            log.error("capture facts failed for %s %s: %s", request.method, token.route.kind.value, type(exc).__name__)
             events = self.pipeline.finish(token, request, response, Facts())
         for event in events:
             try:
@@ -163,15 +172,15 @@ class LedgerHooks:
         access = await self._reader.access(wanted.realm, *wanted.access) if wanted.access else None
         username = await self._reader.username(wanted.realm, wanted.username_of) if wanted.username_of else None
         names = {(kind, oid): await self._reader.name_of(wanted.realm, kind, oid) for kind, oid in wanted.names}
-        reads = {path: await self._reader.read(wanted.realm, path) for path in wanted.reads} if wanted.reads \
-            else None
+        reads = {path: await self._reader.read(wanted.realm, path) for path in wanted.reads} if wanted.reads else None
         effect, complete, clients = None, False, wanted.effect_clients
         if wanted.effect is not None:
             effect, complete, clients = await self._effect_before(wanted.realm, wanted.effect, clients)
         return StateFacts(access, username, names, reads, effect, complete, clients)
 
-    async def _effect_before(self, realm: str, what: str, clients: tuple[str, ...]
-                             ) -> tuple[dict[str, list[str] | None] | None, bool, tuple[str, ...]]:
+    async def _effect_before(
+        self, realm: str, what: str, clients: tuple[str, ...]
+    ) -> tuple[dict[str, list[str] | None] | None, bool, tuple[str, ...]]:
         """The effective roles of every user a composite or group role change can reach (bounded)."""
         assert self._reader is not None
         kind, _, ref = what.partition(":")
@@ -201,12 +210,15 @@ class LedgerHooks:
         state = None
         if self._reader is not None and (needs.access is not None or needs.reads or needs.effect_users):
             access = await self._reader.access(*needs.access) if needs.access is not None else None
-            reads = {path: await self._reader.read(needs.realm, path) for path in needs.reads} if needs.reads \
-                else None
+            reads = {path: await self._reader.read(needs.realm, path) for path in needs.reads} if needs.reads else None
             effect = None
             if needs.effect_users:
-                roles = await asyncio.gather(*(self._reader.effective_roles(needs.realm, uid, needs.effect_clients)
-                                               for uid in needs.effect_users))
+                roles = await asyncio.gather(
+                    *(
+                        self._reader.effective_roles(needs.realm, uid, needs.effect_clients)
+                        for uid in needs.effect_users
+                    )
+                )
                 effect = dict(zip(needs.effect_users, roles, strict=True))
             state = StateFacts(access, reads=reads, effect=effect)
         hint = None

@@ -89,7 +89,7 @@ def _request_path(target: str) -> str:
     if not target.startswith("/"):
         parts = urlsplit(target)
         if parts.scheme and parts.netloc:
-            target = target[len(parts.scheme) + 3 + len(parts.netloc):] or "/"
+            target = target[len(parts.scheme) + 3 + len(parts.netloc) :] or "/"
     return target.partition("?")[0] or "/"
 
 

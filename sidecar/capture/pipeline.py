@@ -42,8 +42,9 @@ from sidecar.core.exchange import PASS_THROUGH, CapturePlan, RequestHead, Reques
 log = logging.getLogger("sidecar.capture")
 
 _CAPTURE = CapturePlan(True, True)
-_ACCESS_CHANGES = frozenset({EventType.ROLE_GRANTED, EventType.ROLE_REVOKED, EventType.GROUP_JOINED,
-                             EventType.GROUP_LEFT})
+_ACCESS_CHANGES = frozenset(
+    {EventType.ROLE_GRANTED, EventType.ROLE_REVOKED, EventType.GROUP_JOINED, EventType.GROUP_LEFT}
+)
 
 Fingerprint = Callable[[str], str]
 _MFA = ":mfa"  # suffix of the attempt key under which a passed OTP step is remembered until the login ends
@@ -181,8 +182,12 @@ class Pending:
 
 # ---------------------------------------------------------------------------------------------- pipeline
 _ALARM_KINDS = frozenset({c.Kind.ADMIN_WRITE, c.Kind.ACCOUNT_WRITE})
-_FALLBACK = {c.Kind.TOKEN: EventType.TOKEN_FAILED, c.Kind.LOGOUT: EventType.LOGOUT_COMPLETED,
-             c.Kind.REVOKE: EventType.TOKEN_REVOKED, c.Kind.ACCOUNT_WRITE: EventType.ADMIN_CHANGE}
+_FALLBACK = {
+    c.Kind.TOKEN: EventType.TOKEN_FAILED,
+    c.Kind.LOGOUT: EventType.LOGOUT_COMPLETED,
+    c.Kind.REVOKE: EventType.TOKEN_REVOKED,
+    c.Kind.ACCOUNT_WRITE: EventType.ADMIN_CHANGE,
+}
 
 
 def _safe(raw: Mapping[str, Any] | None) -> dict[str, str] | None:
@@ -198,8 +203,9 @@ def _unverified(party: Party | None = None) -> Party:
 class CapturePipeline:
     """Routing, attribution, session memory and outcome events; no I/O."""
 
-    def __init__(self, sessions: SessionDirectory, fingerprint: Fingerprint, *,
-                 record_before_after: bool = True) -> None:
+    def __init__(
+        self, sessions: SessionDirectory, fingerprint: Fingerprint, *, record_before_after: bool = True
+    ) -> None:
         self.sessions = sessions
         self._fingerprint = fingerprint
         self._before_after = record_before_after
@@ -221,8 +227,9 @@ class CapturePipeline:
         if not self._before_after:
             return None
         effect = changes.effect_target(action.type, target, rt.parts)
-        clients = ([action.details["client_uuid"]] if action.details.get("client_uuid") else []) + \
-            list(action.details.get("client_uuids") or [])
+        clients = ([action.details["client_uuid"]] if action.details.get("client_uuid") else []) + list(
+            action.details.get("client_uuids") or []
+        )
         if action.type not in _ACCESS_CHANGES or target is None or not target.id:
             if not action.reads and effect is None:
                 return None
@@ -234,8 +241,9 @@ class CapturePipeline:
             if isinstance(action.details.get(key), str):
                 names.append((kind, action.details[key]))
         username_of = target.id if target.kind == "user" and not target.username else None
-        return StateWanted(rt.realm, (target.kind or "", target.id), username_of, tuple(names), action.reads,
-                           effect, tuple(clients))
+        return StateWanted(
+            rt.realm, (target.kind or "", target.id), username_of, tuple(names), action.reads, effect, tuple(clients)
+        )
 
     def needs_whoami(self, claims: Claims) -> str | None:
         """The username to help whoami with ("" if none known), or None when the token's holder is known."""
@@ -259,9 +267,18 @@ class CapturePipeline:
         details = {**action.details, "phase": "intent", "actor_verified": attribution.verified}
         if claimed:
             details["unverified"] = claimed
-        intent = IdentityEvent(action.type, Outcome.PENDING, realm=rt.realm, actor=attribution.actor,
-                               target=action.target, client=attribution.client, source_ip=request.client_ip,
-                               session=attribution.session, request_id=request.request_id, details=details)
+        intent = IdentityEvent(
+            action.type,
+            Outcome.PENDING,
+            realm=rt.realm,
+            actor=attribution.actor,
+            target=action.target,
+            client=attribution.client,
+            source_ip=request.client_ip,
+            session=attribution.session,
+            request_id=request.request_id,
+            details=details,
+        )
         before = facts.state.access if facts.state is not None else None
         return Pending(rt, attribution, action, intent, None, before, claimed, facts.state)
 
@@ -308,14 +325,20 @@ class CapturePipeline:
         who = bearer.whoami
         if (principal is None or principal.user_id is None) and who and isinstance(who.get("userId"), str):
             display = who.get("displayName")
-            principal = Principal(who["userId"], (display if isinstance(display, str) and display else None) or
-                                  (principal.username if principal else None), claims.realm, azp)
+            principal = Principal(
+                who["userId"],
+                (display if isinstance(display, str) and display else None)
+                or (principal.username if principal else None),
+                claims.realm,
+                azp,
+            )
             if sid:
                 self.sessions.sessions.put(sid, principal)
         if principal is None:
             return c.Attribution(Party(client=azp, kind="user"), sid, azp, True)
-        return c.Attribution(Party(id=principal.user_id, username=principal.username, client=azp, kind="user"),
-                             sid, azp, True)
+        return c.Attribution(
+            Party(id=principal.user_id, username=principal.username, client=azp, kind="user"), sid, azp, True
+        )
 
     # ------------------------------------------------------------------ phase 2: after the response
     def needs_after(self, pending: Pending, request: RequestView) -> AfterNeeds:
@@ -338,12 +361,20 @@ class CapturePipeline:
             unverified = pending.claimed is not None
             if access is None and not reads and not users and not unverified:
                 return AfterNeeds()
-            return AfterNeeds(bearer=unverified, access=access, fresh_keys=unverified, realm=rt.realm, reads=reads,
-                              effect_users=users, effect_clients=clients)
+            return AfterNeeds(
+                bearer=unverified,
+                access=access,
+                fresh_keys=unverified,
+                realm=rt.realm,
+                reads=reads,
+                effect_users=users,
+                effect_clients=clients,
+            )
         return AfterNeeds()
 
-    def finish(self, pending: Pending, request: RequestView, response: ResponseView,
-               facts: Facts) -> list[IdentityEvent]:
+    def finish(
+        self, pending: Pending, request: RequestView, response: ResponseView, facts: Facts
+    ) -> list[IdentityEvent]:
         """The outcome events of a captured exchange, and what the sidecar learns from it.
 
         Never silence: if the exchange cannot be understood (a shape no rule expected), the
@@ -355,39 +386,74 @@ class CapturePipeline:
             # SECURITY: the exception's text may quote request bytes; only its type reaches the log.
             log.error("capture failed for %s %s: %s", request.method, pending.route.kind.value, type(exc).__name__)
             return [self._fallback(pending, request, response, type(exc).__name__)]
-        hint_refused = pending.route.kind is c.Kind.LOGOUT and facts.hint is not None and \
-            facts.hint.claims is None and (self._presented(request) or ("", ""))[0] == "id_token_hint" and \
-            any(e.outcome is Outcome.SUCCEEDED for e in events)
-        if hint_refused or (pending.route.kind in _ALARM_KINDS and facts_unverified(pending, facts)
-                            and 200 <= response.status < 300):
-            log.error("ALARM: Keycloak accepted a %s %s request (%s) with a token the sidecar could not verify",
-                      request.method, pending.route.kind.value, request.request_id)
-            events.append(IdentityEvent(EventType.ALARM_RAISED, Outcome.SUCCEEDED, realm=pending.route.realm,
-                                        actor=_unverified(), source_ip=request.client_ip,
-                                        request_id=request.request_id,
-                                        details={"reason": "unverified_token_accepted",
-                                                 "event": events[0].type.value if events else None,
-                                                 "method": request.method, "status": response.status,
-                                                 "unverified": pending.claimed or self._claimed(facts.bearer)
-                                                 or (events[0].details.get("unverified") if events else None)
-                                                 or {}}))
+        hint_refused = (
+            pending.route.kind is c.Kind.LOGOUT
+            and facts.hint is not None
+            and facts.hint.claims is None
+            and (self._presented(request) or ("", ""))[0] == "id_token_hint"
+            and any(e.outcome is Outcome.SUCCEEDED for e in events)
+        )
+        if hint_refused or (
+            pending.route.kind in _ALARM_KINDS and facts_unverified(pending, facts) and 200 <= response.status < 300
+        ):
+            log.error(
+                "ALARM: Keycloak accepted a %s %s request (%s) with a token the sidecar could not verify",
+                request.method,
+                pending.route.kind.value,
+                request.request_id,
+            )
+            events.append(
+                IdentityEvent(
+                    EventType.ALARM_RAISED,
+                    Outcome.SUCCEEDED,
+                    realm=pending.route.realm,
+                    actor=_unverified(),
+                    source_ip=request.client_ip,
+                    request_id=request.request_id,
+                    details={
+                        "reason": "unverified_token_accepted",
+                        "event": events[0].type.value if events else None,
+                        "method": request.method,
+                        "status": response.status,
+                        "unverified": pending.claimed
+                        or self._claimed(facts.bearer)
+                        or (events[0].details.get("unverified") if events else None)
+                        or {},
+                    },
+                )
+            )
         return events
 
-    def _fallback(self, pending: Pending, request: RequestView, response: ResponseView,
-                  error: str) -> IdentityEvent:
+    def _fallback(self, pending: Pending, request: RequestView, response: ResponseView, error: str) -> IdentityEvent:
         rt = pending.route
         etype = pending.action.type if pending.action is not None else _FALLBACK.get(rt.kind, EventType.ALARM_RAISED)
-        return IdentityEvent(etype, Outcome.UNKNOWN, realm=rt.realm, actor=pending.attribution.actor,
-                             source_ip=request.client_ip, request_id=request.request_id,
-                             details={"reason": "capture_failed", "capture_error": error, "kind": rt.kind.value,
-                                      "method": request.method, "status": response.status})
+        return IdentityEvent(
+            etype,
+            Outcome.UNKNOWN,
+            realm=rt.realm,
+            actor=pending.attribution.actor,
+            source_ip=request.client_ip,
+            request_id=request.request_id,
+            details={
+                "reason": "capture_failed",
+                "capture_error": error,
+                "kind": rt.kind.value,
+                "method": request.method,
+                "status": response.status,
+            },
+        )
 
-    def _finish(self, pending: Pending, request: RequestView, response: ResponseView,
-                facts: Facts) -> list[IdentityEvent]:
+    def _finish(
+        self, pending: Pending, request: RequestView, response: ResponseView, facts: Facts
+    ) -> list[IdentityEvent]:
         rt = pending.route
         if rt.kind is c.Kind.ADMIN_WRITE:
-            if pending.claimed is not None and facts.bearer is not None and facts.bearer.claims is not None \
-                    and 200 <= response.status < 300:
+            if (
+                pending.claimed is not None
+                and facts.bearer is not None
+                and facts.bearer.claims is not None
+                and 200 <= response.status < 300
+            ):
                 pending.attribution, pending.claimed = self.attribute(facts.bearer), None
             events = self._admin_outcome(pending, request, response)
             after = facts.state
@@ -395,17 +461,33 @@ class CapturePipeline:
                 events = [replace(e, details=_with_states(e, pending.before, after.access)) for e in events]
             before = pending.state
             # Nobody reached before (an empty group): nothing to read again, and the effect is zero users.
-            after_effect = after.effect if after is not None and after.effect is not None else \
-                ({} if before is not None and before.effect == {} else None)
+            after_effect = (
+                after.effect
+                if after is not None and after.effect is not None
+                else ({} if before is not None and before.effect == {} else None)
+            )
             if before is not None and before.effect is not None and after_effect is not None:
                 found = changes.effect(before.effect, after_effect, before.effect_complete)
-                events = [replace(e, details={**e.details, "effect": found}) if e.outcome is Outcome.SUCCEEDED
-                          else e for e in events]
+                events = [
+                    replace(e, details={**e.details, "effect": found}) if e.outcome is Outcome.SUCCEEDED else e
+                    for e in events
+                ]
             assert pending.action is not None
-            return [out for e in events for out in c.outcome_events(
-                rt, pending.action, request, response, e, before.reads if before is not None else None,
-                after.reads if after is not None else None, pending.before,
-                after.access if after is not None else None)]
+            return [
+                out
+                for e in events
+                for out in c.outcome_events(
+                    rt,
+                    pending.action,
+                    request,
+                    response,
+                    e,
+                    before.reads if before is not None else None,
+                    after.reads if after is not None else None,
+                    pending.before,
+                    after.access if after is not None else None,
+                )
+            ]
         if rt.kind is c.Kind.TOKEN:
             return self._token(rt, request, response)
         if rt.kind in (c.Kind.LOGIN_STEP, c.Kind.REQUIRED_ACTION, c.Kind.AUTH):
@@ -434,10 +516,21 @@ class CapturePipeline:
             details["unverified"] = p.claimed
         if p.intent_seq is not None:
             details["intent_seq"] = p.intent_seq
-        return [IdentityEvent(p.action.type, Outcome.UNKNOWN, realm=p.route.realm, actor=p.attribution.actor,
-                              target=p.action.target, client=p.attribution.client, source_ip=request.client_ip,
-                              session=p.attribution.session, request_id=request.request_id, error=reason,
-                              details=details)]
+        return [
+            IdentityEvent(
+                p.action.type,
+                Outcome.UNKNOWN,
+                realm=p.route.realm,
+                actor=p.attribution.actor,
+                target=p.action.target,
+                client=p.attribution.client,
+                source_ip=request.client_ip,
+                session=p.attribution.session,
+                request_id=request.request_id,
+                error=reason,
+                details=details,
+            )
+        ]
 
     # ------------------------------------------------------------------ internals
     def _login_context(self, request: RequestView, *, identity_vouched: bool) -> tuple[c.LoginContext, str | None]:
@@ -459,8 +552,9 @@ class CapturePipeline:
             identity_sub = None
         username = (known.username if known else None) or (session_known.username if session_known else None)
         user_id = (known.user_id if known else None) or identity_sub
-        return c.LoginContext(username, user_id, sid if identity_sub else None,
-                              kc_action=self.sessions.action(key)), key
+        return c.LoginContext(
+            username, user_id, sid if identity_sub else None, kc_action=self.sessions.action(key)
+        ), key
 
     @staticmethod
     def _identity_cookie(response: ResponseView) -> dict[str, str] | None:
@@ -471,8 +565,9 @@ class CapturePipeline:
 
     def _browser(self, rt: c.Route, request: RequestView, response: ResponseView) -> list[IdentityEvent]:
         # An SSO login answered at once with a code: Keycloak accepted the presented identity cookie.
-        vouched = rt.kind is c.Kind.AUTH and response.status in (302, 303) and "code=" in \
-            response.headers.get("Location", "")
+        vouched = (
+            rt.kind is c.Kind.AUTH and response.status in (302, 303) and "code=" in response.headers.get("Location", "")
+        )
         ctx, key = self._login_context(request, identity_vouched=vouched)
         identity = self._identity_cookie(response)
         if rt.kind is c.Kind.LOGIN_STEP:
@@ -487,8 +582,10 @@ class CapturePipeline:
             if any(e.type is EventType.LOGIN_SUCCEEDED for e in events):
                 mfa = self.sessions.action(key + _MFA if key else None)
                 if mfa:
-                    events = [replace(e, details={**e.details, "mfa": mfa}) if e.type is EventType.LOGIN_SUCCEEDED
-                              else e for e in events]
+                    events = [
+                        replace(e, details={**e.details, "mfa": mfa}) if e.type is EventType.LOGIN_SUCCEEDED else e
+                        for e in events
+                    ]
                 self.sessions.forget_action(key)
                 self.sessions.forget_action(key + _MFA if key else None)
         else:
@@ -496,8 +593,9 @@ class CapturePipeline:
             if action:
                 # The required-action post that finishes it names only the alias (not, e.g., which
                 # credential delete_credential removes): remember it for this login attempt.
-                cookie = cookies(request.headers, "Cookie").get("AUTH_SESSION_ID") or \
-                    cookies(response.headers, "Set-Cookie").get("AUTH_SESSION_ID")
+                cookie = cookies(request.headers, "Cookie").get("AUTH_SESSION_ID") or cookies(
+                    response.headers, "Set-Cookie"
+                ).get("AUTH_SESSION_ID")
                 if cookie:
                     self.sessions.remember_action(self.sessions.attempt_key(cookie), action[:512])
             events = c.on_sso_auth(rt, request, response, identity, ctx)
@@ -521,10 +619,21 @@ class CapturePipeline:
             ident = self._identity_cookie(response)
             if ident and ident.get("sid"):
                 details["impersonation_session"] = ident["sid"]
-        return [IdentityEvent(p.action.type, outcome, realm=p.route.realm, actor=p.attribution.actor, target=target,
-                              client=p.attribution.client, source_ip=request.client_ip,
-                              session=p.attribution.session, request_id=request.request_id, error=error,
-                              details=details)]
+        return [
+            IdentityEvent(
+                p.action.type,
+                outcome,
+                realm=p.route.realm,
+                actor=p.attribution.actor,
+                target=target,
+                client=p.attribution.client,
+                source_ip=request.client_ip,
+                session=p.attribution.session,
+                request_id=request.request_id,
+                error=error,
+                details=details,
+            )
+        ]
 
     def _token(self, rt: c.Route, request: RequestView, response: ResponseView) -> list[IdentityEvent]:
         client_id, _ = basic_client(request.headers)
@@ -558,8 +667,13 @@ class CapturePipeline:
         if refresh_claims and events and events[0].actor and not events[0].actor.id and refresh_claims.get("sub"):
             # Lightweight access tokens carry no sub; the refresh token from the same answer does
             # (HMAC-signed by Keycloak, so read for correlation: it came back on the response we forwarded).
-            events = [replace(events[0], actor=replace(events[0].actor, id=refresh_claims.get("sub")),
-                              session=events[0].session or refresh_claims.get("sid"))]
+            events = [
+                replace(
+                    events[0],
+                    actor=replace(events[0].actor, id=refresh_claims.get("sub")),
+                    session=events[0].session or refresh_claims.get("sid"),
+                )
+            ]
         out = []
         for e in events:
             details = dict(e.details)
@@ -589,8 +703,9 @@ class CapturePipeline:
                 return name, value
         return None
 
-    def _logout(self, rt: c.Route, request: RequestView, response: ResponseView,
-                hint: HintFacts | None) -> list[IdentityEvent]:
+    def _logout(
+        self, rt: c.Route, request: RequestView, response: ResponseView, hint: HintFacts | None
+    ) -> list[IdentityEvent]:
         """Logout and revocation, attributed only to what is vouched for.
 
         Vouched: a presented ID or access token whose signature verified; a refresh token the
@@ -615,19 +730,32 @@ class CapturePipeline:
             vouched = self.sessions.refresh(self._fingerprint(presented[1]))
         sid = raw.get("sid")
         known = self.sessions.sessions.get(sid) if sid else None
-        if vouched is None and source == "cookie" and known is not None and known.user_id \
-                and known.user_id == raw.get("sub"):
+        if (
+            vouched is None
+            and source == "cookie"
+            and known is not None
+            and known.user_id
+            and known.user_id == raw.get("sub")
+        ):
             # A browser logout by cookie: the session is one the sidecar saw Keycloak open for this user.
             # (Never for a presented token: its sid and sub are not secrets, anyone can write them.)
             vouched = known
         logout = rt.kind is c.Kind.LOGOUT
-        keycloak_validated = logout and source != "cookie" and response.status in (200, 204, 302, 303) \
+        keycloak_validated = (
+            logout
+            and source != "cookie"
+            and response.status in (200, 204, 302, 303)
             and not (response.status == 200 and c.page_errors(response))
+        )
         if vouched is None and keycloak_validated and (raw.get("sub") or raw.get("preferred_username")):
             vouched = Principal(raw.get("sub"), raw.get("preferred_username"))
         client_basic, _ = basic_client(request.headers)
-        client = client_basic or form.get("client_id") or request.query.get("client_id") or \
-            (raw.get("azp") if vouched else None)
+        client = (
+            client_basic
+            or form.get("client_id")
+            or request.query.get("client_id")
+            or (raw.get("azp") if vouched else None)
+        )
         if vouched is not None:
             user_id = vouched.user_id
             username = vouched.username or (known.username if known else None)
@@ -657,8 +785,10 @@ class CapturePipeline:
             return
         user_id, display = data.get("userId"), data.get("displayName")
         if claims.sid and isinstance(user_id, str):
-            self.sessions.sessions.put(claims.sid, Principal(user_id, display if isinstance(display, str) and display
-                                                             else None, claims.realm, claims.azp))
+            self.sessions.sessions.put(
+                claims.sid,
+                Principal(user_id, display if isinstance(display, str) and display else None, claims.realm, claims.azp),
+            )
 
 
 def _body_caveat(request: RequestView, action: c.AdminAction) -> c.AdminAction:
@@ -677,8 +807,13 @@ def _flat_roles(state: Mapping[str, Any]) -> set[str]:
     out = {r for r in state.get("realm_roles") or () if isinstance(r, str)}
     clients = state.get("client_roles")
     if isinstance(clients, Mapping):
-        out.update(f"{client}:{r}" for client, roles in clients.items() if isinstance(roles, list)
-                   for r in roles if isinstance(r, str))
+        out.update(
+            f"{client}:{r}"
+            for client, roles in clients.items()
+            if isinstance(roles, list)
+            for r in roles
+            if isinstance(r, str)
+        )
     return out
 
 

@@ -36,8 +36,16 @@ OnLogin = Callable[[bool | None, str | None, dict[str, Any]], Awaitable[None]]
 
 
 class KeycloakReader:
-    def __init__(self, base: str, realm: str, client_id: str, secret: str, *, timeout_s: float = 3.0,
-                 on_login: OnLogin | None = None) -> None:
+    def __init__(
+        self,
+        base: str,
+        realm: str,
+        client_id: str,
+        secret: str,
+        *,
+        timeout_s: float = 3.0,
+        on_login: OnLogin | None = None,
+    ) -> None:
         self.base = base.rstrip("/")
         self.realm = realm
         self._client_id = client_id
@@ -65,9 +73,13 @@ class KeycloakReader:
             assert self._session is not None
             try:
                 async with self._session.post(
-                        f"{self.base}/realms/{self.realm}/protocol/openid-connect/token",
-                        data={"grant_type": "client_credentials", "client_id": self._client_id,
-                              "client_secret": self._secret}) as resp:
+                    f"{self.base}/realms/{self.realm}/protocol/openid-connect/token",
+                    data={
+                        "grant_type": "client_credentials",
+                        "client_id": self._client_id,
+                        "client_secret": self._secret,
+                    },
+                ) as resp:
                     data = await resp.json(content_type=None)
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 log.warning("state reader cannot log in: %s", type(exc).__name__)
@@ -95,8 +107,7 @@ class KeycloakReader:
             return None
         try:
             url = f"{self.base}/admin/realms/{self.realm}" + (f"/{path}" if path else "")
-            async with self._session.get(url,
-                                         headers={"Authorization": f"Bearer {token}"}) as resp:
+            async with self._session.get(url, headers={"Authorization": f"Bearer {token}"}) as resp:
                 if resp.status != 200:
                     return None
                 return await resp.json(content_type=None)
@@ -116,8 +127,11 @@ class KeycloakReader:
         if token is None or self._session is None:
             raise UpstreamError(f"the state reader cannot log in to realm {self.realm} at {self.base}")
         try:
-            async with self._session.get(f"{self.base}/admin/realms/{self.realm}/{path}", params=params,
-                                         headers={"Authorization": f"Bearer {token}"}) as resp:
+            async with self._session.get(
+                f"{self.base}/admin/realms/{self.realm}/{path}",
+                params=params,
+                headers={"Authorization": f"Bearer {token}"},
+            ) as resp:
                 if resp.status == 404:
                     return None
                 if resp.status == 401:
@@ -179,8 +193,9 @@ class KeycloakReader:
         if realm != self.realm or not username or len(username) > 255:
             return None, None
         for field in ("username", "email"):
-            found = await self._get(f"users?{field}={quote(username, safe='')}&exact=true&briefRepresentation=true"
-                                    "&max=2")
+            found = await self._get(
+                f"users?{field}={quote(username, safe='')}&exact=true&briefRepresentation=true&max=2"
+            )
             if not isinstance(found, list):
                 return None, None
             if found:
@@ -202,14 +217,17 @@ class KeycloakReader:
             return None
         state: dict[str, Any] = {
             "realm_roles": sorted(r["name"] for r in mappings.get("realmMappings", []) if "name" in r),
-            "client_roles": {client_id: sorted(r["name"] for r in v.get("mappings", []) if "name" in r)
-                             for client_id, v in (mappings.get("clientMappings") or {}).items()
-                             if isinstance(v, dict)},
+            "client_roles": {
+                client_id: sorted(r["name"] for r in v.get("mappings", []) if "name" in r)
+                for client_id, v in (mappings.get("clientMappings") or {}).items()
+                if isinstance(v, dict)
+            },
         }
         if kind == "user":
             groups = results[1]
-            state["groups"] = sorted(g.get("path") or g.get("name") for g in groups) \
-                if isinstance(groups, list) else None
+            state["groups"] = (
+                sorted(g.get("path") or g.get("name") for g in groups) if isinstance(groups, list) else None
+            )
         return state
 
     async def user_realm_access(self, realm: str, user_id: str) -> tuple[bool, frozenset[str]] | None:
@@ -220,12 +238,14 @@ class KeycloakReader:
         """
         if realm != self.realm:
             return None
-        user, roles = await asyncio.gather(self._get(f"users/{user_id}"),
-                                           self._get(f"users/{user_id}/role-mappings/realm/composite"))
+        user, roles = await asyncio.gather(
+            self._get(f"users/{user_id}"), self._get(f"users/{user_id}/role-mappings/realm/composite")
+        )
         if not isinstance(user, dict) or not isinstance(roles, list):
             return None
-        return user.get("enabled") is True, frozenset(r["name"] for r in roles
-                                                       if isinstance(r, dict) and isinstance(r.get("name"), str))
+        return user.get("enabled") is True, frozenset(
+            r["name"] for r in roles if isinstance(r, dict) and isinstance(r.get("name"), str)
+        )
 
     # ------------------------------------------------------------------ effects of role changes
     async def _list(self, path: str) -> list[dict[str, Any]]:
@@ -255,8 +275,11 @@ class KeycloakReader:
         `clients/{uuid}/roles/{name}`), up to `limit`; whether the list is complete."""
         if realm != self.realm:
             return [], False
-        users = [u["id"] for u in await self._list(f"{role_path}/users?briefRepresentation=true&max={limit + 1}")
-                 if isinstance(u.get("id"), str)]
+        users = [
+            u["id"]
+            for u in await self._list(f"{role_path}/users?briefRepresentation=true&max={limit + 1}")
+            if isinstance(u.get("id"), str)
+        ]
         complete = len(users) <= limit
         for group in await self._list(f"{role_path}/groups?briefRepresentation=true&max=50"):
             if isinstance(group.get("id"), str):
@@ -270,8 +293,10 @@ class KeycloakReader:
         if realm != self.realm:
             return None
         reads = [self._get(f"users/{user_id}/role-mappings/realm/composite?briefRepresentation=true")]
-        reads += [self._get(f"users/{user_id}/role-mappings/clients/{c}/composite?briefRepresentation=true")
-                  for c in client_uuids]
+        reads += [
+            self._get(f"users/{user_id}/role-mappings/clients/{c}/composite?briefRepresentation=true")
+            for c in client_uuids
+        ]
         results = await asyncio.gather(*reads)
         if not all(isinstance(r, list) for r in results):
             return None

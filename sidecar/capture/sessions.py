@@ -44,8 +44,12 @@ class _Lru:
     def put(self, key: str, value: Principal) -> None:
         old = self._data.get(key)
         if old is not None:  # keep what we knew if the new sighting knows less
-            value = Principal(value.user_id or old.user_id, value.username or old.username,
-                              value.realm or old.realm, value.client or old.client)
+            value = Principal(
+                value.user_id or old.user_id,
+                value.username or old.username,
+                value.realm or old.realm,
+                value.client or old.client,
+            )
         self._data[key] = value
         self._data.move_to_end(key)
         while len(self._data) > self._max:

@@ -46,8 +46,9 @@ from sidecar.core.events import clean_text
 log = logging.getLogger("sidecar.capture")
 
 # What Keycloak 26 can sign tokens with (realm keys: rsa, rsa-generated, ecdsa-generated, eddsa-generated).
-ASYMMETRIC_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
-                             "EdDSA", "Ed25519"})
+ASYMMETRIC_ALGS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "Ed25519"}
+)
 _MAX_TOKEN = 64 * 1024  # Keycloak's tokens are a few KB; a bigger one is not parsed at all
 
 JwksFetcher = Callable[[str], Awaitable[dict[str, Any] | None]]
@@ -89,8 +90,9 @@ class Claims:
             value = raw.get(name)
             return clean_text(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
 
-        return cls(verified, text("sub"), text("sid"), text("azp"), text("preferred_username"), text("iss"),
-                   text("typ"))
+        return cls(
+            verified, text("sub"), text("sid"), text("azp"), text("preferred_username"), text("iss"), text("typ")
+        )
 
     @property
     def realm(self) -> str | None:
@@ -98,8 +100,17 @@ class Claims:
 
     def correlation(self) -> dict[str, str]:
         """The claims as kept in a record for correlation (`details.unverified` when not verified)."""
-        return {k: v for k, v in (("sub", self.sub), ("sid", self.sid), ("azp", self.azp),
-                                  ("preferred_username", self.preferred_username), ("iss", self.iss)) if v}
+        return {
+            k: v
+            for k, v in (
+                ("sub", self.sub),
+                ("sid", self.sid),
+                ("azp", self.azp),
+                ("preferred_username", self.preferred_username),
+                ("iss", self.iss),
+            )
+            if v
+        }
 
 
 def realm_of_issuer(iss: object) -> str | None:
@@ -144,8 +155,7 @@ class TokenVerifier:
             log.warning("realm %s published an unusable JWKS: %s", realm, type(exc).__name__)
         return self._sets.get(realm)
 
-    async def verify(self, token: str, *, check_expiry: bool = True, fresh_keys: bool = False
-                     ) -> dict[str, Any] | None:
+    async def verify(self, token: str, *, check_expiry: bool = True, fresh_keys: bool = False) -> dict[str, Any] | None:
         """Claims of a validly signed (and, unless told otherwise, unexpired) token, or None.
 
         `check_expiry=False` is for an `id_token_hint`, which Keycloak accepts after it expired.

@@ -75,8 +75,8 @@ _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _KEY = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*":')
 # A number with a fraction or exponent at the start or right after ':', ',' or '[' (cheap hint; strings
 # may match too).
-_FLOAT_HINT = re.compile(rb'(?:^|[:,\[])-?[0-9]+[.eE]')
-_FLOAT = re.compile(rb'[0-9][.eE]')
+_FLOAT_HINT = re.compile(rb"(?:^|[:,\[])-?[0-9]+[.eE]")
+_FLOAT = re.compile(rb"[0-9][.eE]")
 
 
 class NotCanonical(ValueError):

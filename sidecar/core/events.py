@@ -242,8 +242,17 @@ class Party:
     name: str | None = None
 
     def to_json(self) -> dict[str, str]:
-        return {k: v for k, v in (("id", self.id), ("username", self.username), ("client", self.client),
-                                  ("kind", self.kind), ("name", self.name)) if v is not None}
+        return {
+            k: v
+            for k, v in (
+                ("id", self.id),
+                ("username", self.username),
+                ("client", self.client),
+                ("kind", self.kind),
+                ("name", self.name),
+            )
+            if v is not None
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,8 +289,14 @@ class IdentityEvent:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": self.type.value, "outcome": self.outcome.value}
-        for key, value in (("realm", self.realm), ("client", self.client), ("ip", self.source_ip),
-                           ("session", self.session), ("request_id", self.request_id), ("error", self.error)):
+        for key, value in (
+            ("realm", self.realm),
+            ("client", self.client),
+            ("ip", self.source_ip),
+            ("session", self.session),
+            ("request_id", self.request_id),
+            ("error", self.error),
+        ):
             if value is not None:
                 out[key] = value
         if self.actor is not None:

@@ -71,7 +71,7 @@ def _valid_frame_after(view: memoryview, start: int) -> bool:
                 stop = at + _HEAD.size + length
                 if length <= MAX_FRAME and stop + _CRC.size <= end:
                     (crc,) = _CRC.unpack_from(view, stop)
-                    if crc32(view[at + _HEAD.size: stop], crc32(view[at: at + _HEAD.size])) == crc:
+                    if crc32(view[at + _HEAD.size : stop], crc32(view[at : at + _HEAD.size])) == crc:
                         return True
             pos = data.find(bytes([kind]), pos + 1)
     return False
@@ -102,12 +102,13 @@ def iter_frames(data: bytes | memoryview) -> Iterator[Frame | FrameDamage]:
             return
         stop = pos + _HEAD.size + length
         if stop + _CRC.size > end:
-            yield FrameDamage(pos, f"frame of {length} bytes runs past the end of the data",
-                              not _valid_frame_after(view, pos + 1))
+            yield FrameDamage(
+                pos, f"frame of {length} bytes runs past the end of the data", not _valid_frame_after(view, pos + 1)
+            )
             return
-        body = view[pos + _HEAD.size: stop]
+        body = view[pos + _HEAD.size : stop]
         (crc,) = unpack_crc(view, stop)
-        if crc32(body, crc32(view[pos: pos + _HEAD.size])) != crc:
+        if crc32(body, crc32(view[pos : pos + _HEAD.size])) != crc:
             yield FrameDamage(pos, "frame checksum mismatch", not _valid_frame_after(view, pos + 1))
             return
         yield Frame(kind, pos, bytes(body))

@@ -54,8 +54,7 @@ class PublicKey:
         return True
 
     def to_json(self) -> dict[str, str]:
-        return {"name": self.name, "public_key": base64.b64encode(self.raw).decode(),
-                "key_id": self.key_id.hex()}
+        return {"name": self.name, "public_key": base64.b64encode(self.raw).decode(), "key_id": self.key_id.hex()}
 
     @classmethod
     def from_json(cls, obj: dict[str, str], *, require_key_id: bool = False) -> PublicKey:

@@ -154,9 +154,7 @@ class CompactRange:
         stored = list(hashes)
         expected = len(_levels(begin, end))
         if len(stored) != expected:
-            raise ValueError(
-                f"compact range [{begin}, {end}) needs {expected} subtree hashes, got {len(stored)}"
-            )
+            raise ValueError(f"compact range [{begin}, {end}) needs {expected} subtree hashes, got {len(stored)}")
         for i, h in enumerate(stored):
             if type(h) is not bytes or len(h) != HASH_SIZE:
                 raise ValueError(f"compact range hash {i} is not a {HASH_SIZE}-byte bytes object")
@@ -390,9 +388,7 @@ def verify_inclusion(index: int, size: int, leaf_hash: bytes, proof: Sequence[by
         raise IntegrityError(f"{where}: computed root {_short(r)}, expected {_short(root)}")
 
 
-def verify_consistency(
-    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
-) -> None:
+def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]) -> None:
     """Check that the tree (`new_size`, `new_root`) extends (`old_size`, `old_root`) (RFC 9162 §2.1.4.2)."""
     where = f"consistency proof from size {old_size} to {new_size}"
     if old_size < 0 or new_size < old_size:
@@ -411,8 +407,7 @@ def verify_consistency(
             )
         if old_size == new_size and new_root != old_root:
             raise IntegrityError(
-                f"{where}: trees of equal size differ: "
-                f"old root {_short(old_root)}, new root {_short(new_root)}"
+                f"{where}: trees of equal size differ: old root {_short(old_root)}, new root {_short(new_root)}"
             )
         return
 

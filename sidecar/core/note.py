@@ -81,8 +81,10 @@ class Seal:
     policy_digest: str
 
     def line(self) -> str:
-        return (f"seal {self.segment} {self.first_seq} {self.last_seq} {self.first_hash.hex()} "
-                f"{self.last_hash.hex()} {self.policy_digest}")
+        return (
+            f"seal {self.segment} {self.first_seq} {self.last_seq} {self.first_hash.hex()} "
+            f"{self.last_hash.hex()} {self.policy_digest}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,15 +149,22 @@ class Checkpoint:
             if fields[0] == "segment" and len(fields) == 4 and segment is None and seal is None:
                 if not _HEX64.fullmatch(fields[3]):
                     raise NoteError(f"line {i}: segment digest is not 64 lowercase hex digits")
-                segment = SegmentBytes(_decimal(fields[1], f"line {i}: segment"),
-                                       _decimal(fields[2], f"line {i}: offset"), bytes.fromhex(fields[3]))
+                segment = SegmentBytes(
+                    _decimal(fields[1], f"line {i}: segment"),
+                    _decimal(fields[2], f"line {i}: offset"),
+                    bytes.fromhex(fields[3]),
+                )
             elif fields[0] == "seal" and len(fields) == 7 and seal is None:
                 if not (_HEX64.fullmatch(fields[4]) and _HEX64.fullmatch(fields[5]) and _POLICY.fullmatch(fields[6])):
                     raise NoteError(f"line {i}: seal hashes or policy are not lowercase hex")
-                seal = Seal(_decimal(fields[1], f"line {i}: seal segment"),
-                            _decimal(fields[2], f"line {i}: seal first seq"),
-                            _decimal(fields[3], f"line {i}: seal last seq"),
-                            bytes.fromhex(fields[4]), bytes.fromhex(fields[5]), fields[6])
+                seal = Seal(
+                    _decimal(fields[1], f"line {i}: seal segment"),
+                    _decimal(fields[2], f"line {i}: seal first seq"),
+                    _decimal(fields[3], f"line {i}: seal last seq"),
+                    bytes.fromhex(fields[4]),
+                    bytes.fromhex(fields[5]),
+                    fields[6],
+                )
             else:
                 raise NoteError(f"line {i}: unknown or misplaced extension line {line[:40]!r}")
         return cls(origin, size, root, time_ns, seal, segment)
@@ -192,7 +201,7 @@ def split_note(note: bytes) -> tuple[bytes, list[NoteSignature]]:
     cut = note.rfind(b"\n\n")
     if cut < 0:
         raise NoteError("note has no blank line before its signatures")
-    body, sig_block = note[: cut + 1], note[cut + 2:]
+    body, sig_block = note[: cut + 1], note[cut + 2 :]
     if not sig_block.endswith(b"\n"):
         raise NoteError("signature block does not end with a newline")
     try:
@@ -203,7 +212,7 @@ def split_note(note: bytes) -> tuple[bytes, list[NoteSignature]]:
     for line in text.split("\n"):
         if not line.startswith(SIG_PREFIX):
             raise NoteError(f"signature line does not start with an em dash: {line[:40]!r}")
-        parts = line[len(SIG_PREFIX):].split(" ")
+        parts = line[len(SIG_PREFIX) :].split(" ")
         if len(parts) != 2 or not _NAME.fullmatch(parts[0]) or not _B64.fullmatch(parts[1]):
             raise NoteError(f"malformed signature line {line[:60]!r}")
         try:
@@ -232,8 +241,10 @@ def checkpoint_of(note: bytes) -> Checkpoint:
 def signed_by(note: Note, key: PublicKey) -> bool:
     """Whether some signature line is a valid Ed25519 signature by `key` over the body."""
     kid = key.key_id
-    return any(s.name == key.name and s.key_id == kid and len(s.blob) == 64 and key.verify(s.blob, note.body)
-               for s in note.signatures)
+    return any(
+        s.name == key.name and s.key_id == kid and len(s.blob) == 64 and key.verify(s.blob, note.body)
+        for s in note.signatures
+    )
 
 
 def verify_note(note: bytes, key: PublicKey) -> bytes:

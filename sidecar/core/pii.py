@@ -52,8 +52,7 @@ def encrypt_value(key: bytes, nonce: bytes, *, origin: str, subject: str, path: 
     if len(key) != KEY_BYTES or len(nonce) != NONCE_BYTES:
         raise ValueError("a subject key is 32 bytes and a nonce 12")
     ct = AESGCM(key).encrypt(nonce, canonical_bytes(value), _aad(origin, subject, path))
-    return {"ct": base64.b64encode(ct).decode(), MARK: VERSION, "n": base64.b64encode(nonce).decode(),
-            "sub": subject}
+    return {"ct": base64.b64encode(ct).decode(), MARK: VERSION, "n": base64.b64encode(nonce).decode(), "sub": subject}
 
 
 def decrypt_value(key: bytes, enc: dict[str, Any], *, origin: str, path: str) -> Any:
@@ -79,8 +78,14 @@ def _user_id(party: Any) -> str | None:
     return None
 
 
-def identifying_values(event: dict[str, Any], *, party_fields: tuple[str, ...], event_fields: tuple[str, ...],
-                       detail_fields: tuple[str, ...], fallback: str) -> list[tuple[Path, str]]:
+def identifying_values(
+    event: dict[str, Any],
+    *,
+    party_fields: tuple[str, ...],
+    event_fields: tuple[str, ...],
+    detail_fields: tuple[str, ...],
+    fallback: str,
+) -> list[tuple[Path, str]]:
     """The (path, subject) of every identifying value in a record's event, not yet encrypted.
 
     The subject is the Keycloak user id the value identifies: a user party's own id for its
@@ -117,8 +122,11 @@ def identifying_values(event: dict[str, Any], *, party_fields: tuple[str, ...], 
         walk(details, ("details",), actor_id or target_id or fallback)
     if isinstance(details, dict) and details.get("field") in party_fields and target_id:
         # A drift record about a user's username (renamed around the sidecar) quotes the old and new value.
-        out += [(("details", k), target_id) for k in ("expected", "live")
-                if details.get(k) is not None and not is_encrypted(details[k])]
+        out += [
+            (("details", k), target_id)
+            for k in ("expected", "live")
+            if details.get(k) is not None and not is_encrypted(details[k])
+        ]
     return out
 
 
@@ -168,8 +176,9 @@ class Opened:
     sealed: tuple[Path, ...]  # paths left encrypted: no key store given, or its key unknown there
 
 
-def open_event(event: dict[str, Any], *, origin: str, key_of: Callable[[str], bytes | None] | None,
-               erased: Callable[[str], bool]) -> Opened:
+def open_event(
+    event: dict[str, Any], *, origin: str, key_of: Callable[[str], bytes | None] | None, erased: Callable[[str], bool]
+) -> Opened:
     """Decrypt what `key_of` can; an erased subject's values stay ciphertext and are named in `erased`.
 
     Without a key store (`key_of` None) every encrypted value stays as it is (a pseudonym).

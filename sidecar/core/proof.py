@@ -50,8 +50,9 @@ class Leaf:
         return cls(int(obj["index"]), str(obj["record"]).encode(), tuple(_unb64(h) for h in obj["proof"]))
 
 
-def inclusion_bundle(leaves: list[bytes], bodies: dict[int, bytes], index: int, checkpoint_note: bytes,
-                     rotations: list[int]) -> dict[str, Any]:
+def inclusion_bundle(
+    leaves: list[bytes], bodies: dict[int, bytes], index: int, checkpoint_note: bytes, rotations: list[int]
+) -> dict[str, Any]:
     """Build the bundle for record `index`; `leaves` are all leaf hashes up to the checkpoint's size."""
     cp = checkpoint_of(checkpoint_note)
     tree = leaves[: cp.size]
@@ -59,20 +60,31 @@ def inclusion_bundle(leaves: list[bytes], bodies: dict[int, bytes], index: int, 
     def leaf(i: int) -> dict[str, Any]:
         return Leaf(i, bodies[i], tuple(merkle.inclusion_proof(i, tree))).to_json()
 
-    return {"format": BUNDLE_FORMAT, "kind": "inclusion", "checkpoint": checkpoint_note.decode(),
-            "leaf": leaf(index), "key_chain": [leaf(i) for i in rotations if i < cp.size]}
+    return {
+        "format": BUNDLE_FORMAT,
+        "kind": "inclusion",
+        "checkpoint": checkpoint_note.decode(),
+        "leaf": leaf(index),
+        "key_chain": [leaf(i) for i in rotations if i < cp.size],
+    }
 
 
-def consistency_bundle(leaves: list[bytes], bodies: dict[int, bytes], old_note: bytes, new_note: bytes,
-                       rotations: list[int]) -> dict[str, Any]:
+def consistency_bundle(
+    leaves: list[bytes], bodies: dict[int, bytes], old_note: bytes, new_note: bytes, rotations: list[int]
+) -> dict[str, Any]:
     old = checkpoint_of(old_note)
     new = checkpoint_of(new_note)
     tree = leaves[: new.size]
     proof = merkle.consistency_proof(old.size, tree)
-    chain = [Leaf(i, bodies[i], tuple(merkle.inclusion_proof(i, tree))).to_json() for i in rotations
-             if i < new.size]
-    return {"format": BUNDLE_FORMAT, "kind": "consistency", "old": old_note.decode(), "new": new_note.decode(),
-            "proof": [_b64(h) for h in proof], "key_chain": chain}
+    chain = [Leaf(i, bodies[i], tuple(merkle.inclusion_proof(i, tree))).to_json() for i in rotations if i < new.size]
+    return {
+        "format": BUNDLE_FORMAT,
+        "kind": "consistency",
+        "old": old_note.decode(),
+        "new": new_note.decode(),
+        "proof": [_b64(h) for h in proof],
+        "key_chain": chain,
+    }
 
 
 def _key_chain(items: list[dict[str, Any]], cp: Checkpoint, trust: TrustAnchor) -> list[tuple[int, PublicKey]]:
@@ -97,12 +109,17 @@ def _check_signed(note: bytes, trust: TrustAnchor, chain: list[tuple[int, Public
     cp = Checkpoint.parse_body(body)
     if cp.origin != trust.origin:
         raise IntegrityError(f"checkpoint is for origin {cp.origin!r}, the trust anchor for {trust.origin!r}")
-    valid = [k for i, (start, k) in enumerate(chain)
-             if start <= cp.size and (i + 1 == len(chain) or cp.size <= chain[i + 1][0])]
+    valid = [
+        k
+        for i, (start, k) in enumerate(chain)
+        if start <= cp.size and (i + 1 == len(chain) or cp.size <= chain[i + 1][0])
+    ]
     if not any(s.name == k.name and s.key_id == k.key_id and k.verify(s.signature, body) for s in sigs for k in valid):
-        raise IntegrityError(f"checkpoint of size {cp.size} is not signed by {' or '.join(k.name for k in valid)}, "
-                             f"the key the chain from the trust anchor leads to "
-                             f"(signed by {', '.join(s.name for s in sigs)})")
+        raise IntegrityError(
+            f"checkpoint of size {cp.size} is not signed by {' or '.join(k.name for k in valid)}, "
+            f"the key the chain from the trust anchor leads to "
+            f"(signed by {', '.join(s.name for s in sigs)})"
+        )
     return cp
 
 

@@ -68,11 +68,19 @@ class SegmentHeader:
         return f"kc-ledger/{self.version}"
 
     def encode(self) -> bytes:
-        return canonical_bytes({
-            "created": str(self.created_ns), "first_seq": self.first_seq, "format": self.format,
-            "key": self.key.to_json(), "origin": self.origin, "policy": self.policy,
-            "prev": self.prev.hex(), "range": [h.hex() for h in self.range], "segment": self.segment,
-        })
+        return canonical_bytes(
+            {
+                "created": str(self.created_ns),
+                "first_seq": self.first_seq,
+                "format": self.format,
+                "key": self.key.to_json(),
+                "origin": self.origin,
+                "policy": self.policy,
+                "prev": self.prev.hex(),
+                "range": [h.hex() for h in self.range],
+                "segment": self.segment,
+            }
+        )
 
     @classmethod
     def decode(cls, body: bytes) -> SegmentHeader:
@@ -99,9 +107,16 @@ class SegmentHeader:
                 raise ValueError("range is not a list of 64-digit lowercase hex hashes")
             if not isinstance(origin, str) or not origin or not isinstance(policy, str):
                 raise ValueError("origin or policy is not a string")
-            return cls(origin=origin, segment=seg, first_seq=first, prev=bytes.fromhex(prev),
-                       range=tuple(bytes.fromhex(h) for h in rng),
-                       key=PublicKey.from_json(obj["key"], require_key_id=True), policy=policy,
-                       created_ns=int(created), version=version)
+            return cls(
+                origin=origin,
+                segment=seg,
+                first_seq=first,
+                prev=bytes.fromhex(prev),
+                range=tuple(bytes.fromhex(h) for h in rng),
+                key=PublicKey.from_json(obj["key"], require_key_id=True),
+                policy=policy,
+                created_ns=int(created),
+                version=version,
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise HeaderError(f"segment header is malformed: {exc}") from exc

@@ -62,8 +62,14 @@ class Finding:
     seq: int | None = None
 
     def __str__(self) -> str:
-        where = " ".join(p for p in (f"segment {self.segment}" if self.segment else "",
-                                     f"seq {self.seq}" if self.seq is not None else "") if p)
+        where = " ".join(
+            p
+            for p in (
+                f"segment {self.segment}" if self.segment else "",
+                f"seq {self.seq}" if self.seq is not None else "",
+            )
+            if p
+        )
         return f"{where + ': ' if where else ''}{self.message} [{self.code}]"
 
     def to_json(self) -> dict[str, Any]:
@@ -131,8 +137,9 @@ def _subjects(value: Any, out: set[str]) -> None:
             _subjects(item, out)
 
 
-def scan_segment(name: str, data: bytes, want_sizes: frozenset[int] = frozenset(), *,
-                 thorough: bool = True) -> SegmentScan:
+def scan_segment(
+    name: str, data: bytes, want_sizes: frozenset[int] = frozenset(), *, thorough: bool = True
+) -> SegmentScan:
     """Phase 1: check one segment on its own (§15.1). Never raises on bad input.
 
     `thorough` is accepted for callers of the old quick scan and ignored: every record is read.
@@ -146,8 +153,11 @@ def scan_segment(name: str, data: bytes, want_sizes: frozenset[int] = frozenset(
         add(Finding("segment-empty", "segment file is empty", name))
         return scan
     if isinstance(first, framing.FrameDamage) or first.kind != framing.HEADER:
-        what = first.reason if isinstance(first, framing.FrameDamage) else \
-            f"first frame is a {framing.KIND_NAMES[first.kind]}, expected a header"
+        what = (
+            first.reason
+            if isinstance(first, framing.FrameDamage)
+            else f"first frame is a {framing.KIND_NAMES[first.kind]}, expected a header"
+        )
         add(Finding("header-missing", f"no segment header: {what}", name))
         return scan
     try:
@@ -176,12 +186,24 @@ def scan_segment(name: str, data: bytes, want_sizes: frozenset[int] = frozenset(
     for frame in frames:
         if isinstance(frame, framing.FrameDamage):
             scan.damage = frame
-            add(Finding("frame-damaged", f"offset {frame.offset}: {frame.reason}"
-                        + (" (a torn tail)" if frame.torn else ""), name, seq))
+            add(
+                Finding(
+                    "frame-damaged",
+                    f"offset {frame.offset}: {frame.reason}" + (" (a torn tail)" if frame.torn else ""),
+                    name,
+                    seq,
+                )
+            )
             break
         if scan.sealed:
-            add(Finding("after-seal", f"offset {frame.offset}: a {framing.KIND_NAMES[frame.kind]} frame follows "
-                        "the seal", name, seq))
+            add(
+                Finding(
+                    "after-seal",
+                    f"offset {frame.offset}: a {framing.KIND_NAMES[frame.kind]} frame follows the seal",
+                    name,
+                    seq,
+                )
+            )
             scan.stopped = True
             break
         kind, body = frame.kind, frame.body
@@ -194,21 +216,33 @@ def scan_segment(name: str, data: bytes, want_sizes: frozenset[int] = frozenset(
                 scan.stopped = True
                 break
             if rec.seq != seq:
-                add(Finding("seq-mismatch", f"expected seq {seq}, record says {rec.seq}",
-                            name, seq))
+                add(Finding("seq-mismatch", f"expected seq {seq}, record says {rec.seq}", name, seq))
                 scan.stopped = True
                 break
             if rec.prev != prev:
-                add(Finding("chain-broken", f"previous hash is {rec.prev.hex()[:16]}..., the record before it "
-                            f"hashes to {prev.hex()[:16]}...", name, seq))
+                add(
+                    Finding(
+                        "chain-broken",
+                        f"previous hash is {rec.prev.hex()[:16]}..., the record before it "
+                        f"hashes to {prev.hex()[:16]}...",
+                        name,
+                        seq,
+                    )
+                )
                 scan.stopped = True
                 break
             if rotated_at is not None:
-                add(Finding("rotation-window", f"a record follows the key.rotated record of seq {rotated_at} in the "
-                            "same segment: no key but the retired one covers it", name, seq))
+                add(
+                    Finding(
+                        "rotation-window",
+                        f"a record follows the key.rotated record of seq {rotated_at} in the "
+                        "same segment: no key but the retired one covers it",
+                        name,
+                        seq,
+                    )
+                )
             if rec.ts_ns < last_ts:
-                add(Finding("time-backwards", f"time {rec.ts_ns} is before the previous record's {last_ts}",
-                            name, seq))
+                add(Finding("time-backwards", f"time {rec.ts_ns} is before the previous record's {last_ts}", name, seq))
             last_ts = max(last_ts, rec.ts_ns)
             if scan.first_ts is None:
                 scan.first_ts = rec.ts_ns
@@ -218,15 +252,25 @@ def scan_segment(name: str, data: bytes, want_sizes: frozenset[int] = frozenset(
             if etype == KEY_ROTATED:
                 try:
                     details = rec.event.get("details")
-                    new_key = PublicKey.from_json(details["key"] if isinstance(details, dict) else {},
-                                                  require_key_id=True)
+                    new_key = PublicKey.from_json(
+                        details["key"] if isinstance(details, dict) else {}, require_key_id=True
+                    )
                 except (KeyError, TypeError, ValueError) as exc:
-                    add(Finding("rotation-malformed", f"key.rotated record has no usable details.key: {exc}",
-                                name, seq))
+                    add(
+                        Finding("rotation-malformed", f"key.rotated record has no usable details.key: {exc}", name, seq)
+                    )
                 else:
                     if pending is not None or (v2 and rotated_at is not None):
-                        add(Finding("rotation-invalid", "a second key.rotated record before any checkpoint"
-                                    if not v2 else "a second key.rotated record in one segment", name, seq))
+                        add(
+                            Finding(
+                                "rotation-invalid",
+                                "a second key.rotated record before any checkpoint"
+                                if not v2
+                                else "a second key.rotated record in one segment",
+                                name,
+                                seq,
+                            )
+                        )
                     pending = new_key
                     scan.rotations.append((seq, new_key))
                     if v2:
@@ -263,8 +307,15 @@ def scan_segment(name: str, data: bytes, want_sizes: frozenset[int] = frozenset(
             signed = note is not None and signed_by(note, checker)
             if note is not None and not signed:
                 names = ", ".join(f"{s.name} (key id {s.key_id.hex()})" for s in note.signatures)
-                add(Finding("bad-signature", f"{label} at offset {frame.offset}: signed by {names}, expected a valid "
-                            f"signature by {key.name} (key id {key.key_id.hex()})", name, where))
+                add(
+                    Finding(
+                        "bad-signature",
+                        f"{label} at offset {frame.offset}: signed by {names}, expected a valid "
+                        f"signature by {key.name} (key id {key.key_id.hex()})",
+                        name,
+                        where,
+                    )
+                )
             if pending is not None:  # the rotation is covered by this checkpoint of the outgoing key
                 if not v2:  # kc-ledger/1: it takes effect after this frame; kc-ledger/2: at the next segment
                     key = pending
@@ -272,27 +323,60 @@ def scan_segment(name: str, data: bytes, want_sizes: frozenset[int] = frozenset(
             cp = note.checkpoint if note is not None else None
             if cp is not None:
                 if cp.size != at:
-                    add(Finding("checkpoint-size", f"{label} says tree size {cp.size}, but {at} records precede it",
-                                name, where))
+                    add(
+                        Finding(
+                            "checkpoint-size",
+                            f"{label} says tree size {cp.size}, but {at} records precede it",
+                            name,
+                            where,
+                        )
+                    )
                 if (kind == framing.SEAL) != (cp.seal is not None):
                     add(Finding("seal-malformed", f"{label} frame kind and seal line disagree", name, where))
                 if v2:
-                    digest.update(data[digested:frame.offset])
+                    digest.update(data[digested : frame.offset])
                     digested = frame.offset
                     want = (header.segment, frame.offset, digest.digest())
                     got = (cp.segment.segment, cp.segment.offset, cp.segment.digest) if cp.segment else None
                     if got != want:
-                        add(Finding("segment-digest", f"{label} at offset {frame.offset} signs "
-                                    + (f"segment {got[0]}, {got[1]} bytes hashing to {got[2].hex()[:16]}..."
-                                       if got else "no segment line")
-                                    + f"; the segment is {want[0]}, its {want[1]} bytes before the frame hash to "
-                                    f"{want[2].hex()[:16]}...", name, where))
+                        add(
+                            Finding(
+                                "segment-digest",
+                                f"{label} at offset {frame.offset} signs "
+                                + (
+                                    f"segment {got[0]}, {got[1]} bytes hashing to {got[2].hex()[:16]}..."
+                                    if got
+                                    else "no segment line"
+                                )
+                                + f"; the segment is {want[0]}, its {want[1]} bytes before the frame hash to "
+                                f"{want[2].hex()[:16]}...",
+                                name,
+                                where,
+                            )
+                        )
                 elif cp.segment is not None:
-                    add(Finding("bad-signature", f"{label} at offset {frame.offset}: malformed note: a segment line "
-                                "in a kc-ledger/1 segment", name, where))
-            scan.checkpoints.append(CheckpointScan(label, body, cp, tuple(crange.hashes), signed, at, frame.offset,
-                                                   checker.raw if signed else None,
-                                                   checker.name if signed else None))
+                    add(
+                        Finding(
+                            "bad-signature",
+                            f"{label} at offset {frame.offset}: malformed note: a segment line "
+                            "in a kc-ledger/1 segment",
+                            name,
+                            where,
+                        )
+                    )
+            scan.checkpoints.append(
+                CheckpointScan(
+                    label,
+                    body,
+                    cp,
+                    tuple(crange.hashes),
+                    signed,
+                    at,
+                    frame.offset,
+                    checker.raw if signed else None,
+                    checker.name if signed else None,
+                )
+            )
             if kind == framing.SEAL:
                 scan.sealed = True
         else:  # a second header
@@ -310,13 +394,27 @@ def scan_segment(name: str, data: bytes, want_sizes: frozenset[int] = frozenset(
     if scan.damage is None and not scan.stopped:
         covered = scan.checkpoints[-1].at_seq if scan.checkpoints else None
         if covered is None and v2:
-            add(Finding("unsigned-tail", f"no checkpoint in the segment: its header and {scan.records} record(s) "
-                        "are covered by no signature", name, header.first_seq))
+            add(
+                Finding(
+                    "unsigned-tail",
+                    f"no checkpoint in the segment: its header and {scan.records} record(s) "
+                    "are covered by no signature",
+                    name,
+                    header.first_seq,
+                )
+            )
         elif seq > (covered if covered is not None else header.first_seq):
             start = covered if covered is not None else header.first_seq
-            add(Finding("unsigned-tail", f"{seq - start} record(s) after the last checkpoint (seq {start}..{seq - 1})"
-                        " are covered by no signature: appended by someone without the key, or a crash not yet "
-                        "recovered", name, start))
+            add(
+                Finding(
+                    "unsigned-tail",
+                    f"{seq - start} record(s) after the last checkpoint (seq {start}..{seq - 1})"
+                    " are covered by no signature: appended by someone without the key, or a crash not yet "
+                    "recovered",
+                    name,
+                    start,
+                )
+            )
     return scan
 
 
@@ -352,14 +450,24 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         out = {
             "verdict": "intact" if self.ok else "tampered-or-incomplete",
-            "segments": self.segments, "records": self.records, "bytes": self.total_bytes,
-            "checkpoints": self.checkpoints, "external_checkpoints": self.external_checkpoints,
-            "tree_size": self.size, "root": self.root.hex(),
-            "first_time_ns": self.first_ts, "last_time_ns": self.last_ts, "keys": self.keys,
-            "event_types": dict(sorted(self.types.items())), "formats": dict(sorted(self.formats.items())),
-            "limitations": self.limitations, "encrypted_records": self.encrypted_records,
-            "erased_records": self.erased_records, "erased_subjects": self.erased_subjects,
-            "mode": self.mode, "findings": [f.to_json() for f in self.findings],
+            "segments": self.segments,
+            "records": self.records,
+            "bytes": self.total_bytes,
+            "checkpoints": self.checkpoints,
+            "external_checkpoints": self.external_checkpoints,
+            "tree_size": self.size,
+            "root": self.root.hex(),
+            "first_time_ns": self.first_ts,
+            "last_time_ns": self.last_ts,
+            "keys": self.keys,
+            "event_types": dict(sorted(self.types.items())),
+            "formats": dict(sorted(self.formats.items())),
+            "limitations": self.limitations,
+            "encrypted_records": self.encrypted_records,
+            "erased_records": self.erased_records,
+            "erased_subjects": self.erased_subjects,
+            "mode": self.mode,
+            "findings": [f.to_json() for f in self.findings],
         }
         if self.witnesses is not None:
             out["witnesses"] = self.witnesses
@@ -380,8 +488,7 @@ def _root_at(prefix: CompactRange, subrange: Sequence[bytes], begin: int, end: i
     return rng.root()
 
 
-def verify_scans(scans: Iterable[SegmentScan], trust: TrustAnchor,
-                 external: Sequence[bytes] = ()) -> Report:
+def verify_scans(scans: Iterable[SegmentScan], trust: TrustAnchor, external: Sequence[bytes] = ()) -> Report:
     """Phase 2: link the segment scans into one verdict (§15.2, §15.3)."""
     report = Report()
     add = report.findings.append
@@ -414,26 +521,42 @@ def verify_scans(scans: Iterable[SegmentScan], trust: TrustAnchor,
             add(Finding("segment-name", "file name is not <8 digits>.seg", scan.name))
             continue
         if scan.number != expected_segment:
-            missing = ", ".join(segment_name(n) for n in range(expected_segment, scan.number)) \
-                if scan.number > expected_segment else ""
-            add(Finding("segment-missing" if missing else "segment-order",
-                        f"expected segment {segment_name(expected_segment)} next, found {scan.name}"
-                        + (f"; missing: {missing}" if missing else ""), scan.name))
+            missing = (
+                ", ".join(segment_name(n) for n in range(expected_segment, scan.number))
+                if scan.number > expected_segment
+                else ""
+            )
+            add(
+                Finding(
+                    "segment-missing" if missing else "segment-order",
+                    f"expected segment {segment_name(expected_segment)} next, found {scan.name}"
+                    + (f"; missing: {missing}" if missing else ""),
+                    scan.name,
+                )
+            )
         expected_segment = scan.number + 1
         if h is None:
             continue
         report.formats[h.format] += 1
         if h.version < last_version:
-            add(Finding("format-downgrade", f"a {h.format} segment follows a kc-ledger/{last_version} segment",
-                        scan.name, h.first_seq))
+            add(
+                Finding(
+                    "format-downgrade",
+                    f"a {h.format} segment follows a kc-ledger/{last_version} segment",
+                    scan.name,
+                    h.first_seq,
+                )
+            )
         last_version = max(last_version, h.version)
         if h.origin != trust.origin:
-            add(Finding("origin-mismatch", f"segment belongs to origin {h.origin!r}, expected {trust.origin!r}",
-                        scan.name))
+            add(
+                Finding(
+                    "origin-mismatch", f"segment belongs to origin {h.origin!r}, expected {trust.origin!r}", scan.name
+                )
+            )
             continue
         if h.first_seq != next_seq:
-            add(Finding("seq-gap", f"segment starts at seq {h.first_seq}, expected {next_seq}", scan.name,
-                        h.first_seq))
+            add(Finding("seq-gap", f"segment starts at seq {h.first_seq}, expected {next_seq}", scan.name, h.first_seq))
             # Records are missing (or extra): roots from here on cannot be checked against the records.
             # Carry on from the header's own claims so the rest of the ledger is still examined.
             tree_ok = False
@@ -441,14 +564,34 @@ def verify_scans(scans: Iterable[SegmentScan], trust: TrustAnchor,
             next_seq = h.first_seq
         else:
             if h.prev != prev_hash:
-                add(Finding("chain-broken", f"previous hash is {h.prev.hex()[:16]}..., the record before it hashes "
-                            f"to {prev_hash.hex()[:16]}...", scan.name, h.first_seq))
+                add(
+                    Finding(
+                        "chain-broken",
+                        f"previous hash is {h.prev.hex()[:16]}..., the record before it hashes "
+                        f"to {prev_hash.hex()[:16]}...",
+                        scan.name,
+                        h.first_seq,
+                    )
+                )
             if prefix is not None and tuple(h.range) != tuple(prefix.hashes):
-                add(Finding("range-mismatch", "header's Merkle range does not match the records before it",
-                            scan.name, h.first_seq))
+                add(
+                    Finding(
+                        "range-mismatch",
+                        "header's Merkle range does not match the records before it",
+                        scan.name,
+                        h.first_seq,
+                    )
+                )
         if h.key != key:
-            add(Finding("untrusted-key", f"segment names key {h.key.name} ({h.key.key_id.hex()}), but the key in force "
-                        f"is {key.name} ({key.key_id.hex()})", scan.name, h.first_seq))
+            add(
+                Finding(
+                    "untrusted-key",
+                    f"segment names key {h.key.name} ({h.key.key_id.hex()}), but the key in force "
+                    f"is {key.name} ({key.key_id.hex()})",
+                    scan.name,
+                    h.first_seq,
+                )
+            )
         begin = h.first_seq
         for cps in scan.checkpoints:
             report.checkpoints += 1
@@ -457,48 +600,99 @@ def verify_scans(scans: Iterable[SegmentScan], trust: TrustAnchor,
                 continue
             where = _before(cps.at_seq)
             if cp.origin != trust.origin:
-                add(Finding("origin-mismatch", f"{cps.kind} of size {cp.size} names origin {cp.origin!r}",
-                            scan.name, where))
+                add(
+                    Finding(
+                        "origin-mismatch", f"{cps.kind} of size {cp.size} names origin {cp.origin!r}", scan.name, where
+                    )
+                )
             # A checkpoint of the wrong size is `checkpoint-size` (15.1) and its root is not compared.
             if prefix is not None and cp.size == cps.at_seq:
                 root = _root_at(prefix, cps.subrange, begin, cp.size)
                 roots[cp.size] = root
                 if root != cp.root:
-                    add(Finding("root-mismatch", f"{cps.kind} of size {cp.size} has root {cp.root.hex()[:16]}..., "
-                                f"the records hash to {root.hex()[:16]}...", scan.name, where))
+                    add(
+                        Finding(
+                            "root-mismatch",
+                            f"{cps.kind} of size {cp.size} has root {cp.root.hex()[:16]}..., "
+                            f"the records hash to {root.hex()[:16]}...",
+                            scan.name,
+                            where,
+                        )
+                    )
             if cp.time_ns < last_time:
-                add(Finding("time-backwards", f"{cps.kind} time {cp.time_ns} is before the previous checkpoint's "
-                            f"{last_time}", scan.name, where))
+                add(
+                    Finding(
+                        "time-backwards",
+                        f"{cps.kind} time {cp.time_ns} is before the previous checkpoint's {last_time}",
+                        scan.name,
+                        where,
+                    )
+                )
             last_time = max(last_time, cp.time_ns)
             if cp.seal is not None:
                 s = cp.seal
                 last = h.first_seq + scan.records - 1
-                if (s.segment, s.first_seq, s.last_seq) != (scan.number, h.first_seq, last) \
-                        or s.last_hash != scan.last_hash or s.first_hash != scan.first_hash:
-                    add(Finding("seal-mismatch", f"seal says segment {s.segment} seq {s.first_seq}..{s.last_seq} "
-                                f"ending in {s.last_hash.hex()[:16]}..., the segment holds {scan.number} seq "
-                                f"{h.first_seq}..{last} ending in {(scan.last_hash or b'').hex()[:16]}...",
-                                scan.name, where))
+                if (
+                    (s.segment, s.first_seq, s.last_seq) != (scan.number, h.first_seq, last)
+                    or s.last_hash != scan.last_hash
+                    or s.first_hash != scan.first_hash
+                ):
+                    add(
+                        Finding(
+                            "seal-mismatch",
+                            f"seal says segment {s.segment} seq {s.first_seq}..{s.last_seq} "
+                            f"ending in {s.last_hash.hex()[:16]}..., the segment holds {scan.number} seq "
+                            f"{h.first_seq}..{last} ending in {(scan.last_hash or b'').hex()[:16]}...",
+                            scan.name,
+                            where,
+                        )
+                    )
                 if s.policy_digest != h.policy:
-                    add(Finding("policy-mismatch", f"seal's policy digest {s.policy_digest[:16]}... differs from the "
-                                f"header's {h.policy[:16]}...", scan.name, where))
+                    add(
+                        Finding(
+                            "policy-mismatch",
+                            f"seal's policy digest {s.policy_digest[:16]}... differs from the "
+                            f"header's {h.policy[:16]}...",
+                            scan.name,
+                            where,
+                        )
+                    )
         # The scan checked every signature with the key the header names (following in-segment
         # rotations in kc-ledger/1); here the header's key must be the one the key chain trusts.
         for seq, new_key in scan.rotations:
             if new_key.name != key_name(trust.origin, key.epoch + 1):
-                add(Finding("rotation-invalid", f"key.rotated introduces {new_key.name}, expected "
-                            f"{key_name(trust.origin, key.epoch + 1)}", scan.name, seq))
+                add(
+                    Finding(
+                        "rotation-invalid",
+                        f"key.rotated introduces {new_key.name}, expected {key_name(trust.origin, key.epoch + 1)}",
+                        scan.name,
+                        seq,
+                    )
+                )
             key = new_key
             report.keys.append(key.name)
             schedule.append((seq + 1, key))
         if scan.pending_key is not None and i != len(ordered) - 1:
-            add(Finding("rotation-unsigned", f"key.rotated to {scan.pending_key.name} is not followed by a "
-                        "checkpoint signed by the outgoing key", scan.name, scan.last_seq))
+            add(
+                Finding(
+                    "rotation-unsigned",
+                    f"key.rotated to {scan.pending_key.name} is not followed by a "
+                    "checkpoint signed by the outgoing key",
+                    scan.name,
+                    scan.last_seq,
+                )
+            )
         if not scan.sealed and i != len(ordered) - 1:
             add(Finding("not-sealed", f"segment is not sealed but {ordered[i + 1].name} follows it", scan.name))
         if scan.first_ts is not None and scan.first_ts < last_record_ts:
-            add(Finding("time-backwards", f"first record time {scan.first_ts} is before the previous segment's "
-                        f"last {last_record_ts}", scan.name, h.first_seq))
+            add(
+                Finding(
+                    "time-backwards",
+                    f"first record time {scan.first_ts} is before the previous segment's last {last_record_ts}",
+                    scan.name,
+                    h.first_seq,
+                )
+            )
         if scan.last_ts is not None:
             last_record_ts = scan.last_ts
         if prefix is not None:
@@ -533,12 +727,21 @@ def verify_scans(scans: Iterable[SegmentScan], trust: TrustAnchor,
 
 def valid_keys(schedule: Sequence[tuple[int, PublicKey]], size: int) -> list[PublicKey]:
     """The keys valid for a checkpoint of tree size `size` (docs/format.md §12)."""
-    return [k for i, (start, k) in enumerate(schedule)
-            if start <= size and (i + 1 == len(schedule) or size <= schedule[i + 1][0])]
+    return [
+        k
+        for i, (start, k) in enumerate(schedule)
+        if start <= size and (i + 1 == len(schedule) or size <= schedule[i + 1][0])
+    ]
 
 
-def check_external(note: bytes, trust: TrustAnchor, report: Report, roots: dict[int, bytes],
-                   schedule: Sequence[tuple[int, PublicKey]], source: str = "external checkpoint") -> None:
+def check_external(
+    note: bytes,
+    trust: TrustAnchor,
+    report: Report,
+    roots: dict[int, bytes],
+    schedule: Sequence[tuple[int, PublicKey]],
+    source: str = "external checkpoint",
+) -> None:
     """§15.3: one checkpoint held outside the ledger against the ledger's roots."""
     report.external_checkpoints += 1
     add = report.findings.append
@@ -559,25 +762,50 @@ def check_external(note: bytes, trust: TrustAnchor, report: Report, roots: dict[
         later = [s for s in parsed.ed25519 if _later_epoch(s.name, trust.origin, newest.epoch)]
         if signed_by(parsed, newest) or later:
             what = f"an {source}" if source.startswith("external") else source
-            add(Finding("tail-cut", f"{what} proves {cp.size} records, the ledger holds only {report.size}: the "
-                        "tail was cut or the ledger rolled back"
-                        + (f" (signed by {later[0].name}, a key the cut ledger no longer introduces)"
-                           if later and not signed_by(parsed, newest) else ""), seq=report.size))
+            add(
+                Finding(
+                    "tail-cut",
+                    f"{what} proves {cp.size} records, the ledger holds only {report.size}: the "
+                    "tail was cut or the ledger rolled back"
+                    + (
+                        f" (signed by {later[0].name}, a key the cut ledger no longer introduces)"
+                        if later and not signed_by(parsed, newest)
+                        else ""
+                    ),
+                    seq=report.size,
+                )
+            )
         else:
-            add(Finding("external-signature", f"{source} of size {cp.size} is beyond the ledger's end and not signed "
-                        f"by its newest key {newest.name} or a later epoch's; signed by {signers}"))
+            add(
+                Finding(
+                    "external-signature",
+                    f"{source} of size {cp.size} is beyond the ledger's end and not signed "
+                    f"by its newest key {newest.name} or a later epoch's; signed by {signers}",
+                )
+            )
         return
     valid = valid_keys(schedule, cp.size)
     if not any(signed_by(parsed, k) for k in valid):
-        add(Finding("external-signature", f"{source} of size {cp.size} is not signed by a key in force at that "
-                    f"size ({', '.join(k.name for k in valid)}); signed by {signers}"))
+        add(
+            Finding(
+                "external-signature",
+                f"{source} of size {cp.size} is not signed by a key in force at that "
+                f"size ({', '.join(k.name for k in valid)}); signed by {signers}",
+            )
+        )
         return
     root = roots.get(cp.size)
     if root is None:
         add(Finding("external-unchecked", f"no Merkle range kept for size {cp.size}; pass it as want_sizes"))
     elif root != cp.root:
-        add(Finding("split-view", f"{source} of size {cp.size} has root {cp.root.hex()[:16]}..., the ledger's "
-                    f"records give {root.hex()[:16]}...: the ledger was rewritten or forked", seq=cp.size - 1))
+        add(
+            Finding(
+                "split-view",
+                f"{source} of size {cp.size} has root {cp.root.hex()[:16]}..., the ledger's "
+                f"records give {root.hex()[:16]}...: the ledger was rewritten or forked",
+                seq=cp.size - 1,
+            )
+        )
 
 
 def _later_epoch(name: str, origin: str, epoch: int) -> bool:

@@ -78,7 +78,7 @@ def parse_witness_list(data: bytes) -> list[Witness]:
     except orjson.JSONDecodeError as exc:
         raise WitnessError(f"witness list is not JSON: {exc}") from exc
     if not isinstance(obj, dict) or obj.get("format") != LIST_FORMAT or not isinstance(obj.get("witnesses"), list):
-        raise WitnessError(f"witness list must be {{\"format\": \"{LIST_FORMAT}\", \"witnesses\": [...]}}")
+        raise WitnessError(f'witness list must be {{"format": "{LIST_FORMAT}", "witnesses": [...]}}')
     out: list[Witness] = []
     for i, item in enumerate(obj["witnesses"]):
         if not isinstance(item, dict) or not isinstance(item.get("vkey"), str):
@@ -96,8 +96,9 @@ def parse_witness_list(data: bytes) -> list[Witness]:
 
 
 def witness_list_json(witnesses: list[Witness]) -> bytes:
-    items: list[dict[str, Any]] = [{"name": w.name, "vkey": w.vkey, **({"url": w.url} if w.url else {})}
-                                   for w in witnesses]
+    items: list[dict[str, Any]] = [
+        {"name": w.name, "vkey": w.vkey, **({"url": w.url} if w.url else {})} for w in witnesses
+    ]
     return orjson.dumps({"format": LIST_FORMAT, "witnesses": items}, option=orjson.OPT_INDENT_2) + b"\n"
 
 
@@ -123,9 +124,12 @@ def cosignature_lines(body: bytes, witness: Witness, note: bytes) -> bytes:
         parsed = parse_note(note + body)
     except NoteError as exc:
         raise WitnessError(f"{witness.name}: answer is not signature lines: {exc}") from exc
-    good = [s for s in parsed.signatures[len(parse_note(note).signatures):]
-            if s.name == witness.name and cosigned_by(Note(parsed.body, parsed.checkpoint, (s,)), witness.name,
-                                                       witness.public_key) is not None]
+    good = [
+        s
+        for s in parsed.signatures[len(parse_note(note).signatures) :]
+        if s.name == witness.name
+        and cosigned_by(Note(parsed.body, parsed.checkpoint, (s,)), witness.name, witness.public_key) is not None
+    ]
     if not good:
         raise WitnessError(f"{witness.name}: no valid cosignature in the answer")
     return b"".join(s.line() for s in good)

@@ -56,8 +56,9 @@ class RateLimit:
 class LiveState:
     """The state reader for one realm; `limit` is shared by every read it makes."""
 
-    def __init__(self, reader: AdminReader, *, rate_per_s: float = 100.0, page: int = 200,
-                 credentials: bool = True) -> None:
+    def __init__(
+        self, reader: AdminReader, *, rate_per_s: float = 100.0, page: int = 200, credentials: bool = True
+    ) -> None:
         self.reader = reader
         self.limit = RateLimit(rate_per_s)
         self.page = page
@@ -94,8 +95,14 @@ class LiveState:
         users: dict[str, dict[str, Any]] = state["users"]
         for u in await self._pages("users", {"briefRepresentation": "false"}):
             if isinstance(u.get("id"), str):
-                users[u["id"]] = {"username": u.get("username"), "enabled": bool(u.get("enabled", False)),
-                                  "realm_roles": [], "client_roles": {}, "groups": [], "credentials": []}
+                users[u["id"]] = {
+                    "username": u.get("username"),
+                    "enabled": bool(u.get("enabled", False)),
+                    "realm_roles": [],
+                    "client_roles": {},
+                    "groups": [],
+                    "credentials": [],
+                }
         groups: dict[str, dict[str, Any]] = state["groups"]
         for g in await self._all_groups():
             groups[g["id"]] = {"path": g.get("path") or g.get("name"), "realm_roles": [], "client_roles": {}}
@@ -158,8 +165,10 @@ class LiveState:
         if role.get("composite"):
             comps = await self._get(f"{base}/composites") or []
             state["roles"][role_key(name, client)] = {
-                "composites": sorted(role_key(str(c.get("name")), _client_of(c, state)) for c in comps
-                                     if isinstance(c, dict))}
+                "composites": sorted(
+                    role_key(str(c.get("name")), _client_of(c, state)) for c in comps if isinstance(c, dict)
+                )
+            }
 
     async def read_events(self, kind: str, since_ms: int, *, max_pages: int = 50) -> list[dict[str, Any]]:
         """User ("events") or admin ("admin-events") events of the realm since `since_ms`, oldest first."""

@@ -96,12 +96,21 @@ def load_snapshot(source: Path, hexd: str) -> dict[str, Any]:
 
 
 def snapshot_event(realm: str, client_id: str, content: bytes, hexd: str, state: dict[str, Any]) -> IdentityEvent:
-    return IdentityEvent(EventType.STATE_SNAPSHOT, Outcome.SUCCEEDED, realm=realm,
-                         actor=Party(client=client_id, kind="client"),
-                         details={"digest": f"sha256:{hexd}", "file": f"{SNAPSHOT_DIR}/{hexd}.json",
-                                  "bytes": len(content), "taken_ns": state["taken_ns"],
-                                  "users": len(state["users"]), "groups": len(state["groups"]),
-                                  "roles": len(state["roles"])})
+    return IdentityEvent(
+        EventType.STATE_SNAPSHOT,
+        Outcome.SUCCEEDED,
+        realm=realm,
+        actor=Party(client=client_id, kind="client"),
+        details={
+            "digest": f"sha256:{hexd}",
+            "file": f"{SNAPSHOT_DIR}/{hexd}.json",
+            "bytes": len(content),
+            "taken_ns": state["taken_ns"],
+            "users": len(state["users"]),
+            "groups": len(state["groups"]),
+            "roles": len(state["roles"]),
+        },
+    )
 
 
 def _plain(value: Any) -> Any:
@@ -116,11 +125,23 @@ def _plain(value: Any) -> Any:
 
 
 def mismatch_event(m: Mismatch, first_seen_ns: int, snapshot_seq: int | None) -> IdentityEvent:
-    return IdentityEvent(EventType.DRIFT_DETECTED, Outcome.SUCCEEDED, realm=m.realm,
-                         target=Party(id=m.id, kind=m.kind, name=m.name),
-                         details=_plain({"kind": "state-mismatch", "field": m.field, "expected": m.expected,
-                                         "live": m.live, "first_seen_ns": str(first_seen_ns),
-                                         "expected_since_seq": m.since_seq, "snapshot_seq": snapshot_seq}))
+    return IdentityEvent(
+        EventType.DRIFT_DETECTED,
+        Outcome.SUCCEEDED,
+        realm=m.realm,
+        target=Party(id=m.id, kind=m.kind, name=m.name),
+        details=_plain(
+            {
+                "kind": "state-mismatch",
+                "field": m.field,
+                "expected": m.expected,
+                "live": m.live,
+                "first_seen_ns": str(first_seen_ns),
+                "expected_since_seq": m.since_seq,
+                "snapshot_seq": snapshot_seq,
+            }
+        ),
+    )
 
 
 def unrecorded_event(realm: str, ev: dict[str, Any], first_seen_ns: int) -> IdentityEvent:
@@ -135,11 +156,22 @@ def unrecorded_event(realm: str, ev: dict[str, Any], first_seen_ns: int) -> Iden
         # SECURITY: only a name Keycloak matched to a user; any other may be a password typed as a username.
         named = (ev.get("details") or {}).get("username") if ev.get("userId") else None
         target = Party(id=ev.get("userId"), username=named, kind="user")
-    return IdentityEvent(EventType.DRIFT_DETECTED, Outcome.SUCCEEDED, realm=realm, target=target,
-                         details=_plain({"kind": "unrecorded-change" if admin else "unrecorded-event",
-                                         "field": "ledger record", "expected": "a ledger record for this event",
-                                         "live": event_label(ev), "keycloak_event": summary,
-                                         "first_seen_ns": str(first_seen_ns)}))
+    return IdentityEvent(
+        EventType.DRIFT_DETECTED,
+        Outcome.SUCCEEDED,
+        realm=realm,
+        target=target,
+        details=_plain(
+            {
+                "kind": "unrecorded-change" if admin else "unrecorded-event",
+                "field": "ledger record",
+                "expected": "a ledger record for this event",
+                "live": event_label(ev),
+                "keycloak_event": summary,
+                "first_seen_ns": str(first_seen_ns),
+            }
+        ),
+    )
 
 
 # ----------------------------------------------------------------------------------------- the monitor
@@ -154,14 +186,24 @@ class _Status:
 
 
 class DriftMonitor:
-    def __init__(self, reader: AdminReader, append: Append, data_dir: Path, config: DriftConfig | None = None,
-                 *, client_id: str = "", since_ns: int | None = None, store: ObjectStore | None = None) -> None:
+    def __init__(
+        self,
+        reader: AdminReader,
+        append: Append,
+        data_dir: Path,
+        config: DriftConfig | None = None,
+        *,
+        client_id: str = "",
+        since_ns: int | None = None,
+        store: ObjectStore | None = None,
+    ) -> None:
         self.reader = reader
         self.append = append
         self.data_dir = data_dir
         self.config = config or DriftConfig()
-        self.live = LiveState(reader, rate_per_s=self.config.rate_per_s, page=self.config.page,
-                              credentials=self.config.credentials)
+        self.live = LiveState(
+            reader, rate_per_s=self.config.rate_per_s, page=self.config.page, credentials=self.config.credentials
+        )
         self.client_id = client_id
         self.status = _Status()
         self._commits: deque[Commit] = deque(maxlen=50_000)
@@ -195,9 +237,16 @@ class DriftMonitor:
 
     def to_json(self) -> dict[str, Any]:
         s = self.status
-        return {"baseline_seq": s.baseline_seq, "last_poll_ns": s.last_poll_ns, "last_sweep_ns": s.last_sweep_ns,
-                "last_error": s.last_error, "recorded": s.recorded, "active": s.active[:50],
-                "poll_s": self.config.poll_s, "sweep_s": self.config.sweep_s}
+        return {
+            "baseline_seq": s.baseline_seq,
+            "last_poll_ns": s.last_poll_ns,
+            "last_sweep_ns": s.last_sweep_ns,
+            "last_error": s.last_error,
+            "recorded": s.recorded,
+            "active": s.active[:50],
+            "poll_s": self.config.poll_s,
+            "sweep_s": self.config.sweep_s,
+        }
 
     def _drain(self) -> None:
         while self._commits:
@@ -266,8 +315,13 @@ class DriftMonitor:
         self._unapplied = [r for r in self._unapplied if int(r["ts"]) >= now]  # older ones are in the snapshot
         self._expected = Expected.from_snapshot(state, getattr(receipt, "seq", None))
         self.status.baseline_seq = self._expected.baseline_seq
-        log.info("drift baseline: %d users, %d groups, %d composite roles (snapshot %s...)", len(state["users"]),
-                 len(state["groups"]), len(state["roles"]), hexd[:12])
+        log.info(
+            "drift baseline: %d users, %d groups, %d composite roles (snapshot %s...)",
+            len(state["users"]),
+            len(state["groups"]),
+            len(state["roles"]),
+            hexd[:12],
+        )
 
     async def _upload(self) -> None:
         """Put snapshots into the remote store beside the segments (write-once; retried each poll)."""
@@ -299,14 +353,23 @@ class DriftMonitor:
             if ident in self._seen_events:
                 continue
             (deferred if now_ms - int(ev.get("time", 0)) < self.config.grace_s * 1000 else fresh).append(ev)
-        result = match([e for e in fresh if "operationType" not in e], [e for e in fresh if "operationType" in e],
-                       self._window, realm, 0, used=self._used, any_admin=True)
+        result = match(
+            [e for e in fresh if "operationType" not in e],
+            [e for e in fresh if "operationType" in e],
+            self._window,
+            realm,
+            0,
+            used=self._used,
+            any_admin=True,
+        )
         for ev in fresh:
             self._seen_events[_event_id(ev)] = int(ev.get("time", 0))
         metrics.DRIFT_EVENTS.inc(len(fresh))
         for ev in result.unmatched:
-            await self._record(unrecorded_event(realm, ev, time.time_ns()),
-                               "unrecorded-change" if "operationType" in ev else "unrecorded-event")
+            await self._record(
+                unrecorded_event(realm, ev, time.time_ns()),
+                "unrecorded-change" if "operationType" in ev else "unrecorded-event",
+            )
         newest = max([int(e.get("time", 0)) for e in fresh] or [since])
         self._watermark_ms = min([int(e.get("time", 0)) for e in deferred] or [newest])
         # forget ids older than the watermark: they can no longer come back from a query
@@ -393,15 +456,22 @@ class CheckResult:
     drifts: list[Any]
 
     def to_json(self) -> dict[str, Any]:
-        return {"realm": self.realm, "baseline": self.baseline, "compared": self.compared,
-                "events_checked": self.events_checked, "checked": sum(self.compared.values()),
-                "verdict": "drift" if self.drifts else "no-drift",
-                "drift": [d.to_json() if hasattr(d, "to_json") else d for d in self.drifts]}
+        return {
+            "realm": self.realm,
+            "baseline": self.baseline,
+            "compared": self.compared,
+            "events_checked": self.events_checked,
+            "checked": sum(self.compared.values()),
+            "verdict": "drift" if self.drifts else "no-drift",
+            "drift": [d.to_json() if hasattr(d, "to_json") else d for d in self.drifts],
+        }
 
     def summary(self) -> str:
         what = ", ".join(f"{v} {k}" for k, v in self.compared.items())
-        head = (f"compared {what} of realm {self.realm} (baseline: {self.baseline}) and "
-                f"{self.events_checked} Keycloak events with the verified ledger")
+        head = (
+            f"compared {what} of realm {self.realm} (baseline: {self.baseline}) and "
+            f"{self.events_checked} Keycloak events with the verified ledger"
+        )
         return head + ("\nno drift" if not self.drifts else f"\nDRIFT ({len(self.drifts)}):")
 
 
@@ -413,18 +483,33 @@ class EventDrift:
     def to_json(self) -> dict[str, Any]:
         admin = "operationType" in self.event
         summary = event_summary(self.event)
-        return {"realm": self.realm, "kind": "unrecorded-change" if admin else "unrecorded-event",
-                "field": "ledger record", "expected": "a ledger record for this event",
-                "live": event_label(self.event), "keycloak_event": summary,
-                "id": summary.get("resource_path") or summary.get("user_id")}
+        return {
+            "realm": self.realm,
+            "kind": "unrecorded-change" if admin else "unrecorded-event",
+            "field": "ledger record",
+            "expected": "a ledger record for this event",
+            "live": event_label(self.event),
+            "keycloak_event": summary,
+            "id": summary.get("resource_path") or summary.get("user_id"),
+        }
 
     def __str__(self) -> str:
         return f"Keycloak event {event_label(self.event)} at {self.event.get('time')} has no ledger record"
 
 
-async def check_once(source: Path, trust: Any, base_url: str, realm: str, client_id: str, secret: str, *,
-                     unverified: bool = False, config: DriftConfig | None = None,
-                     subjects: Any = None, origin: str = "") -> CheckResult:
+async def check_once(
+    source: Path,
+    trust: Any,
+    base_url: str,
+    realm: str,
+    client_id: str,
+    secret: str,
+    *,
+    unverified: bool = False,
+    config: DriftConfig | None = None,
+    subjects: Any = None,
+    origin: str = "",
+) -> CheckResult:
     """`subjects` (a sidecar.ledger.subjects.SubjectKeys): decrypt usernames; without it, they are not compared."""
     from sidecar.audit.reading import read_unverified, read_verified
     from sidecar.capture.reader import KeycloakReader
@@ -435,8 +520,10 @@ async def check_once(source: Path, trust: Any, base_url: str, realm: str, client
     started_ms = int(time.time() * 1000)
     from sidecar.ledger.subjects import open_snapshot, reveal
 
-    records = [reveal(r, origin=origin, store=subjects)
-               for r in (read_unverified(source) if unverified else read_verified(source, trust))]
+    records = [
+        reveal(r, origin=origin, store=subjects)
+        for r in (read_unverified(source) if unverified else read_verified(source, trust))
+    ]
     snap = None
     for rec in records:
         e = rec["event"]
@@ -456,16 +543,22 @@ async def check_once(source: Path, trust: Any, base_url: str, realm: str, client
                 exp.replay(r for r in records if int(r["seq"]) > int(snap["seq"]))
                 live = await live_reader.read_state(time.time_ns())
                 drifts: list[Any] = list(exp.compare(live))
-                compared = {"users": len(live["users"]), "groups": len(live["groups"]), "roles": len(live["roles"]),
-                            "realm settings": len(live["realm_settings"])}
+                compared = {
+                    "users": len(live["users"]),
+                    "groups": len(live["groups"]),
+                    "roles": len(live["roles"]),
+                    "realm settings": len(live["realm_settings"]),
+                }
                 since_ns = int(state["taken_ns"])
                 baseline = f"state.snapshot at seq {snap['seq']}"
             else:
                 targets = [t for t in expected_state(records).values() if t.realm == realm]
                 if not targets:
-                    raise CannotCheck(f"nothing to compare against: the ledger holds no state.snapshot of realm "
-                                      f"{realm} and no recorded after-state (is the drift monitor or the state "
-                                      "reader configured?)")
+                    raise CannotCheck(
+                        f"nothing to compare against: the ledger holds no state.snapshot of realm "
+                        f"{realm} and no recorded after-state (is the drift monitor or the state "
+                        "reader configured?)"
+                    )
                 drifts = []
                 for t in targets:
                     live_t = await reader.fetch(f"{'users' if t.kind == 'user' else 'groups'}/{t.id}")
@@ -477,10 +570,12 @@ async def check_once(source: Path, trust: Any, base_url: str, realm: str, client
                 since_ns = min(int(r["ts"]) for r in records)
                 baseline = "recorded after-states (no state.snapshot)"
             since_ms = since_ns // 1_000_000
-            user_ev = [e for e in await live_reader.read_events("events", since_ms)
-                       if int(e.get("time", 0)) < started_ms]
-            admin_ev = [e for e in await live_reader.read_events("admin-events", since_ms)
-                        if int(e.get("time", 0)) < started_ms]
+            user_ev = [
+                e for e in await live_reader.read_events("events", since_ms) if int(e.get("time", 0)) < started_ms
+            ]
+            admin_ev = [
+                e for e in await live_reader.read_events("admin-events", since_ms) if int(e.get("time", 0)) < started_ms
+            ]
         except UpstreamError as exc:
             raise CannotCheck(str(exc)) from exc
     finally:

@@ -66,12 +66,28 @@ ADMIN_EVENTS: dict[tuple[str, str], tuple[str, ...]] = {
     ("UPDATE", "GROUP"): ("group.updated",),
     ("DELETE", "GROUP"): ("group.deleted",),
     # partialImport: one CREATE / UPDATE REALM per object, resourcePath users/{id}, clients/{id}, groups/{id}, ...
-    ("CREATE", "REALM"): ("user.created", "client.created", "group.created", "role.created",
-                          "identity_provider.created"),
-    ("UPDATE", "REALM"): ("admin.change", "realm.events.changed", "realm.brute_force.changed",
-                          "realm.password_policy.changed", "realm.otp_policy.changed", "realm.flow_binding.changed",
-                          "admin_permissions.changed", "user.updated", "client.updated", "group.updated",
-                          "role.updated", "role.created", "identity_provider.updated"),
+    ("CREATE", "REALM"): (
+        "user.created",
+        "client.created",
+        "group.created",
+        "role.created",
+        "identity_provider.created",
+    ),
+    ("UPDATE", "REALM"): (
+        "admin.change",
+        "realm.events.changed",
+        "realm.brute_force.changed",
+        "realm.password_policy.changed",
+        "realm.otp_policy.changed",
+        "realm.flow_binding.changed",
+        "admin_permissions.changed",
+        "user.updated",
+        "client.updated",
+        "group.updated",
+        "role.updated",
+        "role.created",
+        "identity_provider.updated",
+    ),
 }
 # Other resource types, whatever the operation (docs/capture.md §9)
 ADMIN_RESOURCES: dict[str, tuple[str, ...]] = {
@@ -81,8 +97,11 @@ ADMIN_RESOURCES: dict[str, tuple[str, ...]] = {
     "AUTHENTICATOR_CONFIG": ("auth.execution.changed",),
     "REQUIRED_ACTION": ("required_action.changed",),
     "IDENTITY_PROVIDER": ("identity_provider.created", "identity_provider.updated", "identity_provider.deleted"),
-    "IDENTITY_PROVIDER_MAPPER": ("identity_provider.mapper.created", "identity_provider.mapper.updated",
-                                 "identity_provider.mapper.deleted"),
+    "IDENTITY_PROVIDER_MAPPER": (
+        "identity_provider.mapper.created",
+        "identity_provider.mapper.updated",
+        "identity_provider.mapper.deleted",
+    ),
     "CLIENT_SCOPE": ("client_scope.created", "client_scope.updated", "client_scope.deleted"),
     "CLIENT_SCOPE_CLIENT_MAPPING": ("client_scope.assigned", "client_scope.unassigned"),
     "CLIENT_SCOPE_MAPPING": ("client_scope.assigned", "client_scope.unassigned", "scope_mapping.changed"),
@@ -95,17 +114,42 @@ ANY_ADMIN = ("admin.change",)
 # Ledger kinds whose Keycloak counterpart Keycloak stores by default: a success of one of these
 # kinds with no Keycloak event is a record claiming something Keycloak did not see.
 # (REFRESH_TOKEN is not stored by default, admin.change covers paths without a fixed resource type.)
-ORACLE_VISIBLE = frozenset({"login.succeeded", "token.issued", "logout.completed", "role.granted", "role.revoked",
-                            "group.joined", "group.left", "user.created", "user.deleted", "client.created",
-                            "client.deleted", "client.secret.rotated", "password.reset", "client.updated",
-                            "group.created", "group.deleted", "role.created", "role.deleted",
-                            "identity_provider.created", "identity_provider.updated", "identity_provider.deleted",
-                            "client_scope.created", "client_scope.deleted", "protocol_mapper.created",
-                            "protocol_mapper.deleted"})
+ORACLE_VISIBLE = frozenset(
+    {
+        "login.succeeded",
+        "token.issued",
+        "logout.completed",
+        "role.granted",
+        "role.revoked",
+        "group.joined",
+        "group.left",
+        "user.created",
+        "user.deleted",
+        "client.created",
+        "client.deleted",
+        "client.secret.rotated",
+        "password.reset",
+        "client.updated",
+        "group.created",
+        "group.deleted",
+        "role.created",
+        "role.deleted",
+        "identity_provider.created",
+        "identity_provider.updated",
+        "identity_provider.deleted",
+        "client_scope.created",
+        "client_scope.deleted",
+        "protocol_mapper.created",
+        "protocol_mapper.deleted",
+    }
+)
 
 
-_OPERATION_ENDINGS = {"CREATE": (".created", ".assigned", ".changed"), "UPDATE": (".updated", ".changed"),
-                      "DELETE": (".deleted", ".unassigned", ".changed")}
+_OPERATION_ENDINGS = {
+    "CREATE": (".created", ".assigned", ".changed"),
+    "UPDATE": (".updated", ".changed"),
+    "DELETE": (".deleted", ".unassigned", ".changed"),
+}
 
 
 def _by_operation(kinds: tuple[str, ...], operation: str) -> tuple[str, ...]:
@@ -138,17 +182,33 @@ def event_summary(ev: dict[str, Any]) -> dict[str, Any]:
     """The parts of a Keycloak event a drift record may carry: never a representation (it can hold secrets)."""
     if "operationType" in ev:
         auth = ev.get("authDetails") or {}
-        out = {"store": "admin-events", "id": ev.get("id"), "time": ev.get("time"),
-               "operation": ev.get("operationType"), "resource_type": ev.get("resourceType"),
-               "resource_path": ev.get("resourcePath"), "actor_id": auth.get("userId"),
-               "actor_client": auth.get("clientId"), "ip": auth.get("ipAddress"), "error": ev.get("error")}
+        out = {
+            "store": "admin-events",
+            "id": ev.get("id"),
+            "time": ev.get("time"),
+            "operation": ev.get("operationType"),
+            "resource_type": ev.get("resourceType"),
+            "resource_path": ev.get("resourcePath"),
+            "actor_id": auth.get("userId"),
+            "actor_client": auth.get("clientId"),
+            "ip": auth.get("ipAddress"),
+            "error": ev.get("error"),
+        }
     else:
         details = ev.get("details") or {}
-        out = {"store": "events", "id": ev.get("id"), "time": ev.get("time"), "type": ev.get("type"),
-               # SECURITY: a name Keycloak matched to no user may be a password typed in the wrong field.
-               "user_id": ev.get("userId"), "username": details.get("username") if ev.get("userId") else None,
-               "client": ev.get("clientId"),
-               "session": ev.get("sessionId"), "ip": ev.get("ipAddress"), "error": ev.get("error")}
+        out = {
+            "store": "events",
+            "id": ev.get("id"),
+            "time": ev.get("time"),
+            "type": ev.get("type"),
+            # SECURITY: a name Keycloak matched to no user may be a password typed in the wrong field.
+            "user_id": ev.get("userId"),
+            "username": details.get("username") if ev.get("userId") else None,
+            "client": ev.get("clientId"),
+            "session": ev.get("sessionId"),
+            "ip": ev.get("ipAddress"),
+            "error": ev.get("error"),
+        }
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -159,9 +219,16 @@ def _actor_ok(kc_user: str | None, kc_username: str | None, rec: dict[str, Any])
     return bool(kc_username) and actor.get("username") == kc_username
 
 
-def match(user_events: Iterable[dict[str, Any]], admin_events: Iterable[dict[str, Any]],
-          records: Iterable[dict[str, Any]], realm: str, since_ns: int, *, used: set[int] | None = None,
-          any_admin: bool = False) -> Match:
+def match(
+    user_events: Iterable[dict[str, Any]],
+    admin_events: Iterable[dict[str, Any]],
+    records: Iterable[dict[str, Any]],
+    realm: str,
+    since_ns: int,
+    *,
+    used: set[int] | None = None,
+    any_admin: bool = False,
+) -> Match:
     """Pair every Keycloak event with one ledger record (each record used once).
 
     `used` carries the seqs already matched by earlier calls (an incremental reconciler);
@@ -169,8 +236,13 @@ def match(user_events: Iterable[dict[str, Any]], admin_events: Iterable[dict[str
     """
     result = Match(used=used if used is not None else set())
     used_seqs = result.used
-    pool = [r for r in records if int(r["ts"]) >= since_ns and r["event"].get("realm") == realm
-            and (r["event"].get("details") or {}).get("phase") != "intent"]
+    pool = [
+        r
+        for r in records
+        if int(r["ts"]) >= since_ns
+        and r["event"].get("realm") == realm
+        and (r["event"].get("details") or {}).get("phase") != "intent"
+    ]
     twins: set[int] = set()  # records already matched by the UPDATE_PASSWORD twin of an UPDATE_CREDENTIAL
     for ev in sorted(user_events, key=lambda e: e["time"]):
         if ev.get("type") not in USER_EVENTS:
@@ -182,8 +254,9 @@ def match(user_events: Iterable[dict[str, Any]], admin_events: Iterable[dict[str
         taken = twins if ev["type"] == "UPDATE_PASSWORD" else used_seqs
         # A record whose outcome the sidecar could not observe (`unknown`) is this event's record only when
         # none with the event's own outcome is: it claims nothing, but it is the request Keycloak recorded.
-        ranked = [r for r in pool if r["event"]["outcome"] == outcome] + \
-            [r for r in pool if r["event"]["outcome"] == "unknown"]
+        ranked = [r for r in pool if r["event"]["outcome"] == outcome] + [
+            r for r in pool if r["event"]["outcome"] == "unknown"
+        ]
         for rec in ranked:
             e = rec["event"]
             if rec["seq"] in taken or e["type"] not in kinds:
@@ -198,7 +271,8 @@ def match(user_events: Iterable[dict[str, Any]], admin_events: Iterable[dict[str
             elif not ev.get("userId") and not username:  # an error page or redirect before any user is known
                 # the redirect's error parameter may differ from the event's code (unauthorized_client / not_allowed)
                 ok = e.get("client") == ev.get("clientId") and (
-                    e.get("error") == ev.get("error") or (e.get("details") or {}).get("via") == "error-redirect")
+                    e.get("error") == ev.get("error") or (e.get("details") or {}).get("via") == "error-redirect"
+                )
             else:
                 ok = _actor_ok(ev.get("userId"), username, rec)
             if ok and client_ok:
@@ -226,8 +300,11 @@ def match(user_events: Iterable[dict[str, Any]], admin_events: Iterable[dict[str
         candidates: list[tuple[int, dict[str, Any]]] = []
         for rec in pool:
             e = rec["event"]
-            if rec["seq"] in used_seqs or e["type"] not in kinds or e["outcome"] not in ("succeeded", "unchanged",
-                                                                                          "unknown"):
+            if (
+                rec["seq"] in used_seqs
+                or e["type"] not in kinds
+                or e["outcome"] not in ("succeeded", "unchanged", "unknown")
+            ):
                 continue
             if (e.get("actor") or {}).get("id") != kc_actor:
                 continue

@@ -39,12 +39,22 @@ class Drift:
     since_seq: int
 
     def to_json(self) -> dict[str, Any]:
-        return {"realm": self.realm, "kind": self.kind, "id": self.id, "name": self.name, "field": self.field,
-                "expected": self.expected, "live": self.live, "expected_since_seq": self.since_seq}
+        return {
+            "realm": self.realm,
+            "kind": self.kind,
+            "id": self.id,
+            "name": self.name,
+            "field": self.field,
+            "expected": self.expected,
+            "live": self.live,
+            "expected_since_seq": self.since_seq,
+        }
 
     def __str__(self) -> str:
-        return (f"{self.kind} {self.name or self.id} in {self.realm}: {self.field} is {self.live!r}, the ledger "
-                f"says {self.expected!r} (as of record {self.since_seq})")
+        return (
+            f"{self.kind} {self.name or self.id} in {self.realm}: {self.field} is {self.live!r}, the ledger "
+            f"says {self.expected!r} (as of record {self.since_seq})"
+        )
 
 
 def expected_state(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str], Expected]:
@@ -61,18 +71,28 @@ def expected_state(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str, st
             continue
         after = (e.get("details") or {}).get("after")
         if isinstance(after, dict) and target.get("id"):
-            out[key] = Expected(key[0], key[1], key[2], target.get("username") or target.get("name"), after,
-                                int(rec["seq"]))
+            out[key] = Expected(
+                key[0], key[1], key[2], target.get("username") or target.get("name"), after, int(rec["seq"])
+            )
     return out
 
 
 def compare(expected: Expected, live: dict[str, Any] | None) -> list[Drift]:
     if live is None:
-        return [Drift(expected.realm, expected.kind, expected.id, expected.name, "exists", True, False,
-                      expected.seq)]
+        return [Drift(expected.realm, expected.kind, expected.id, expected.name, "exists", True, False, expected.seq)]
     drifts = []
     for field in ("realm_roles", "client_roles", "groups"):
         if field in expected.state and expected.state[field] is not None and live.get(field) != expected.state[field]:
-            drifts.append(Drift(expected.realm, expected.kind, expected.id, expected.name, field,
-                                expected.state[field], live.get(field), expected.seq))
+            drifts.append(
+                Drift(
+                    expected.realm,
+                    expected.kind,
+                    expected.id,
+                    expected.name,
+                    field,
+                    expected.state[field],
+                    live.get(field),
+                    expected.seq,
+                )
+            )
     return drifts

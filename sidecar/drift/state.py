@@ -29,20 +29,53 @@ from typing import Any
 from sidecar.core.canonical import canonical_bytes
 
 STATE_FORMAT = "kc-ledger-state/1"
-REALM_SETTINGS = ("enabled", "sslRequired", "registrationAllowed", "resetPasswordAllowed", "verifyEmail",
-                  "loginWithEmailAllowed", "duplicateEmailsAllowed", "editUsernameAllowed", "bruteForceProtected",
-                  "permanentLockout", "failureFactor", "maxFailureWaitSeconds", "passwordPolicy", "otpPolicyType",
-                  "otpPolicyAlgorithm", "otpPolicyDigits", "otpPolicyPeriod", "eventsEnabled", "adminEventsEnabled",
-                  "adminEventsDetailsEnabled", "accessTokenLifespan", "ssoSessionIdleTimeout",
-                  "ssoSessionMaxLifespan", "offlineSessionIdleTimeout", "revokeRefreshToken",
-                  "defaultSignatureAlgorithm", "browserFlow", "directGrantFlow", "resetCredentialsFlow",
-                  "clientAuthenticationFlow", "registrationFlow", "organizationsEnabled")
+REALM_SETTINGS = (
+    "enabled",
+    "sslRequired",
+    "registrationAllowed",
+    "resetPasswordAllowed",
+    "verifyEmail",
+    "loginWithEmailAllowed",
+    "duplicateEmailsAllowed",
+    "editUsernameAllowed",
+    "bruteForceProtected",
+    "permanentLockout",
+    "failureFactor",
+    "maxFailureWaitSeconds",
+    "passwordPolicy",
+    "otpPolicyType",
+    "otpPolicyAlgorithm",
+    "otpPolicyDigits",
+    "otpPolicyPeriod",
+    "eventsEnabled",
+    "adminEventsEnabled",
+    "adminEventsDetailsEnabled",
+    "accessTokenLifespan",
+    "ssoSessionIdleTimeout",
+    "ssoSessionMaxLifespan",
+    "offlineSessionIdleTimeout",
+    "revokeRefreshToken",
+    "defaultSignatureAlgorithm",
+    "browserFlow",
+    "directGrantFlow",
+    "resetCredentialsFlow",
+    "clientAuthenticationFlow",
+    "registrationFlow",
+    "organizationsEnabled",
+)
 _ACCESS = ("realm_roles", "client_roles", "groups")
 
 
 def empty_state(realm: str, now_ns: int) -> dict[str, Any]:
-    return {"format": STATE_FORMAT, "realm": realm, "taken_ns": str(now_ns), "realm_settings": {}, "users": {},
-            "groups": {}, "roles": {}}
+    return {
+        "format": STATE_FORMAT,
+        "realm": realm,
+        "taken_ns": str(now_ns),
+        "realm_settings": {},
+        "users": {},
+        "groups": {},
+        "roles": {},
+    }
 
 
 def state_bytes(state: dict[str, Any]) -> bytes:
@@ -68,17 +101,27 @@ class Mismatch:
 
     @property
     def key(self) -> str:
-        return digest(canonical_bytes({"k": self.kind, "i": self.id, "f": self.field, "e": self.expected,
-                                       "l": self.live}))
+        return digest(
+            canonical_bytes({"k": self.kind, "i": self.id, "f": self.field, "e": self.expected, "l": self.live})
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {"realm": self.realm, "kind": self.kind, "id": self.id, "name": self.name, "field": self.field,
-                "expected": self.expected, "live": self.live, "expected_since_seq": self.since_seq}
+        return {
+            "realm": self.realm,
+            "kind": self.kind,
+            "id": self.id,
+            "name": self.name,
+            "field": self.field,
+            "expected": self.expected,
+            "live": self.live,
+            "expected_since_seq": self.since_seq,
+        }
 
     def __str__(self) -> str:
-        return (f"{self.kind} {self.name or self.id} in {self.realm}: {self.field} is {self.live!r}, the ledger "
-                f"says {self.expected!r}" + (f" (as of record {self.since_seq})" if self.since_seq is not None
-                                              else ""))
+        return (
+            f"{self.kind} {self.name or self.id} in {self.realm}: {self.field} is {self.live!r}, the ledger "
+            f"says {self.expected!r}" + (f" (as of record {self.since_seq})" if self.since_seq is not None else "")
+        )
 
 
 @dataclass
@@ -164,9 +207,20 @@ class Expected:
             self.mark("client", "*", "*", seq)
         elif etype == "admin.change":
             self._admin_change(str(d.get("path") or ""), seq)
-        elif etype.startswith(("realm.", "auth.", "required_action.", "identity_provider.", "client_scope.",
-                                "component.", "organization.", "protocol_mapper.", "scope_mapping.",
-                                "admin_permissions.")):
+        elif etype.startswith(
+            (
+                "realm.",
+                "auth.",
+                "required_action.",
+                "identity_provider.",
+                "client_scope.",
+                "component.",
+                "organization.",
+                "protocol_mapper.",
+                "scope_mapping.",
+                "admin_permissions.",
+            )
+        ):
             self.mark("realm", self.realm, "*", seq)
         elif etype.startswith("group."):  # created, updated, deleted (joined/left are above)
             self.mark("group", tid if isinstance(tid, str) else "*", "*", seq)
@@ -192,11 +246,29 @@ class Expected:
         elif head in ("roles", "roles-by-id", "clients"):
             self.mark("role", "*", "composites", seq)
             self.mark("client", "*", "*", seq)
-        elif head in ("authentication", "events", "ui-ext", "organizations", "client-scopes", "components",
-                      "identity-provider", "attack-detection", "localization", "default-groups",
-                      "default-default-client-scopes", "default-optional-client-scopes", "partialImport",
-                      "partial-export", "push-revocation", "logout-all", "sessions", "client-policies",
-                      "client-registration-policy", "keys", "users-management-permissions"):
+        elif head in (
+            "authentication",
+            "events",
+            "ui-ext",
+            "organizations",
+            "client-scopes",
+            "components",
+            "identity-provider",
+            "attack-detection",
+            "localization",
+            "default-groups",
+            "default-default-client-scopes",
+            "default-optional-client-scopes",
+            "partialImport",
+            "partial-export",
+            "push-revocation",
+            "logout-all",
+            "sessions",
+            "client-policies",
+            "client-registration-policy",
+            "keys",
+            "users-management-permissions",
+        ):
             self.mark("realm", self.realm, "*", seq)
             if head in ("partialImport", "default-groups", "organizations", "users-management-permissions"):
                 self.mark("user", "*", "*", seq)
@@ -209,8 +281,7 @@ class Expected:
 
     def _is_unknown(self, kind: str, ident: str, fld: str) -> bool:
         u = self.unknown
-        return ((kind, ident, fld) in u or (kind, ident, "*") in u or (kind, "*", fld) in u
-                or (kind, "*", "*") in u)
+        return (kind, ident, fld) in u or (kind, ident, "*") in u or (kind, "*", fld) in u or (kind, "*", "*") in u
 
     def in_flight(self, records: Iterable[dict[str, Any]]) -> set[tuple[str, str, str]]:
         """What records written while a sweep was reading may have touched (not compared this time)."""
@@ -236,14 +307,23 @@ class Expected:
         def since(kind: str, ident: str) -> int | None:
             return self.since.get((kind, ident), self.baseline_seq)
 
-        def diff(kind: str, ident: str, name: str | None, exp: dict[str, Any] | None,
-                 got: dict[str, Any] | None, fields: Iterable[str]) -> None:
+        def diff(
+            kind: str,
+            ident: str,
+            name: str | None,
+            exp: dict[str, Any] | None,
+            got: dict[str, Any] | None,
+            fields: Iterable[str],
+        ) -> None:
             if exp is None and got is None:
                 return
             if exp is None or got is None:
                 if not self._is_unknown(kind, ident, "*") and not self._is_unknown(kind, ident, "exists"):
-                    out.append(Mismatch(realm, kind, ident, name, "exists", exp is not None, got is not None,
-                                        since(kind, ident)))
+                    out.append(
+                        Mismatch(
+                            realm, kind, ident, name, "exists", exp is not None, got is not None, since(kind, ident)
+                        )
+                    )
                 return
             for fld in fields:
                 if exp.get(fld) != got.get(fld) and not self._is_unknown(kind, ident, fld):
@@ -251,10 +331,15 @@ class Expected:
 
         s = self.state
         for table, kind, fields, label in (
-                ("users", "user", ("username", "enabled", "realm_roles", "client_roles", "groups", "credentials"),
-                 "username"),
-                ("groups", "group", ("path", "realm_roles", "client_roles"), "path"),
-                ("roles", "role", ("composites",), None)):
+            (
+                "users",
+                "user",
+                ("username", "enabled", "realm_roles", "client_roles", "groups", "credentials"),
+                "username",
+            ),
+            ("groups", "group", ("path", "realm_roles", "client_roles"), "path"),
+            ("roles", "role", ("composites",), None),
+        ):
             exp_t, live_t = s.get(table, {}), live.get(table, {})
             for ident in sorted(set(exp_t) | set(live_t)):
                 e, g = exp_t.get(ident), live_t.get(ident)
@@ -263,8 +348,18 @@ class Expected:
         exp_r, live_r = s.get("realm_settings", {}), live.get("realm_settings", {})
         for key in sorted(set(exp_r) | set(live_r)):
             if exp_r.get(key) != live_r.get(key) and not self._is_unknown("realm", realm, key):
-                out.append(Mismatch(realm, "realm", realm, realm, f"realm_settings.{key}", exp_r.get(key),
-                                    live_r.get(key), since("realm", realm)))
+                out.append(
+                    Mismatch(
+                        realm,
+                        "realm",
+                        realm,
+                        realm,
+                        f"realm_settings.{key}",
+                        exp_r.get(key),
+                        live_r.get(key),
+                        since("realm", realm),
+                    )
+                )
         return out
 
     def adopt(self, live: dict[str, Any]) -> None:

@@ -43,8 +43,16 @@ _CATEGORY: dict[str, tuple[list[str], list[str]]] = {
     "audit": (["database"], ["access"]),
 }
 # Named configuration changes (realm settings, flows, identity providers, scopes, mappers, permissions).
-_CONFIGURATION = ("realm", "auth", "required_action", "identity_provider", "client_scope", "protocol_mapper",
-                  "scope_mapping", "admin_permissions")
+_CONFIGURATION = (
+    "realm",
+    "auth",
+    "required_action",
+    "identity_provider",
+    "client_scope",
+    "protocol_mapper",
+    "scope_mapping",
+    "admin_permissions",
+)
 _VERBS = {"created": "creation", "deleted": "deletion", "cleared": "deletion"}
 # `unchanged`: Keycloak answered success and nothing changed (event.type info, keycloak.outcome says so).
 _OUTCOME = {"succeeded": "success", "unchanged": "success", "failed": "failure"}
@@ -83,20 +91,29 @@ def to_ecs(item: Paired | dict[str, Any], origin: str, *, verified: bool = True)
         "message": describe(rec),
         "event": {
             "kind": "alert" if e["type"] in ("drift.detected", "alarm.raised") else "event",
-            "category": category, "type": types, "action": e["type"],
+            "category": category,
+            "type": types,
+            "action": e["type"],
             "outcome": _OUTCOME.get(e["outcome"], "unknown"),
-            "id": f"{origin}/{rec['seq']}", "sequence": int(rec["seq"]),
-            "provider": "keycloak-ledger-sidecar", "dataset": "keycloak_ledger.events", "module": "keycloak_ledger",
-            "start": _iso(int(intent["ts"])) if intent else None, "end": _iso(ts) if intent else None,
+            "id": f"{origin}/{rec['seq']}",
+            "sequence": int(rec["seq"]),
+            "provider": "keycloak-ledger-sidecar",
+            "dataset": "keycloak_ledger.events",
+            "module": "keycloak_ledger",
+            "start": _iso(int(intent["ts"])) if intent else None,
+            "end": _iso(ts) if intent else None,
             "severity": 73 if e["type"] in ("drift.detected", "alarm.raised") else None,
         },
         "user": {
-            "id": actor.get("id"), "name": actor.get("username"),
+            "id": actor.get("id"),
+            "name": actor.get("username"),
             "target": {"id": target.get("id"), "name": target.get("username")}
-            if target.get("kind") in (None, "user") and (target.get("id") or target.get("username")) else None,
+            if target.get("kind") in (None, "user") and (target.get("id") or target.get("username"))
+            else None,
         },
-        "group": {"id": target.get("id"), "name": target.get("name")} if target.get("kind") == "group" else
-        ({"id": details.get("group_id"), "name": details.get("group")} if details.get("group_id") else None),
+        "group": {"id": target.get("id"), "name": target.get("name")}
+        if target.get("kind") == "group"
+        else ({"id": details.get("group_id"), "name": details.get("group")} if details.get("group_id") else None),
         "source": {"ip": e["ip"]} if e.get("ip") else None,
         "service": {"name": "keycloak", "type": "identity"},
         "error": {"code": e["error"]} if e.get("error") else None,
@@ -104,10 +121,14 @@ def to_ecs(item: Paired | dict[str, Any], origin: str, *, verified: bool = True)
         "tags": ["unverified"] if not verified else None,
         "labels": {"ledger_origin": origin},
         "keycloak": {
-            "realm": e.get("realm"), "client_id": e.get("client") or actor.get("client"),
+            "realm": e.get("realm"),
+            "client_id": e.get("client") or actor.get("client"),
             "outcome": e["outcome"] if e["outcome"] not in ("succeeded", "failed") else None,
-            "session_id": e.get("session"), "request_id": e.get("request_id"),
-            "target": target or None, "details": details or None, "ledger_seqs": list(paired.seqs),
+            "session_id": e.get("session"),
+            "request_id": e.get("request_id"),
+            "target": target or None,
+            "details": details or None,
+            "ledger_seqs": list(paired.seqs),
             "pii": rec.get("pii"),  # fields left out: erased, or encrypted (docs/format.md §5.2)
         },
     }

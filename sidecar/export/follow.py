@@ -48,9 +48,16 @@ class Cursor:
         write_atomic(self.path, orjson.dumps({"next_seq": next_seq, "pending": pending}))
 
 
-def follow(source: Path, trust: TrustAnchor, cursor: Cursor, *, interval_s: float = 1.0,
-           keep: Callable[[dict[str, object]], bool] | None = None, stop: Callable[[], bool] = lambda: False,
-           intent_wait_s: float = 60.0) -> Iterator[list[Paired]]:
+def follow(
+    source: Path,
+    trust: TrustAnchor,
+    cursor: Cursor,
+    *,
+    interval_s: float = 1.0,
+    keep: Callable[[dict[str, object]], bool] | None = None,
+    stop: Callable[[], bool] = lambda: False,
+    intent_wait_s: float = 60.0,
+) -> Iterator[list[Paired]]:
     """Batches of newly committed, verified records (paired), one batch per poll with news.
 
     After the caller has written a batch it calls `cursor.save(...)` through the `commit`

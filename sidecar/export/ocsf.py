@@ -20,72 +20,131 @@ OCSF_VERSION = "1.4.0"
 PRODUCT = {"name": "keycloak-ledger-sidecar", "vendor_name": "keycloak-ledger-sidecar project"}
 
 AUTHENTICATION, ACCOUNT_CHANGE, USER_ACCESS, GROUP_MANAGEMENT, ENTITY_MANAGEMENT = 3002, 3001, 3005, 3006, 3004
-CLASS_NAMES = {AUTHENTICATION: "Authentication", ACCOUNT_CHANGE: "Account Change",
-               USER_ACCESS: "User Access Management", GROUP_MANAGEMENT: "Group Management",
-               ENTITY_MANAGEMENT: "Entity Management"}
+CLASS_NAMES = {
+    AUTHENTICATION: "Authentication",
+    ACCOUNT_CHANGE: "Account Change",
+    USER_ACCESS: "User Access Management",
+    GROUP_MANAGEMENT: "Group Management",
+    ENTITY_MANAGEMENT: "Entity Management",
+}
 ACTIVITIES: dict[int, dict[int, str]] = {
-    AUTHENTICATION: {1: "Logon", 2: "Logoff", 3: "Authentication Ticket", 4: "Service Ticket Request",
-                     5: "Service Ticket Renew", 99: "Other"},
-    ACCOUNT_CHANGE: {1: "Create", 2: "Enable", 3: "Password Change", 4: "Password Reset", 5: "Disable",
-                     6: "Delete", 10: "MFA Factor Enable", 11: "MFA Factor Disable", 99: "Other"},
+    AUTHENTICATION: {
+        1: "Logon",
+        2: "Logoff",
+        3: "Authentication Ticket",
+        4: "Service Ticket Request",
+        5: "Service Ticket Renew",
+        99: "Other",
+    },
+    ACCOUNT_CHANGE: {
+        1: "Create",
+        2: "Enable",
+        3: "Password Change",
+        4: "Password Reset",
+        5: "Disable",
+        6: "Delete",
+        10: "MFA Factor Enable",
+        11: "MFA Factor Disable",
+        99: "Other",
+    },
     USER_ACCESS: {1: "Assign Privileges", 2: "Revoke Privileges", 99: "Other"},
-    GROUP_MANAGEMENT: {1: "Assign Privileges", 2: "Revoke Privileges", 3: "Add User", 4: "Remove User",
-                       5: "Delete", 6: "Create", 99: "Other"},
-    ENTITY_MANAGEMENT: {1: "Create", 2: "Read", 3: "Update", 4: "Delete", 10: "Activate", 13: "Resume",
-                        99: "Other"},
+    GROUP_MANAGEMENT: {
+        1: "Assign Privileges",
+        2: "Revoke Privileges",
+        3: "Add User",
+        4: "Remove User",
+        5: "Delete",
+        6: "Create",
+        99: "Other",
+    },
+    ENTITY_MANAGEMENT: {1: "Create", 2: "Read", 3: "Update", 4: "Delete", 10: "Activate", 13: "Resume", 99: "Other"},
 }
 
 # ledger type -> (class, activity). role.granted/role.revoked on a group go to Group Management.
 MAPPING: dict[str, tuple[int, int]] = {
-    "login.succeeded": (AUTHENTICATION, 1), "login.failed": (AUTHENTICATION, 1),
-    "mfa.otp.verified": (AUTHENTICATION, 1), "mfa.otp.failed": (AUTHENTICATION, 1),
+    "login.succeeded": (AUTHENTICATION, 1),
+    "login.failed": (AUTHENTICATION, 1),
+    "mfa.otp.verified": (AUTHENTICATION, 1),
+    "mfa.otp.failed": (AUTHENTICATION, 1),
     "user.impersonated": (AUTHENTICATION, 1),
-    "token.issued": (AUTHENTICATION, 4), "token.failed": (AUTHENTICATION, 4), "token.exchanged": (AUTHENTICATION, 4),
-    "token.refreshed": (AUTHENTICATION, 5), "token.revoked": (AUTHENTICATION, 2),
-    "logout.completed": (AUTHENTICATION, 2), "session.revoked": (AUTHENTICATION, 2),
-    "credential.enrolled": (ACCOUNT_CHANGE, 10), "credential.removed": (ACCOUNT_CHANGE, 11),
-    "password.changed": (ACCOUNT_CHANGE, 3), "password.reset": (ACCOUNT_CHANGE, 4),
-    "user.created": (ACCOUNT_CHANGE, 1), "user.enabled": (ACCOUNT_CHANGE, 2), "user.disabled": (ACCOUNT_CHANGE, 5),
-    "user.deleted": (ACCOUNT_CHANGE, 6), "user.updated": (ACCOUNT_CHANGE, 99),
-    "role.granted": (USER_ACCESS, 1), "role.revoked": (USER_ACCESS, 2),
-    "group.joined": (GROUP_MANAGEMENT, 3), "group.left": (GROUP_MANAGEMENT, 4),
-    "organization.joined": (GROUP_MANAGEMENT, 3), "organization.left": (GROUP_MANAGEMENT, 4),
+    "token.issued": (AUTHENTICATION, 4),
+    "token.failed": (AUTHENTICATION, 4),
+    "token.exchanged": (AUTHENTICATION, 4),
+    "token.refreshed": (AUTHENTICATION, 5),
+    "token.revoked": (AUTHENTICATION, 2),
+    "logout.completed": (AUTHENTICATION, 2),
+    "session.revoked": (AUTHENTICATION, 2),
+    "credential.enrolled": (ACCOUNT_CHANGE, 10),
+    "credential.removed": (ACCOUNT_CHANGE, 11),
+    "password.changed": (ACCOUNT_CHANGE, 3),
+    "password.reset": (ACCOUNT_CHANGE, 4),
+    "user.created": (ACCOUNT_CHANGE, 1),
+    "user.enabled": (ACCOUNT_CHANGE, 2),
+    "user.disabled": (ACCOUNT_CHANGE, 5),
+    "user.deleted": (ACCOUNT_CHANGE, 6),
+    "user.updated": (ACCOUNT_CHANGE, 99),
+    "role.granted": (USER_ACCESS, 1),
+    "role.revoked": (USER_ACCESS, 2),
+    "group.joined": (GROUP_MANAGEMENT, 3),
+    "group.left": (GROUP_MANAGEMENT, 4),
+    "organization.joined": (GROUP_MANAGEMENT, 3),
+    "organization.left": (GROUP_MANAGEMENT, 4),
     "role.composite.changed": (ENTITY_MANAGEMENT, 3),
-    "client.created": (ENTITY_MANAGEMENT, 1), "client.deleted": (ENTITY_MANAGEMENT, 4),
+    "client.created": (ENTITY_MANAGEMENT, 1),
+    "client.deleted": (ENTITY_MANAGEMENT, 4),
     "client.secret.rotated": (ENTITY_MANAGEMENT, 3),
-    "audit.read": (ENTITY_MANAGEMENT, 2), "ledger.started": (ENTITY_MANAGEMENT, 10),
-    "ledger.recovered": (ENTITY_MANAGEMENT, 13), "key.rotated": (ENTITY_MANAGEMENT, 3),
-    "drift.detected": (ENTITY_MANAGEMENT, 99), "state.snapshot": (ENTITY_MANAGEMENT, 2),
+    "audit.read": (ENTITY_MANAGEMENT, 2),
+    "ledger.started": (ENTITY_MANAGEMENT, 10),
+    "ledger.recovered": (ENTITY_MANAGEMENT, 13),
+    "key.rotated": (ENTITY_MANAGEMENT, 3),
+    "drift.detected": (ENTITY_MANAGEMENT, 99),
+    "state.snapshot": (ENTITY_MANAGEMENT, 2),
     "alarm.raised": (ENTITY_MANAGEMENT, 99),
     # Named configuration changes (docs/capture.md): groups are Group Management, the rest entities.
-    "group.created": (GROUP_MANAGEMENT, 6), "group.deleted": (GROUP_MANAGEMENT, 5),
+    "group.created": (GROUP_MANAGEMENT, 6),
+    "group.deleted": (GROUP_MANAGEMENT, 5),
     "group.updated": (GROUP_MANAGEMENT, 99),
     "client.updated": (ENTITY_MANAGEMENT, 3),
-    "role.created": (ENTITY_MANAGEMENT, 1), "role.updated": (ENTITY_MANAGEMENT, 3),
+    "role.created": (ENTITY_MANAGEMENT, 1),
+    "role.updated": (ENTITY_MANAGEMENT, 3),
     "role.deleted": (ENTITY_MANAGEMENT, 4),
-    "realm.events.changed": (ENTITY_MANAGEMENT, 3), "realm.events.cleared": (ENTITY_MANAGEMENT, 4),
-    "realm.brute_force.changed": (ENTITY_MANAGEMENT, 3), "realm.password_policy.changed": (ENTITY_MANAGEMENT, 3),
-    "realm.otp_policy.changed": (ENTITY_MANAGEMENT, 3), "realm.flow_binding.changed": (ENTITY_MANAGEMENT, 3),
-    "auth.flow.changed": (ENTITY_MANAGEMENT, 3), "auth.execution.changed": (ENTITY_MANAGEMENT, 3),
+    "realm.events.changed": (ENTITY_MANAGEMENT, 3),
+    "realm.events.cleared": (ENTITY_MANAGEMENT, 4),
+    "realm.brute_force.changed": (ENTITY_MANAGEMENT, 3),
+    "realm.password_policy.changed": (ENTITY_MANAGEMENT, 3),
+    "realm.otp_policy.changed": (ENTITY_MANAGEMENT, 3),
+    "realm.flow_binding.changed": (ENTITY_MANAGEMENT, 3),
+    "auth.flow.changed": (ENTITY_MANAGEMENT, 3),
+    "auth.execution.changed": (ENTITY_MANAGEMENT, 3),
     "required_action.changed": (ENTITY_MANAGEMENT, 3),
-    "identity_provider.created": (ENTITY_MANAGEMENT, 1), "identity_provider.updated": (ENTITY_MANAGEMENT, 3),
+    "identity_provider.created": (ENTITY_MANAGEMENT, 1),
+    "identity_provider.updated": (ENTITY_MANAGEMENT, 3),
     "identity_provider.deleted": (ENTITY_MANAGEMENT, 4),
     "identity_provider.mapper.created": (ENTITY_MANAGEMENT, 1),
     "identity_provider.mapper.updated": (ENTITY_MANAGEMENT, 3),
     "identity_provider.mapper.deleted": (ENTITY_MANAGEMENT, 4),
-    "client_scope.created": (ENTITY_MANAGEMENT, 1), "client_scope.updated": (ENTITY_MANAGEMENT, 3),
+    "client_scope.created": (ENTITY_MANAGEMENT, 1),
+    "client_scope.updated": (ENTITY_MANAGEMENT, 3),
     "client_scope.deleted": (ENTITY_MANAGEMENT, 4),
-    "client_scope.assigned": (ENTITY_MANAGEMENT, 3), "client_scope.unassigned": (ENTITY_MANAGEMENT, 3),
-    "protocol_mapper.created": (ENTITY_MANAGEMENT, 1), "protocol_mapper.updated": (ENTITY_MANAGEMENT, 3),
+    "client_scope.assigned": (ENTITY_MANAGEMENT, 3),
+    "client_scope.unassigned": (ENTITY_MANAGEMENT, 3),
+    "protocol_mapper.created": (ENTITY_MANAGEMENT, 1),
+    "protocol_mapper.updated": (ENTITY_MANAGEMENT, 3),
     "protocol_mapper.deleted": (ENTITY_MANAGEMENT, 4),
-    "scope_mapping.changed": (ENTITY_MANAGEMENT, 3), "admin_permissions.changed": (ENTITY_MANAGEMENT, 3),
+    "scope_mapping.changed": (ENTITY_MANAGEMENT, 3),
+    "admin_permissions.changed": (ENTITY_MANAGEMENT, 3),
 }
 _ALERTS = frozenset({"drift.detected", "alarm.raised"})
 _ADMIN_METHODS = {"POST": 1, "PUT": 3, "PATCH": 3, "DELETE": 4}
 # `unchanged` (Keycloak answered success, nothing changed) is a Success whose status_detail says so.
 _STATUS = {"succeeded": (1, "Success"), "unchanged": (1, "Success"), "failed": (2, "Failure")}
-_MFA_FACTORS = {"otp": (7, "OTP"), "totp": (7, "OTP"), "webauthn": (10, "WebAuthn"),
-                "webauthn-passwordless": (10, "WebAuthn"), "password": (11, "Password")}
+_MFA_FACTORS = {
+    "otp": (7, "OTP"),
+    "totp": (7, "OTP"),
+    "webauthn": (10, "WebAuthn"),
+    "webauthn-passwordless": (10, "WebAuthn"),
+    "password": (11, "Password"),
+}
 
 
 def strip_nulls(value: Any) -> Any:
@@ -182,29 +241,46 @@ def to_ocsf(item: Paired | dict[str, Any], origin: str, *, verified: bool = True
     if intent is not None:
         labels.append("intent+outcome")
     out: dict[str, Any] = {
-        "class_uid": class_uid, "class_name": CLASS_NAMES[class_uid],
-        "category_uid": 3, "category_name": "Identity & Access Management",
-        "activity_id": activity_id, "activity_name": ACTIVITIES[class_uid][activity_id],
+        "class_uid": class_uid,
+        "class_name": CLASS_NAMES[class_uid],
+        "category_uid": 3,
+        "category_name": "Identity & Access Management",
+        "activity_id": activity_id,
+        "activity_name": ACTIVITIES[class_uid][activity_id],
         "type_uid": class_uid * 100 + activity_id,
         "type_name": f"{CLASS_NAMES[class_uid]}: {ACTIVITIES[class_uid][activity_id]}",
         "time": int(rec["ts"]) // 1_000_000,
-        "status_id": status_id, "status": status,
+        "status_id": status_id,
+        "status": status,
         "severity_id": 4 if e["type"] in _ALERTS else (2 if failed else 1),
         "severity": "High" if e["type"] in _ALERTS else ("Low" if failed else "Informational"),
         "message": describe(rec),
         "metadata": {
-            "version": OCSF_VERSION, "product": PRODUCT, "uid": f"{origin}/{rec['seq']}",
-            "sequence": int(rec["seq"]), "original_time": str(rec["ts"]), "log_name": origin,
-            "log_provider": "keycloak-ledger-sidecar", "labels": labels,
+            "version": OCSF_VERSION,
+            "product": PRODUCT,
+            "uid": f"{origin}/{rec['seq']}",
+            "sequence": int(rec["seq"]),
+            "original_time": str(rec["ts"]),
+            "log_name": origin,
+            "log_provider": "keycloak-ledger-sidecar",
+            "labels": labels,
             "correlation_uid": e.get("request_id"),
         },
         "src_endpoint": {"ip": e["ip"]} if e.get("ip") else None,
         "status_detail": e.get("error") or ("unchanged" if e["outcome"] == "unchanged" else None),
         "status_code": e.get("error"),
-        "unmapped": {"ledger": {"type": e["type"], "outcome": e["outcome"], "realm": e.get("realm"),
-                                "client": e.get("client"), "session": e.get("session"),
-                                "seqs": list(paired.seqs), "details": details or None,
-                                "pii": rec.get("pii")}},  # fields left out: erased, or encrypted (§5.2)
+        "unmapped": {
+            "ledger": {
+                "type": e["type"],
+                "outcome": e["outcome"],
+                "realm": e.get("realm"),
+                "client": e.get("client"),
+                "session": e.get("session"),
+                "seqs": list(paired.seqs),
+                "details": details or None,
+                "pii": rec.get("pii"),
+            }
+        },  # fields left out: erased, or encrypted (§5.2)
     }
     if intent is not None:
         out["start_time"] = int(intent["ts"]) // 1_000_000
@@ -212,13 +288,17 @@ def to_ocsf(item: Paired | dict[str, Any], origin: str, *, verified: bool = True
     if e.get("session") and class_uid != AUTHENTICATION:
         act["session"] = {"uid": e["session"]}
     if not act["user"] and not act["app_name"]:
-        act = {"app_name": "keycloak-ledger-sidecar"} if e["type"].startswith(("ledger.", "key.", "drift.",
-                                                                                   "state.")) else {}
+        act = (
+            {"app_name": "keycloak-ledger-sidecar"}
+            if e["type"].startswith(("ledger.", "key.", "drift.", "state."))
+            else {}
+        )
     out["actor"] = act or None
     subject = _user(target) if target else None
     if class_uid == AUTHENTICATION:
-        who = subject if e["type"] == "user.impersonated" else (_user(actor, fallback_client=e.get("client"))
-                                                                 or subject)
+        who = (
+            subject if e["type"] == "user.impersonated" else (_user(actor, fallback_client=e.get("client")) or subject)
+        )
         out["user"] = who or {"name": "(unknown)", "type_id": 0, "type": "Unknown"}
         out["service"] = {"name": "Keycloak", "uid": e.get("realm")}
         out["session"] = {"uid": e["session"]} if e.get("session") else None
@@ -246,8 +326,11 @@ def to_ocsf(item: Paired | dict[str, Any], origin: str, *, verified: bool = True
             group = details.get("group") if isinstance(details.get("group"), str) else None
             gid = details.get("group_id") if isinstance(details.get("group_id"), str) else None
             org = details.get("organization_id") if isinstance(details.get("organization_id"), str) else None
-            out["group"] = {"uid": gid or org, "name": group or gid or org or "(not recorded)",
-                            "type": "Organization" if e["type"].startswith("organization.") else None}
+            out["group"] = {
+                "uid": gid or org,
+                "name": group or gid or org or "(not recorded)",
+                "type": "Organization" if e["type"].startswith("organization.") else None,
+            }
             out["user"] = subject or {"name": "(unknown)", "type_id": 0, "type": "Unknown"}
     else:
         out["entity"] = _entity(e)

@@ -28,15 +28,24 @@ class LoginResult:
     error_shown: bool
 
 
-async def browser_login(base: str, realm: str, client_id: str, username: str, password: str,
-                        redirect_uri: str) -> LoginResult:
+async def browser_login(
+    base: str, realm: str, client_id: str, username: str, password: str, redirect_uri: str
+) -> LoginResult:
     """Walk the login page the way a browser does (without JavaScript); returns whether a code came back."""
     # Keycloak marks its cookies Secure on loopback (a secure context for browsers); a browser sends
     # them to http://127.0.0.1, so this client must treat the sidecar's origin as secure too.
     jar = aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=[base])
     async with aiohttp.ClientSession(cookie_jar=jar) as http:
-        query = urlencode({"client_id": client_id, "redirect_uri": redirect_uri, "response_type": "code",
-                           "scope": "openid", "state": "demo-state", "nonce": "demo-nonce"})
+        query = urlencode(
+            {
+                "client_id": client_id,
+                "redirect_uri": redirect_uri,
+                "response_type": "code",
+                "scope": "openid",
+                "state": "demo-state",
+                "nonce": "demo-nonce",
+            }
+        )
         async with http.get(f"{base}/realms/{realm}/protocol/openid-connect/auth?{query}") as resp:
             page = await resp.text()
             if resp.status != 200:
@@ -47,8 +56,9 @@ async def browser_login(base: str, realm: str, client_id: str, username: str, pa
         action = html.unescape(m.group(1))
         if not action.startswith(base):
             raise RuntimeError(f"login form posts to {action}, not through the sidecar at {base}")
-        async with http.post(action, data={"username": username, "password": password, "credentialId": ""},
-                             allow_redirects=False) as resp:
+        async with http.post(
+            action, data={"username": username, "password": password, "credentialId": ""}, allow_redirects=False
+        ) as resp:
             body = await resp.text()
             location = resp.headers.get("Location", "")
             code = parse_qs(urlsplit(location).query).get("code", [None])[0] if location else None
@@ -62,18 +72,25 @@ async def token(base: str, realm: str, form: dict[str, str]) -> tuple[int, dict[
             return resp.status, await resp.json(content_type=None)
 
 
-async def direct_grant(base: str, realm: str, client_id: str, secret: str | None, username: str,
-                       password: str) -> tuple[int, dict[str, Any]]:
-    form = {"grant_type": "password", "client_id": client_id, "username": username, "password": password,
-            "scope": "openid"}
+async def direct_grant(
+    base: str, realm: str, client_id: str, secret: str | None, username: str, password: str
+) -> tuple[int, dict[str, Any]]:
+    form = {
+        "grant_type": "password",
+        "client_id": client_id,
+        "username": username,
+        "password": password,
+        "scope": "openid",
+    }
     if secret:
         form["client_secret"] = secret
     return await token(base, realm, form)
 
 
 async def client_credentials(base: str, realm: str, client_id: str, secret: str) -> tuple[int, dict[str, Any]]:
-    return await token(base, realm, {"grant_type": "client_credentials", "client_id": client_id,
-                                     "client_secret": secret})
+    return await token(
+        base, realm, {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
+    )
 
 
 class Admin:
@@ -89,8 +106,11 @@ class Admin:
 
     async def __aenter__(self) -> Admin:
         self._http = aiohttp.ClientSession()
-        status, data = await token(self.base, self.realm, {"grant_type": "password", "client_id": "admin-cli",
-                                                            "username": self.username, "password": self.password})
+        status, data = await token(
+            self.base,
+            self.realm,
+            {"grant_type": "password", "client_id": "admin-cli", "username": self.username, "password": self.password},
+        )
         if status != 200:
             raise RuntimeError(f"admin login failed: {data.get('error')}")
         self._token = data["access_token"]
@@ -102,8 +122,9 @@ class Admin:
 
     async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         assert self._http is not None
-        async with self._http.request(method, f"{self.base}/admin/realms/{path}", json=body,
-                                      headers={"Authorization": f"Bearer {self._token}"}) as resp:
+        async with self._http.request(
+            method, f"{self.base}/admin/realms/{path}", json=body, headers={"Authorization": f"Bearer {self._token}"}
+        ) as resp:
             text = await resp.text()
             try:
                 data = await resp.json(content_type=None) if text else None

@@ -297,8 +297,11 @@ class KeycloakServer:
                 logged, progress_at = size, now
             if now - progress_at > timeout or now - began > hard_limit:
                 self.stop()
-                why = (f"nothing logged for {timeout:.0f} s" if now - progress_at > timeout
-                       else f"still starting after {hard_limit:.0f} s")
+                why = (
+                    f"nothing logged for {timeout:.0f} s"
+                    if now - progress_at > timeout
+                    else f"still starting after {hard_limit:.0f} s"
+                )
                 raise UpstreamError(f"Keycloak not ready ({why})\n{self.log_tail()}")
             time.sleep(0.5)
         self.startup_seconds = time.monotonic() - began
@@ -400,9 +403,7 @@ class KeycloakServer:
         if args[:2] == ("config", "credentials") and "--server" not in args:
             cmd += ["--server", server or self.base_url]
         try:
-            proc = subprocess.run(
-                cmd, capture_output=True, text=True, env=self._env(), timeout=timeout, check=False
-            )
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=self._env(), timeout=timeout, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise UpstreamError(f"kcadm {' '.join(args)}: {exc}") from exc
         if proc.returncode != 0:

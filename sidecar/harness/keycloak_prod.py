@@ -32,13 +32,37 @@ from sidecar.harness.keycloak import KeycloakServer
 class ProductionKeycloak(KeycloakServer):
     """``kc.sh start --optimized`` with keycloak.conf and KC_* environment, on an external database."""
 
-    def __init__(self, dist_dir: Path, work_dir: Path, *, conf_file: Path, http_port: int, management_port: int,
-                 public_url: str, admin_username: str, admin_password: str, db_url: str, db_username: str,
-                 db_password: str, trusted_proxies: str = "127.0.0.1", realm_files: Sequence[Path] = (),
-                 java_home: Path | None = None, cache_dir: Path | None = None) -> None:
-        super().__init__(dist_dir, work_dir, http_port=http_port, management_port=management_port,
-                         public_url=public_url, admin_username=admin_username, admin_password=admin_password,
-                         realm_files=realm_files, java_home=java_home, cache_dir=cache_dir)
+    def __init__(
+        self,
+        dist_dir: Path,
+        work_dir: Path,
+        *,
+        conf_file: Path,
+        http_port: int,
+        management_port: int,
+        public_url: str,
+        admin_username: str,
+        admin_password: str,
+        db_url: str,
+        db_username: str,
+        db_password: str,
+        trusted_proxies: str = "127.0.0.1",
+        realm_files: Sequence[Path] = (),
+        java_home: Path | None = None,
+        cache_dir: Path | None = None,
+    ) -> None:
+        super().__init__(
+            dist_dir,
+            work_dir,
+            http_port=http_port,
+            management_port=management_port,
+            public_url=public_url,
+            admin_username=admin_username,
+            admin_password=admin_password,
+            realm_files=realm_files,
+            java_home=java_home,
+            cache_dir=cache_dir,
+        )
         self.conf_file = conf_file
         self.db_url, self.db_username = db_url, db_username
         self._db_password = db_password
@@ -78,8 +102,15 @@ class ProductionKeycloak(KeycloakServer):
         if (self._augmentation_dir() / "quarkus").is_dir():
             return
         began = time.monotonic()
-        proc = subprocess.run([str(self.home / "bin" / "kc.sh"), "build"], cwd=self.home, env=super()._env(),
-                              capture_output=True, text=True, timeout=900, check=False)
+        proc = subprocess.run(
+            [str(self.home / "bin" / "kc.sh"), "build"],
+            cwd=self.home,
+            env=super()._env(),
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
         if proc.returncode != 0:
             raise UpstreamError(f"kc.sh build exited {proc.returncode}:\n{(proc.stdout + proc.stderr)[-3000:]}")
         self.build_seconds = time.monotonic() - began

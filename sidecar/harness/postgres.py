@@ -75,8 +75,9 @@ class PostgresCluster:
         return ["runuser", "-u", self.owner, "--", *args] if self.owner else list(args)
 
     def _run(self, *args: str, stdin: str | None = None, timeout: float = 120) -> str:
-        proc = subprocess.run(self._cmd(*args), input=stdin, capture_output=True, text=True, timeout=timeout,
-                              check=False, cwd="/")
+        proc = subprocess.run(
+            self._cmd(*args), input=stdin, capture_output=True, text=True, timeout=timeout, check=False, cwd="/"
+        )
         if proc.returncode != 0:
             raise StorageError(f"{Path(args[0]).name} exited {proc.returncode}: {(proc.stderr or proc.stdout).strip()}")
         return proc.stdout
@@ -92,17 +93,55 @@ class PostgresCluster:
             entry = pwd.getpwnam(self.owner)
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
         self._run("mkdir", "-m", "0700", str(self.socket_dir))
-        self._run(str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth-local=trust",
-                  "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8", "--no-instructions")
+        self._run(
+            str(self.bin_dir / "initdb"),
+            "-D",
+            str(self.data_dir),
+            "-U",
+            "postgres",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            "--no-instructions",
+        )
         options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.socket_dir} -c fsync=off"
-        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file), "-o", options,
-                  "-w", "-t", "60", "start")
+        self._run(
+            str(self.bin_dir / "pg_ctl"),
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_file),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
         self.startup_seconds = time.monotonic() - began
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run SQL (from stdin) as the superuser over the private socket."""
-        return self._run(str(self.bin_dir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(self.socket_dir),
-                         "-p", str(self.port), "-U", "postgres", "-d", database, "-f", "-", stdin=sql)
+        return self._run(
+            str(self.bin_dir / "psql"),
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            str(self.socket_dir),
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-f",
+            "-",
+            stdin=sql,
+        )
 
     def create_database(self, name: str, owner: str, password: str) -> None:
         """A login role with this password owning a new database of the same name."""
@@ -119,8 +158,13 @@ class PostgresCluster:
         data = root / "data"
         if (data / "postmaster.pid").exists():
             with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-                subprocess.run(self._cmd(str(self.bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"),
-                               capture_output=True, timeout=60, check=False, cwd="/")
+                subprocess.run(
+                    self._cmd(str(self.bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"),
+                    capture_output=True,
+                    timeout=60,
+                    check=False,
+                    cwd="/",
+                )
         shutil.rmtree(root, ignore_errors=True)
 
     def log_tail(self, lines: int = 30) -> str:
@@ -133,6 +177,7 @@ class PostgresCluster:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

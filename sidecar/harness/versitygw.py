@@ -88,8 +88,10 @@ def ensure_binary(bin_dir: Path | None = None, *, version: str = VERSION, timeou
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise ConfigError(f"cannot build versitygw: `GOBIN={directory} {' '.join(cmd)}` failed: {exc}") from exc
         if proc.returncode != 0 or not _runnable(binary):
-            raise ConfigError(f"cannot build versitygw: `GOBIN={directory} {' '.join(cmd)}` exited "
-                              f"{proc.returncode}\n{(proc.stderr or proc.stdout).strip()[-2000:]}")
+            raise ConfigError(
+                f"cannot build versitygw: `GOBIN={directory} {' '.join(cmd)}` exited "
+                f"{proc.returncode}\n{(proc.stderr or proc.stdout).strip()[-2000:]}"
+            )
     return binary
 
 
@@ -130,8 +132,12 @@ class S3Bucket:
 
     def env(self) -> dict[str, str]:
         """AWS_* variables that let aiobotocore (in this or a child process) use these credentials."""
-        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
-                "AWS_DEFAULT_REGION": self.region, "AWS_EC2_METADATA_DISABLED": "true"}
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
 
     def credentials(self) -> dict[str, str]:
         """Keyword arguments for `S3Store` (and aiobotocore's create_client)."""
@@ -148,9 +154,13 @@ def s3_client(endpoint_url: str, access_key: str, secret_key: str, region: str =
     from botocore.config import Config
 
     return botocore.session.get_session().create_client(
-        "s3", endpoint_url=endpoint_url, region_name=region, aws_access_key_id=access_key,
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id=access_key,
         aws_secret_access_key=secret_key,
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2, "mode": "standard"}))
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2, "mode": "standard"}),
+    )
 
 
 class VersityGW:
@@ -184,8 +194,18 @@ class VersityGW:
 
     def command(self) -> list[str]:
         binary = self._binary or ensure_binary()
-        return [str(binary), "--port", f"127.0.0.1:{self.port}", "--region", REGION, "--quiet",
-                "posix", "--versioning-dir", str(self.work_dir / "versions"), str(self.work_dir / "root")]
+        return [
+            str(binary),
+            "--port",
+            f"127.0.0.1:{self.port}",
+            "--region",
+            REGION,
+            "--quiet",
+            "posix",
+            "--versioning-dir",
+            str(self.work_dir / "versions"),
+            str(self.work_dir / "root"),
+        ]
 
     def start(self, timeout: float = 30.0) -> None:
         """Start (or start again, on the same port and data); return once it answers S3 requests."""
@@ -196,8 +216,9 @@ class VersityGW:
             (self.work_dir / sub).mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "ROOT_ACCESS_KEY": self.access_key, "ROOT_SECRET_KEY": self.secret_key}
         with self.log_file.open("ab") as log:
-            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          env=env, start_new_session=True)
+            self._proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+            )
         self._paused = False
         deadline = time.monotonic() + timeout
         while not self._answers():
@@ -207,8 +228,9 @@ class VersityGW:
                 raise StorageError(f"versitygw exited {code} at start:\n{self.log_tail()}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise StorageError(f"versitygw did not answer on {self.endpoint_url} within {timeout:.0f}s:\n"
-                                   f"{self.log_tail()}")
+                raise StorageError(
+                    f"versitygw did not answer on {self.endpoint_url} within {timeout:.0f}s:\n{self.log_tail()}"
+                )
             time.sleep(0.05)
 
     def _answers(self) -> bool:
@@ -274,8 +296,14 @@ class VersityGW:
         """A synchronous botocore S3 client with the root credentials (for setup and attacks in tests)."""
         return s3_client(self.endpoint_url, self.access_key, self.secret_key)
 
-    def create_bucket(self, name: str | None = None, *, object_lock: bool = True, retention_days: int | None = 1,
-                      mode: Literal["COMPLIANCE", "GOVERNANCE"] = "COMPLIANCE") -> S3Bucket:
+    def create_bucket(
+        self,
+        name: str | None = None,
+        *,
+        object_lock: bool = True,
+        retention_days: int | None = 1,
+        mode: Literal["COMPLIANCE", "GOVERNANCE"] = "COMPLIANCE",
+    ) -> S3Bucket:
         """Create a bucket: with Object Lock on and (if retention_days) that default retention, unless told not to."""
         name = name or f"ledger-{secrets.token_hex(6)}"
         client = self.client()
@@ -285,9 +313,13 @@ class VersityGW:
                 params["ObjectLockEnabledForBucket"] = True
             client.create_bucket(**params)
             if object_lock and retention_days:
-                client.put_object_lock_configuration(Bucket=name, ObjectLockConfiguration={
-                    "ObjectLockEnabled": "Enabled",
-                    "Rule": {"DefaultRetention": {"Mode": mode, "Days": retention_days}}})
+                client.put_object_lock_configuration(
+                    Bucket=name,
+                    ObjectLockConfiguration={
+                        "ObjectLockEnabled": "Enabled",
+                        "Rule": {"DefaultRetention": {"Mode": mode, "Days": retention_days}},
+                    },
+                )
         finally:
             client.close()
         return self.bucket(name)

@@ -85,20 +85,34 @@ class OmniWitness:
         key_file.write_text(_private_key_text(self.name, self._seed))
         key_file.chmod(0o600)
         logs = self.workdir / "logs.yaml"
-        logs.write_text(f"Logs:\n  - Origin: {self.origin}\n    PublicKey: {log_vkey(self.log_key)}\n"
-                        f"    URL: https://{self.origin}/\n")
+        logs.write_text(
+            f"Logs:\n  - Origin: {self.origin}\n    PublicKey: {log_vkey(self.log_key)}\n"
+            f"    URL: https://{self.origin}/\n"
+        )
         self.port = self.port or free_port()
         out = open(self.workdir / "omniwitness.log", "ab")
         self.proc = subprocess.Popen(
-            [str(binary), f"--listen=127.0.0.1:{self.port}", "--metrics_listen=", f"--private_key_path={key_file}",
-             f"--db_file={self.workdir / 'witness.db'}", f"--additional_logs={logs}", "--logtostderr"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                str(binary),
+                f"--listen=127.0.0.1:{self.port}",
+                "--metrics_listen=",
+                f"--private_key_path={key_file}",
+                f"--db_file={self.workdir / 'witness.db'}",
+                f"--additional_logs={logs}",
+                "--logtostderr",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         out.close()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"omniwitness exited with {self.proc.returncode}: "
-                                   f"{(self.workdir / 'omniwitness.log').read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"omniwitness exited with {self.proc.returncode}: "
+                    f"{(self.workdir / 'omniwitness.log').read_text()[-2000:]}"
+                )
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", self.port)) == 0:
                     return self

@@ -64,10 +64,22 @@ def row_for(segment: int, offset: int, body: bytes) -> Row:
     rec = parse(body)
     e = rec["event"]
     actor, target = e.get("actor") or {}, e.get("target") or {}
-    return (rec["seq"], segment, offset, int(rec["ts"]), e.get("type"), e.get("outcome"), e.get("realm"),
-            actor.get("id"), _clear(actor.get("username")), actor.get("client") or e.get("client"),
-            target.get("id"), _clear(target.get("username")) or _clear(target.get("name")) or target.get("client"),
-            e.get("session"), _clear(e.get("ip")))
+    return (
+        rec["seq"],
+        segment,
+        offset,
+        int(rec["ts"]),
+        e.get("type"),
+        e.get("outcome"),
+        e.get("realm"),
+        actor.get("id"),
+        _clear(actor.get("username")),
+        actor.get("client") or e.get("client"),
+        target.get("id"),
+        _clear(target.get("username")) or _clear(target.get("name")) or target.get("client"),
+        e.get("session"),
+        _clear(e.get("ip")),
+    )
 
 
 def rows_of_segment(path: Path) -> Iterable[Row]:
@@ -116,8 +128,10 @@ class LedgerIndex:
             self._queue.put_nowait(commit)
         except asyncio.QueueFull:
             if not self.stale:
-                log.warning("index queue full; the index misses records until the next start rebuilds it from "
-                            "the segments (timeline reads the segments meanwhile)")
+                log.warning(
+                    "index queue full; the index misses records until the next start rebuilds it from "
+                    "the segments (timeline reads the segments meanwhile)"
+                )
             self.stale = True
 
     async def _run(self) -> None:
@@ -140,8 +154,9 @@ class LedgerIndex:
                 await self._db.commit()
             except aiosqlite.Error as exc:
                 self.stale = True
-                log.error("index write failed (index stale until the next start rebuilds it, ledger "
-                          "unaffected): %s", exc)
+                log.error(
+                    "index write failed (index stale until the next start rebuilds it, ledger unaffected): %s", exc
+                )
             finally:
                 for _ in commits:
                     self._queue.task_done()
@@ -185,8 +200,15 @@ class LedgerIndex:
         await self._db.commit()
         return added
 
-    async def query(self, *, actor: str | None = None, target: str | None = None, since_ns: int | None = None,
-                    until_ns: int | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+    async def query(
+        self,
+        *,
+        actor: str | None = None,
+        target: str | None = None,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
         """Records about an actor or target (id or name) in a time window, oldest first."""
         assert self._db is not None
         where: list[str] = []

@@ -70,8 +70,9 @@ class KeyStore:
         try:
             return TrustAnchor.decode(self.trust_path.read_bytes())
         except FileNotFoundError as exc:
-            raise ConfigError(f"no ledger keys in {self.data_dir}; run `sidecar keys init --data "
-                              f"{self.data_dir}` first") from exc
+            raise ConfigError(
+                f"no ledger keys in {self.data_dir}; run `sidecar keys init --data {self.data_dir}` first"
+            ) from exc
 
     def fingerprint_key(self) -> bytes:
         path = self.key_dir / "fingerprint.key"
@@ -93,8 +94,7 @@ class KeyStore:
         except FileNotFoundError:
             signer = Signer.generate(origin)
             self.key_dir.mkdir(mode=0o700, exist_ok=True)
-            _write_private(path, orjson.dumps({"name": signer.name,
-                                               "seed": base64.b64encode(signer.seed()).decode()}))
+            _write_private(path, orjson.dumps({"name": signer.name, "seed": base64.b64encode(signer.seed()).decode()}))
             return signer
         except (orjson.JSONDecodeError, KeyError, ValueError) as exc:
             raise ConfigError(f"witness key file {path} is unusable: {exc}") from exc

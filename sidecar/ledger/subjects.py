@@ -84,8 +84,14 @@ class Entry:
         if self.erased is not None:
             return orjson.dumps({"subject": self.subject, "erased": self.erased, "seq": self.seq})
         assert self.key is not None
-        return orjson.dumps({"subject": self.subject, "key": base64.b64encode(self.key).decode(),
-                             "created": self.created, "names": self.names})
+        return orjson.dumps(
+            {
+                "subject": self.subject,
+                "key": base64.b64encode(self.key).decode(),
+                "created": self.created,
+                "names": self.names,
+            }
+        )
 
     def __repr__(self) -> str:  # SECURITY: a key never reaches a log line through a repr
         return f"Entry(subject={self.subject!r}, erased={self.erased is not None})"
@@ -134,8 +140,10 @@ class SubjectKeys:
         store = cls(path, backups)
         meta_path = path / META
         if not meta_path.exists():
-            raise ConfigError(f"no subject key store in {path} (create one with `sidecar subject init "
-                              f"--subjects {path}`, or restore it from its backup); refusing to go on without it")
+            raise ConfigError(
+                f"no subject key store in {path} (create one with `sidecar subject init "
+                f"--subjects {path}`, or restore it from its backup); refusing to go on without it"
+            )
         try:
             meta = orjson.loads(meta_path.read_bytes())
             if meta.get("format") != FORMAT:
@@ -149,8 +157,9 @@ class SubjectKeys:
             store._entries[entry.subject] = entry
         for backup in backups:
             if not (backup / META).exists():
-                raise ConfigError(f"subject key store backup {backup} is missing or not initialised "
-                                  f"(copy {path} there first)")
+                raise ConfigError(
+                    f"subject key store backup {backup} is missing or not initialised (copy {path} there first)"
+                )
         return store
 
     # ------------------------------------------------------------------ reading
@@ -170,8 +179,9 @@ class SubjectKeys:
 
     def token(self, value: str) -> str:
         """The keyed search token of a username or e-mail address (case-insensitive)."""
-        return hmac.new(self._index_key, b"kc-name/1 " + value.casefold().encode("utf-8", "replace"),
-                        hashlib.sha256).hexdigest()
+        return hmac.new(
+            self._index_key, b"kc-name/1 " + value.casefold().encode("utf-8", "replace"), hashlib.sha256
+        ).hexdigest()
 
     def find(self, name: str) -> list[str]:
         """The subjects (not erased) that were seen with this username or e-mail address."""
@@ -185,8 +195,9 @@ class SubjectKeys:
             try:
                 _write_durable(where / "keys" / file_of(entry.subject), data)
             except OSError as exc:
-                raise StorageError(f"subject key store {where}: cannot write ({exc.strerror or type(exc).__name__})"
-                                   ) from exc
+                raise StorageError(
+                    f"subject key store {where}: cannot write ({exc.strerror or type(exc).__name__})"
+                ) from exc
 
     def ensure(self, subject: str, names: tuple[str, ...], now_ns: int) -> bytes | None:
         """The subject's key, created (durably, in every copy) if new; None if the subject was erased."""
@@ -208,8 +219,11 @@ class SubjectKeys:
     def destroy(self, subject: str, *, by: str, reason: str, now_ns: int) -> Entry:
         """Replace the subject's key by its tombstone in every copy (idempotent)."""
         entry = self._entries.get(subject)
-        tomb = entry if entry is not None and entry.erased is not None else \
-            Entry(subject, None, erased={"at": str(now_ns), "by": by, "reason": reason})
+        tomb = (
+            entry
+            if entry is not None and entry.erased is not None
+            else Entry(subject, None, erased={"at": str(now_ns), "by": by, "reason": reason})
+        )
         for where in (self.path, *self.backups):
             _overwrite(where / "keys" / file_of(subject))
         self._save(tomb)
@@ -245,9 +259,13 @@ class Protector:
 
     async def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
         now = self.now_ns()
-        found = pii.identifying_values(payload, party_fields=self.policy.party_fields,
-                                       event_fields=self.policy.event_fields,
-                                       detail_fields=self.policy.detail_fields, fallback=unattributed_subject(now))
+        found = pii.identifying_values(
+            payload,
+            party_fields=self.policy.party_fields,
+            event_fields=self.policy.event_fields,
+            detail_fields=self.policy.detail_fields,
+            fallback=unattributed_subject(now),
+        )
         if not found:
             return payload
         out = dict(payload)
@@ -255,16 +273,29 @@ class Protector:
         for path, subject in found:
             value = pii.get_path(payload, path)
             # Search tokens for real subjects only: a day's pseudo-subject would collect every typed name.
-            names = (value,) if path[-1] in _NAME_PATHS and isinstance(value, str) \
-                and not subject.startswith(UNATTRIBUTED) else ()
+            names = (
+                (value,)
+                if path[-1] in _NAME_PATHS and isinstance(value, str) and not subject.startswith(UNATTRIBUTED)
+                else ()
+            )
             key = await self._key(subject, names, now)
             if key is None:
                 # SECURITY: an erased subject's data is never written again, not even under a new key.
                 pii.delete_path(out, path)
                 erased.append(".".join(path))
                 continue
-            pii.set_path(out, path, pii.encrypt_value(key, secrets.token_bytes(pii.NONCE_BYTES), origin=self.origin,
-                                                      subject=subject, path=".".join(path), value=value))
+            pii.set_path(
+                out,
+                path,
+                pii.encrypt_value(
+                    key,
+                    secrets.token_bytes(pii.NONCE_BYTES),
+                    origin=self.origin,
+                    subject=subject,
+                    path=".".join(path),
+                    value=value,
+                ),
+            )
         if erased:
             out["details"] = {**(out.get("details") or {}), "erased_fields": erased}
         return out
@@ -291,8 +322,9 @@ class Protector:
 Protect = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
-async def erase_subject(data_dir: Path, store: SubjectKeys, subject: str, *, by: str, reason: str,
-                        now_ns: Callable[[], int]) -> dict[str, Any]:
+async def erase_subject(
+    data_dir: Path, store: SubjectKeys, subject: str, *, by: str, reason: str, now_ns: Callable[[], int]
+) -> dict[str, Any]:
     """Destroy a subject's key in every copy, then append the signed `subject.erased` record.
 
     The ledger is opened first, so a running sidecar (which holds the ledger's lock and the keys
@@ -310,17 +342,23 @@ async def erase_subject(data_dir: Path, store: SubjectKeys, subject: str, *, by:
     try:
         tomb = store.destroy(subject, by=by, reason=reason, now_ns=now_ns())
         assert tomb.erased is not None
-        receipt = await ledger.append(IdentityEvent(
-            EventType.SUBJECT_ERASED, Outcome.SUCCEEDED, actor=Party(username=tomb.erased["by"], kind="operator"),
-            details={"subject": subject, "reason": tomb.erased["reason"]}))
+        receipt = await ledger.append(
+            IdentityEvent(
+                EventType.SUBJECT_ERASED,
+                Outcome.SUCCEEDED,
+                actor=Party(username=tomb.erased["by"], kind="operator"),
+                details={"subject": subject, "reason": tomb.erased["reason"]},
+            )
+        )
     finally:
         await ledger.close()
     store.recorded(subject, receipt.seq)
     return {"subject": subject, "seq": receipt.seq, "already": False, "erased": tomb.erased}
 
 
-def reveal(rec: dict[str, Any], *, origin: str, store: SubjectKeys | None,
-           erased: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
+def reveal(
+    rec: dict[str, Any], *, origin: str, store: SubjectKeys | None, erased: frozenset[str] | set[str] = frozenset()
+) -> dict[str, Any]:
     """A record as a reader shows it: encrypted values decrypted where the store has the key.
 
     A value that stays unreadable (an erased subject, or no key store: an auditor's view) is left
@@ -328,15 +366,25 @@ def reveal(rec: dict[str, Any], *, origin: str, store: SubjectKeys | None,
     `pii`: {"erased": [paths], "encrypted": [paths]} so the reader can say what is missing and why.
     No plaintext of an erased subject can come out of here: its key is gone.
     """
-    opened = pii.open_event(rec["event"], origin=origin, key_of=store.key if store is not None else None,
-                            erased=lambda s: s in erased or (store is not None and store.is_erased(s)))
+    opened = pii.open_event(
+        rec["event"],
+        origin=origin,
+        key_of=store.key if store is not None else None,
+        erased=lambda s: s in erased or (store is not None and store.is_erased(s)),
+    )
     if not opened.erased and not opened.sealed:
         return rec if opened.event is rec["event"] else {**rec, "event": opened.event}
     event = opened.event
     for path in (*opened.erased, *opened.sealed):
         pii.delete_path(event, path)
-    return {**rec, "event": event, "pii": {"erased": sorted(".".join(p) for p in opened.erased),
-                                           "encrypted": sorted(".".join(p) for p in opened.sealed)}}
+    return {
+        **rec,
+        "event": event,
+        "pii": {
+            "erased": sorted(".".join(p) for p in opened.erased),
+            "encrypted": sorted(".".join(p) for p in opened.sealed),
+        },
+    }
 
 
 SNAPSHOT_PATH = "snapshot.username"  # the AAD path of a username in a drift state snapshot
@@ -355,8 +403,14 @@ def seal_snapshot(store: SubjectKeys, origin: str, state: dict[str, Any], now_ns
             key = store.ensure(uid, (name,), now_ns)
             user = {k: v for k, v in user.items() if k != "username"}
             if key is not None:
-                user["username"] = pii.encrypt_value(key, secrets.token_bytes(pii.NONCE_BYTES), origin=origin,
-                                                     subject=uid, path=SNAPSHOT_PATH, value=name)
+                user["username"] = pii.encrypt_value(
+                    key,
+                    secrets.token_bytes(pii.NONCE_BYTES),
+                    origin=origin,
+                    subject=uid,
+                    path=SNAPSHOT_PATH,
+                    value=name,
+                )
         users[uid] = user
     return {**state, "users": users}
 

@@ -174,8 +174,15 @@ class Ledger:
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    async def open(cls, data_dir: Path, *, config: LedgerConfig | None = None, clock: Clock | None = None,
-                   policy_digest: str = "", start_task: bool = True) -> Ledger:
+    async def open(
+        cls,
+        data_dir: Path,
+        *,
+        config: LedgerConfig | None = None,
+        clock: Clock | None = None,
+        policy_digest: str = "",
+        start_task: bool = True,
+    ) -> Ledger:
         """Open (recovering if needed) the ledger in `data_dir` and start its writer task."""
         config = config or LedgerConfig()
         clock = clock or SystemClock()
@@ -190,16 +197,27 @@ class Ledger:
             os.close(lock_fd)
             raise StorageError(f"another sidecar is writing the ledger in {data_dir}") from exc
         try:
-            return await cls._open_locked(data_dir, config, clock, policy_digest, start_task, keys, trust.origin,
-                                          seg_dir, lock_fd)
+            return await cls._open_locked(
+                data_dir, config, clock, policy_digest, start_task, keys, trust.origin, seg_dir, lock_fd
+            )
         except BaseException:
             fcntl.flock(lock_fd, fcntl.LOCK_UN)  # a failed open must not leave the directory locked
             os.close(lock_fd)
             raise
 
     @classmethod
-    async def _open_locked(cls, data_dir: Path, config: LedgerConfig, clock: Clock, policy_digest: str,
-                           start_task: bool, keys: KeyStore, origin: str, seg_dir: Path, lock_fd: int) -> Ledger:
+    async def _open_locked(
+        cls,
+        data_dir: Path,
+        config: LedgerConfig,
+        clock: Clock,
+        policy_digest: str,
+        start_task: bool,
+        keys: KeyStore,
+        origin: str,
+        seg_dir: Path,
+        lock_fd: int,
+    ) -> Ledger:
         now = clock.now_ns()
         recovered: dict[str, Any] | None = None
         # Opening runs once before any request is served; its file I/O blocks on purpose.
@@ -207,18 +225,21 @@ class Ledger:
         found = _recover(seg_dir, numbers[-1], keys, origin, policy_digest, now, config) if numbers else None
         if found is None:
             signer = keys.load(0)
-            state = _new_segment_state(0, 0, genesis_hash(origin), CompactRange.empty(0), signer,
-                                       origin, policy_digest, now, now, -1)
+            state = _new_segment_state(
+                0, 0, genesis_hash(origin), CompactRange.empty(0), signer, origin, policy_digest, now, now, -1
+            )
             fd = _create_segment(seg_dir, state, now)
             pending: list[tuple[Signer, PublicKey]] = []
             seal_needed = False
         else:
             state, fd, recovered, pending, seal_needed = found
-        ledger = cls(data_dir, config, clock, policy_digest, keys, origin, state, fd, lock_fd,
-                     recovered=recovered)
+        ledger = cls(data_dir, config, clock, policy_digest, keys, origin, state, fd, lock_fd, recovered=recovered)
         await ledger._finish_recovery(pending, seal_needed)
-        start = IdentityEvent(EventType.LEDGER_RECOVERED if recovered else EventType.LEDGER_STARTED,
-                              Outcome.SUCCEEDED, details=recovered or {"policy": policy_digest})
+        start = IdentityEvent(
+            EventType.LEDGER_RECOVERED if recovered else EventType.LEDGER_STARTED,
+            Outcome.SUCCEEDED,
+            details=recovered or {"policy": policy_digest},
+        )
         await ledger._commit([(start.to_json(), None)])
         if start_task:
             ledger.start()
@@ -237,15 +258,22 @@ class Ledger:
         now = max(self.clock.now_ns(), st.last_checkpoint_ns)
         digest = st.digest.copy() if st.digest is not None else None
         root = st.crange.root()
-        data = _note_frame(framing.CHECKPOINT, Checkpoint(self.origin, st.seq, root, now), old_signer, st.header,
-                           digest, st.offset)
+        data = _note_frame(
+            framing.CHECKPOINT, Checkpoint(self.origin, st.seq, root, now), old_signer, st.header, digest, st.offset
+        )
         if digest is not None:
             digest.update(data)
         if seal_needed:  # kc-ledger/2: a key.rotated record ends its segment; the outgoing key seals it
             assert st.first_hash is not None
             line = Seal(st.segment, st.header.first_seq, st.seq - 1, st.first_hash, st.prev, st.header.policy)
-            seal = _note_frame(framing.SEAL, Checkpoint(self.origin, st.seq, root, now, line), old_signer,
-                               st.header, digest, st.offset + len(data))
+            seal = _note_frame(
+                framing.SEAL,
+                Checkpoint(self.origin, st.seq, root, now, line),
+                old_signer,
+                st.header,
+                digest,
+                st.offset + len(data),
+            )
             if digest is not None:
                 digest.update(seal)
             data += seal
@@ -306,8 +334,12 @@ class Ledger:
         if f is None:
             return None
         now = time.monotonic()
-        return {"reason": f.reason, "failures": f.failures, "for_s": round(now - f.since, 3),
-                "next_probe_s": round(max(0.0, f.retry_at - now), 3)}
+        return {
+            "reason": f.reason,
+            "failures": f.failures,
+            "for_s": round(now - f.since, 3),
+            "next_probe_s": round(max(0.0, f.retry_at - now), 3),
+        }
 
     @property
     def public_key(self) -> PublicKey:
@@ -374,24 +406,38 @@ class Ledger:
         cfg = self.config
         f = self._fault
         recent = self._healed
-        if f is None and recent is not None and recent.healed_at is not None \
-                and now - recent.healed_at < 2 * cfg.retry_max_s:
+        if (
+            f is None
+            and recent is not None
+            and recent.healed_at is not None
+            and now - recent.healed_at < 2 * cfg.retry_max_s
+        ):
             # A nearly full disk takes a small checkpoint and refuses the next batch: that is the same
             # fault flapping, so its back-off keeps growing and its log lines stay rate-limited.
             f = self._fault = recent
             f.healed_at = None
         if f is None:
             f = self._fault = _Fault(reason, now)
-            log.error("ledger storage fault: %s; appends fail with 503 while the writer probes storage "
-                      "(back-off %.2f s doubling to %.0f s)", reason, cfg.retry_initial_s, cfg.retry_max_s,
-                      exc_info=exc_info)
+            log.error(
+                "ledger storage fault: %s; appends fail with 503 while the writer probes storage "
+                "(back-off %.2f s doubling to %.0f s)",
+                reason,
+                cfg.retry_initial_s,
+                cfg.retry_max_s,
+                exc_info=exc_info,
+            )
             f.logged_at = now
         else:
             f.failures += 1
             f.reason = reason
             if now - f.logged_at >= cfg.error_log_interval_s:
-                log.error("ledger storage still failing after %d attempts over %.1f s (%d lines suppressed): %s",
-                          f.failures, now - f.since, f.suppressed, reason)
+                log.error(
+                    "ledger storage still failing after %d attempts over %.1f s (%d lines suppressed): %s",
+                    f.failures,
+                    now - f.since,
+                    f.suppressed,
+                    reason,
+                )
                 f.logged_at, f.suppressed = now, 0
             else:
                 f.suppressed += 1
@@ -420,8 +466,11 @@ class Ledger:
         if f.failures == failures:  # no new fault: storage works
             now = time.monotonic()
             if f.heal_logged_at is None or now - f.heal_logged_at >= self.config.error_log_interval_s:
-                log.warning("ledger storage works again after %d failed attempts over %.1f s; appends resume",
-                            f.failures, now - f.since)
+                log.warning(
+                    "ledger storage works again after %d failed attempts over %.1f s; appends resume",
+                    f.failures,
+                    now - f.since,
+                )
                 f.heal_logged_at = now
             f.healed_at = now
             self._healed = f
@@ -436,8 +485,10 @@ class Ledger:
             return max(0.0, self._fault.retry_at - time.monotonic())
         st = self._state
         now = self.clock.now_ns()
-        due = min(st.last_checkpoint_ns + int(self.config.heartbeat_s * 1e9),
-                  st.epoch_start_ns + int(self.config.epoch_s * 1e9))
+        due = min(
+            st.last_checkpoint_ns + int(self.config.heartbeat_s * 1e9),
+            st.epoch_start_ns + int(self.config.epoch_s * 1e9),
+        )
         if st.seq > st.header.first_seq:  # only a segment with records is sealed by age
             due = min(due, st.segment_start_ns + int(self.config.segment_max_age_s * 1e9))
         return max(0.0, (due - now) / 1e9)
@@ -486,31 +537,50 @@ class Ledger:
             except StorageError as exc:
                 log.error("key rotation failed, keeping the current key: %s", exc)
             else:
-                add_record(IdentityEvent(EventType.KEY_ROTATED, Outcome.SUCCEEDED, details={
-                    "key": new_signer.public.to_json(), "epoch": new_signer.public.epoch,
-                    "previous": st.signer.public.to_json()}).to_json(), None)
+                add_record(
+                    IdentityEvent(
+                        EventType.KEY_ROTATED,
+                        Outcome.SUCCEEDED,
+                        details={
+                            "key": new_signer.public.to_json(),
+                            "epoch": new_signer.public.epoch,
+                            "previous": st.signer.public.to_json(),
+                        },
+                    ).to_json(),
+                    None,
+                )
         root = crange.root()
         digest = st.digest.copy() if st.digest is not None else None
         if digest is not None:
             digest.update(buf)
-        checkpoint = _signed_note(Checkpoint(self.origin, seq, root, now), st.signer, st.header, digest,
-                                  offset + len(buf))
+        checkpoint = _signed_note(
+            Checkpoint(self.origin, seq, root, now), st.signer, st.header, digest, offset + len(buf)
+        )
         cp_frame = framing.encode_frame(framing.CHECKPOINT, checkpoint)
         buf.extend(cp_frame)
         if digest is not None:
             digest.update(cp_frame)
         # A rotation ends the segment (kc-ledger/2): no record may follow a key.rotated record under
         # the retired key, and the seal is signed by the segment's own (outgoing) key.
-        seal = (new_signer is not None or offset + len(buf) >= cfg.segment_max_bytes
-                or now - st.segment_start_ns >= cfg.segment_max_age_s * 1e9) and seq > st.header.first_seq
+        seal = (
+            new_signer is not None
+            or offset + len(buf) >= cfg.segment_max_bytes
+            or now - st.segment_start_ns >= cfg.segment_max_age_s * 1e9
+        ) and seq > st.header.first_seq
         if seal:
             assert first_hash is not None
             # The seal repeats the digest of the policy the segment was opened under (its header's).
             seal_line = Seal(st.segment, st.header.first_seq, seq - 1, first_hash, prev, st.header.policy)
             # kc-ledger/1 only: after a rotation's checkpoint the new key is in force and signs the seal.
             sealer = new_signer if new_signer is not None and st.version < 2 else st.signer
-            seal_frame = _note_frame(framing.SEAL, Checkpoint(self.origin, seq, root, now, seal_line), sealer,
-                                     st.header, digest, offset + len(buf))
+            seal_frame = _note_frame(
+                framing.SEAL,
+                Checkpoint(self.origin, seq, root, now, seal_line),
+                sealer,
+                st.header,
+                digest,
+                offset + len(buf),
+            )
             buf.extend(seal_frame)
             if digest is not None:
                 digest.update(seal_frame)
@@ -585,8 +655,18 @@ class Ledger:
 
     async def _open_next_segment(self, now: int) -> None:
         st = self._state
-        new = _new_segment_state(st.segment + 1, st.seq, st.prev, st.crange, st.signer, self.origin,
-                                 self.policy_digest, now, st.epoch_start_ns, st.last_ts)
+        new = _new_segment_state(
+            st.segment + 1,
+            st.seq,
+            st.prev,
+            st.crange,
+            st.signer,
+            self.origin,
+            self.policy_digest,
+            now,
+            st.epoch_start_ns,
+            st.last_ts,
+        )
         new.last_checkpoint_ns = st.last_checkpoint_ns
         self._fd = await self._in_pool(_create_segment, self.data_dir / SEGMENT_DIR, new, now)
         self._state = new
@@ -614,8 +694,18 @@ def _write_at(fd: int, data: bytes, offset: int, do_fsync: bool) -> None:
         os.fdatasync(fd)
 
 
-def _new_segment_state(number: int, seq: int, prev: bytes, crange: CompactRange, signer: Signer, origin: str,
-                       policy: str, now: int, epoch_start: int, last_ts: int) -> _State:
+def _new_segment_state(
+    number: int,
+    seq: int,
+    prev: bytes,
+    crange: CompactRange,
+    signer: Signer,
+    origin: str,
+    policy: str,
+    now: int,
+    epoch_start: int,
+    last_ts: int,
+) -> _State:
     header = SegmentHeader(origin, number, seq, prev, tuple(crange.hashes), signer.public, policy, now)
     return _State(seq, prev, crange.copy(), number, 0, header, None, last_ts, signer, epoch_start, now, now)
 
@@ -636,8 +726,14 @@ def _create_segment(seg_dir: Path, state: _State, now: int) -> int:
     path = seg_dir / segment_name(state.header.segment)
     head = framing.encode_frame(framing.HEADER, state.header.encode())
     digest = hashlib.sha256(head)
-    opening = _note_frame(framing.CHECKPOINT, Checkpoint(state.header.origin, state.seq, state.crange.root(), now),
-                          state.signer, state.header, digest, len(head))
+    opening = _note_frame(
+        framing.CHECKPOINT,
+        Checkpoint(state.header.origin, state.seq, state.crange.root(), now),
+        state.signer,
+        state.header,
+        digest,
+        len(head),
+    )
     digest.update(opening)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     try:
@@ -657,16 +753,18 @@ def _create_segment(seg_dir: Path, state: _State, now: int) -> int:
 _Recovered = tuple["_State", int, dict[str, Any] | None, list[tuple[Signer, PublicKey]], bool]
 
 
-def _recover(seg_dir: Path, last: int, keys: KeyStore, origin: str, policy: str, now: int,
-             config: LedgerConfig) -> _Recovered | None:
+def _recover(
+    seg_dir: Path, last: int, keys: KeyStore, origin: str, policy: str, now: int, config: LedgerConfig
+) -> _Recovered | None:
     """Reopen the newest segment, cutting a torn tail; see the module docstring."""
     path = seg_dir / segment_name(last)
     data = path.read_bytes()
     scan = scan_segment(path.name, data)
     h = scan.header
     if h is None:
-        if all(b == 0 for b in data) or (scan.findings and scan.findings[0].code == "header-missing"
-                                         and len(data) < framing.OVERHEAD + 4096):
+        if all(b == 0 for b in data) or (
+            scan.findings and scan.findings[0].code == "header-missing" and len(data) < framing.OVERHEAD + 4096
+        ):
             # The crash hit while the header of a fresh segment was being written.
             path.unlink()
             if last == 0:
@@ -676,10 +774,16 @@ def _recover(seg_dir: Path, last: int, keys: KeyStore, origin: str, policy: str,
     cut: dict[str, Any] | None = None
     if scan.damage is not None:
         if not scan.damage.torn:
-            raise IntegrityError(f"{path}: damage that is not a torn tail, refusing to start: {scan.damage.reason} "
-                                 f"at offset {scan.damage.offset}; run `sidecar verify`")
-        cut = {"segment": last, "offset": scan.damage.offset, "bytes_cut": len(data) - scan.damage.offset,
-               "reason": scan.damage.reason}
+            raise IntegrityError(
+                f"{path}: damage that is not a torn tail, refusing to start: {scan.damage.reason} "
+                f"at offset {scan.damage.offset}; run `sidecar verify`"
+            )
+        cut = {
+            "segment": last,
+            "offset": scan.damage.offset,
+            "bytes_cut": len(data) - scan.damage.offset,
+            "reason": scan.damage.reason,
+        }
         with open(path, "r+b") as f:
             f.truncate(scan.damage.offset)
             f.flush()
@@ -715,9 +819,21 @@ def _recover(seg_dir: Path, last: int, keys: KeyStore, origin: str, policy: str,
     for epoch in keys.epochs():  # keys from an interrupted rotation, or not yet destroyed
         if epoch > signer.public.epoch or (epoch < signer.public.epoch and not pending):
             keys.destroy(epoch)
-    state = _State(size, scan.last_hash or h.prev, crange, last, len(data), h, scan.first_hash,
-                   scan.last_ts if scan.last_ts is not None else -1, signer, now, h.created_ns, now,
-                   digest=hashlib.sha256(data) if v2 else None)
+    state = _State(
+        size,
+        scan.last_hash or h.prev,
+        crange,
+        last,
+        len(data),
+        h,
+        scan.first_hash,
+        scan.last_ts if scan.last_ts is not None else -1,
+        signer,
+        now,
+        h.created_ns,
+        now,
+        digest=hashlib.sha256(data) if v2 else None,
+    )
     if scan.checkpoints and scan.checkpoints[-1].checkpoint is not None:
         state.last_checkpoint_ns = scan.checkpoints[-1].checkpoint.time_ns
     if not scan.sealed:

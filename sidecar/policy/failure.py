@@ -32,8 +32,9 @@ def _retry_after(exc: SidecarError) -> int:
 def intent_not_durable(policy: Policy, method: str, exc: SidecarError) -> Verdict:
     """An admin change's intent record could not be written: refuse it, unless the policy says open_unsafe."""
     if policy.failure.admin_changes == "closed":
-        return Verdict(Pushback(f"intent record for {method} admin request not durable: {exc}",
-                                retry_after=_retry_after(exc)))
+        return Verdict(
+            Pushback(f"intent record for {method} admin request not durable: {exc}", retry_after=_retry_after(exc))
+        )
     return Verdict(unrecorded=f"UNRECORDED admin change (failure.admin_changes=open_unsafe): {exc}")
 
 

@@ -60,16 +60,25 @@ class Redactor:
         name = typed_username(event)
         if name is not None and username_exists is not True:
             assert event.actor is not None
-            event = replace(event, actor=replace(event.actor, username=None),
-                            details={**event.details, "username_fp": self._fingerprint(name),
-                                     "username_status": "unknown-user" if username_exists is False else "unchecked"})
+            event = replace(
+                event,
+                actor=replace(event.actor, username=None),
+                details={
+                    **event.details,
+                    "username_fp": self._fingerprint(name),
+                    "username_status": "unknown-user" if username_exists is False else "unchecked",
+                },
+            )
         payload = event.to_json()
         details = payload.get("details")
         if isinstance(details, dict):
             secret = sorted(k for k in details if k.lower() in self._fields)
             if secret:
                 # SECURITY: a detail named like a secret field must never hold one; drop it, loudly.
-                log.error("dropped detail(s) named like secret fields from a %s record: %s", event.type.value,
-                          ", ".join(secret))
+                log.error(
+                    "dropped detail(s) named like secret fields from a %s record: %s",
+                    event.type.value,
+                    ", ".join(secret),
+                )
                 payload["details"] = {k: v for k, v in details.items() if k not in secret}
         return payload

@@ -60,8 +60,17 @@ class RedactionPolicy:
 # The documented default of which values identify a person (docs/format.md §5.2).
 DEFAULT_PARTY_FIELDS = ("name", "username")
 DEFAULT_EVENT_FIELDS = ("ip",)
-DEFAULT_DETAIL_FIELDS = ("email", "firstName", "ip", "ipAddress", "lastName", "unverified", "user_agent",
-                         "userAgent", "username")
+DEFAULT_DETAIL_FIELDS = (
+    "email",
+    "firstName",
+    "ip",
+    "ipAddress",
+    "lastName",
+    "unverified",
+    "user_agent",
+    "userAgent",
+    "username",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,11 +140,13 @@ def parse_policy(doc: dict[str, Any], file: str = "<policy>") -> Policy:
     cap_t = _table(doc, "capture", file)
     red_t = _table(doc, "redaction", file)
     pii_t = _table(doc, "pii", file)
-    for section, table, allowed in (("failure", fail_t, FailurePolicy.__slots__),
-                                    ("pii", pii_t, PiiPolicy.__slots__),
-                                    ("capture", cap_t, CapturePolicy.__slots__),
-                                    ("redaction", red_t, RedactionPolicy.__slots__),
-                                    ("policy", head, ("name", "version"))):
+    for section, table, allowed in (
+        ("failure", fail_t, FailurePolicy.__slots__),
+        ("pii", pii_t, PiiPolicy.__slots__),
+        ("capture", cap_t, CapturePolicy.__slots__),
+        ("redaction", red_t, RedactionPolicy.__slots__),
+        ("policy", head, ("name", "version")),
+    ):
         for key in table:
             if key not in allowed:
                 raise PolicyError(file, f"{section}.{key}", f"unknown key (known: {', '.join(allowed)})")
@@ -157,7 +168,10 @@ def parse_policy(doc: dict[str, Any], file: str = "<policy>") -> Policy:
         lists[key] = tuple(sorted({v.lower() for v in value}))
     pii = {}
     limits: tuple[tuple[str, tuple[str, ...] | None], ...] = (
-        ("party_fields", _PARTY_MEMBERS), ("event_fields", _EVENT_MEMBERS), ("detail_fields", None))
+        ("party_fields", _PARTY_MEMBERS),
+        ("event_fields", _EVENT_MEMBERS),
+        ("detail_fields", None),
+    )
     for key, members in limits:
         value = _take(pii_t, "pii", key, list, list(getattr(PiiPolicy(), key)), file)
         if not all(isinstance(v, str) and v for v in value):

@@ -149,9 +149,7 @@ class CaptureHooks(Protocol):
         """
         ...
 
-    async def after_response(
-        self, request: RequestView, response: ResponseView, token: object
-    ) -> Pushback | None:
+    async def after_response(self, request: RequestView, response: ResponseView, token: object) -> Pushback | None:
         """Called with the upstream answer before any byte of it reaches the client."""
         ...
 
@@ -172,9 +170,7 @@ class _NoHooks:
     async def before_forward(self, request: RequestView) -> Pushback | object:
         return None
 
-    async def after_response(
-        self, request: RequestView, response: ResponseView, token: object
-    ) -> Pushback | None:
+    async def after_response(self, request: RequestView, response: ResponseView, token: object) -> Pushback | None:
         return None
 
     async def abandoned(self, request: RequestView, token: object, reason: str) -> None:
@@ -383,8 +379,11 @@ class ReverseProxy:
         """Pool use and the capture budget, for health. ``saturated`` names pools with requests waiting."""
         limits = {"identity": self._limits.identity_connections, "pass_through": self._limits.max_connections}
         pools = {name: {"in_flight": n, "limit": limits[name]} for name, n in self._busy.items()}
-        return {"pools": pools, "saturated": sorted(n for n, p in pools.items() if p["in_flight"] > p["limit"]),
-                "capture_budget": self._budget.status()}
+        return {
+            "pools": pools,
+            "saturated": sorted(n for n, p in pools.items() if p["in_flight"] > p["limit"]),
+            "capture_budget": self._budget.status(),
+        }
 
     async def lifespan(self, app: web.Application) -> AsyncIterator[None]:
         """For ``app.cleanup_ctx``: start with the app, close with it."""
@@ -457,9 +456,7 @@ class ReverseProxy:
         finally:
             self._busy["pass_through"] -= 1
 
-    async def _captured(
-        self, request: web.Request, head: RequestHead, plan: CapturePlan
-    ) -> web.StreamResponse:
+    async def _captured(self, request: web.Request, head: RequestHead, plan: CapturePlan) -> web.StreamResponse:
         grant = self._budget.grant(_RESPONSE_ALLOWANCE if plan.response_body else 0)
         if grant is None:
             self._after_capture()
@@ -475,9 +472,11 @@ class ReverseProxy:
     def _after_capture(self) -> None:
         """After a burst of large captured bodies, return the freed memory (once, a moment later)."""
         if self._memory_timer is None and self._memory.due():
+
             def run() -> None:
                 self._memory_timer = None
                 self._memory.run()
+
             self._memory_timer = asyncio.get_running_loop().call_later(0.5, run)
 
     async def _captured_within(
@@ -498,8 +497,14 @@ class ReverseProxy:
             try:
                 body, more, covered = await _read_granted(request.content, limit, grant, declared or 0)
             except (OSError, aiohttp.ClientError) as exc:
-                self._log("client-body", logging.INFO, "%s %s: client body read failed: %s",
-                          head.method, _log_path(head), _describe(exc))
+                self._log(
+                    "client-body",
+                    logging.INFO,
+                    "%s %s: client body read failed: %s",
+                    head.method,
+                    _log_path(head),
+                    _describe(exc),
+                )
                 return _plain(400, b"could not read the request body\n")
             if not covered:
                 return self._over_budget(head)
@@ -569,11 +574,20 @@ class ReverseProxy:
         try:
             await self._hooks.abandoned(view, token, reason)
         except Exception as exc:
-            self._log("abandoned", logging.ERROR, "%s %s: capture hook abandoned raised %s",
-                      view.method, _log_path(view.head), type(exc).__name__)
+            self._log(
+                "abandoned",
+                logging.ERROR,
+                "%s %s: capture hook abandoned raised %s",
+                view.method,
+                _log_path(view.head),
+                type(exc).__name__,
+            )
 
     async def _open(
-        self, request: web.Request, head: RequestHead, data: bytes | io.BytesIO | aiohttp.StreamReader | None,
+        self,
+        request: web.Request,
+        head: RequestHead,
+        data: bytes | io.BytesIO | aiohttp.StreamReader | None,
         session: aiohttp.ClientSession | None,
     ) -> aiohttp.ClientResponse:
         """Send the request upstream; a failure raises UpstreamError (the caller answers 502/504)."""
@@ -699,9 +713,14 @@ class ReverseProxy:
         return self._pushback(head, Pushback(reason))
 
     def _over_budget(self, head: RequestHead) -> web.Response:
-        self._log("budget", logging.WARNING,
-                  "%s %s: capture budget of %d bytes in use; answering 503", head.method, _log_path(head),
-                  self._budget.limit)
+        self._log(
+            "budget",
+            logging.WARNING,
+            "%s %s: capture budget of %d bytes in use; answering 503",
+            head.method,
+            _log_path(head),
+            self._budget.limit,
+        )
         resp = _plain(503, _BUSY_BODY)
         resp.headers["Retry-After"] = "1"
         resp.force_close()  # the body may be unread

@@ -78,9 +78,16 @@ class Cursor:
 
 
 class Replicator:
-    def __init__(self, data_dir: Path, store: ObjectStore, *, interval_s: float = 0.2,
-                 max_chunk_bytes: int = 4 * 1024 * 1024, high_water_bytes: int = 256 * 1024 * 1024,
-                 durable_end: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        store: ObjectStore,
+        *,
+        interval_s: float = 0.2,
+        max_chunk_bytes: int = 4 * 1024 * 1024,
+        high_water_bytes: int = 256 * 1024 * 1024,
+        durable_end: tuple[int, int] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.store = store
         self.interval_s = interval_s
@@ -166,12 +173,19 @@ class Replicator:
         if over != self._was_over:
             self._was_over = over
             if over:
-                log.error("REPLICATION BACKLOG %d bytes is above the high-water mark of %d bytes (%s): the "
-                          "failure policy now applies to new records (admin changes fail closed by default)",
-                          backlog, self.high_water, self.last_error or "store behind")
+                log.error(
+                    "REPLICATION BACKLOG %d bytes is above the high-water mark of %d bytes (%s): the "
+                    "failure policy now applies to new records (admin changes fail closed by default)",
+                    backlog,
+                    self.high_water,
+                    self.last_error or "store behind",
+                )
             else:
-                log.warning("replication backlog %d bytes is back under the high-water mark of %d bytes",
-                            backlog, self.high_water)
+                log.warning(
+                    "replication backlog %d bytes is back under the high-water mark of %d bytes",
+                    backlog,
+                    self.high_water,
+                )
         return over
 
     def pending_since_ms(self) -> float | None:
@@ -188,21 +202,32 @@ class Replicator:
             state, reason = "integrity-error", self.integrity_error
         elif over:
             state = "over-high-water"
-            reason = (f"backlog {backlog} bytes above the high-water mark {self.high_water}; "
-                      f"{self.last_error or 'the store is behind'}")
+            reason = (
+                f"backlog {backlog} bytes above the high-water mark {self.high_water}; "
+                f"{self.last_error or 'the store is behind'}"
+            )
         elif self.last_error:
             state, reason = "retrying", self.last_error
         else:
             state, reason = "ok", None
-        return {"state": state, "reason": reason, "store": self.store.url, "cursor": self.cursor.to_json(),
-                "backlog_bytes": backlog, "high_water_bytes": self.high_water, "over_high_water": over,
-                "last_error": self.last_error, "integrity_error": self.integrity_error,
-                "last_error_ns": self.last_error_ns, "last_success_ns": self.last_success_ns,
-                "pending_since_ms": self.pending_since_ms(),
-                "lag_ms_p50": lags[len(lags) // 2] if lags else None,
-                "lag_ms_p99": lags[min(len(lags) - 1, int(len(lags) * 0.99))] if lags else None,
-                "lag_ms_max": lags[-1] if lags else None,
-                "objects": self.uploaded_objects}
+        return {
+            "state": state,
+            "reason": reason,
+            "store": self.store.url,
+            "cursor": self.cursor.to_json(),
+            "backlog_bytes": backlog,
+            "high_water_bytes": self.high_water,
+            "over_high_water": over,
+            "last_error": self.last_error,
+            "integrity_error": self.integrity_error,
+            "last_error_ns": self.last_error_ns,
+            "last_success_ns": self.last_success_ns,
+            "pending_since_ms": self.pending_since_ms(),
+            "lag_ms_p50": lags[len(lags) // 2] if lags else None,
+            "lag_ms_p99": lags[min(len(lags) - 1, int(len(lags) * 0.99))] if lags else None,
+            "lag_ms_max": lags[-1] if lags else None,
+            "objects": self.uploaded_objects,
+        }
 
     def _committed_on_disk(self) -> tuple[int, int]:
         """The end of the last committed frame in the files now, as (segment, offset)."""
@@ -255,8 +280,7 @@ class Replicator:
                 if isinstance(exc, (StorageError, OSError)):
                     log.warning("replication to %s failed, retrying in %.1fs: %s", self.store.url, backoff, exc)
                 else:  # not a storage condition we know: say so with its traceback, and keep trying
-                    log.exception("replication to %s failed unexpectedly, retrying in %.1fs", self.store.url,
-                                  backoff)
+                    log.exception("replication to %s failed unexpectedly, retrying in %.1fs", self.store.url, backoff)
                 with contextlib.suppress(TimeoutError):  # stop() cuts the wait short for a last try
                     await asyncio.wait_for(self._stopping.wait(), backoff)
                 backoff = min(backoff * 2, 10.0)
@@ -359,8 +383,11 @@ class Replicator:
         """
         seg, offset = self.cursor.segment, self.cursor.offset
         path = self.data_dir / SEGMENT_DIR / segment_name(seg)
-        stored_chunks = sorted((p.offset, p.end, info.key) for info in await self.store.list(chunk_prefix(seg))
-                               if (p := parse_key(info.key)) is not None and p.kind == "chunk")
+        stored_chunks = sorted(
+            (p.offset, p.end, info.key)
+            for info in await self.store.list(chunk_prefix(seg))
+            if (p := parse_key(info.key)) is not None and p.kind == "chunk"
+        )
         adopted = 0
         for start, end, key in stored_chunks:
             if end <= offset or start > offset:
@@ -375,12 +402,19 @@ class Replicator:
                     f"{self.store.url}: {key} ({len(stored)} bytes, sha256 {sha256_hex(stored)[:16]}...) "
                     f"is not the local WAL over that range ({len(local)} bytes, sha256 "
                     f"{sha256_hex(local)[:16]}...): the remote copy and the local ledger diverge; "
-                    "run `sidecar verify DATA_DIR --remote STORE`")
+                    "run `sidecar verify DATA_DIR --remote STORE`"
+                )
             offset = end
             adopted += 1
         if adopted:
-            log.info("replication resumes after %d chunk(s) of segment %d already in %s (cursor %d -> %d)",
-                     adopted, seg, self.store.url, self.cursor.offset, offset)
+            log.info(
+                "replication resumes after %d chunk(s) of segment %d already in %s (cursor %d -> %d)",
+                adopted,
+                seg,
+                self.store.url,
+                self.cursor.offset,
+                offset,
+            )
             self.cursor = Cursor(seg, offset)
             self._head = max(self._head, (seg, offset))
             await asyncio.to_thread(self._save_cursor)
@@ -394,13 +428,16 @@ class Replicator:
     async def _read_back(self, key: str, data: bytes) -> None:
         back = await self.store.get(key)  # what the store now holds
         if sha256_hex(back) != sha256_hex(data):
-            raise StoreIntegrityError(f"{self.store.url}: read-back of {key} differs from what was written "
-                                      f"(sha256 {sha256_hex(data)[:16]}..., read {sha256_hex(back)[:16]}...)")
+            raise StoreIntegrityError(
+                f"{self.store.url}: read-back of {key} differs from what was written "
+                f"(sha256 {sha256_hex(data)[:16]}..., read {sha256_hex(back)[:16]}...)"
+            )
 
     def _record_lag(self, segment: int, end: int) -> None:
         now = time.time_ns()
-        while self._commits and (self._commits[0][0] < segment or
-                                 (self._commits[0][0] == segment and self._commits[0][1] <= end)):
+        while self._commits and (
+            self._commits[0][0] < segment or (self._commits[0][0] == segment and self._commits[0][1] <= end)
+        ):
             _, _, t = self._commits.popleft()
             self.lags_ms.append((now - t) / 1e6)
 

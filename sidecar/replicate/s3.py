@@ -154,9 +154,7 @@ class S3Store:
         if prefix and key_problem(prefix) is not None:
             raise ConfigError(f"{where}: prefix {prefix!r}: {key_problem(prefix)}")
         if isinstance(retention_days, bool) or not isinstance(retention_days, int) or retention_days < 1:
-            raise ConfigError(
-                f"{where}: retention_days must be a whole number of days >= 1, not {retention_days!r}"
-            )
+            raise ConfigError(f"{where}: retention_days must be a whole number of days >= 1, not {retention_days!r}")
         if mode not in ("COMPLIANCE", "GOVERNANCE"):
             raise ConfigError(f"{where}: Object Lock mode must be COMPLIANCE or GOVERNANCE, not {mode!r}")
         if endpoint_url is not None and not re.match(r"https?://[^/?#]+/?$", endpoint_url):
@@ -243,9 +241,7 @@ class S3Store:
         current: dict[str, ObjectInfo] = {}
         counts: dict[str, int] = {}
         hidden: set[str] = set()
-        pages = client.get_paginator("list_object_versions").paginate(
-            Bucket=self._bucket, Prefix=self._prefix + prefix
-        )
+        pages = client.get_paginator("list_object_versions").paginate(Bucket=self._bucket, Prefix=self._prefix + prefix)
         with map_s3_errors(self.url, "ListObjectVersions", prefix):
             async for page in pages:
                 for item in page.get("Versions", []):
@@ -339,9 +335,13 @@ class S3Store:
                     f"{self._retention.days}}}}}')"
                 )
             with map_s3_errors(self.url, "PutObjectLockConfiguration"):
-                await client.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration={
-                    "ObjectLockEnabled": "Enabled",
-                    "Rule": {"DefaultRetention": {"Mode": self._mode, "Days": self._retention.days}}})
+                await client.put_object_lock_configuration(
+                    Bucket=bucket,
+                    ObjectLockConfiguration={
+                        "ObjectLockEnabled": "Enabled",
+                        "Rule": {"DefaultRetention": {"Mode": self._mode, "Days": self._retention.days}},
+                    },
+                )
         with map_s3_errors(self.url, "GetBucketVersioning"):
             versioning = await client.get_bucket_versioning(Bucket=bucket)
         if versioning.get("Status") != "Enabled":

@@ -76,10 +76,19 @@ def _party(p: dict[str, Any] | None) -> str | None:
 
 def _slim(rec: dict[str, Any]) -> dict[str, Any]:
     e = rec["event"]
-    return {"seq": rec["seq"], "ts": int(rec["ts"]), "type": e["type"], "outcome": e.get("outcome"),
-            "actor": _party(e.get("actor")), "target": _party(e.get("target")), "ip": e.get("ip"),
-            "realm": e.get("realm"), "error": e.get("error"),
-            "phase": (e.get("details") or {}).get("phase"), "erased": (rec.get("pii") or {}).get("erased")}
+    return {
+        "seq": rec["seq"],
+        "ts": int(rec["ts"]),
+        "type": e["type"],
+        "outcome": e.get("outcome"),
+        "actor": _party(e.get("actor")),
+        "target": _party(e.get("target")),
+        "ip": e.get("ip"),
+        "realm": e.get("realm"),
+        "error": e.get("error"),
+        "phase": (e.get("details") or {}).get("phase"),
+        "erased": (rec.get("pii") or {}).get("erased"),
+    }
 
 
 class _Buckets:
@@ -107,8 +116,14 @@ class _Buckets:
             c[key] += 1
 
 
-def collect(source: Path, trust: TrustAnchor, *, external: list[bytes] | None = None, gap_s: float = 120.0,
-            reveal: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Data:
+def collect(
+    source: Path,
+    trust: TrustAnchor,
+    *,
+    external: list[bytes] | None = None,
+    gap_s: float = 120.0,
+    reveal: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> Data:
     """`reveal` (sidecar.audit.pseudonyms.Revealer): what the report may show of encrypted values."""
     data = Data(origin=trust.origin, verdict="", ok=False, report=None, gap_s=gap_s)
     buckets = _Buckets()
@@ -159,24 +174,53 @@ def collect(source: Path, trust: TrustAnchor, *, external: list[bytes] | None = 
             mark(ts)
             if etype == "key.rotated":
                 d = e.get("details") or {}
-                data.epochs.append({"epoch": d.get("epoch"), "key": (d.get("key") or {}).get("name"),
-                                    "key_id": (d.get("key") or {}).get("key_id"), "from_ns": ts, "seq": rec["seq"]})
+                data.epochs.append(
+                    {
+                        "epoch": d.get("epoch"),
+                        "key": (d.get("key") or {}).get("name"),
+                        "key_id": (d.get("key") or {}).get("key_id"),
+                        "from_ns": ts,
+                        "seq": rec["seq"],
+                    }
+                )
             elif etype == "drift.detected":
                 data.drift_total += 1
                 if len(data.drift) < MAX_DRIFT:
                     d = e.get("details") or {}
-                    data.drift.append({"seq": rec["seq"], "ts": ts, "kind": d.get("kind"),
-                                       "target": _party(e.get("target")), "field": d.get("field"),
-                                       "expected": d.get("expected"), "live": d.get("live"),
-                                       "first_seen_ns": d.get("first_seen_ns")})
+                    data.drift.append(
+                        {
+                            "seq": rec["seq"],
+                            "ts": ts,
+                            "kind": d.get("kind"),
+                            "target": _party(e.get("target")),
+                            "field": d.get("field"),
+                            "expected": d.get("expected"),
+                            "live": d.get("live"),
+                            "first_seen_ns": d.get("first_seen_ns"),
+                        }
+                    )
             elif etype == "subject.erased":
                 d = e.get("details") or {}
-                data.erasures.append({"seq": rec["seq"], "ts": ts, "subject": d.get("subject"),
-                                      "reason": d.get("reason"), "by": _party(e.get("actor"))})
+                data.erasures.append(
+                    {
+                        "seq": rec["seq"],
+                        "ts": ts,
+                        "subject": d.get("subject"),
+                        "reason": d.get("reason"),
+                        "by": _party(e.get("actor")),
+                    }
+                )
             elif etype == "state.snapshot":
                 d = e.get("details") or {}
-                data.snapshots.append({"seq": rec["seq"], "ts": ts, "realm": e.get("realm"),
-                                       "digest": d.get("digest"), "users": d.get("users")})
+                data.snapshots.append(
+                    {
+                        "seq": rec["seq"],
+                        "ts": ts,
+                        "realm": e.get("realm"),
+                        "digest": d.get("digest"),
+                        "users": d.get("users"),
+                    }
+                )
             if (e.get("details") or {}).get("phase") == "intent":
                 continue  # its outcome record stands for the change in the timelines
             slim: dict[str, Any] | None = None
@@ -203,8 +247,11 @@ def collect(source: Path, trust: TrustAnchor, *, external: list[bytes] | None = 
     data.verdict = "INTACT"
     data.report = reading.report
     data.marks = marks
-    data.buckets = {"start": buckets.start, "width": buckets.width,
-                    "counts": {k: dict(v) for k, v in sorted(buckets.counts.items())}}
+    data.buckets = {
+        "start": buckets.start,
+        "width": buckets.width,
+        "counts": {k: dict(v) for k, v in sorted(buckets.counts.items())},
+    }
     data.actors = [(a, n, list(actor_recent[a])) for a, n in actor_counts.most_common(TOP)]
     data.targets = [(t, n, list(target_recent[t])) for t, n in target_counts.most_common(TOP)]
     return data
@@ -218,8 +265,15 @@ def _prune(recent: dict[str, deque[dict[str, Any]]], counts: Counter[str]) -> No
             del recent[k]
 
 
-def build_report(source: Path, trust: TrustAnchor, out: Path, *, external: list[bytes] | None = None,
-                 gap_s: float = 120.0, reveal: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Summary:
+def build_report(
+    source: Path,
+    trust: TrustAnchor,
+    out: Path,
+    *,
+    external: list[bytes] | None = None,
+    gap_s: float = 120.0,
+    reveal: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> Summary:
     from sidecar.report.html import render
 
     data = collect(source, trust, external=external, gap_s=gap_s, reveal=reveal)

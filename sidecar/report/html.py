@@ -14,13 +14,32 @@ from typing import Any
 from sidecar.report.build import Data
 
 _FAMILY_COLOURS = {
-    "login": "#2b6cb0", "token": "#4299e1", "logout": "#90cdf4", "mfa": "#805ad5", "credential": "#b794f4",
-    "password": "#d53f8c", "role": "#dd6b20", "group": "#f6ad55", "user": "#38a169", "client": "#68d391",
-    "session": "#319795", "admin": "#718096", "drift": "#e53e3e", "ledger": "#2d3748", "key": "#4a5568",
-    "audit": "#a0aec0", "state": "#1a202c", "organization": "#d69e2e",
+    "login": "#2b6cb0",
+    "token": "#4299e1",
+    "logout": "#90cdf4",
+    "mfa": "#805ad5",
+    "credential": "#b794f4",
+    "password": "#d53f8c",
+    "role": "#dd6b20",
+    "group": "#f6ad55",
+    "user": "#38a169",
+    "client": "#68d391",
+    "session": "#319795",
+    "admin": "#718096",
+    "drift": "#e53e3e",
+    "ledger": "#2d3748",
+    "key": "#4a5568",
+    "audit": "#a0aec0",
+    "state": "#1a202c",
+    "organization": "#d69e2e",
 }
-_OUTCOME_COLOURS = {"succeeded": "#38a169", "unchanged": "#68d391", "failed": "#e53e3e", "pending": "#d69e2e",
-                    "unknown": "#a0aec0"}
+_OUTCOME_COLOURS = {
+    "succeeded": "#38a169",
+    "unchanged": "#68d391",
+    "failed": "#e53e3e",
+    "pending": "#d69e2e",
+    "unknown": "#a0aec0",
+}
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1a202c;background:#f7fafc}
@@ -67,8 +86,10 @@ def _stacked(data: Data, prefix: str, colours: dict[str, str], title: str) -> st
     width, height, left, bottom = 1000, 220, 50, 30
     bar_w = (width - left - 10) / n
     peak = max(sum(v for k, v in c.items() if k.startswith(prefix)) for c in counts.values()) or 1
-    parts = [f"<svg role='img' aria-label='{_e(title)}' width='{width}' height='{height}' "
-             f"viewBox='0 0 {width} {height}' xmlns='http://www.w3.org/2000/svg'>"]
+    parts = [
+        f"<svg role='img' aria-label='{_e(title)}' width='{width}' height='{height}' "
+        f"viewBox='0 0 {width} {height}' xmlns='http://www.w3.org/2000/svg'>"
+    ]
     for i in range(n):
         y: float = height - bottom
         for k in keys:
@@ -77,21 +98,26 @@ def _stacked(data: Data, prefix: str, colours: dict[str, str], title: str) -> st
                 continue
             h = v / peak * (height - bottom - 10)
             y -= h
-            name = k[len(prefix):]
-            parts.append(f"<rect x='{left + i * bar_w:.1f}' y='{y:.1f}' width='{max(bar_w - 1, 1):.1f}' "
-                         f"height='{h:.1f}' fill='{colours.get(name, '#a0aec0')}'><title>{_e(name)}: {v}</title>"
-                         "</rect>")
-    parts.append(f"<text x='4' y='14' font-size='11'>{peak}</text><text x='4' y='{height - bottom}' "
-                 "font-size='11'>0</text>")
+            name = k[len(prefix) :]
+            parts.append(
+                f"<rect x='{left + i * bar_w:.1f}' y='{y:.1f}' width='{max(bar_w - 1, 1):.1f}' "
+                f"height='{h:.1f}' fill='{colours.get(name, '#a0aec0')}'><title>{_e(name)}: {v}</title>"
+                "</rect>"
+            )
+    parts.append(
+        f"<text x='4' y='14' font-size='11'>{peak}</text><text x='4' y='{height - bottom}' font-size='11'>0</text>"
+    )
     start, w = int(b["start"]), int(b["width"])
     for i in (0, n // 2, n - 1):
-        parts.append(f"<text x='{left + i * bar_w:.1f}' y='{height - 10}' font-size='11'>{_e(_t(start + i * w))}"
-                     "</text>")
+        parts.append(
+            f"<text x='{left + i * bar_w:.1f}' y='{height - 10}' font-size='11'>{_e(_t(start + i * w))}</text>"
+        )
     parts.append("</svg>")
-    legend = "".join(f"<span><i style='background:{colours.get(k[len(prefix):], '#a0aec0')}'></i>"
-                     f"{_e(k[len(prefix):])}</span>" for k in keys)
-    return f"<div class='legend'>{legend}</div>" + "".join(parts) + \
-        f"<p class='muted'>one bar per {_dur(w)}</p>"
+    legend = "".join(
+        f"<span><i style='background:{colours.get(k[len(prefix) :], '#a0aec0')}'></i>{_e(k[len(prefix) :])}</span>"
+        for k in keys
+    )
+    return f"<div class='legend'>{legend}</div>" + "".join(parts) + f"<p class='muted'>one bar per {_dur(w)}</p>"
 
 
 def _coverage(data: Data) -> str:
@@ -101,20 +127,28 @@ def _coverage(data: Data) -> str:
     hi = max([data.last_ns, *data.marks])
     span = max(hi - lo, 1)
     width, height = 1000, 46
-    parts = [f"<svg role='img' aria-label='coverage' width='{width}' height='{height}' viewBox='0 0 {width} "
-             f"{height}' xmlns='http://www.w3.org/2000/svg'><rect x='0' y='10' width='{width}' height='16' "
-             "fill='#c6f6d5'><title>recording (checkpoints and heartbeats signed)</title></rect>"]
+    parts = [
+        f"<svg role='img' aria-label='coverage' width='{width}' height='{height}' viewBox='0 0 {width} "
+        f"{height}' xmlns='http://www.w3.org/2000/svg'><rect x='0' y='10' width='{width}' height='16' "
+        "fill='#c6f6d5'><title>recording (checkpoints and heartbeats signed)</title></rect>"
+    ]
     for a, z in data.gaps:
         x = (a - lo) / span * width
         w = max((z - a) / span * width, 2)
-        parts.append(f"<rect x='{x:.1f}' y='6' width='{w:.1f}' height='24' fill='#e53e3e'><title>gap: nothing "
-                     f"signed from {_e(_t(a))} to {_e(_t(z))} ({_dur(z - a)})</title></rect>")
+        parts.append(
+            f"<rect x='{x:.1f}' y='6' width='{w:.1f}' height='24' fill='#e53e3e'><title>gap: nothing "
+            f"signed from {_e(_t(a))} to {_e(_t(z))} ({_dur(z - a)})</title></rect>"
+        )
     for ts, what in data.starts:
         x = (ts - lo) / span * width
-        parts.append(f"<line x1='{x:.1f}' x2='{x:.1f}' y1='2' y2='34' stroke='#2d3748'><title>{_e(what)} at "
-                     f"{_e(_t(ts))}</title></line>")
-    parts.append(f"<text x='0' y='44' font-size='11'>{_e(_t(lo))}</text><text x='{width - 170}' y='44' "
-                 f"font-size='11'>{_e(_t(hi))}</text></svg>")
+        parts.append(
+            f"<line x1='{x:.1f}' x2='{x:.1f}' y1='2' y2='34' stroke='#2d3748'><title>{_e(what)} at "
+            f"{_e(_t(ts))}</title></line>"
+        )
+    parts.append(
+        f"<text x='0' y='44' font-size='11'>{_e(_t(lo))}</text><text x='{width - 170}' y='44' "
+        f"font-size='11'>{_e(_t(hi))}</text></svg>"
+    )
     return "".join(parts)
 
 
@@ -123,9 +157,13 @@ def _events_table(events: list[dict[str, Any]]) -> str:
         f"<tr><td>{_e(_t(ev['ts']))}</td><td>#{ev['seq']}</td><td>{_e(ev['type'])}</td><td>{_e(ev['outcome'])}</td>"
         f"<td>{_e(ev['actor'])}</td><td>{_e(ev['target'])}</td><td>{_e(ev['realm'])}</td><td>{_e(ev['ip'])}</td>"
         f"<td>{_e(ev['error'])}{_e(' (erased: ' + ', '.join(ev['erased']) + ')') if ev.get('erased') else ''}"
-        "</td></tr>" for ev in reversed(events))
-    return ("<table><tr><th>time</th><th>seq</th><th>type</th><th>outcome</th><th>actor</th><th>target</th>"
-            f"<th>realm</th><th>ip</th><th>error</th></tr>{rows}</table>")
+        "</td></tr>"
+        for ev in reversed(events)
+    )
+    return (
+        "<table><tr><th>time</th><th>seq</th><th>type</th><th>outcome</th><th>actor</th><th>target</th>"
+        f"<th>realm</th><th>ip</th><th>error</th></tr>{rows}</table>"
+    )
 
 
 def _parties(rows: list[tuple[str, int, list[dict[str, Any]]]], label: str) -> str:
@@ -134,8 +172,10 @@ def _parties(rows: list[tuple[str, int, list[dict[str, Any]]]], label: str) -> s
     out = []
     for name, count, events in rows:
         shown = f"newest {len(events)} of {count}" if count > len(events) else f"{count}"
-        out.append(f"<details><summary>{_e(name)} <span class='muted'>({shown} events as {label})</span>"
-                   f"</summary>{_events_table(events)}</details>")
+        out.append(
+            f"<details><summary>{_e(name)} <span class='muted'>({shown} events as {label})</span>"
+            f"</summary>{_events_table(events)}</details>"
+        )
     return "".join(out)
 
 
@@ -144,33 +184,48 @@ def render(data: Data) -> str:
     head_cls = "v-ok" if data.ok else "v-bad"
     checked = ""
     if r is not None:
-        checked = (f"<table><tr><th>segments</th><td>{r.segments}</td></tr>"
-                   f"<tr><th>records</th><td>{r.records}</td></tr>"
-                   f"<tr><th>signed checkpoints and seals</th><td>{r.checkpoints}</td></tr>"
-                   f"<tr><th>external checkpoints</th><td>{r.external_checkpoints}</td></tr>"
-                   f"<tr><th>tree</th><td>size {r.size}, root <code>{_e(r.root.hex())}</code></td></tr>"
-                   f"<tr><th>keys</th><td>{_e(', '.join(r.keys))}</td></tr>"
-                   f"<tr><th>span</th><td>{_e(_t(r.first_ts))} .. {_e(_t(r.last_ts))}</td></tr>"
-                   f"<tr><th>verification</th><td>{_e(r.mode)}: framing, hash chain, every record in the signed "
-                   "Merkle roots, checkpoint and seal signatures, key chain from the pinned trust file, seals, "
-                   "segment links; the records were hashed again while this report read them</td></tr></table>")
+        checked = (
+            f"<table><tr><th>segments</th><td>{r.segments}</td></tr>"
+            f"<tr><th>records</th><td>{r.records}</td></tr>"
+            f"<tr><th>signed checkpoints and seals</th><td>{r.checkpoints}</td></tr>"
+            f"<tr><th>external checkpoints</th><td>{r.external_checkpoints}</td></tr>"
+            f"<tr><th>tree</th><td>size {r.size}, root <code>{_e(r.root.hex())}</code></td></tr>"
+            f"<tr><th>keys</th><td>{_e(', '.join(r.keys))}</td></tr>"
+            f"<tr><th>span</th><td>{_e(_t(r.first_ts))} .. {_e(_t(r.last_ts))}</td></tr>"
+            f"<tr><th>verification</th><td>{_e(r.mode)}: framing, hash chain, every record in the signed "
+            "Merkle roots, checkpoint and seal signatures, key chain from the pinned trust file, seals, "
+            "segment links; the records were hashed again while this report read them</td></tr></table>"
+        )
     findings = ""
     if data.findings:
         items = "".join(f"<li><code>{_e(f.code)}</code> {_e(str(f))}</li>" for f in data.findings[:500])
         findings = f"<h2>Findings ({len(data.findings)})</h2><ul>{items}</ul>"
-    body = [f"<header class='{head_cls}'><h1 id='verdict'>Verdict: {_e(data.verdict)}</h1>"
-            f"<div>ledger origin <b>{_e(data.origin)}</b> · report written {_e(_t(_now()))}</div></header><main>",
-            "<h2>What was checked</h2>", checked or "<p class='muted'>nothing could be verified</p>", findings]
+    body = [
+        f"<header class='{head_cls}'><h1 id='verdict'>Verdict: {_e(data.verdict)}</h1>"
+        f"<div>ledger origin <b>{_e(data.origin)}</b> · report written {_e(_t(_now()))}</div></header><main>",
+        "<h2>What was checked</h2>",
+        checked or "<p class='muted'>nothing could be verified</p>",
+        findings,
+    ]
     if data.ok:
         gaps = "".join(f"<li>{_e(_t(a))} to {_e(_t(z))}: {_dur(z - a)} with nothing signed</li>" for a, z in data.gaps)
-        epochs = "".join(f"<tr><td>{_e(ep['epoch'])}</td><td><code>{_e(ep['key'])}</code></td>"
-                         f"<td>{_e(_t(ep['from_ns']))}</td><td>#{ep['seq']}</td></tr>" for ep in data.epochs)
-        drift = "".join(f"<tr><td>{_e(_t(d['ts']))}</td><td>#{d['seq']}</td><td>{_e(d['kind'])}</td>"
-                        f"<td>{_e(d['target'])}</td><td>{_e(d['field'])}</td><td><code>{_e(d['expected'])}</code></td>"
-                        f"<td><code>{_e(d['live'])}</code></td></tr>" for d in data.drift)
+        epochs = "".join(
+            f"<tr><td>{_e(ep['epoch'])}</td><td><code>{_e(ep['key'])}</code></td>"
+            f"<td>{_e(_t(ep['from_ns']))}</td><td>#{ep['seq']}</td></tr>"
+            for ep in data.epochs
+        )
+        drift = "".join(
+            f"<tr><td>{_e(_t(d['ts']))}</td><td>#{d['seq']}</td><td>{_e(d['kind'])}</td>"
+            f"<td>{_e(d['target'])}</td><td>{_e(d['field'])}</td><td><code>{_e(d['expected'])}</code></td>"
+            f"<td><code>{_e(d['live'])}</code></td></tr>"
+            for d in data.drift
+        )
         types = "".join(f"<tr><td>{_e(t)}</td><td>{n}</td></tr>" for t, n in sorted(data.types.items()))
-        erasures = "".join(f"<tr><td>{_e(_t(x['ts']))}</td><td>#{x['seq']}</td><td><code>{_e(x['subject'])}</code></td>"
-                           f"<td>{_e(x['by'])}</td><td>{_e(x['reason'])}</td></tr>" for x in data.erasures)
+        erasures = "".join(
+            f"<tr><td>{_e(_t(x['ts']))}</td><td>#{x['seq']}</td><td><code>{_e(x['subject'])}</code></td>"
+            f"<td>{_e(x['by'])}</td><td>{_e(x['reason'])}</td></tr>"
+            for x in data.erasures
+        )
         body += [
             "<h2>Coverage over time</h2>",
             f"<p>{data.records} records and {data.checkpoints} signed checkpoints from {_e(_t(data.first_ns))} to "
@@ -182,31 +237,49 @@ def render(data: Data) -> str:
             f"<tr><td>0</td><td><code>{_e(r.keys[0] if r and r.keys else '')}</code></td>"
             f"<td>{_e(_t(data.first_ns))}</td><td>#0</td></tr>{epochs}</table>",
             f"<h2>Drift findings ({data.drift_total})</h2>",
-            ("<table><tr><th>recorded</th><th>seq</th><th>kind</th><th>target</th><th>what differs</th>"
-             f"<th>expected</th><th>live</th></tr>{drift}</table>") if drift else
-            "<p class='ok'>no drift recorded</p>",
+            (
+                "<table><tr><th>recorded</th><th>seq</th><th>kind</th><th>target</th><th>what differs</th>"
+                f"<th>expected</th><th>live</th></tr>{drift}</table>"
+            )
+            if drift
+            else "<p class='ok'>no drift recorded</p>",
             f"<p class='muted'>{len(data.snapshots)} state snapshots recorded.</p>",
             f"<h2>Erasures ({len(data.erasures)})</h2>",
             f"<p>{r.encrypted_records if r else 0} records carry encrypted personal data; "
             f"{r.erased_records if r else 0} of them belong to {r.erased_subjects if r else 0} erased subjects "
             f"and are shown without those values ({data.erased_fields} records here). "
-            + (f"{data.encrypted_fields} records are shown with encrypted values left out (no subject key store "
-               "was given: ids stand in for names)." if data.encrypted_fields else "") + "</p>",
-            ("<table><tr><th>recorded</th><th>seq</th><th>subject</th><th>asked by</th><th>reason</th></tr>"
-             f"{erasures}</table>") if erasures else "<p class='muted'>no subject erased</p>",
-            "<h2>Events over time by type</h2>", _stacked(data, "type:", _FAMILY_COLOURS, "events by type"),
-            "<h2>Events over time by outcome</h2>", _stacked(data, "outcome:", _OUTCOME_COLOURS,
-                                                             "events by outcome"),
+            + (
+                f"{data.encrypted_fields} records are shown with encrypted values left out (no subject key store "
+                "was given: ids stand in for names)."
+                if data.encrypted_fields
+                else ""
+            )
+            + "</p>",
+            (
+                "<table><tr><th>recorded</th><th>seq</th><th>subject</th><th>asked by</th><th>reason</th></tr>"
+                f"{erasures}</table>"
+            )
+            if erasures
+            else "<p class='muted'>no subject erased</p>",
+            "<h2>Events over time by type</h2>",
+            _stacked(data, "type:", _FAMILY_COLOURS, "events by type"),
+            "<h2>Events over time by outcome</h2>",
+            _stacked(data, "outcome:", _OUTCOME_COLOURS, "events by outcome"),
             f"<h2>Event types</h2><table><tr><th>type</th><th>records</th></tr>{types}</table>",
-            "<h2>Per-actor timelines</h2>", _parties(data.actors, "actor"),
-            "<h2>Per-target timelines</h2>", _parties(data.targets, "target"),
+            "<h2>Per-actor timelines</h2>",
+            _parties(data.actors, "actor"),
+            "<h2>Per-target timelines</h2>",
+            _parties(data.targets, "target"),
         ]
     body.append("</main>")
-    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-            "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; style-src 'unsafe-inline'; "
-            "img-src data:\">"
-            f"<title>Ledger report: {_e(data.verdict)}</title><style>{_CSS}</style></head><body>"
-            + "".join(body) + "</body></html>\n")
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; style-src 'unsafe-inline'; "
+        'img-src data:">'
+        f"<title>Ledger report: {_e(data.verdict)}</title><style>{_CSS}</style></head><body>"
+        + "".join(body)
+        + "</body></html>\n"
+    )
 
 
 def _now() -> int:

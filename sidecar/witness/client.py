@@ -106,8 +106,7 @@ class WitnessClient:
     def _load(self) -> None:
         """Leaf hashes and the newest checkpoint already in the segment files."""
         seg_dir = self.data_dir / SEGMENT_DIR
-        paths = sorted(p for p in seg_dir.iterdir() if segment_number(p.name) is not None) \
-            if seg_dir.is_dir() else []
+        paths = sorted(p for p in seg_dir.iterdir() if segment_number(p.name) is not None) if seg_dir.is_dir() else []
         newest: bytes | None = None
         for path in paths:
             for frame in framing.iter_frames(path.read_bytes()):
@@ -189,7 +188,7 @@ class WitnessClient:
     def _witness_note(self, note: bytes) -> bytes:
         """The checkpoint with the log witness key's signature line added (the body is unchanged)."""
         body = parse_note(note).body
-        return note + sign_note(body, self.log_signer)[len(body) + 1:]
+        return note + sign_note(body, self.log_signer)[len(body) + 1 :]
 
     async def _submit(self, peer: _Peer, head: _Head, note: bytes) -> bytes:
         assert self._session is not None
@@ -207,8 +206,9 @@ class WitnessClient:
                         peer.size = parse_size_body(answer)
                         peer.ahead = peer.size > head.size
                         if peer.ahead:
-                            raise WitnessError(f"witness has cosigned size {peer.size}, larger than the ledger's "
-                                               f"{head.size}")
+                            raise WitnessError(
+                                f"witness has cosigned size {peer.size}, larger than the ledger's {head.size}"
+                            )
                         continue
                     if resp.status != 200:
                         raise WitnessError(f"add-checkpoint answered {resp.status}")
@@ -268,11 +268,15 @@ class WitnessClient:
         waited = self.monotonic() - self._waiting_since if self._waiting_since is not None else 0.0
         head = self._head.size if self._head else 0
         return {
-            "quorum": self.quorum, "head_size": head, "cosigned_size": max(self._cosigned, 0),
-            "uncosigned_for_s": round(waited, 1), "stale_after_s": self.stale_after_s,
+            "quorum": self.quorum,
+            "head_size": head,
+            "cosigned_size": max(self._cosigned, 0),
+            "uncosigned_for_s": round(waited, 1),
+            "stale_after_s": self.stale_after_s,
             "ready": waited <= self.stale_after_s,
-            "witnesses": [{"name": p.witness.name, "size": p.size, "cosigned": p.done, "error": p.error}
-                          for p in self._peers],
+            "witnesses": [
+                {"name": p.witness.name, "size": p.size, "cosigned": p.done, "error": p.error} for p in self._peers
+            ],
         }
 
     def not_ready_reason(self) -> str | None:
@@ -282,5 +286,7 @@ class WitnessClient:
         st = self.status()
         if st["ready"]:
             return None
-        return (f"checkpoint of size {st['head_size']} has waited {st['uncosigned_for_s']} s for {self.quorum} "
-                f"witness cosignature(s) (limit {self.stale_after_s} s)")
+        return (
+            f"checkpoint of size {st['head_size']} has waited {st['uncosigned_for_s']} s for {self.quorum} "
+            f"witness cosignature(s) (limit {self.stale_after_s} s)"
+        )

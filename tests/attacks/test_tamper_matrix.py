@@ -66,12 +66,19 @@ from sidecar.testing import (
 ORIGIN = "test.example/ledger"
 OTHER_ORIGIN = "other.example/ledger"
 R, C, S = framing.RECORD, framing.CHECKPOINT, framing.SEAL
-FORGED_EVENT = {"type": "role.granted", "outcome": "succeeded", "realm": "acme",
-                "actor": {"username": "mallory", "kind": "user"}, "details": {"roles": ["realm-admin"]}}
+FORGED_EVENT = {
+    "type": "role.granted",
+    "outcome": "succeeded",
+    "realm": "acme",
+    "actor": {"username": "mallory", "kind": "user"},
+    "details": {"roles": ["realm-admin"]},
+}
 
-VERIFY_CRASH = ("verify.py verify_scans: when a segment's scan stops early or a segment is missing, "
-                "next_seq falls behind the next header's first_seq; _root_at() (line 325) and prefix.merge() "
-                "(line 363) then merge a CompactRange that does not start at prefix.end and raise ValueError")
+VERIFY_CRASH = (
+    "verify.py verify_scans: when a segment's scan stops early or a segment is missing, "
+    "next_seq falls behind the next header's first_seq; _root_at() (line 325) and prefix.merge() "
+    "(line 363) then merge a CompactRange that does not start at prefix.end and raise ValueError"
+)
 
 
 # ---------------------------------------------------------------------------------------------- set-up
@@ -87,8 +94,9 @@ async def build(root: Path, *, origin: str = ORIGIN, epoch_s: float = 1e9) -> Bu
     clock = FixedClock()
     d = root / "ledger"
     trust = await build_ledger(d, events=32, origin=origin, clock=clock, epoch_s=epoch_s)
-    await append_events(d, [synthetic_event(i) for i in range(32, 56)], clock=clock,
-                        segment_max_bytes=1 << 20, epoch_s=epoch_s)
+    await append_events(
+        d, [synthetic_event(i) for i in range(32, 56)], clock=clock, segment_max_bytes=1 << 20, epoch_s=epoch_s
+    )
     return Built(d, trust, clock)
 
 
@@ -100,12 +108,12 @@ async def led(tmp_path: Path) -> Built:
     return built
 
 
-
 def no_ids(message: str, *, same_key: bool = False) -> str:
     """A bad-signature message without its key ids (they change per run); the names are what a test pins."""
     ids = re.findall(r" \(key id ([0-9a-f]{8})\)", message)
     assert len(ids) == 2 and (ids[0] == ids[1]) == same_key, "the message names both key ids"
     return re.sub(r" \(key id [0-9a-f]{8}\)", "", message)
+
 
 def verify(b: Built, external: Sequence[bytes] = ()) -> Report:
     return verify_directory(b.dir, b.trust, external=external, workers=1)
@@ -158,8 +166,9 @@ def _next_char(c: int, hex_only: bool = False) -> int:
     raise AssertionError(f"not a digit or lower-case letter: {chr(c)!r}")
 
 
-def set_char_after(body: bytes, marker: bytes, value: int | None = None, *, skip: int = 0,
-                   hex_only: bool = False) -> bytes:
+def set_char_after(
+    body: bytes, marker: bytes, value: int | None = None, *, skip: int = 0, hex_only: bool = False
+) -> bytes:
     """Change one byte: the `skip`-th byte after `marker` (default: to the next digit or letter)."""
     pos = body.index(marker) + len(marker) + skip
     new = bytearray(body)
@@ -444,8 +453,10 @@ async def test_cut_tail_is_found_only_with_an_external_checkpoint(led: Built) ->
     report = verify(led, [witness])
     assert codes(report) == ["tail-cut"]
     assert where(report.findings[0]) == (None, kept)
-    assert report.findings[0].message == (f"an external checkpoint proves {full} records, the ledger holds only "
-                                          f"{kept}: the tail was cut or the ledger rolled back")
+    assert report.findings[0].message == (
+        f"an external checkpoint proves {full} records, the ledger holds only "
+        f"{kept}: the tail was cut or the ledger rolled back"
+    )
 
 
 async def test_newest_segment_deleted_is_found_only_with_an_external_checkpoint(led: Built) -> None:
@@ -465,8 +476,9 @@ async def test_rolled_back_ledger_is_a_tail_cut(led: Built, tmp_path: Path) -> N
     """A ledger restored from an earlier copy, checked against a checkpoint from later, is found as tail-cut."""
     backup = copy_ledger(led.dir, tmp_path / "backup")
     old_size = verify(led).size
-    await append_events(led.dir, [synthetic_event(i) for i in range(64, 80)], clock=led.clock,
-                        segment_max_bytes=1 << 20)
+    await append_events(
+        led.dir, [synthetic_event(i) for i in range(64, 80)], clock=led.clock, segment_max_bytes=1 << 20
+    )
     witness = latest_checkpoint(led.dir)
     new_size = cp_size(witness)
     shutil.rmtree(led.dir)
@@ -492,7 +504,8 @@ async def test_forked_ledger_of_the_same_size_is_a_split_view(led: Built, tmp_pa
     assert where(report.findings[0]) == (None, size - 1)
     assert report.findings[0].message == (
         f"external checkpoint of size {size} has root {short(tree_root(led.dir, size))}, the ledger's records give "
-        f"{short(mine.root)}: the ledger was rewritten or forked")
+        f"{short(mine.root)}: the ledger was rewritten or forked"
+    )
 
 
 async def test_cut_tail_with_a_key_rotation_in_it_is_found(tmp_path: Path) -> None:
@@ -502,8 +515,9 @@ async def test_cut_tail_with_a_key_rotation_in_it_is_found(tmp_path: Path) -> No
     trust = await build_ledger(d, events=32, clock=clock)
     backup = copy_ledger(d, tmp_path / "backup")
     kept = verify_directory(backup, trust, workers=1).size
-    await append_events(d, [synthetic_event(i) for i in range(32, 56)], clock=clock, segment_max_bytes=1 << 20,
-                        epoch_s=2e-5)
+    await append_events(
+        d, [synthetic_event(i) for i in range(32, 56)], clock=clock, segment_max_bytes=1 << 20, epoch_s=2e-5
+    )
     witness = latest_checkpoint(d)
     assert not split_note(witness)[1][0].name.endswith("#0"), "the later checkpoint is signed by a rotated key"
     report = verify_directory(backup, trust, external=[witness], workers=1)
@@ -534,8 +548,10 @@ async def test_look_alike_segment_with_its_own_keys_is_an_untrusted_key(led: Bui
     assert codes(report) == ["untrusted-key"]
     mine, theirs = led.trust.root_key, other.trust.root_key
     assert where(report.findings[0]) == (path.name, header_of(path).first_seq)
-    assert report.findings[0].message == (f"segment names key {theirs.name} ({theirs.key_id.hex()}), but the key in "
-                                          f"force is {mine.name} ({mine.key_id.hex()})")
+    assert report.findings[0].message == (
+        f"segment names key {theirs.name} ({theirs.key_id.hex()}), but the key in "
+        f"force is {mine.name} ({mine.key_id.hex()})"
+    )
 
 
 async def test_middle_segment_deleted_is_segment_missing(led: Built) -> None:
@@ -544,8 +560,9 @@ async def test_middle_segment_deleted_is_segment_missing(led: Built) -> None:
     report = verify(led)
     assert codes(report)[0] == "segment-missing"
     assert where(report.findings[0]) == ("00000002.seg", None)
-    assert report.findings[0].message == ("expected segment 00000001.seg next, found 00000002.seg; "
-                                          "missing: 00000001.seg")
+    assert report.findings[0].message == (
+        "expected segment 00000001.seg next, found 00000002.seg; missing: 00000001.seg"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- keys and signatures
@@ -562,8 +579,10 @@ async def test_rewrite_resigned_with_an_attacker_key_of_the_same_name_is_bad_sig
     assert len(report.findings) == sum(1 for k, _ in frames if k in (C, S))
     f = report.findings[0]
     assert where(f) == (path.name, cp_size(frames[first_cp][1]) - 1)
-    assert no_ids(f.message) == (f"checkpoint at offset {frame_offsets(path)[first_cp]}: signed by {ORIGIN}#0, "
-                         f"expected a valid signature by {ORIGIN}#0")
+    assert no_ids(f.message) == (
+        f"checkpoint at offset {frame_offsets(path)[first_cp]}: signed by {ORIGIN}#0, "
+        f"expected a valid signature by {ORIGIN}#0"
+    )
 
 
 async def test_rewrite_resigned_with_header_naming_the_attacker_key_is_untrusted_key(led: Built) -> None:
@@ -571,15 +590,17 @@ async def test_rewrite_resigned_with_header_naming_the_attacker_key_is_untrusted
     path = newest(led)
     _, rec = inner_record(path)
     attacker = Signer.generate(key_name(ORIGIN, 0))
-    forge_segment(path, attacker, header_key=attacker.public,
-                  change=lambda seq, ev: FORGED_EVENT if seq == rec.seq else ev)
+    forge_segment(
+        path, attacker, header_key=attacker.public, change=lambda seq, ev: FORGED_EVENT if seq == rec.seq else ev
+    )
     report = verify(led)
     assert codes(report) == ["untrusted-key"]
     real = led.trust.root_key
     assert where(report.findings[0]) == (path.name, header_of(path).first_seq)
     assert report.findings[0].message == (
         f"segment names key {attacker.name} ({attacker.public.key_id.hex()}), but the key in force is "
-        f"{real.name} ({real.key_id.hex()})")
+        f"{real.name} ({real.key_id.hex()})"
+    )
 
 
 async def test_sealed_segment_rewritten_and_resigned_is_bad_signature_and_breaks_the_next_segment(led: Built) -> None:
@@ -605,28 +626,39 @@ async def test_forged_key_rotation_is_bad_signature(led: Built) -> None:
     path = newest(led)
     last = records_of(path)[-1]
     attacker = Signer.generate(key_name(ORIGIN, 1))
-    rotation = encode_record(last.seq + 1, last.ts_ns + 1, last.hash, {
-        "type": "key.rotated", "outcome": "succeeded",
-        "details": {"key": attacker.public.to_json(), "epoch": 1, "previous": led.trust.root_key.to_json()}})
+    rotation = encode_record(
+        last.seq + 1,
+        last.ts_ns + 1,
+        last.hash,
+        {
+            "type": "key.rotated",
+            "outcome": "succeeded",
+            "details": {"key": attacker.public.to_json(), "epoch": 1, "previous": led.trust.root_key.to_json()},
+        },
+    )
     forged = encode_record(last.seq + 2, last.ts_ns + 2, record_hash(rotation), FORGED_EVENT)
     leaves = [*leaf_hashes(led.dir), record_hash(rotation)]
     time_ns = led.clock.now_ns()
     cp1 = sign_note(Checkpoint(ORIGIN, len(leaves), root(leaves), time_ns).body(), attacker)
-    cp2 = sign_note(Checkpoint(ORIGIN, len(leaves) + 1, root([*leaves, record_hash(forged)]), time_ns + 1).body(),
-                    attacker)
+    cp2 = sign_note(
+        Checkpoint(ORIGIN, len(leaves) + 1, root([*leaves, record_hash(forged)]), time_ns + 1).body(), attacker
+    )
     end = path.stat().st_size
-    write_bytes(path, path.read_bytes() + b"".join(framing.encode_frame(k, b) for k, b in
-                                                   [(R, rotation), (C, cp1), (R, forged), (C, cp2)]))
+    write_bytes(
+        path,
+        path.read_bytes()
+        + b"".join(framing.encode_frame(k, b) for k, b in [(R, rotation), (C, cp1), (R, forged), (C, cp2)]),
+    )
     offset = end + len(framing.encode_frame(R, rotation))
     report = verify(led)
     # The handover checkpoint must be signed by the outgoing key; kc-ledger/2 also wants every checkpoint to
     # sign the segment's bytes and no record after a key.rotated record in the same segment.
-    assert codes(report) == ["bad-signature", "segment-digest", "rotation-window", "bad-signature",
-                             "segment-digest"]
+    assert codes(report) == ["bad-signature", "segment-digest", "rotation-window", "bad-signature", "segment-digest"]
     assert where(report.findings[0]) == (path.name, last.seq + 1)
     assert where(report.findings[2]) == (path.name, last.seq + 2)
-    assert no_ids(report.findings[0].message) == (f"checkpoint at offset {offset}: signed by {ORIGIN}#1, "
-                                          f"expected a valid signature by {ORIGIN}#0")
+    assert no_ids(report.findings[0].message) == (
+        f"checkpoint at offset {offset}: signed by {ORIGIN}#1, expected a valid signature by {ORIGIN}#0"
+    )
 
 
 async def test_seal_policy_digest_changed_is_bad_signature_and_policy_mismatch(led: Built) -> None:
@@ -641,10 +673,12 @@ async def test_seal_policy_digest_changed_is_bad_signature_and_policy_mismatch(l
     report = verify(led)
     assert codes(report) == ["bad-signature", "policy-mismatch"]
     assert [where(f) for f in report.findings] == [(path.name, last_seq)] * 2
-    assert no_ids(report.findings[0].message, same_key=True) == (f"seal at offset {frame_offsets(path)[-1]}: signed by {ORIGIN}#0, "
-                                          f"expected a valid signature by {ORIGIN}#0")
-    assert report.findings[1].message == (f"seal's policy digest {forged_digest[:16]}... differs from the header's "
-                                          f"{TEST_POLICY_DIGEST[:16]}...")
+    assert no_ids(report.findings[0].message, same_key=True) == (
+        f"seal at offset {frame_offsets(path)[-1]}: signed by {ORIGIN}#0, expected a valid signature by {ORIGIN}#0"
+    )
+    assert report.findings[1].message == (
+        f"seal's policy digest {forged_digest[:16]}... differs from the header's {TEST_POLICY_DIGEST[:16]}..."
+    )
 
 
 async def test_forward_security_current_key_cannot_rewrite_epoch_0(tmp_path: Path) -> None:
@@ -669,8 +703,10 @@ async def test_forward_security_current_key_cannot_rewrite_epoch_0(tmp_path: Pat
     f = report.findings[0]
     size = cp_size(frames[first_cp][1])
     assert where(f) == (seg0.name, size - 1 if size else None)  # the opening checkpoint covers no record
-    assert no_ids(f.message) == (f"checkpoint at offset {frame_offsets(seg0)[first_cp]}: signed by {stolen.name}, "
-                         f"expected a valid signature by {ORIGIN}#0")
+    assert no_ids(f.message) == (
+        f"checkpoint at offset {frame_offsets(seg0)[first_cp]}: signed by {stolen.name}, "
+        f"expected a valid signature by {ORIGIN}#0"
+    )
     assert "root-mismatch" not in [x.code for x in report.findings if x.segment == seg0.name]
 
 
@@ -682,14 +718,15 @@ async def test_forward_security_current_key_renamed_as_epoch_0_is_untrusted_key(
     posing = Signer.from_seed(key_name(ORIGIN, 0), stolen.seed())
     seg0 = segment_paths(b.dir)[0]
     _, rec = inner_record(seg0)
-    forge_segment(seg0, posing, header_key=posing.public,
-                  change=lambda seq, ev: FORGED_EVENT if seq == rec.seq else ev)
+    forge_segment(seg0, posing, header_key=posing.public, change=lambda seq, ev: FORGED_EVENT if seq == rec.seq else ev)
     report = verify(b)
     real = b.trust.root_key
     untrusted = [f for f in report.findings if f.code == "untrusted-key"]
     assert [where(f) for f in untrusted] == [(seg0.name, 0)]
-    assert untrusted[0].message == (f"segment names key {posing.name} ({posing.public.key_id.hex()}), but the key "
-                                    f"in force is {real.name} ({real.key_id.hex()})")
+    assert untrusted[0].message == (
+        f"segment names key {posing.name} ({posing.public.key_id.hex()}), but the key "
+        f"in force is {real.name} ({real.key_id.hex()})"
+    )
     assert report.findings[0].segment == seg0.name
 
 
@@ -738,9 +775,16 @@ async def test_rotations_to_badly_named_keys_are_rotation_invalid(led: Built) ->
     prev = records_of(path)[-1]
     frames = []
     for j in range(2):
-        body = encode_record(prev.seq + 1, prev.ts_ns + 1, prev.hash, {
-            "type": "key.rotated", "outcome": "succeeded",
-            "details": {"key": Signer.generate(f"evil#x{j}").public.to_json()}})
+        body = encode_record(
+            prev.seq + 1,
+            prev.ts_ns + 1,
+            prev.hash,
+            {
+                "type": "key.rotated",
+                "outcome": "succeeded",
+                "details": {"key": Signer.generate(f"evil#x{j}").public.to_json()},
+            },
+        )
         frames.append(framing.encode_frame(R, body))
         prev = decode_record(body)
     write_bytes(path, path.read_bytes() + b"".join(frames))
@@ -752,8 +796,7 @@ async def test_record_with_null_prev_is_a_finding(led: Built) -> None:
     """A record whose prev is JSON null (CRC fixed) is reported as a finding, not a crash."""
     path = newest(led)
     last = records_of(path)[-1]
-    body = canonical_bytes({"event": FORGED_EVENT, "prev": None, "seq": last.seq + 1, "ts": str(last.ts_ns),
-                            "v": 1})
+    body = canonical_bytes({"event": FORGED_EVENT, "prev": None, "seq": last.seq + 1, "ts": str(last.ts_ns), "v": 1})
     write_bytes(path, path.read_bytes() + framing.encode_frame(R, body))
     report = verify(led)
     assert where(report.findings[0]) == (path.name, last.seq + 1)
@@ -795,8 +838,9 @@ def _verify_with_one_byte_changed(ledger: tuple[Path, TrustAnchor], name: str, p
 
 @settings(max_examples=200, deadline=None)
 @given(data=st.data())
-def test_any_single_byte_change_in_the_newest_segment_is_found(fixed_ledger: tuple[Path, TrustAnchor],
-                                                               data: Any) -> None:
+def test_any_single_byte_change_in_the_newest_segment_is_found(
+    fixed_ledger: tuple[Path, TrustAnchor], data: Any
+) -> None:
     """Any single changed byte anywhere in the newest segment file makes the verdict not intact."""
     src, _ = fixed_ledger
     path = segment_paths(src)[-1]
@@ -807,8 +851,9 @@ def test_any_single_byte_change_in_the_newest_segment_is_found(fixed_ledger: tup
 
 @settings(max_examples=200, deadline=None)
 @given(data=st.data())
-def test_any_byte_change_in_a_record_is_found_even_with_the_crc_fixed(fixed_ledger: tuple[Path, TrustAnchor],
-                                                                      data: Any) -> None:
+def test_any_byte_change_in_a_record_is_found_even_with_the_crc_fixed(
+    fixed_ledger: tuple[Path, TrustAnchor], data: Any
+) -> None:
     """Any single changed byte in any record of the newest segment, CRC recomputed, makes the verdict not intact."""
     src, trust = fixed_ledger
     path = segment_paths(src)[-1]
@@ -819,7 +864,7 @@ def test_any_byte_change_in_a_record_is_found_even_with_the_crc_fixed(fixed_ledg
     value = data.draw(st.integers(0, 255).filter(lambda v: v != body[pos]), label="value")
     with tempfile.TemporaryDirectory() as tmp:
         work = copy_ledger(src, Path(tmp) / "ledger")
-        rewrite_record(work / "segments" / path.name, index, lambda b: b[:pos] + bytes([value]) + b[pos + 1:])
+        rewrite_record(work / "segments" / path.name, index, lambda b: b[:pos] + bytes([value]) + b[pos + 1 :])
         report = verify_directory(work, trust, workers=1)
     assert not report.ok
 

@@ -75,8 +75,9 @@ def test_denied_reads_record_one_per_window_and_aggregate_the_rest() -> None:
     bob = Refusal({"sub": "id-bob"}, "10.0.0.1", "list", "forbidden")
     carol = Refusal({"sub": "id-carol"}, "10.0.0.2", "list", "forbidden")
     assert denied.note("id-bob", bob) is True
-    assert [denied.note("id-bob", Refusal(bob.actor, bob.source_ip, f"obj{i}", "forbidden"))
-            for i in range(500)] == [False] * 500
+    assert [denied.note("id-bob", Refusal(bob.actor, bob.source_ip, f"obj{i}", "forbidden")) for i in range(500)] == [
+        False
+    ] * 500
     assert denied.note("id-carol", carol) is True
     assert denied.due() == []  # windows still open
     clock.t += 60
@@ -116,29 +117,53 @@ async def test_endpoint_writes_one_refusal_record_then_one_aggregate(tmp_path: P
     base_upstream = str(upstream.make_url("")).rstrip("/")
     data = tmp_path / "ledger"
     init_keys(data)
-    app = make_app(Settings(upstream=base_upstream, data_dir=data, auditor_realm="r1",
-                            auditor_denied_window_s=WINDOW_S, upstream_probe_s=0))
+    app = make_app(
+        Settings(
+            upstream=base_upstream,
+            data_dir=data,
+            auditor_realm="r1",
+            auditor_denied_window_s=WINDOW_S,
+            upstream_probe_s=0,
+        )
+    )
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     now = int(time.time())
-    token = jwt.encode({"alg": "RS256", "kid": "k1", "typ": "JWT"},
-                       {"iss": f"{base_upstream}/realms/r1", "sub": "id-eve", "preferred_username": "eve",
-                        "azp": "app", "iat": now, "exp": now + 300, "realm_access": {"roles": ["viewer"]}}, key)
+    token = jwt.encode(
+        {"alg": "RS256", "kid": "k1", "typ": "JWT"},
+        {
+            "iss": f"{base_upstream}/realms/r1",
+            "sub": "id-eve",
+            "preferred_username": "eve",
+            "azp": "app",
+            "iat": now,
+            "exp": now + 300,
+            "realm_access": {"roles": ["viewer"]},
+        },
+        key,
+    )
     before = metrics.AUDIT_DENIED.labels(reason="forbidden")._value.get()
     try:
         async with aiohttp.ClientSession() as http:
             began = time.monotonic()
             for _ in range(30):
-                async with http.get(server.make_url("/.sidecar/audit/objects"),
-                                    headers={"Authorization": f"Bearer {token}"}) as resp:
+                async with http.get(
+                    server.make_url("/.sidecar/audit/objects"), headers={"Authorization": f"Bearer {token}"}
+                ) as resp:
                     assert resp.status == 403
             in_one_window = time.monotonic() - began < WINDOW_S
 
             def reads() -> list[dict[str, Any]]:
-                return [e for e in (parse(f.body)["event"] for seg in sorted((data / "segments").glob("*.seg"))
-                                    for f in framing.iter_frames(seg.read_bytes())
-                                    if isinstance(f, framing.Frame) and f.kind == framing.RECORD)
-                        if e["type"] == "audit.read"]
+                return [
+                    e
+                    for e in (
+                        parse(f.body)["event"]
+                        for seg in sorted((data / "segments").glob("*.seg"))
+                        for f in framing.iter_frames(seg.read_bytes())
+                        if isinstance(f, framing.Frame) and f.kind == framing.RECORD
+                    )
+                    if e["type"] == "audit.read"
+                ]
 
             def accounted() -> int:  # refusals the records stand for: one each, plus what an aggregate suppressed
                 return sum(e["details"]["suppressed"] if e["details"].get("aggregated") else 1 for e in reads())

@@ -29,6 +29,7 @@ def _index(path: Path) -> None:
         await index.open()
         await index.rebuild(path)
         await index.close()
+
     asyncio.run(run())
 
 
@@ -39,8 +40,9 @@ def _flip_in_record(path: Path, needle: bytes) -> Path:
         for frame in framing.iter_frames(bytes(data)):
             if isinstance(frame, framing.Frame) and frame.kind == framing.RECORD and needle in frame.body:
                 body = frame.body.replace(needle, needle[:-1] + bytes([needle[-1] ^ 1]), 1)
-                data[frame.offset:frame.offset + framing.OVERHEAD + len(body)] = framing.encode_frame(framing.RECORD,
-                                                                                                      body)
+                data[frame.offset : frame.offset + framing.OVERHEAD + len(body)] = framing.encode_frame(
+                    framing.RECORD, body
+                )
                 os.chmod(seg, 0o644)
                 seg.write_bytes(bytes(data))
                 return seg
@@ -58,7 +60,7 @@ def test_damaged_ledger_is_refused(ledger: Path, tmp_path: Path) -> None:
     """A changed record makes timeline and export exit 1 with the finding, and no export file is written."""
     trust = str(ledger / "trust.json")
     assert _run("timeline", str(ledger), "--trust", trust)[0] == 0
-    _flip_in_record(ledger, b'mallory')
+    _flip_in_record(ledger, b"mallory")
     code, out, err = _run("timeline", str(ledger), "--trust", trust)
     assert code == 1 and out == "" and "did not verify" in err and "root-mismatch" in err, err
     dest = tmp_path / "out.ocsf"
@@ -70,7 +72,7 @@ def test_damaged_ledger_is_refused(ledger: Path, tmp_path: Path) -> None:
 
 def test_unverified_marks_every_line(ledger: Path) -> None:
     """--unverified reads a damaged ledger for forensics and marks each text line and JSON record as unverified."""
-    _flip_in_record(ledger, b'mallory')
+    _flip_in_record(ledger, b"mallory")
     code, out, _ = _run("timeline", str(ledger), "--unverified")
     lines = out.strip().splitlines()
     assert code == 0 and lines and all(line.startswith("UNVERIFIED ") for line in lines)
@@ -93,7 +95,7 @@ def test_index_lookup_checks_each_record(ledger: Path) -> None:
     assert [r["seq"] for r in via_index] == [r["seq"] for r in full]
     for rec in via_index:
         assert rec["verified"]["checkpoint_size"] > rec["seq"] and len(rec["verified"]["root"]) == 64
-    _flip_in_record(ledger, b'token.refreshed')  # alice's token.refreshed; the index still points at it
+    _flip_in_record(ledger, b"token.refreshed")  # alice's token.refreshed; the index still points at it
     code, out, err = _run("timeline", str(ledger), "--trust", trust, "--actor", "alice")
     assert code == 1 and ("root-mismatch" in err or "segment-digest" in err), err  # kc-ledger/2: digest first
 
@@ -103,26 +105,53 @@ def test_follow_resumes_without_repeats(tmp_path: Path) -> None:
     path = tmp_path / "ledger"
     write_ledger(path)
     trust, cursor, dest = str(path / "trust.json"), tmp_path / "cursor.json", tmp_path / "out.jsonl"
-    base = ["export", str(path), "--trust", trust, "--follow", "--cursor", str(cursor), "--max-polls", "1",
-            "--interval", "0", "--format", "ocsf", "--out", str(dest)]
+    base = [
+        "export",
+        str(path),
+        "--trust",
+        trust,
+        "--follow",
+        "--cursor",
+        str(cursor),
+        "--max-polls",
+        "1",
+        "--interval",
+        "0",
+        "--format",
+        "ocsf",
+        "--out",
+        str(dest),
+    ]
     assert _run(*base)[0] == 0
     first = [json.loads(x) for x in dest.read_text().splitlines()]
     assert first and json.loads(cursor.read_text())["next_seq"] > 0
 
     async def more() -> None:
         led = await Ledger.open(path, config=LedgerConfig(fsync=False))
-        intent = await led.append(IdentityEvent(EventType.ROLE_GRANTED, Outcome.PENDING, realm="ledger-test",
-                                                actor=Party(id="u-admin", username="admin"),
-                                                target=Party(id="u-bob", username="bob", kind="user"),
-                                                details={"roles": ["viewer"], "phase": "intent"}))
+        intent = await led.append(
+            IdentityEvent(
+                EventType.ROLE_GRANTED,
+                Outcome.PENDING,
+                realm="ledger-test",
+                actor=Party(id="u-admin", username="admin"),
+                target=Party(id="u-bob", username="bob", kind="user"),
+                details={"roles": ["viewer"], "phase": "intent"},
+            )
+        )
         await led.close()
         cursor_mid = json.loads(cursor.read_text())
         assert cursor_mid["pending"] == []
         led = await Ledger.open(path, config=LedgerConfig(fsync=False))
-        await led.append(IdentityEvent(EventType.ROLE_GRANTED, Outcome.SUCCEEDED, realm="ledger-test",
-                                       actor=Party(id="u-admin", username="admin"),
-                                       target=Party(id="u-bob", username="bob", kind="user"),
-                                       details={"roles": ["viewer"], "phase": "outcome", "intent_seq": intent.seq}))
+        await led.append(
+            IdentityEvent(
+                EventType.ROLE_GRANTED,
+                Outcome.SUCCEEDED,
+                realm="ledger-test",
+                actor=Party(id="u-admin", username="admin"),
+                target=Party(id="u-bob", username="bob", kind="user"),
+                details={"roles": ["viewer"], "phase": "outcome", "intent_seq": intent.seq},
+            )
+        )
         await led.close()
 
     asyncio.run(more())
@@ -130,7 +159,7 @@ def test_follow_resumes_without_repeats(tmp_path: Path) -> None:
     lines = [json.loads(x) for x in dest.read_text().splitlines()]
     uids = [e["metadata"]["uid"] for e in lines]
     assert len(uids) == len(set(uids)), "an event was exported twice"
-    new = lines[len(first):]
+    new = lines[len(first) :]
     bob = [e for e in new if e.get("user", {}).get("name") == "bob"]
     assert len(bob) == 1 and "intent+outcome" in bob[0]["metadata"]["labels"]
     assert {e["unmapped"]["ledger"]["type"] for e in new} >= {"ledger.started", "role.granted"}

@@ -41,7 +41,8 @@ ORIGIN = "test.example/ledger"
 SIDECAR = Path(sys.executable).with_name("sidecar")
 MIDDLE_SEGMENT_CRASH = (
     "verify.py verify_scans: a damaged or missing segment before the newest one makes _root_at()/prefix.merge() "
-    "raise ValueError (CompactRange must start at prefix.end); the CLI does not catch it and prints a traceback")
+    "raise ValueError (CompactRange must start at prefix.end); the CLI does not catch it and prints a traceback"
+)
 
 
 @dataclass
@@ -54,8 +55,9 @@ class Run:
 def sidecar_verify(*args: str | Path) -> Run:
     env = {k: v for k, v in os.environ.items() if k != "SIDECAR_DEBUG"}
     env["COLUMNS"] = "200"
-    proc = subprocess.run([str(SIDECAR), "verify", *map(str, args)], capture_output=True, text=True, env=env,
-                          timeout=120, check=False)
+    proc = subprocess.run(
+        [str(SIDECAR), "verify", *map(str, args)], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
     assert "Traceback" not in proc.stderr, proc.stderr
     return Run(proc.returncode, proc.stdout, proc.stderr)
 
@@ -117,8 +119,11 @@ def test_intact_ledger_json_says_intact(ledger: Ledger) -> None:
     assert run.code == 0, run
     report = orjson.loads(run.out)
     assert report["verdict"] == "intact"
-    assert (report["segments"], report["records"], report["tree_size"]) == (3, len(leaf_hashes(ledger.dir)),
-                                                                            report["records"])
+    assert (report["segments"], report["records"], report["tree_size"]) == (
+        3,
+        len(leaf_hashes(ledger.dir)),
+        report["records"],
+    )
     assert report["keys"] == [f"{ORIGIN}#0"] and report["findings"] == []
     assert report["event_types"]["role.granted"] > 0
 
@@ -134,12 +139,17 @@ def _tamper(ledger: Ledger) -> tuple[str, int, str]:
     """Change one username in the newest segment (CRC fixed); returns (segment, seq, message) expected."""
     path = segment_paths(ledger.dir)[-1]
     frames = read_frames(path)
-    i = next(j for j in range(2, len(frames) - 1)
-             if frames[j - 1][0] == frames[j][0] == frames[j + 1][0] == framing.RECORD and b'"username"' in frames[j][1])
+    i = next(
+        j
+        for j in range(2, len(frames) - 1)
+        if frames[j - 1][0] == frames[j][0] == frames[j + 1][0] == framing.RECORD and b'"username"' in frames[j][1]
+    )
     old, new = rewrite_record(path, i, lambda b: b.replace(b'"username":"', b'"username":"X', 1))
     seq = orjson.loads(old)["seq"]
-    message = (f"previous hash is {record_hash(old).hex()[:16]}..., the record before it hashes to "
-               f"{record_hash(new).hex()[:16]}...")
+    message = (
+        f"previous hash is {record_hash(old).hex()[:16]}..., the record before it hashes to "
+        f"{record_hash(new).hex()[:16]}..."
+    )
     return path.name, seq + 1, message
 
 
@@ -209,21 +219,31 @@ def _garbage(size: int) -> bytes:
     return random.Random(size).randbytes(size)
 
 
-@pytest.mark.parametrize(("make", "code", "detail"), [
-    pytest.param(lambda: b"", "segment-empty", "segment file is empty", id="empty"),
-    pytest.param(lambda: bytes(4096), "header-missing", "no segment header: 4096 zero bytes at the end",
-                 id="zero-filled"),
-    pytest.param(lambda: b"H\x00\x00", "header-missing", "no segment header: 3 stray bytes at the end",
-                 id="three-bytes"),
-    pytest.param(lambda: _garbage(4096), "header-missing", "no segment header: ", id="garbage"),
-    pytest.param(lambda: _garbage(20 * 1024 * 1024), "header-missing", "no segment header: ",
-                 id="oversized-garbage-20MB"),
-    pytest.param(lambda: b"H\x7f\xff\xff\xff" + bytes(64), "header-missing",
-                 f"no segment header: frame length {0x7fffffff} exceeds the maximum {framing.MAX_FRAME}",
-                 id="huge-length"),
-])
-def test_bad_segment_file_is_a_finding(tmp_path: Path, ledger: Ledger, make: Callable[[], bytes], code: str,
-                                       detail: str) -> None:
+@pytest.mark.parametrize(
+    ("make", "code", "detail"),
+    [
+        pytest.param(lambda: b"", "segment-empty", "segment file is empty", id="empty"),
+        pytest.param(
+            lambda: bytes(4096), "header-missing", "no segment header: 4096 zero bytes at the end", id="zero-filled"
+        ),
+        pytest.param(
+            lambda: b"H\x00\x00", "header-missing", "no segment header: 3 stray bytes at the end", id="three-bytes"
+        ),
+        pytest.param(lambda: _garbage(4096), "header-missing", "no segment header: ", id="garbage"),
+        pytest.param(
+            lambda: _garbage(20 * 1024 * 1024), "header-missing", "no segment header: ", id="oversized-garbage-20MB"
+        ),
+        pytest.param(
+            lambda: b"H\x7f\xff\xff\xff" + bytes(64),
+            "header-missing",
+            f"no segment header: frame length {0x7FFFFFFF} exceeds the maximum {framing.MAX_FRAME}",
+            id="huge-length",
+        ),
+    ],
+)
+def test_bad_segment_file_is_a_finding(
+    tmp_path: Path, ledger: Ledger, make: Callable[[], bytes], code: str, detail: str
+) -> None:
     """A bundle whose only segment file is empty, zero-filled or garbage exits 1 with one clear finding."""
     folder = bundle_with(tmp_path, make())
     run = sidecar_verify(folder, "--trust", ledger.trust_file)
@@ -244,9 +264,11 @@ def test_truncated_segment_alone_is_a_torn_tail_finding(tmp_path: Path, ledger: 
     assert run.code == 1, run
     report = orjson.loads(run.out)
     assert [(f["code"], f["segment"]) for f in report["findings"]] == [("frame-damaged", "00000000.seg")]
-    assert report["findings"][0]["message"] == (f"offset {frame_offsets(seg0)[4]}: frame of "
-                                                f"{len(read_frames(seg0)[4][1])} bytes runs past the end of the "
-                                                "data (a torn tail)")
+    assert report["findings"][0]["message"] == (
+        f"offset {frame_offsets(seg0)[4]}: frame of "
+        f"{len(read_frames(seg0)[4][1])} bytes runs past the end of the "
+        "data (a torn tail)"
+    )
 
 
 def test_badly_named_segment_file_is_a_finding(tmp_path: Path, ledger: Ledger) -> None:
@@ -298,37 +320,47 @@ def test_unusable_input_with_json_prints_a_json_verdict(tmp_path: Path, ledger: 
 def test_missing_trust_file_is_unusable(tmp_path: Path, ledger: Ledger) -> None:
     """A trust file that does not exist exits 2 with one error line."""
     missing = tmp_path / "trust.json"
-    assert_unusable(sidecar_verify(ledger.dir, "--trust", missing),
-                    f"cannot read trust file {missing}: No such file or directory")
+    assert_unusable(
+        sidecar_verify(ledger.dir, "--trust", missing), f"cannot read trust file {missing}: No such file or directory"
+    )
 
 
 def test_trust_path_that_is_a_directory_is_unusable(tmp_path: Path, ledger: Ledger) -> None:
     """A trust path that is a directory exits 2 with one error line."""
-    assert_unusable(sidecar_verify(ledger.dir, "--trust", tmp_path),
-                    f"cannot read trust file {tmp_path}: Is a directory")
+    assert_unusable(
+        sidecar_verify(ledger.dir, "--trust", tmp_path), f"cannot read trust file {tmp_path}: Is a directory"
+    )
 
 
 def _trust_json(**change: object) -> bytes:
-    obj: dict[str, object] = {"format": "kc-ledger-trust/1", "origin": ORIGIN,
-                              "root_key": {"name": f"{ORIGIN}#0", "public_key": "A" * 43 + "="}}
+    obj: dict[str, object] = {
+        "format": "kc-ledger-trust/1",
+        "origin": ORIGIN,
+        "root_key": {"name": f"{ORIGIN}#0", "public_key": "A" * 43 + "="},
+    }
     obj.update(change)
     return orjson.dumps(obj)
 
 
-@pytest.mark.parametrize("data", [
-    pytest.param(b"", id="empty"),
-    pytest.param(b"\x00\xff garbage \x80", id="binary"),
-    pytest.param(b"{not json", id="broken-json"),
-    pytest.param(b"[]", id="array"),
-    pytest.param(b"null", id="null"),
-    pytest.param(_trust_json(format="kc-ledger-trust/9"), id="wrong-format"),
-    pytest.param(_trust_json(root_key="ed25519:abc"), id="key-is-a-string"),
-    pytest.param(_trust_json(root_key={"name": "x#0", "public_key": "!!!"}), id="key-not-base64"),
-    pytest.param(_trust_json(root_key={"name": "x#0", "public_key": "AAAA"}), id="key-too-short"),
-    pytest.param(_trust_json(root_key={"name": "x#0", "public_key": "A" * 43 + "=", "key_id": "00000000"}),
-                 id="key-id-mismatch"),
-    pytest.param(_trust_json(origin=None, root_key=None), id="nulls"),
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b"\x00\xff garbage \x80", id="binary"),
+        pytest.param(b"{not json", id="broken-json"),
+        pytest.param(b"[]", id="array"),
+        pytest.param(b"null", id="null"),
+        pytest.param(_trust_json(format="kc-ledger-trust/9"), id="wrong-format"),
+        pytest.param(_trust_json(root_key="ed25519:abc"), id="key-is-a-string"),
+        pytest.param(_trust_json(root_key={"name": "x#0", "public_key": "!!!"}), id="key-not-base64"),
+        pytest.param(_trust_json(root_key={"name": "x#0", "public_key": "AAAA"}), id="key-too-short"),
+        pytest.param(
+            _trust_json(root_key={"name": "x#0", "public_key": "A" * 43 + "=", "key_id": "00000000"}),
+            id="key-id-mismatch",
+        ),
+        pytest.param(_trust_json(origin=None, root_key=None), id="nulls"),
+    ],
+)
 def test_garbled_trust_file_is_unusable(tmp_path: Path, ledger: Ledger, data: bytes) -> None:
     """A garbled trust file exits 2 with one line naming the file, never a traceback."""
     trust_file = tmp_path / "garbled-trust.json"
@@ -340,8 +372,10 @@ def test_garbled_trust_file_is_unusable(tmp_path: Path, ledger: Ledger, data: by
 def test_missing_checkpoint_file_is_unusable(tmp_path: Path, ledger: Ledger) -> None:
     """A --checkpoint file that does not exist exits 2 with one error line."""
     missing = tmp_path / "cp.txt"
-    assert_unusable(sidecar_verify(ledger.dir, "--trust", ledger.trust_file, "--checkpoint", missing),
-                    f"cannot read checkpoint {missing}: No such file or directory")
+    assert_unusable(
+        sidecar_verify(ledger.dir, "--trust", ledger.trust_file, "--checkpoint", missing),
+        f"cannot read checkpoint {missing}: No such file or directory",
+    )
 
 
 def test_garbled_checkpoint_file_is_a_finding(tmp_path: Path, ledger: Ledger) -> None:
@@ -350,8 +384,10 @@ def test_garbled_checkpoint_file_is_a_finding(tmp_path: Path, ledger: Ledger) ->
     cp.write_bytes(b"definitely not a checkpoint\n")
     run = sidecar_verify(ledger.dir, "--trust", ledger.trust_file, "--checkpoint", cp)
     assert run.code == 1, run
-    assert "external checkpoint does not parse: note has no blank line before its signatures [external-malformed]" \
+    assert (
+        "external checkpoint does not parse: note has no blank line before its signatures [external-malformed]"
         in run.out
+    )
 
 
 def test_verify_does_not_change_the_ledger(tmp_path: Path, ledger: Ledger) -> None:

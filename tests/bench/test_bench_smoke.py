@@ -9,31 +9,76 @@ from click.testing import CliRunner
 
 from sidecar.bench.cli import bench
 
-REFERENCE_KEYS = {"cores", "ed25519_sign_per_s", "ed25519_verify_per_s", "fsync_p50_us", "fsync_p99_us",
-                  "sha256_records_per_s_1core", "sha256_records_per_s_all_cores",
-                  "read_walk_hash_records_per_s_all_cores"}
-RESULT_KEYS = {"appends_per_s", "cpu_us_per_append", "commits", "mean_batch", "latency_p50_us", "latency_p99_us",
-               "verified_records", "verify_records_per_s", "verify_records_per_s_1worker", "raw_bytes_per_event",
-               "compressed_bytes_per_event", "record_body_mean_bytes", "encode_record_per_s"}
+REFERENCE_KEYS = {
+    "cores",
+    "ed25519_sign_per_s",
+    "ed25519_verify_per_s",
+    "fsync_p50_us",
+    "fsync_p99_us",
+    "sha256_records_per_s_1core",
+    "sha256_records_per_s_all_cores",
+    "read_walk_hash_records_per_s_all_cores",
+}
+RESULT_KEYS = {
+    "appends_per_s",
+    "cpu_us_per_append",
+    "commits",
+    "mean_batch",
+    "latency_p50_us",
+    "latency_p99_us",
+    "verified_records",
+    "verify_records_per_s",
+    "verify_records_per_s_1worker",
+    "raw_bytes_per_event",
+    "compressed_bytes_per_event",
+    "record_body_mean_bytes",
+    "encode_record_per_s",
+}
 TRADEOFF_KEYS = {"sign_every_record_per_s", "sign_per_100_per_s", "verify_every_record_ceiling_all_cores"}
-TARGETS = {"durable signed appends/s", "full verification vs bare loop",
-           "full verification, 1M/s goal", "append latency p50", "bytes/event at rest, compressed"}
+TARGETS = {
+    "durable signed appends/s",
+    "full verification vs bare loop",
+    "full verification, 1M/s goal",
+    "append latency p50",
+    "bytes/event at rest, compressed",
+}
 # Every target of brief §9 / issue 14, by benchmark.
 ALL_TARGETS = {
     "ledger": TARGETS,
-    "proxy": {"pass-through CPU per request vs bare proxy", "pass-through added latency p50",
-              "captured added latency p50", "sidecar CPU per token request / Keycloak's",
-              "sidecar CPU per login / Keycloak's"},
-    "replication": {"replication lag p99, directory store", "replication lag p99, s3 store",
-                    "replication lag p99, versitygw store", "pull + verify from s3 vs the directory store",
-                    "pull + verify from versitygw vs the directory store"},
+    "proxy": {
+        "pass-through CPU per request vs bare proxy",
+        "pass-through added latency p50",
+        "captured added latency p50",
+        "sidecar CPU per token request / Keycloak's",
+        "sidecar CPU per login / Keycloak's",
+    },
+    "replication": {
+        "replication lag p99, directory store",
+        "replication lag p99, s3 store",
+        "replication lag p99, versitygw store",
+        "pull + verify from s3 vs the directory store",
+        "pull + verify from versitygw vs the directory store",
+    },
 }
 
 
 def test_bench_ledger_json_has_every_figure(tmp_path: Path) -> None:
     """`bench ledger --events 2000 --json` prints references, results and targets, all positive, and cleans up."""
-    result = CliRunner().invoke(bench, ["ledger", "--events", "2000", "--data", str(tmp_path), "--json",
-                                        "--latency-appends", "200", "--reference-seconds", "0.1"])
+    result = CliRunner().invoke(
+        bench,
+        [
+            "ledger",
+            "--events",
+            "2000",
+            "--data",
+            str(tmp_path),
+            "--json",
+            "--latency-appends",
+            "200",
+            "--reference-seconds",
+            "0.1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["benchmark"] == "ledger"
@@ -60,8 +105,20 @@ def test_bench_ledger_json_has_every_figure(tmp_path: Path) -> None:
 
 def test_bench_ledger_human_output_has_tables(tmp_path: Path) -> None:
     """Without --json the result is a set of tables that name every brief target."""
-    result = CliRunner().invoke(bench, ["ledger", "--events", "500", "--data", str(tmp_path),
-                                        "--latency-appends", "50", "--reference-seconds", "0.05"])
+    result = CliRunner().invoke(
+        bench,
+        [
+            "ledger",
+            "--events",
+            "500",
+            "--data",
+            str(tmp_path),
+            "--latency-appends",
+            "50",
+            "--reference-seconds",
+            "0.05",
+        ],
+    )
     assert result.exit_code == 0, result.output
     for name in TARGETS:
         assert name in result.stdout
@@ -75,7 +132,8 @@ def test_bench_all_quick_json_names_every_target_with_a_verdict(tmp_path: Path) 
     for name, names in ALL_TARGETS.items():
         assert {t["name"] for t in data[name]["targets"]} == names, name
     assert {(t["benchmark"], t["name"]) for t in data["targets"]} == {
-        (bench_name, n) for bench_name, names in ALL_TARGETS.items() for n in names}
+        (bench_name, n) for bench_name, names in ALL_TARGETS.items() for n in names
+    }
     for target in data["targets"]:
         assert target["verdict"], target
         if target["benchmark"] == "proxy" and "Keycloak" in target["name"]:

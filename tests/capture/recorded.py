@@ -78,10 +78,22 @@ def load(name: str) -> Recorded:
     path = req["path"]
     raw_path = path + ("?" + urlencode(query, quote_via=quote) if query else "")
     headers = CIMultiDict([("Host", HOST), *[(k, v) for k, v in req["headers"]]])
-    head = RequestHead(method=req["method"], path=path, raw_path=raw_path, query=MultiDictProxy(MultiDict(query)),
-                       headers=CIMultiDictProxy(headers), client_ip=req["client_ip"], scheme="http", host=HOST,
-                       request_id=f"rec-{name}")
+    head = RequestHead(
+        method=req["method"],
+        path=path,
+        raw_path=raw_path,
+        query=MultiDictProxy(MultiDict(query)),
+        headers=CIMultiDictProxy(headers),
+        client_ip=req["client_ip"],
+        scheme="http",
+        host=HOST,
+        request_id=f"rec-{name}",
+    )
     request = RequestView(head, _body(req["body"]), False)
-    response = ResponseView(resp["status"], CIMultiDictProxy(CIMultiDict([(k, v) for k, v in resp["headers"]])),
-                            _body(resp["body"]), bool(resp.get("body_truncated")))
+    response = ResponseView(
+        resp["status"],
+        CIMultiDictProxy(CIMultiDict([(k, v) for k, v in resp["headers"]])),
+        _body(resp["body"]),
+        bool(resp.get("body_truncated")),
+    )
     return Recorded(name, raw["description"], request, response, raw["facts"], raw)

@@ -24,14 +24,35 @@ import orjson
 from sidecar.capture.tokens import unverified_claims
 
 # Form fields and query parameters whose values are secrets.
-SECRET_FIELDS = frozenset({
-    "password", "password-new", "password-confirm", "otp", "totp", "totpSecret", "client_secret", "code",
-    "code_verifier", "code_challenge", "client_assertion", "session_code", "key", "secret", "value",
-    "auth_session_id", "userHandle", "signature", "clientDataJSON", "authenticatorData", "attestationObject",
-})
+SECRET_FIELDS = frozenset(
+    {
+        "password",
+        "password-new",
+        "password-confirm",
+        "otp",
+        "totp",
+        "totpSecret",
+        "client_secret",
+        "code",
+        "code_verifier",
+        "code_challenge",
+        "client_assertion",
+        "session_code",
+        "key",
+        "secret",
+        "value",
+        "auth_session_id",
+        "userHandle",
+        "signature",
+        "clientDataJSON",
+        "authenticatorData",
+        "attestationObject",
+    }
+)
 # Fields that carry a JWT: kept as an unsigned JWT with the same claims.
-JWT_FIELDS = frozenset({"access_token", "refresh_token", "id_token", "id_token_hint", "token", "subject_token",
-                        "logout_token"})
+JWT_FIELDS = frozenset(
+    {"access_token", "refresh_token", "id_token", "id_token_hint", "token", "subject_token", "logout_token"}
+)
 _SECRET_CLAIMS = frozenset({"state_checker", "at_hash", "c_hash", "s_hash"})
 _FAKE_HEADER = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=").decode()
 
@@ -166,16 +187,30 @@ class Redactor:
         text = re.sub(r"<(script|style|svg)\b.*?</\1>", "", text, flags=re.S | re.I)
         text = re.sub(r'<img\b[^>]*src="data:[^"]*"[^>]*>', '<img src="data:REDACTED">', text, flags=re.S | re.I)
         # URLs in attributes (form actions, links) carry session codes
-        text = re.sub(r'((?:action|href)=")([^"]*)(")',
-                      lambda m: m.group(1) + html.escape(self.url(html.unescape(m.group(2)))) + m.group(3), text)
-        text = re.sub(r'(name="(?:totpSecret|session_code)"[^>]*value=")([^"]*)(")',
-                      lambda m: m.group(1) + self.secret("totpSecret" if "totp" in m.group(0) else "session_code",
-                                                         html.unescape(m.group(2))) + m.group(3), text)
-        text = re.sub(r'(value=")([^"]*)("[^>]*name="(?:totpSecret|session_code)")',
-                      lambda m: m.group(1) + self.secret("totpSecret", html.unescape(m.group(2))) + m.group(3),
-                      text)
-        text = re.sub(r'(id="kc-totp-secret-key">)([^<]*)(<)',
-                      lambda m: m.group(1) + self.secret("totp-key", m.group(2).strip()) + m.group(3), text)
+        text = re.sub(
+            r'((?:action|href)=")([^"]*)(")',
+            lambda m: m.group(1) + html.escape(self.url(html.unescape(m.group(2)))) + m.group(3),
+            text,
+        )
+        text = re.sub(
+            r'(name="(?:totpSecret|session_code)"[^>]*value=")([^"]*)(")',
+            lambda m: (
+                m.group(1)
+                + self.secret("totpSecret" if "totp" in m.group(0) else "session_code", html.unescape(m.group(2)))
+                + m.group(3)
+            ),
+            text,
+        )
+        text = re.sub(
+            r'(value=")([^"]*)("[^>]*name="(?:totpSecret|session_code)")',
+            lambda m: m.group(1) + self.secret("totpSecret", html.unescape(m.group(2))) + m.group(3),
+            text,
+        )
+        text = re.sub(
+            r'(id="kc-totp-secret-key">)([^<]*)(<)',
+            lambda m: m.group(1) + self.secret("totp-key", m.group(2).strip()) + m.group(3),
+            text,
+        )
         text = re.sub(r"\n\s*\n+", "\n", text)
         return self.replace_known(text)
 

@@ -16,9 +16,17 @@ from sidecar.core.exchange import RequestHead, RequestView, ResponseView
 
 
 def _req(method: str, path: str, query: dict[str, str], body: bytes, ctype: str) -> RequestView:
-    head = RequestHead(method, path, path, MultiDictProxy(MultiDict(query)),
-                       CIMultiDictProxy(CIMultiDict({"Content-Type": ctype})), "192.0.2.10", "http", "sso.test",
-                       "req-1")
+    head = RequestHead(
+        method,
+        path,
+        path,
+        MultiDictProxy(MultiDict(query)),
+        CIMultiDictProxy(CIMultiDict({"Content-Type": ctype})),
+        "192.0.2.10",
+        "http",
+        "sso.test",
+        "req-1",
+    )
     return RequestView(head, body, False)
 
 
@@ -28,11 +36,14 @@ def _resp(status: int, headers: dict[str, str], body: bytes = b"") -> ResponseVi
 
 def test_webauthn_registration_required_action_is_credential_enrolled() -> None:
     """A webauthn-register required action that ends in a code redirect is credential.enrolled (webauthn) and login.succeeded."""
-    req = _req("POST", "/realms/r/login-actions/required-action",
-               {"execution": "webauthn-register", "client_id": "app", "tab_id": "t"},
-               b"clientDataJSON=eyJ0eXBlIjoid2ViYXV0aG4uY3JlYXRlIn0&attestationObject=o2NmbXRkbm9uZQ"
-               b"&publicKeyCredentialId=AAEC&authenticatorLabel=YubiKey&transports=usb&error=",
-               "application/x-www-form-urlencoded")
+    req = _req(
+        "POST",
+        "/realms/r/login-actions/required-action",
+        {"execution": "webauthn-register", "client_id": "app", "tab_id": "t"},
+        b"clientDataJSON=eyJ0eXBlIjoid2ViYXV0aG4uY3JlYXRlIn0&attestationObject=o2NmbXRkbm9uZQ"
+        b"&publicKeyCredentialId=AAEC&authenticatorLabel=YubiKey&transports=usb&error=",
+        "application/x-www-form-urlencoded",
+    )
     rt = c.route(req.head)
     assert rt is not None and rt.kind is c.Kind.REQUIRED_ACTION
     resp = _resp(302, {"Location": "http://app.test/cb?state=s&session_state=sid-1&code=abc.sid-1.cs"})

@@ -18,24 +18,27 @@ from sidecar.core.exchange import RequestHead
 TOKEN = ("realms", "ledger-test", "protocol", "openid-connect", "token")
 
 
-@pytest.mark.parametrize(("target", "normalised"), [
-    ("/realms/ledger-test/protocol/openid-connect/token", True),
-    ("/realms/ledger-test/protocol/openid-connect/token/", True),
-    ("/realms/ledger-test/protocol/openid-connect/token?", True),
-    ("/realms/ledger-test/protocol/openid-connect/token/?a=b", True),
-    ("http://127.0.0.1:8080/realms/ledger-test/protocol/openid-connect/token", True),
-    ("/realms/ledger-test/protocol/openid-connect/token//", False),
-    ("//realms/ledger-test/protocol/openid-connect/token", False),
-    ("/realms/ledger-test//protocol/openid-connect/token", False),
-    ("/realms/ledger-test/./protocol/openid-connect/token", False),
-    ("/realms/ledger-test/x/../protocol/openid-connect/token", False),
-    ("/realms/ledger-test/%2e/protocol/openid-connect/token", False),
-    ("/realms/ledger-test/protocol/openid-connect/%74oken", False),
-    ("/realms/ledger%2Dtest/protocol/openid-connect/token", False),
-    ("/realms/ledger-test/protocol/openid-connect/token;x=y", False),
-    ("/realms/ledger-test;a=b/protocol/openid-connect/token", False),
-    ("/realms/ledger-test/protocol/openid-connect/token/;x=y", False),
-])
+@pytest.mark.parametrize(
+    ("target", "normalised"),
+    [
+        ("/realms/ledger-test/protocol/openid-connect/token", True),
+        ("/realms/ledger-test/protocol/openid-connect/token/", True),
+        ("/realms/ledger-test/protocol/openid-connect/token?", True),
+        ("/realms/ledger-test/protocol/openid-connect/token/?a=b", True),
+        ("http://127.0.0.1:8080/realms/ledger-test/protocol/openid-connect/token", True),
+        ("/realms/ledger-test/protocol/openid-connect/token//", False),
+        ("//realms/ledger-test/protocol/openid-connect/token", False),
+        ("/realms/ledger-test//protocol/openid-connect/token", False),
+        ("/realms/ledger-test/./protocol/openid-connect/token", False),
+        ("/realms/ledger-test/x/../protocol/openid-connect/token", False),
+        ("/realms/ledger-test/%2e/protocol/openid-connect/token", False),
+        ("/realms/ledger-test/protocol/openid-connect/%74oken", False),
+        ("/realms/ledger%2Dtest/protocol/openid-connect/token", False),
+        ("/realms/ledger-test/protocol/openid-connect/token;x=y", False),
+        ("/realms/ledger-test;a=b/protocol/openid-connect/token", False),
+        ("/realms/ledger-test/protocol/openid-connect/token/;x=y", False),
+    ],
+)
 def test_spellings_keycloak_routes_to_the_token_endpoint(target: str, normalised: bool) -> None:
     """Every spelling Keycloak routes (or would route with non-normalised paths accepted) reaches the token resource."""
     kp = keycloak_path(target)
@@ -43,39 +46,58 @@ def test_spellings_keycloak_routes_to_the_token_endpoint(target: str, normalised
     assert kp.normalised is normalised
 
 
-@pytest.mark.parametrize("target", [
-    "/realms/ledger-test/protocol/openid-connect/Token",
-    "/Realms/ledger-test/protocol/openid-connect/token",
-    "/realms/ledger-test/protocol%2Fopenid-connect/token",
-    "/realms/ledger-test/protocol%2fopenid-connect/token",
-    "/realms/ledger-test/protocol/openid-connect/token%20",
-    "/realms/ledger-test/protocol/openid-connect/token.",
-    "/realms/ledger-test/protocol/openid-connect/token#x",
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/realms/ledger-test/protocol/openid-connect/Token",
+        "/Realms/ledger-test/protocol/openid-connect/token",
+        "/realms/ledger-test/protocol%2Fopenid-connect/token",
+        "/realms/ledger-test/protocol%2fopenid-connect/token",
+        "/realms/ledger-test/protocol/openid-connect/token%20",
+        "/realms/ledger-test/protocol/openid-connect/token.",
+        "/realms/ledger-test/protocol/openid-connect/token#x",
+    ],
+)
 def test_spellings_keycloak_does_not_route_stay_apart(target: str) -> None:
     """Spellings that match no Keycloak resource (404/405 there) do not become the token resource here."""
     assert keycloak_path(target).segments != TOKEN
 
 
 def _head(method: str, target: str) -> RequestHead:
-    return RequestHead(method, target.partition("?")[0], target, MultiDictProxy(MultiDict()),
-                       CIMultiDictProxy(CIMultiDict()), "127.0.0.1", "http", "sidecar", "r1")
+    return RequestHead(
+        method,
+        target.partition("?")[0],
+        target,
+        MultiDictProxy(MultiDict()),
+        CIMultiDictProxy(CIMultiDict()),
+        "127.0.0.1",
+        "http",
+        "sidecar",
+        "r1",
+    )
 
 
-@pytest.mark.parametrize(("method", "target", "kind", "parts"), [
-    ("POST", "/realms/r/protocol/openid-connect/token/", c.Kind.TOKEN, ()),
-    ("POST", "/realms/r/protocol/openid-connect/revoke/", c.Kind.REVOKE, ()),
-    ("POST", "/realms/r/protocol/openid-connect/logout/", c.Kind.LOGOUT, ()),
-    ("GET", "/realms/r/protocol/openid-connect/auth/?client_id=x", c.Kind.AUTH, ()),
-    ("POST", "/realms/r/login-actions/authenticate/?execution=e", c.Kind.LOGIN_STEP, ("authenticate",)),
-    ("POST", "/realms/r/login-actions/required-action/", c.Kind.REQUIRED_ACTION, ("required-action",)),
-    ("POST", "/admin/realms/r/users/u1/role-mappings/realm/", c.Kind.ADMIN_WRITE,
-     ("users", "u1", "role-mappings", "realm")),
-    ("PUT", "/admin/realms/r/", c.Kind.ADMIN_WRITE, ()),
-    ("PUT", "/admin/realms/r/users/a%20b", c.Kind.ADMIN_WRITE, ("users", "a b")),
-    ("POST", "/realms/r/clients-registrations/default/", c.Kind.ADMIN_WRITE, ("default",)),
-    ("GET", "/admin/r/console/whoami/", c.Kind.WHOAMI, ()),
-])
+@pytest.mark.parametrize(
+    ("method", "target", "kind", "parts"),
+    [
+        ("POST", "/realms/r/protocol/openid-connect/token/", c.Kind.TOKEN, ()),
+        ("POST", "/realms/r/protocol/openid-connect/revoke/", c.Kind.REVOKE, ()),
+        ("POST", "/realms/r/protocol/openid-connect/logout/", c.Kind.LOGOUT, ()),
+        ("GET", "/realms/r/protocol/openid-connect/auth/?client_id=x", c.Kind.AUTH, ()),
+        ("POST", "/realms/r/login-actions/authenticate/?execution=e", c.Kind.LOGIN_STEP, ("authenticate",)),
+        ("POST", "/realms/r/login-actions/required-action/", c.Kind.REQUIRED_ACTION, ("required-action",)),
+        (
+            "POST",
+            "/admin/realms/r/users/u1/role-mappings/realm/",
+            c.Kind.ADMIN_WRITE,
+            ("users", "u1", "role-mappings", "realm"),
+        ),
+        ("PUT", "/admin/realms/r/", c.Kind.ADMIN_WRITE, ()),
+        ("PUT", "/admin/realms/r/users/a%20b", c.Kind.ADMIN_WRITE, ("users", "a b")),
+        ("POST", "/realms/r/clients-registrations/default/", c.Kind.ADMIN_WRITE, ("default",)),
+        ("GET", "/admin/r/console/whoami/", c.Kind.WHOAMI, ()),
+    ],
+)
 def test_router_matches_on_keycloaks_path(method: str, target: str, kind: c.Kind, parts: tuple[str, ...]) -> None:
     """The router classifies by the path Keycloak routes: trailing slashes, queries and escapes included."""
     rt = c.route(_head(method, target))

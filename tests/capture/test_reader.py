@@ -48,6 +48,7 @@ async def test_a_login_whose_answer_never_comes_is_reported_unknown() -> None:
 
 async def test_a_refused_login_is_reported_failed() -> None:
     """Keycloak refusing the client's credentials is reported with ok=False and its error code."""
+
     async def refuse(request: web.Request) -> web.Response:
         return web.json_response({"error": "unauthorized_client"}, status=401)
 

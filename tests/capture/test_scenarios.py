@@ -52,8 +52,11 @@ PRECEDED_BY: dict[str, tuple[str, ...]] = {
 # Logins whose first step was not recorded: the attempt the pipeline already remembers (cookie, username).
 REMEMBERED: dict[str, tuple[str, str]] = {
     name: ("COOKIE-AUTH_SESSION_ID-6", "gina")
-    for name in ("required_action_totp_then_next", "required_action_update_password_mismatch",
-                 "required_action_update_password")
+    for name in (
+        "required_action_totp_then_next",
+        "required_action_update_password_mismatch",
+        "required_action_update_password",
+    )
 }
 
 
@@ -126,149 +129,386 @@ USER = "user"
 EXPECT: dict[str, list[Expected]] = {
     # ------------------------------------------------------------------ browser logins
     "auth_login_page": [],
-    "login_password_wrong": [E("login.failed", "failed", actor__username=F("username"), actor__id=ABSENT,
-                               error="invalid_user_credentials", client=F("client"), details__step="password")],
-    "login_password_ok": [E("login.succeeded", "succeeded", actor__id=F("user_id"), actor__username=F("username"),
-                            session=F("session"), client=F("client"), details__method="browser")],
-    "auth_sso_cookie": [E("login.succeeded", "succeeded", actor__id=F("user_id"), session=F("session"),
-                          client=F("client"), details__method="sso-cookie")],
+    "login_password_wrong": [
+        E(
+            "login.failed",
+            "failed",
+            actor__username=F("username"),
+            actor__id=ABSENT,
+            error="invalid_user_credentials",
+            client=F("client"),
+            details__step="password",
+        )
+    ],
+    "login_password_ok": [
+        E(
+            "login.succeeded",
+            "succeeded",
+            actor__id=F("user_id"),
+            actor__username=F("username"),
+            session=F("session"),
+            client=F("client"),
+            details__method="browser",
+        )
+    ],
+    "auth_sso_cookie": [
+        E(
+            "login.succeeded",
+            "succeeded",
+            actor__id=F("user_id"),
+            session=F("session"),
+            client=F("client"),
+            details__method="sso-cookie",
+        )
+    ],
     "login_password_required_action": [],
     "login_password_then_otp": [],
-    "login_otp_wrong": [E("mfa.otp.failed", "failed", actor__username=F("username"),
-                          error="invalid_user_credentials", details__step="otp")],
-    "login_otp_ok": [E("mfa.otp.verified", "succeeded", actor__id=F("user_id"), actor__username=F("username"),
-                       session=F("session")),
-                     E("login.succeeded", "succeeded", actor__id=F("user_id"), actor__username=F("username"),
-                       session=F("session"), details__step="otp")],
-    "login_registration_invalid": [E("user.created", "failed", target__username=F("username"),
-                                     details__via="registration", details__fields=["password-confirm"])],
-    "login_registration": [E("user.created", "succeeded", target__id=F("user_id"), target__username=F("username"),
-                             details__via="registration"),
-                           E("login.succeeded", "succeeded", actor__id=F("user_id"), session=F("session"),
-                             details__step="registration")],
+    "login_otp_wrong": [
+        E(
+            "mfa.otp.failed",
+            "failed",
+            actor__username=F("username"),
+            error="invalid_user_credentials",
+            details__step="otp",
+        )
+    ],
+    "login_otp_ok": [
+        E("mfa.otp.verified", "succeeded", actor__id=F("user_id"), actor__username=F("username"), session=F("session")),
+        E(
+            "login.succeeded",
+            "succeeded",
+            actor__id=F("user_id"),
+            actor__username=F("username"),
+            session=F("session"),
+            details__step="otp",
+        ),
+    ],
+    "login_registration_invalid": [
+        E(
+            "user.created",
+            "failed",
+            target__username=F("username"),
+            details__via="registration",
+            details__fields=["password-confirm"],
+        )
+    ],
+    "login_registration": [
+        E(
+            "user.created",
+            "succeeded",
+            target__id=F("user_id"),
+            target__username=F("username"),
+            details__via="registration",
+        ),
+        E("login.succeeded", "succeeded", actor__id=F("user_id"), session=F("session"), details__step="registration"),
+    ],
     # ------------------------------------------------------------------ required / application-initiated actions
     "required_action_page": [],
-    "required_action_totp_wrong": [E("credential.enrolled", "failed", actor__username=F("username"),
-                                     error="invalid_otp", details__credential_type="otp")],
-    "required_action_totp_ok": [E("credential.enrolled", "succeeded", actor__id=F("user_id"),
-                                  target__id=F("user_id"), session=F("session"), details__credential_type="otp"),
-                                E("login.succeeded", "succeeded", actor__id=F("user_id"),
-                                  actor__username=F("username"), session=F("session"),
-                                  details__step="CONFIGURE_TOTP")],
-    "required_action_totp_then_next": [E("credential.enrolled", "succeeded", actor__username=F("username"),
-                                         details__credential_type="otp")],
-    "required_action_update_password_mismatch": [E("password.changed", "failed", actor__username=F("username"),
-                                                   error="invalid_input")],
-    "required_action_update_password": [E("password.changed", "succeeded", actor__id=F("user_id"),
-                                          session=F("session")),
-                                        E("login.succeeded", "succeeded", actor__id=F("user_id"),
-                                          details__step="UPDATE_PASSWORD")],
+    "required_action_totp_wrong": [
+        E(
+            "credential.enrolled",
+            "failed",
+            actor__username=F("username"),
+            error="invalid_otp",
+            details__credential_type="otp",
+        )
+    ],
+    "required_action_totp_ok": [
+        E(
+            "credential.enrolled",
+            "succeeded",
+            actor__id=F("user_id"),
+            target__id=F("user_id"),
+            session=F("session"),
+            details__credential_type="otp",
+        ),
+        E(
+            "login.succeeded",
+            "succeeded",
+            actor__id=F("user_id"),
+            actor__username=F("username"),
+            session=F("session"),
+            details__step="CONFIGURE_TOTP",
+        ),
+    ],
+    "required_action_totp_then_next": [
+        E("credential.enrolled", "succeeded", actor__username=F("username"), details__credential_type="otp")
+    ],
+    "required_action_update_password_mismatch": [
+        E("password.changed", "failed", actor__username=F("username"), error="invalid_input")
+    ],
+    "required_action_update_password": [
+        E("password.changed", "succeeded", actor__id=F("user_id"), session=F("session")),
+        E("login.succeeded", "succeeded", actor__id=F("user_id"), details__step="UPDATE_PASSWORD"),
+    ],
     "auth_kc_action_configure_totp": [],
-    "required_action_aia_configure_totp": [E("credential.enrolled", "succeeded", actor__id=F("user_id"),
-                                             details__kc_action="CONFIGURE_TOTP"),
-                                           E("login.succeeded", "succeeded", actor__id=F("user_id"),
-                                             details__kc_action_status="success")],
+    "required_action_aia_configure_totp": [
+        E("credential.enrolled", "succeeded", actor__id=F("user_id"), details__kc_action="CONFIGURE_TOTP"),
+        E("login.succeeded", "succeeded", actor__id=F("user_id"), details__kc_action_status="success"),
+    ],
     "auth_kc_action_delete_credential": [],
-    "required_action_delete_credential_cancel": [E("login.succeeded", "succeeded", actor__id=F("user_id"),
-                                                   details__kc_action_status="cancelled")],
-    "required_action_delete_credential": [E("credential.removed", "succeeded", actor__id=F("user_id"),
-                                            target__id=F("user_id"), details__credential_id=F("credential_id")),
-                                          E("login.succeeded", "succeeded", actor__id=F("user_id"),
-                                            details__kc_action_status="success")],
+    "required_action_delete_credential_cancel": [
+        E("login.succeeded", "succeeded", actor__id=F("user_id"), details__kc_action_status="cancelled")
+    ],
+    "required_action_delete_credential": [
+        E(
+            "credential.removed",
+            "succeeded",
+            actor__id=F("user_id"),
+            target__id=F("user_id"),
+            details__credential_id=F("credential_id"),
+        ),
+        E("login.succeeded", "succeeded", actor__id=F("user_id"), details__kc_action_status="success"),
+    ],
     # ------------------------------------------------------------------ logout
-    "logout_id_token_hint": [E("logout.completed", "succeeded", actor__id=F("user_id"), session=F("session"),
-                               client=F("client"))],
+    "logout_id_token_hint": [
+        E("logout.completed", "succeeded", actor__id=F("user_id"), session=F("session"), client=F("client"))
+    ],
     "logout_confirm_page": [],
     # Only the presented identity cookie names the user, and the pipeline never saw Keycloak open that session.
-    "logout_confirm_post": [E("logout.completed", "succeeded", actor__kind="unverified", actor__id=ABSENT,
-                              details__unverified__sub=F("user_id"), details__unverified__sid=F("session"))],
+    "logout_confirm_post": [
+        E(
+            "logout.completed",
+            "succeeded",
+            actor__kind="unverified",
+            actor__id=ABSENT,
+            details__unverified__sub=F("user_id"),
+            details__unverified__sid=F("session"),
+        )
+    ],
     "logout_refresh_token": [E("logout.completed", "succeeded", actor__id=F("user_id"), client=F("client"))],
     # A refresh token the pipeline never saw issued, answered 200 (as Keycloak answers any token, RFC 7009).
-    "revoke_refresh_token": [E("token.revoked", "unknown", actor__kind="unverified", actor__id=ABSENT,
-                               details__unverified__sub=F("user_id"), client=F("client"),
-                               details__token_type_hint="refresh_token")],
+    "revoke_refresh_token": [
+        E(
+            "token.revoked",
+            "unknown",
+            actor__kind="unverified",
+            actor__id=ABSENT,
+            details__unverified__sub=F("user_id"),
+            client=F("client"),
+            details__token_type_hint="refresh_token",
+        )
+    ],
     # ------------------------------------------------------------------ token endpoint
-    "token_password_admin_cli": [E("login.succeeded", "succeeded", realm="master", actor__username=F("username"),
-                                   actor__id=ABSENT, client="admin-cli", details__grant="password")],
-    "token_password_ok": [E("login.succeeded", "succeeded", actor__id=F("user_id"), actor__username="dave",
-                            client=F("client"), details__grant="password")],
-    "token_password_wrong": [E("login.failed", "failed", actor__username="dave", error="invalid_grant",
-                               details__error_description="Invalid user credentials")],
-    "token_client_credentials": [E("token.issued", "succeeded", actor__kind="client", actor__client=F("client"),
-                                   client=F("client"), details__grant="client_credentials")],
-    "token_client_credentials_wrong": [E("token.failed", "failed", client=F("client"),
-                                         error="unauthorized_client")],
-    "token_refresh": [E("token.refreshed", "succeeded", actor__id=F("user_id"), actor__username=F("username"),
-                        client=F("client"))],
+    "token_password_admin_cli": [
+        E(
+            "login.succeeded",
+            "succeeded",
+            realm="master",
+            actor__username=F("username"),
+            actor__id=ABSENT,
+            client="admin-cli",
+            details__grant="password",
+        )
+    ],
+    "token_password_ok": [
+        E(
+            "login.succeeded",
+            "succeeded",
+            actor__id=F("user_id"),
+            actor__username="dave",
+            client=F("client"),
+            details__grant="password",
+        )
+    ],
+    "token_password_wrong": [
+        E(
+            "login.failed",
+            "failed",
+            actor__username="dave",
+            error="invalid_grant",
+            details__error_description="Invalid user credentials",
+        )
+    ],
+    "token_client_credentials": [
+        E(
+            "token.issued",
+            "succeeded",
+            actor__kind="client",
+            actor__client=F("client"),
+            client=F("client"),
+            details__grant="client_credentials",
+        )
+    ],
+    "token_client_credentials_wrong": [E("token.failed", "failed", client=F("client"), error="unauthorized_client")],
+    "token_refresh": [
+        E("token.refreshed", "succeeded", actor__id=F("user_id"), actor__username=F("username"), client=F("client"))
+    ],
     "token_refresh_invalid": [E("token.failed", "failed", error="invalid_grant", details__grant="refresh_token")],
-    "token_authorization_code": [E("token.issued", "succeeded", actor__id=F("user_id"),
-                                   actor__username=F("username"), session=F("session"), client=F("client"),
-                                   details__grant="authorization_code")],
-    "token_authorization_code_pkce": [E("token.issued", "succeeded", actor__id=F("user_id"), session=F("session"),
-                                        client=F("client"))],
+    "token_authorization_code": [
+        E(
+            "token.issued",
+            "succeeded",
+            actor__id=F("user_id"),
+            actor__username=F("username"),
+            session=F("session"),
+            client=F("client"),
+            details__grant="authorization_code",
+        )
+    ],
+    "token_authorization_code_pkce": [
+        E("token.issued", "succeeded", actor__id=F("user_id"), session=F("session"), client=F("client"))
+    ],
     "token_authorization_code_reused": [E("token.failed", "failed", error="invalid_grant", client=F("client"))],
-    "token_admin_console_code": [E("token.issued", "succeeded", realm="master", actor__id=F("user_id"),
-                                   actor__username=F("username"), session=F("session"),
-                                   client="security-admin-console")],
+    "token_admin_console_code": [
+        E(
+            "token.issued",
+            "succeeded",
+            realm="master",
+            actor__id=F("user_id"),
+            actor__username=F("username"),
+            session=F("session"),
+            client="security-admin-console",
+        )
+    ],
     "whoami_console": [],
     "whoami_admin_cli": [],
     # ------------------------------------------------------------------ account REST
-    "account_credential_delete": [E("credential.removed", "succeeded", actor__id=F("user_id"),
-                                    details__credential_id=F("credential_id"), details__via="account")],
-    "account_profile_update": [E("user.updated", "succeeded", actor__id=F("user_id"), details__via="account",
-                                 details__fields=["email", "firstName", "lastName", "username"])],
+    "account_credential_delete": [
+        E(
+            "credential.removed",
+            "succeeded",
+            actor__id=F("user_id"),
+            details__credential_id=F("credential_id"),
+            details__via="account",
+        )
+    ],
+    "account_profile_update": [
+        E(
+            "user.updated",
+            "succeeded",
+            actor__id=F("user_id"),
+            details__via="account",
+            details__fields=["email", "firstName", "lastName", "username"],
+        )
+    ],
     # ------------------------------------------------------------------ admin REST (outcome records)
-    "admin_role_grant_user_realm": [E("role.granted", "succeeded", target__id=F("user_id"), target__kind=USER,
-                                      details__roles=["operator"])],
-    "admin_role_revoke_user_realm": [E("role.revoked", "succeeded", target__id=F("user_id"),
-                                       details__roles=["operator"], details__all_roles=ABSENT)],
+    "admin_role_grant_user_realm": [
+        E("role.granted", "succeeded", target__id=F("user_id"), target__kind=USER, details__roles=["operator"])
+    ],
+    "admin_role_revoke_user_realm": [
+        E("role.revoked", "succeeded", target__id=F("user_id"), details__roles=["operator"], details__all_roles=ABSENT)
+    ],
     "admin_role_grant_unknown_role": [E("role.granted", "failed", error="Role not found", details__status=404)],
     "admin_role_grant_forbidden": [E("role.granted", "failed", error="HTTP 403 Forbidden", details__status=403)],
-    "admin_role_grant_user_client": [E("role.granted", "succeeded", target__id=F("user_id"),
-                                       details__roles=["app-admin"], details__client_uuid=F("client_uuid"))],
-    "admin_role_revoke_user_client": [E("role.revoked", "succeeded", target__id=F("user_id"),
-                                        details__roles=["app-admin"], details__client_uuid=F("client_uuid"))],
-    "admin_role_grant_group_realm": [E("role.granted", "succeeded", target__id=F("group_id"), target__kind="group",
-                                       details__roles=["operator"])],
-    "admin_role_revoke_group_realm": [E("role.revoked", "succeeded", target__id=F("group_id"),
-                                        details__roles=["operator"])],
-    "admin_ui_ext_revoke_user_realm_role": [E("role.revoked", "succeeded", target__id=F("user_id"),
-                                              details__roles=["viewer"], details__role_ids=[F("role_id")],
-                                              details__client_uuid=ABSENT)],
-    "admin_ui_ext_revoke_user_client_role": [E("role.revoked", "succeeded", target__id=F("user_id"),
-                                               details__roles=["app-user"], details__client_uuid=F("client_uuid"))],
-    "admin_ui_ext_revoke_group_realm_role": [E("role.revoked", "succeeded", target__id=F("group_id"),
-                                               target__kind="group", details__roles=["viewer"])],
-    "admin_ui_ext_remove_composite": [E("role.composite.changed", "succeeded", target__id=F("role_id"),
-                                        details__change="removed", details__roles=["viewer"])],
-    "admin_composite_add": [E("role.composite.changed", "succeeded", target__id=F("role_name"),
-                              details__change="added", details__roles=["viewer"])],
-    "admin_composite_remove": [E("role.composite.changed", "succeeded", target__id=F("role_name"),
-                                 details__change="removed", details__roles=["viewer"])],
-    "admin_composite_add_by_id": [E("role.composite.changed", "succeeded", target__id=F("role_id"),
-                                    details__change="added")],
+    "admin_role_grant_user_client": [
+        E(
+            "role.granted",
+            "succeeded",
+            target__id=F("user_id"),
+            details__roles=["app-admin"],
+            details__client_uuid=F("client_uuid"),
+        )
+    ],
+    "admin_role_revoke_user_client": [
+        E(
+            "role.revoked",
+            "succeeded",
+            target__id=F("user_id"),
+            details__roles=["app-admin"],
+            details__client_uuid=F("client_uuid"),
+        )
+    ],
+    "admin_role_grant_group_realm": [
+        E("role.granted", "succeeded", target__id=F("group_id"), target__kind="group", details__roles=["operator"])
+    ],
+    "admin_role_revoke_group_realm": [
+        E("role.revoked", "succeeded", target__id=F("group_id"), details__roles=["operator"])
+    ],
+    "admin_ui_ext_revoke_user_realm_role": [
+        E(
+            "role.revoked",
+            "succeeded",
+            target__id=F("user_id"),
+            details__roles=["viewer"],
+            details__role_ids=[F("role_id")],
+            details__client_uuid=ABSENT,
+        )
+    ],
+    "admin_ui_ext_revoke_user_client_role": [
+        E(
+            "role.revoked",
+            "succeeded",
+            target__id=F("user_id"),
+            details__roles=["app-user"],
+            details__client_uuid=F("client_uuid"),
+        )
+    ],
+    "admin_ui_ext_revoke_group_realm_role": [
+        E("role.revoked", "succeeded", target__id=F("group_id"), target__kind="group", details__roles=["viewer"])
+    ],
+    "admin_ui_ext_remove_composite": [
+        E(
+            "role.composite.changed",
+            "succeeded",
+            target__id=F("role_id"),
+            details__change="removed",
+            details__roles=["viewer"],
+        )
+    ],
+    "admin_composite_add": [
+        E(
+            "role.composite.changed",
+            "succeeded",
+            target__id=F("role_name"),
+            details__change="added",
+            details__roles=["viewer"],
+        )
+    ],
+    "admin_composite_remove": [
+        E(
+            "role.composite.changed",
+            "succeeded",
+            target__id=F("role_name"),
+            details__change="removed",
+            details__roles=["viewer"],
+        )
+    ],
+    "admin_composite_add_by_id": [
+        E("role.composite.changed", "succeeded", target__id=F("role_id"), details__change="added")
+    ],
     "admin_group_join": [E("group.joined", "succeeded", target__id=F("user_id"), details__group_id=F("group_id"))],
     "admin_group_leave": [E("group.left", "succeeded", target__id=F("user_id"), details__group_id=F("group_id"))],
-    "admin_user_create": [E("user.created", "succeeded", target__username=F("username"),
-                            details__created_id=F("user_id"),
-                            details__fields=["credentials", "email", "emailVerified", "enabled", "firstName",
-                                             "lastName", "requiredActions", "username"])],
-    "admin_user_create_plain": [E("user.created", "succeeded", target__username=F("username"),
-                                  details__created_id=F("user_id"))],
-    "admin_user_create_conflict": [E("user.created", "failed", error="User exists with same username",
-                                     details__status=409)],
-    "admin_user_update": [E("user.updated", "succeeded", target__id=F("user_id"),
-                            details__fields=["firstName", "lastName"])],
+    "admin_user_create": [
+        E(
+            "user.created",
+            "succeeded",
+            target__username=F("username"),
+            details__created_id=F("user_id"),
+            details__fields=[
+                "credentials",
+                "email",
+                "emailVerified",
+                "enabled",
+                "firstName",
+                "lastName",
+                "requiredActions",
+                "username",
+            ],
+        )
+    ],
+    "admin_user_create_plain": [
+        E("user.created", "succeeded", target__username=F("username"), details__created_id=F("user_id"))
+    ],
+    "admin_user_create_conflict": [
+        E("user.created", "failed", error="User exists with same username", details__status=409)
+    ],
+    "admin_user_update": [
+        E("user.updated", "succeeded", target__id=F("user_id"), details__fields=["firstName", "lastName"])
+    ],
     "admin_user_disable": [E("user.disabled", "succeeded", target__id=F("user_id"))],
     "admin_user_enable": [E("user.enabled", "succeeded", target__id=F("user_id"))],
     "admin_user_delete": [E("user.deleted", "succeeded", target__id=F("user_id"))],
     "admin_reset_password": [E("password.reset", "succeeded", target__id=F("user_id"), details__temporary=True)],
-    "admin_credential_delete": [E("credential.removed", "succeeded", target__id=F("user_id"),
-                                  details__credential_id=F("credential_id"))],
-    "admin_client_create": [E("client.created", "succeeded", target__client=F("client"),
-                              details__created_id=F("client_uuid"))],
-    "admin_client_secret_rotate": [E("client.secret.rotated", "succeeded", target__id=F("client_uuid"),
-                                     target__kind="client")],
+    "admin_credential_delete": [
+        E("credential.removed", "succeeded", target__id=F("user_id"), details__credential_id=F("credential_id"))
+    ],
+    "admin_client_create": [
+        E("client.created", "succeeded", target__client=F("client"), details__created_id=F("client_uuid"))
+    ],
+    "admin_client_secret_rotate": [
+        E("client.secret.rotated", "succeeded", target__id=F("client_uuid"), target__kind="client")
+    ],
     "admin_client_delete": [E("client.deleted", "succeeded", target__id=F("client_uuid"))],
     "admin_impersonation": [E("user.impersonated", "succeeded", target__id=F("user_id"))],
     "admin_session_delete": [E("session.revoked", "succeeded", target__id=F("session"), target__kind="session")],
@@ -339,17 +579,20 @@ def test_warning_feedback_is_not_an_error() -> None:
     assert c.page_id(page) == "login-login-config-totp"
 
 
-@pytest.mark.parametrize(("name", "page", "errors"), [
-    ("login_password_wrong", "login-login", {"username"}),
-    ("login_password_then_otp", "login-login-otp", set()),
-    ("login_otp_wrong", "login-login-otp", {"otp"}),
-    ("required_action_totp_wrong", "login-login-config-totp", {"otp-code"}),
-    ("required_action_totp_then_next", "login-login-update-password", set()),
-    ("required_action_update_password_mismatch", "login-login-update-password", {"password-confirm"}),
-    ("login_registration_invalid", "login-register", {"password-confirm"}),
-    ("logout_confirm_page", "login-logout-confirm", set()),
-    ("logout_confirm_post", "login-info", set()),
-])
+@pytest.mark.parametrize(
+    ("name", "page", "errors"),
+    [
+        ("login_password_wrong", "login-login", {"username"}),
+        ("login_password_then_otp", "login-login-otp", set()),
+        ("login_otp_wrong", "login-login-otp", {"otp"}),
+        ("required_action_totp_wrong", "login-login-config-totp", {"otp-code"}),
+        ("required_action_totp_then_next", "login-login-update-password", set()),
+        ("required_action_update_password_mismatch", "login-login-update-password", {"password-confirm"}),
+        ("login_registration_invalid", "login-register", {"password-confirm"}),
+        ("logout_confirm_page", "login-logout-confirm", set()),
+        ("logout_confirm_post", "login-info", set()),
+    ],
+)
 def test_page_ids_and_field_errors(name: str, page: str, errors: set[str]) -> None:
     """Login pages are told apart by data-page-id, and errors by the fields Keycloak marks."""
     resp = load(name).response
@@ -370,8 +613,11 @@ def test_otp_failure_names_the_user_from_the_page_without_context() -> None:
 
 def test_password_step_passing_to_otp_is_remembered_not_recorded() -> None:
     """The password step that leads to the OTP form records nothing yet; the pipeline remembers the username."""
-    for name, remembered in (("login_password_then_otp", "erin"), ("login_password_required_action", "erin"),
-                             ("login_password_wrong", None)):
+    for name, remembered in (
+        ("login_password_then_otp", "erin"),
+        ("login_password_required_action", "erin"),
+        ("login_password_wrong", None),
+    ):
         pipe = new_pipeline()
         r = load(name)
         events = drive(pipe, r)
@@ -404,8 +650,11 @@ def test_lightweight_admin_tokens_carry_no_subject() -> None:
     """admin-cli and console access tokens and the admin-cli refresh token have no `sub` in 26.7.3 (only `sid`)."""
     cli = load("token_password_admin_cli")
     console = load("token_admin_console_code")
-    for claims in (cli.response_claims("access_token"), cli.response_claims("refresh_token"),
-                   console.response_claims("access_token")):
+    for claims in (
+        cli.response_claims("access_token"),
+        cli.response_claims("refresh_token"),
+        console.response_claims("access_token"),
+    ):
         assert claims is not None and "sub" not in claims and claims.get("sid")
     id_token = console.response_claims("id_token")
     assert id_token is not None and id_token["sub"] == console.facts["user_id"]
@@ -450,4 +699,3 @@ def test_multi_set_cookie_and_identity_claims_are_kept() -> None:
     assert {"KEYCLOAK_IDENTITY", "KEYCLOAK_SESSION", "KC_RESTART"} <= set(cookies)
     ident = r.identity()
     assert ident is not None and ident["sub"] == r.facts["user_id"] and ident["sid"] == r.facts["session"]
-

@@ -40,6 +40,7 @@ def _verifier(*keys: Any) -> TokenVerifier:
     async def fetch(realm: str) -> dict[str, Any] | None:
         assert realm == "r"
         return {"keys": [k.as_dict(private=False) for k in keys]}
+
     return TokenVerifier(fetch)
 
 
@@ -48,8 +49,9 @@ def _claims(**extra: Any) -> dict[str, Any]:
     return {"iss": ISS, "sub": "u-1", "sid": "s-1", "azp": "app", "iat": now, "exp": now + 300, **extra}
 
 
-@pytest.mark.parametrize("alg", ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
-                                 "EdDSA"])
+@pytest.mark.parametrize(
+    "alg", ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
+)
 async def test_every_keycloak_algorithm_verifies(alg: str) -> None:
     """A token signed with any algorithm Keycloak offers verifies against a JWK declaring that algorithm."""
     key = _key(alg, f"k-{alg}")

@@ -18,7 +18,7 @@ def code(secret: bytes, at: float | None = None, *, step: int = 30, digits: int 
     counter = int((time.time() if at is None else at) // step)
     mac = hmac.new(secret, counter.to_bytes(8, "big"), hashlib.sha1).digest()
     offset = mac[-1] & 0x0F
-    value = (int.from_bytes(mac[offset:offset + 4], "big") & 0x7FFFFFFF) % 10 ** digits
+    value = (int.from_bytes(mac[offset : offset + 4], "big") & 0x7FFFFFFF) % 10**digits
     return f"{value:0{digits}d}"
 
 

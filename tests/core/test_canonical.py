@@ -31,16 +31,19 @@ def test_values_in_the_subset_encode_sorted_and_compact() -> None:
     assert parse(data) == parse_canonical(data) == {**value, "b": [1, [2, None]]}
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    ({"a": [1, 2.5]}, r"\$\.a\[1\]: floats are not allowed in records"),
-    ({"x": MAX_SAFE_INT + 1}, r"\$\.x: integer 9007199254740992 is outside"),
-    (-MAX_SAFE_INT - 1, r"\$: integer -9007199254740992 is outside"),
-    ({"é": 1}, r"\$: object keys must be ASCII strings, got 'é'"),
-    ({1: "x"}, r"\$: object keys must be ASCII strings, got 1"),
-    (["\ud800"], r"\$\[0\]: string is not valid Unicode"),
-    ({"a": b"bytes"}, r"\$\.a: type bytes is not allowed in records"),
-    ({"a": {1, 2}}, r"\$\.a: type set is not allowed in records"),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"a": [1, 2.5]}, r"\$\.a\[1\]: floats are not allowed in records"),
+        ({"x": MAX_SAFE_INT + 1}, r"\$\.x: integer 9007199254740992 is outside"),
+        (-MAX_SAFE_INT - 1, r"\$: integer -9007199254740992 is outside"),
+        ({"é": 1}, r"\$: object keys must be ASCII strings, got 'é'"),
+        ({1: "x"}, r"\$: object keys must be ASCII strings, got 1"),
+        (["\ud800"], r"\$\[0\]: string is not valid Unicode"),
+        ({"a": b"bytes"}, r"\$\.a: type bytes is not allowed in records"),
+        ({"a": {1, 2}}, r"\$\.a: type set is not allowed in records"),
+    ],
+)
 def test_check_names_the_path_of_a_value_outside_the_subset(value: Any, message: str) -> None:
     """Floats, big integers, non-ASCII or non-string keys, lone surrogates and other types: the path is named."""
     with pytest.raises(CanonicalError, match=message):
@@ -49,23 +52,26 @@ def test_check_names_the_path_of_a_value_outside_the_subset(value: Any, message:
         canonical_bytes(value)
 
 
-@pytest.mark.parametrize(("data", "code", "message"), [
-    (b"\xff{}", "not-json", "not JSON"),
-    (b'{"a":', "not-json", "not JSON"),
-    (b"[" * 100_000 + b"]" * 100_000, "not-json", "not JSON"),
-    (b'{"a":1,"a":1}', "duplicate-key", "duplicate key 'a'"),
-    (b'{"a":1,"a":2}', "duplicate-key", "duplicate key 'a'"),
-    (b'{"a": 1}', "not-canonical", "not its canonical"),
-    (b'{"b":1,"a":2}', "not-canonical", "not its canonical"),
-    (b'"\\u0041"', "not-canonical", "not its canonical"),
-    (b'{"a":1}\n', "not-canonical", "not its canonical"),
-    (b"9007199254740992", "not-canonical", "outside"),
-    (b'{"\xc3\xa9":1}', "not-canonical", "an object key is not ASCII"),
-    (b"1.5", "not-canonical", "a fraction or an exponent"),
-    (b"[1,2e3]", "not-canonical", "not its canonical"),
-    (b"[1,2.5]", "not-canonical", "a fraction or an exponent"),
-    (b'{"a":-0.5}', "not-canonical", "a fraction or an exponent"),
-])
+@pytest.mark.parametrize(
+    ("data", "code", "message"),
+    [
+        (b"\xff{}", "not-json", "not JSON"),
+        (b'{"a":', "not-json", "not JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "not-json", "not JSON"),
+        (b'{"a":1,"a":1}', "duplicate-key", "duplicate key 'a'"),
+        (b'{"a":1,"a":2}', "duplicate-key", "duplicate key 'a'"),
+        (b'{"a": 1}', "not-canonical", "not its canonical"),
+        (b'{"b":1,"a":2}', "not-canonical", "not its canonical"),
+        (b'"\\u0041"', "not-canonical", "not its canonical"),
+        (b'{"a":1}\n', "not-canonical", "not its canonical"),
+        (b"9007199254740992", "not-canonical", "outside"),
+        (b'{"\xc3\xa9":1}', "not-canonical", "an object key is not ASCII"),
+        (b"1.5", "not-canonical", "a fraction or an exponent"),
+        (b"[1,2e3]", "not-canonical", "not its canonical"),
+        (b"[1,2.5]", "not-canonical", "a fraction or an exponent"),
+        (b'{"a":-0.5}', "not-canonical", "a fraction or an exponent"),
+    ],
+)
 def test_parse_canonical_refuses_each_deviation_with_its_code(data: bytes, code: str, message: str) -> None:
     """Not JSON, duplicate keys, whitespace, key order, escapes, big integers, non-ASCII keys, floats: each coded."""
     with pytest.raises(NotCanonical, match=message) as err:
@@ -73,9 +79,18 @@ def test_parse_canonical_refuses_each_deviation_with_its_code(data: bytes, code:
     assert err.value.code == code
 
 
-@pytest.mark.parametrize("data", [
-    b'"1.5"', b'{"a":"x:1.5"}', b'{"k":"[1e5"}', b'"\xc3\xa9"', b'{"a":"\xc3\xa9"}', b"[1,-2,0]", b"null",
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'"1.5"',
+        b'{"a":"x:1.5"}',
+        b'{"k":"[1e5"}',
+        b'"\xc3\xa9"',
+        b'{"a":"\xc3\xa9"}',
+        b"[1,-2,0]",
+        b"null",
+    ],
+)
 def test_parse_canonical_accepts_what_only_looks_suspicious(data: bytes) -> None:
     """Float-like text inside strings and non-ASCII string values are canonical."""
     assert canonical_bytes(parse_canonical(data)) == data
@@ -83,9 +98,12 @@ def test_parse_canonical_accepts_what_only_looks_suspicious(data: bytes) -> None
 
 _values = st.recursive(
     st.none() | st.booleans() | st.integers(-MAX_SAFE_INT, MAX_SAFE_INT) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(st.characters(max_codepoint=0x7F),
-                                                                        max_size=4), inner, max_size=3),
-    max_leaves=12)
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(st.characters(max_codepoint=0x7F), max_size=4), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
 
 
 @settings(max_examples=200, deadline=None)

@@ -36,19 +36,48 @@ def test_an_event_encodes_only_what_it_holds() -> None:
     """to_json leaves out absent fields, names the source IP `ip` and keeps parties and details."""
     bare = IdentityEvent(EventType.LOGIN_FAILED, Outcome.FAILED)
     assert bare.to_json() == {"type": "login.failed", "outcome": "failed"}
-    full = IdentityEvent(EventType.ROLE_GRANTED, Outcome.SUCCEEDED, realm="r", actor=Party(id="a", kind="user"),
-                         target=Party(username="u", name="n", client="c"), client="console", source_ip="192.0.2.1",
-                         session="s", request_id="q", error="e", details={"roles": ["viewer"]})
+    full = IdentityEvent(
+        EventType.ROLE_GRANTED,
+        Outcome.SUCCEEDED,
+        realm="r",
+        actor=Party(id="a", kind="user"),
+        target=Party(username="u", name="n", client="c"),
+        client="console",
+        source_ip="192.0.2.1",
+        session="s",
+        request_id="q",
+        error="e",
+        details={"roles": ["viewer"]},
+    )
     assert full.to_json() == {
-        "type": "role.granted", "outcome": "succeeded", "realm": "r", "client": "console", "ip": "192.0.2.1",
-        "session": "s", "request_id": "q", "error": "e", "actor": {"id": "a", "kind": "user"},
-        "target": {"username": "u", "client": "c", "name": "n"}, "details": {"roles": ["viewer"]}}
+        "type": "role.granted",
+        "outcome": "succeeded",
+        "realm": "r",
+        "client": "console",
+        "ip": "192.0.2.1",
+        "session": "s",
+        "request_id": "q",
+        "error": "e",
+        "actor": {"id": "a", "kind": "user"},
+        "target": {"username": "u", "client": "c", "name": "n"},
+        "details": {"roles": ["viewer"]},
+    }
 
 
-@pytest.mark.parametrize(("value", "text"), [
-    (None, None), (True, "true"), (False, "false"), (7, "7"), (1.5, "1.5"), ("x" * 300, "x" * MAX_TEXT),
-    ("a\ud800b", "a\ufffdb"), (["list"], None), (b"bytes", None),
-])
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (None, None),
+        (True, "true"),
+        (False, "false"),
+        (7, "7"),
+        (1.5, "1.5"),
+        ("x" * 300, "x" * MAX_TEXT),
+        ("a\ud800b", "a\ufffdb"),
+        (["list"], None),
+        (b"bytes", None),
+    ],
+)
 def test_text_fields_are_bounded_strings(value: object, text: str | None) -> None:
     """Numbers become their decimal text, long text is cut, lone surrogates become U+FFFD, other types go."""
     assert clean_text(value) == text
@@ -56,8 +85,13 @@ def test_text_fields_are_bounded_strings(value: object, text: str | None) -> Non
 
 def test_what_the_boundary_cut_is_named_in_bounded() -> None:
     """A non-string realm, an over-long actor id, a party that is not a Party: each named in details.bounded."""
-    event = IdentityEvent(EventType.LOGIN_FAILED, Outcome.FAILED, realm=["r"],  # type: ignore[arg-type]
-                          actor=Party(id="i" * 400), target="u")  # type: ignore[arg-type]
+    event = IdentityEvent(
+        EventType.LOGIN_FAILED,
+        Outcome.FAILED,
+        realm=["r"],  # type: ignore[arg-type]
+        actor=Party(id="i" * 400),
+        target="u",
+    )  # type: ignore[arg-type]
     assert event.realm is None and event.target is None and event.actor == Party(id="i" * MAX_TEXT)
     assert event.details == {"bounded": ["realm", "actor.id", "target"]}
 
@@ -67,8 +101,21 @@ def test_details_hold_only_canonical_json() -> None:
     deep: Any = "leaf"
     for _ in range(events.MAX_DEPTH + 1):
         deep = [deep]
-    out = clean_details({"n": 2**60, "ok": 3, "f": 0.25, "b": True, "z": None, "bad key!": 1, 5: "x",
-                         "deep": deep, "set": {1}, "t": ("a", "b"), "s": "y" * 2000})
+    out = clean_details(
+        {
+            "n": 2**60,
+            "ok": 3,
+            "f": 0.25,
+            "b": True,
+            "z": None,
+            "bad key!": 1,
+            5: "x",
+            "deep": deep,
+            "set": {1},
+            "t": ("a", "b"),
+            "s": "y" * 2000,
+        }
+    )
     assert out["n"] == str(2**60) and out["ok"] == 3 and out["f"] == "0.25" and out["b"] is True
     assert out["z"] is None and out["t"] == ["a", "b"] and out["s"] == "y" * MAX_DETAIL_TEXT
     assert "bad key!" not in out and "set" in out and out["set"] is None
@@ -113,9 +160,13 @@ def test_earlier_bounds_are_kept_and_the_list_is_capped() -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
-                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                    max_leaves=20))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+        max_leaves=20,
+    )
+)
 def test_any_details_become_encodable(details: Any) -> None:
     """Whatever the details, the event's details encode canonically."""
     event = IdentityEvent(EventType.ROLE_GRANTED, Outcome.SUCCEEDED, details={"x": details})

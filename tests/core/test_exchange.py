@@ -67,9 +67,7 @@ def test_form_accepts_parameters_and_case_in_content_type() -> None:
     assert view.form() == MultiDict([("username", "alice"), ("password", "a&b"), ("otp", "")])
 
 
-@pytest.mark.parametrize(
-    "content_type", [None, "application/json", "multipart/form-data; boundary=x", "text/plain"]
-)
+@pytest.mark.parametrize("content_type", [None, "application/json", "multipart/form-data; boundary=x", "text/plain"])
 def test_form_is_empty_for_other_bodies(content_type: str | None) -> None:
     """A body that is not urlencoded yields an empty form, never an error."""
     assert _request(b"username=alice", content_type).form() == MultiDict()

@@ -58,8 +58,9 @@ def _v1_data_dir(tmp_path: Path) -> Path:
     key = next(k for k in exp["test_keys_never_use"] if k["label"] == "epoch 1")
     signer = Signer.from_seed(key["name"], bytes.fromhex(key["seed_hex"]))
     (data / "keys").mkdir(mode=0o700)
-    (data / "keys" / "epoch-000001.key").write_bytes(orjson.dumps(
-        {"name": signer.name, "seed": base64.b64encode(signer.seed()).decode()}))
+    (data / "keys" / "epoch-000001.key").write_bytes(
+        orjson.dumps({"name": signer.name, "seed": base64.b64encode(signer.seed()).decode()})
+    )
     (data / "keys" / "fingerprint.key").write_bytes(b"\x01" * 32)
     (data / "ledger.json").write_bytes(orjson.dumps({"origin": exp["origin"]}))
     return data
@@ -70,8 +71,11 @@ def test_an_open_v1_segment_is_continued_in_v1_and_the_next_segment_is_v2(tmp_pa
     data = _v1_data_dir(tmp_path)
 
     async def run() -> None:
-        ledger = await Ledger.open(data, clock=FixedClock(start_ns=1_900_000_000_000_000_000),
-                                   config=LedgerConfig(segment_max_bytes=6000, epoch_s=1e9))
+        ledger = await Ledger.open(
+            data,
+            clock=FixedClock(start_ns=1_900_000_000_000_000_000),
+            config=LedgerConfig(segment_max_bytes=6000, epoch_s=1e9),
+        )
         for i in range(30):
             await ledger.append(synthetic_event(i))
         await ledger.close()

@@ -20,8 +20,9 @@ def test_frames_round_trip_with_their_offsets() -> None:
     """Encoded frames of every kind read back in order, each with its kind, offset and body."""
     data = b"".join(encode_frame(k, bytes([k]) * 3) for k in (HEADER, RECORD, CHECKPOINT, SEAL))
     frames = list(iter_frames(data))
-    assert frames == [Frame(k, i * (framing.OVERHEAD + 3), bytes([k]) * 3)
-                      for i, k in enumerate((HEADER, RECORD, CHECKPOINT, SEAL))]
+    assert frames == [
+        Frame(k, i * (framing.OVERHEAD + 3), bytes([k]) * 3) for i, k in enumerate((HEADER, RECORD, CHECKPOINT, SEAL))
+    ]
     assert list(iter_frames(memoryview(data))) == frames
     assert list(iter_frames(b"")) == []
 
@@ -86,12 +87,15 @@ def test_a_checksum_mismatch_before_an_intact_frame_is_tampering() -> None:
     assert (d.offset, d.torn) == (0, False)
 
 
-@pytest.mark.parametrize("tail", [
-    bytes([RECORD]) + (framing.MAX_FRAME + 1).to_bytes(4, "big") + bytes(8),  # candidate too long
-    bytes([RECORD]) + (50).to_bytes(4, "big") + bytes(8),  # candidate runs past the end
-    bytes([RECORD]) + (0).to_bytes(4, "big") + b"\x00\x00\x00\x01",  # candidate with a bad CRC
-    bytes([RECORD]),  # candidate too short to hold a frame
-])
+@pytest.mark.parametrize(
+    "tail",
+    [
+        bytes([RECORD]) + (framing.MAX_FRAME + 1).to_bytes(4, "big") + bytes(8),  # candidate too long
+        bytes([RECORD]) + (50).to_bytes(4, "big") + bytes(8),  # candidate runs past the end
+        bytes([RECORD]) + (0).to_bytes(4, "big") + b"\x00\x00\x00\x01",  # candidate with a bad CRC
+        bytes([RECORD]),  # candidate too short to hold a frame
+    ],
+)
 def test_only_a_whole_crc_valid_frame_after_damage_proves_tampering(tail: bytes) -> None:
     """Kind bytes after damage that do not start a whole, CRC-valid frame leave the damage torn."""
     d = _damage(b"\x01\x00\x00\x00\x00" + tail)

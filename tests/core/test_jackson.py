@@ -13,28 +13,34 @@ from sidecar.core.jackson import detect_encoding, lenient_bool, read_json
 DOC = '[{"id":"r1","name":"viewer"}]'
 
 
-@pytest.mark.parametrize(("body", "codec"), [
-    (DOC.encode(), "utf-8"),
-    (b"\xef\xbb\xbf" + DOC.encode(), "utf-8"),
-    (DOC.encode("utf-16-le"), "utf-16-le"),
-    (DOC.encode("utf-16-be"), "utf-16-be"),
-    (DOC.encode("utf-16"), "utf-16-le"),
-    (DOC.encode("utf-32-be"), "utf-32-be"),
-    (DOC.encode("utf-32-le"), "utf-32-le"),
-    (DOC.encode("utf-32"), "utf-32-le"),
-])
+@pytest.mark.parametrize(
+    ("body", "codec"),
+    [
+        (DOC.encode(), "utf-8"),
+        (b"\xef\xbb\xbf" + DOC.encode(), "utf-8"),
+        (DOC.encode("utf-16-le"), "utf-16-le"),
+        (DOC.encode("utf-16-be"), "utf-16-be"),
+        (DOC.encode("utf-16"), "utf-16-le"),
+        (DOC.encode("utf-32-be"), "utf-32-be"),
+        (DOC.encode("utf-32-le"), "utf-32-le"),
+        (DOC.encode("utf-32"), "utf-32-le"),
+    ],
+)
 def test_encoding_is_detected_from_the_bytes(body: bytes, codec: str) -> None:
     """UTF-8 (with or without BOM), UTF-16 and UTF-32 in either byte order are told apart as Jackson does."""
     assert detect_encoding(body)[0] == codec
     assert read_json(body, "application/json").value == json.loads(DOC)
 
 
-@pytest.mark.parametrize(("body", "ctype", "note"), [
-    (DOC.encode() + b" garbage}}", "application/json", "trailing-content"),
-    (b'[{"id":"r1","name":"viewer","description":"\\ud800"}]', "application/json", "lone-surrogate"),
-    (DOC.encode(), "", "no-content-type"),
-    (b"\xef\xbb\xbf" + DOC.encode(), "application/json", "bom"),
-])
+@pytest.mark.parametrize(
+    ("body", "ctype", "note"),
+    [
+        (DOC.encode() + b" garbage}}", "application/json", "trailing-content"),
+        (b'[{"id":"r1","name":"viewer","description":"\\ud800"}]', "application/json", "lone-surrogate"),
+        (DOC.encode(), "", "no-content-type"),
+        (b"\xef\xbb\xbf" + DOC.encode(), "application/json", "bom"),
+    ],
+)
 def test_keycloak_reads_what_a_strict_parser_refuses(body: bytes, ctype: str, note: str) -> None:
     """Trailing content, lone surrogates, a missing Content-Type and a BOM still give Keycloak's value, flagged."""
     got = read_json(body, ctype)
@@ -63,11 +69,27 @@ def test_plain_json_is_certain() -> None:
     assert got.certain and got.note is None
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    (False, False), ("false", False), (" FALSE ", False), ("False", False), (0, False),
-    (True, True), ("true", True), (1, True), (2, True), (-1, True),
-    ("no", None), ("0", None), ("", None), (None, None), (0.0, None), ([], None),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (False, False),
+        ("false", False),
+        (" FALSE ", False),
+        ("False", False),
+        (0, False),
+        (True, True),
+        ("true", True),
+        (1, True),
+        (2, True),
+        (-1, True),
+        ("no", None),
+        ("0", None),
+        ("", None),
+        (None, None),
+        (0.0, None),
+        ([], None),
+    ],
+)
 def test_lenient_bool_is_jacksons_coercion(value: object, expected: bool | None) -> None:
     """Booleans coerce as Keycloak applied them: "false", " FALSE ", 0 are false; "no", "0", 0.0 are refused."""
     assert lenient_bool(value) is expected

@@ -24,9 +24,17 @@ def test_the_key_id_is_the_c2sp_signed_note_id() -> None:
     assert key_id("ledger.example#0", raw) == want == _SIGNER.public.key_id
 
 
-@pytest.mark.parametrize(("name", "epoch"), [
-    ("ledger.example#0", 0), ("a#b#12", 12), ("ledger.example", -1), ("x#", -1), ("x#1a", -1), ("x#١", -1),
-])
+@pytest.mark.parametrize(
+    ("name", "epoch"),
+    [
+        ("ledger.example#0", 0),
+        ("a#b#12", 12),
+        ("ledger.example", -1),
+        ("x#", -1),
+        ("x#1a", -1),
+        ("x#١", -1),
+    ],
+)
 def test_the_epoch_comes_from_the_name(name: str, epoch: int) -> None:
     """The decimal ASCII digits after the last '#', else -1 (no '#', empty, non-digit, non-ASCII digit)."""
     assert PublicKey(name, b"\x00" * 32).epoch == epoch
@@ -54,8 +62,11 @@ def test_a_signer_exposes_its_name_seed_and_public_key() -> None:
 def test_a_public_key_object_round_trips() -> None:
     """to_json then from_json (with the key id required) gives the same key."""
     obj = _SIGNER.public.to_json()
-    assert obj == {"name": "ledger.example#0", "public_key": base64.b64encode(_SIGNER.public.raw).decode(),
-                   "key_id": _SIGNER.public.key_id.hex()}
+    assert obj == {
+        "name": "ledger.example#0",
+        "public_key": base64.b64encode(_SIGNER.public.raw).decode(),
+        "key_id": _SIGNER.public.key_id.hex(),
+    }
     assert PublicKey.from_json(obj, require_key_id=True) == _SIGNER.public
     assert PublicKey.from_json({"name": obj["name"], "public_key": obj["public_key"]}) == _SIGNER.public
 
@@ -64,17 +75,20 @@ _GOOD = _SIGNER.public.to_json()
 _B64 = _GOOD["public_key"]
 
 
-@pytest.mark.parametrize(("obj", "message"), [
-    ("not an object", "public key is not an object"),
-    ({"public_key": _B64}, "public key lacks a name or a public_key string"),
-    ({"name": "", "public_key": _B64}, "public key lacks a name or a public_key string"),
-    ({"name": "k#0", "public_key": 5}, "public key lacks a name or a public_key string"),
-    ({"name": "k#0", "public_key": base64.b64encode(b"\x00" * 31).decode()}, "is not the base64 of 32 bytes"),
-    ({"name": "k#0", "public_key": _B64[:-1] + "B"}, "is not the base64 of 32 bytes"),  # spare bits set
-    ({**_GOOD, "key_id": "00000000"}, "key_id '00000000' is not"),
-    ({**_GOOD, "extra": "x"}, "has unexpected members"),
-    ({"name": _GOOD["name"], "public_key": _B64}, "has no key_id"),
-])
+@pytest.mark.parametrize(
+    ("obj", "message"),
+    [
+        ("not an object", "public key is not an object"),
+        ({"public_key": _B64}, "public key lacks a name or a public_key string"),
+        ({"name": "", "public_key": _B64}, "public key lacks a name or a public_key string"),
+        ({"name": "k#0", "public_key": 5}, "public key lacks a name or a public_key string"),
+        ({"name": "k#0", "public_key": base64.b64encode(b"\x00" * 31).decode()}, "is not the base64 of 32 bytes"),
+        ({"name": "k#0", "public_key": _B64[:-1] + "B"}, "is not the base64 of 32 bytes"),  # spare bits set
+        ({**_GOOD, "key_id": "00000000"}, "key_id '00000000' is not"),
+        ({**_GOOD, "extra": "x"}, "has unexpected members"),
+        ({"name": _GOOD["name"], "public_key": _B64}, "has no key_id"),
+    ],
+)
 def test_the_public_key_parser_refuses_each_deviation(obj: object, message: str) -> None:
     """Not an object, no name, a non-string key, 31 bytes, non-canonical base64, a wrong id, extras, no id."""
     with pytest.raises(ValueError, match=message):

@@ -689,9 +689,15 @@ def test_concatenated_leaf_hashes_may_come_as_a_buffer() -> None:
         assert got == want
 
 
-@pytest.mark.parametrize(("value", "described"), [
-    (b"short", "bytes of 5 bytes"), (bytearray(3), "bytearray of 3 bytes"), ("text", "str"), (None, "NoneType"),
-])
+@pytest.mark.parametrize(
+    ("value", "described"),
+    [
+        (b"short", "bytes of 5 bytes"),
+        (bytearray(3), "bytearray of 3 bytes"),
+        ("text", "str"),
+        (None, "NoneType"),
+    ],
+)
 def test_a_bad_leaf_hash_is_described_by_type_and_size(value: object, described: str) -> None:
     """The error for a leaf that is not 32 bytes names its type (and its length when it has one)."""
     with pytest.raises(ValueError, match=f"got {described}"):

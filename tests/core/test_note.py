@@ -27,8 +27,11 @@ from sidecar.core.note import (
 )
 from tests.vectors.test_vectors import VECTORS
 
-_NOTE = next(f.body for f in iter_frames((VECTORS / "segments" / "00000000.seg").read_bytes())
-             if isinstance(f, Frame) and f.kind == CHECKPOINT)
+_NOTE = next(
+    f.body
+    for f in iter_frames((VECTORS / "segments" / "00000000.seg").read_bytes())
+    if isinstance(f, Frame) and f.kind == CHECKPOINT
+)
 _SIGNER = Signer.from_seed("ledger.example#0", bytes(32))
 _OTHER = Signer.from_seed("ledger.example#1", b"\x01" * 32)
 _ROOT = bytes(range(32))
@@ -52,11 +55,14 @@ def test_a_signed_note_parses_and_checks_against_its_key_only() -> None:
     parsed = parse_note(note)
     assert parsed.checkpoint == checkpoint_of(note) == _SEALED
     assert parsed.signatures[0].signature == parsed.signatures[0].blob and len(parsed.ed25519) == 1
-    assert parsed.signatures[0].line() == note[len(parsed.body) + 1:]
+    assert parsed.signatures[0].line() == note[len(parsed.body) + 1 :]
     assert signed_by(parsed, _SIGNER.public) and not signed_by(parsed, _OTHER.public)
     assert verify_note(note, _SIGNER.public) == _SEALED.body()
-    with pytest.raises(NoteError, match=r"no valid signature by ledger.example#1 \(key id [0-9a-f]{8}\); "
-                                        r"signed by: ledger.example#0"):
+    with pytest.raises(
+        NoteError,
+        match=r"no valid signature by ledger.example#1 \(key id [0-9a-f]{8}\); "
+        r"signed by: ledger.example#0",
+    ):
         verify_note(note, _OTHER.public)
 
 
@@ -87,31 +93,34 @@ _R = base64.b64encode(_ROOT).decode()
 _HEX = "ab" * 32
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    (b"\xff\n", "checkpoint is not UTF-8"),
-    (b"o\n1\n" + _R.encode() + b"\ntime 1", "does not end with a newline"),
-    (_body("o", "1", _R), "checkpoint has 3 lines, expected at least 4"),
-    (_body("", "1", _R, "time 1"), "line 1: the origin is empty"),
-    (_body("o o", "1", _R, "time 1"), "line 1: the origin is empty or has whitespace"),
-    (_body("o+", "1", _R, "time 1"), r"line 1: .*'\+'"),
-    (_body("o", "01", _R, "time 1"), "line 2: tree size '01' is not a decimal number"),
-    (_body("o", "-1", _R, "time 1"), "line 2: tree size '-1' is not a decimal number"),
-    (_body("o", "1", "not base64!", "time 1"), "line 3: root hash is not base64"),
-    (_body("o", "1", "AAAAA", "time 1"), "line 3: root hash is not base64"),
-    (_body("o", "1", "AAAA", "time 1"), "line 3: root hash is not the base64 of 32 bytes"),
-    (_body("o", "1", _R[:-2] + "B=", "time 1"), "line 3: root hash is not the base64 of 32 bytes"),
-    (_body("o", "1", _R, "timing 1"), "line 4: expected 'time <ns>'"),
-    (_body("o", "1", _R, "time x"), "line 4: time 'x' is not a decimal number"),
-    (_body("o", "1", _R, "time 1", "segment 1 2 " + "AB" * 32), "line 5: segment digest is not 64 lowercase hex"),
-    (_body("o", "1", _R, "time 1", "segment 1 02 " + _HEX), "line 5: offset '02' is not a decimal"),
-    (_body("o", "1", _R, "time 1", "segment 1 2 " + _HEX, "segment 1 2 " + _HEX), "line 6: unknown or misplaced"),
-    (_body("o", "1", _R, "time 1", _SEAL.line(), "segment 1 2 " + _HEX), "line 6: unknown or misplaced"),
-    (_body("o", "1", _R, "time 1", _SEAL.line(), _SEAL.line()), "line 6: unknown or misplaced"),
-    (_body("o", "1", _R, "time 1", _SEAL.line().replace("cd" * 32, "CD")), "line 5: seal hashes or policy"),
-    (_body("o", "1", _R, "time 1", f"seal 1 2 x {_HEX} {_HEX} cd"), "line 5: seal last seq 'x'"),
-    (_body("o", "1", _R, "time 1", "seal 1 2 3"), "line 5: unknown or misplaced extension line"),
-    (_body("o", "1", _R, "time 1", "witness x"), "line 5: unknown or misplaced extension line 'witness x'"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"\xff\n", "checkpoint is not UTF-8"),
+        (b"o\n1\n" + _R.encode() + b"\ntime 1", "does not end with a newline"),
+        (_body("o", "1", _R), "checkpoint has 3 lines, expected at least 4"),
+        (_body("", "1", _R, "time 1"), "line 1: the origin is empty"),
+        (_body("o o", "1", _R, "time 1"), "line 1: the origin is empty or has whitespace"),
+        (_body("o+", "1", _R, "time 1"), r"line 1: .*'\+'"),
+        (_body("o", "01", _R, "time 1"), "line 2: tree size '01' is not a decimal number"),
+        (_body("o", "-1", _R, "time 1"), "line 2: tree size '-1' is not a decimal number"),
+        (_body("o", "1", "not base64!", "time 1"), "line 3: root hash is not base64"),
+        (_body("o", "1", "AAAAA", "time 1"), "line 3: root hash is not base64"),
+        (_body("o", "1", "AAAA", "time 1"), "line 3: root hash is not the base64 of 32 bytes"),
+        (_body("o", "1", _R[:-2] + "B=", "time 1"), "line 3: root hash is not the base64 of 32 bytes"),
+        (_body("o", "1", _R, "timing 1"), "line 4: expected 'time <ns>'"),
+        (_body("o", "1", _R, "time x"), "line 4: time 'x' is not a decimal number"),
+        (_body("o", "1", _R, "time 1", "segment 1 2 " + "AB" * 32), "line 5: segment digest is not 64 lowercase hex"),
+        (_body("o", "1", _R, "time 1", "segment 1 02 " + _HEX), "line 5: offset '02' is not a decimal"),
+        (_body("o", "1", _R, "time 1", "segment 1 2 " + _HEX, "segment 1 2 " + _HEX), "line 6: unknown or misplaced"),
+        (_body("o", "1", _R, "time 1", _SEAL.line(), "segment 1 2 " + _HEX), "line 6: unknown or misplaced"),
+        (_body("o", "1", _R, "time 1", _SEAL.line(), _SEAL.line()), "line 6: unknown or misplaced"),
+        (_body("o", "1", _R, "time 1", _SEAL.line().replace("cd" * 32, "CD")), "line 5: seal hashes or policy"),
+        (_body("o", "1", _R, "time 1", f"seal 1 2 x {_HEX} {_HEX} cd"), "line 5: seal last seq 'x'"),
+        (_body("o", "1", _R, "time 1", "seal 1 2 3"), "line 5: unknown or misplaced extension line"),
+        (_body("o", "1", _R, "time 1", "witness x"), "line 5: unknown or misplaced extension line 'witness x'"),
+    ],
+)
 def test_the_checkpoint_parser_refuses_each_deviation(body: bytes, message: str) -> None:
     """Each line's grammar, the order and uniqueness of extension lines: NoteError naming the line."""
     with pytest.raises(NoteError, match=message):
@@ -119,21 +128,24 @@ def test_the_checkpoint_parser_refuses_each_deviation(body: bytes, message: str)
 
 
 _SIG = sign_note(_body("o", "1", _R, "time 1"), _SIGNER)
-_LINE = _SIG[_SIG.index(b"\n\n") + 2:]
+_LINE = _SIG[_SIG.index(b"\n\n") + 2 :]
 
 
-@pytest.mark.parametrize(("note", "message"), [
-    (b"o\n1\n", "note has no blank line before its signatures"),
-    (_SIG[:-1], "signature block does not end with a newline"),
-    (_SIG[: _SIG.index(b"\n\n") + 2] + b"\xff\n", "signature lines are not UTF-8"),
-    (_SIG + b"\n", "signature block does not end with a newline"),
-    (_SIG.replace("— ".encode(), b"- "), "signature line does not start with an em dash"),
-    (_SIG.replace(b"ledger.example#0 ", b"ledger.example#0  "), "malformed signature line"),
-    (_SIG.replace(b"ledger.example#0 ", b"ledger example#0 "), "malformed signature line"),
-    (_SIG.replace(_LINE.split(b" ")[-1], b"AAAAA\n"), "malformed signature line"),
-    (_SIG.replace(_LINE.split(b" ")[-1], b"AAAA\n"), "is too short"),
-    (_SIG.replace(_LINE.split(b" ")[-1], b"AAAAAAB=\n"), "is not canonical base64"),
-])
+@pytest.mark.parametrize(
+    ("note", "message"),
+    [
+        (b"o\n1\n", "note has no blank line before its signatures"),
+        (_SIG[:-1], "signature block does not end with a newline"),
+        (_SIG[: _SIG.index(b"\n\n") + 2] + b"\xff\n", "signature lines are not UTF-8"),
+        (_SIG + b"\n", "signature block does not end with a newline"),
+        (_SIG.replace("— ".encode(), b"- "), "signature line does not start with an em dash"),
+        (_SIG.replace(b"ledger.example#0 ", b"ledger.example#0  "), "malformed signature line"),
+        (_SIG.replace(b"ledger.example#0 ", b"ledger example#0 "), "malformed signature line"),
+        (_SIG.replace(_LINE.split(b" ")[-1], b"AAAAA\n"), "malformed signature line"),
+        (_SIG.replace(_LINE.split(b" ")[-1], b"AAAA\n"), "is too short"),
+        (_SIG.replace(_LINE.split(b" ")[-1], b"AAAAAAB=\n"), "is not canonical base64"),
+    ],
+)
 def test_the_note_splitter_refuses_each_deviation(note: bytes, message: str) -> None:
     """No blank line, no final newline, non-UTF-8, no em dash, extra fields, bad base64, short or padded blobs."""
     with pytest.raises(NoteError, match=message):
@@ -148,11 +160,14 @@ def test_a_note_without_signature_lines_is_refused() -> None:
         split_note(body + b"\n")
 
 
-@pytest.mark.parametrize("change", [
-    (b"\ntime ", b"\ntime 0"),  # leading zero
-    (b"\n\n", b"\nextra line\n\n"),  # unknown extension
-    (b"\xe2\x80\x94 ", b"- "),  # not an em dash
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        (b"\ntime ", b"\ntime 0"),  # leading zero
+        (b"\n\n", b"\nextra line\n\n"),  # unknown extension
+        (b"\xe2\x80\x94 ", b"- "),  # not an em dash
+    ],
+)
 def test_the_note_parser_is_strict(change: tuple[bytes, bytes]) -> None:
     """A leading zero, an unknown extension line or a signature line without an em dash is a NoteError."""
     assert parse_note(_NOTE).checkpoint.segment is not None

@@ -22,6 +22,7 @@ _NOTE = next(f.body for f in _FRAMES if f.kind == framing.CHECKPOINT)
 
 def _mutations() -> st.SearchStrategy[bytes]:
     """Arbitrary bytes, and valid bodies with a few bytes changed, cut or inserted."""
+
     def mutate(data: bytes, edits: list[tuple[int, int, int]]) -> bytes:
         out = bytearray(data)
         for op, pos, value in edits:
@@ -36,8 +37,7 @@ def _mutations() -> st.SearchStrategy[bytes]:
                 out.insert(i, value)
         return bytes(out)
 
-    edits = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 10_000), st.integers(0, 255)), min_size=1,
-                     max_size=4)
+    edits = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=4)
     return st.binary(max_size=600) | st.builds(mutate, st.sampled_from([_HEADER, _RECORD, _NOTE, _SEG0]), edits)
 
 
@@ -46,8 +46,12 @@ def _mutations() -> st.SearchStrategy[bytes]:
 def test_every_parser_returns_or_raises_its_own_error_on_arbitrary_bytes(data: bytes) -> None:
     """Frames, headers, records, notes and whole segments: a value or the format's own error, never a crash."""
     list(framing.iter_frames(data))
-    for parse, error in ((parse_canonical, NotCanonical), (parse_record, RecordError),
-                         (SegmentHeader.decode, HeaderError), (parse_note, NoteError)):
+    for parse, error in (
+        (parse_canonical, NotCanonical),
+        (parse_record, RecordError),
+        (SegmentHeader.decode, HeaderError),
+        (parse_note, NoteError),
+    ):
         try:
             parse(data)  # type: ignore[operator]
         except error:

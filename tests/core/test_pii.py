@@ -24,14 +24,17 @@ def test_a_value_round_trips_under_its_key_origin_subject_and_field() -> None:
     assert decrypt_value(_KEY, enc, origin="o", path="actor.username") == {"name": "alice", "n": [1, 2]}
 
 
-@pytest.mark.parametrize(("key", "origin", "path", "change"), [
-    (_OTHER, "o", "actor.username", {}),
-    (_KEY, "elsewhere", "actor.username", {}),
-    (_KEY, "o", "target.username", {}),
-    (_KEY, "o", "actor.username", {"sub": "u2"}),
-    (_KEY, "o", "actor.username", {"n": "!!"}),
-    (_KEY, "o", "actor.username", {"ct": "AAAA"}),
-])
+@pytest.mark.parametrize(
+    ("key", "origin", "path", "change"),
+    [
+        (_OTHER, "o", "actor.username", {}),
+        (_KEY, "elsewhere", "actor.username", {}),
+        (_KEY, "o", "target.username", {}),
+        (_KEY, "o", "actor.username", {"sub": "u2"}),
+        (_KEY, "o", "actor.username", {"n": "!!"}),
+        (_KEY, "o", "actor.username", {"ct": "AAAA"}),
+    ],
+)
 def test_a_value_does_not_open_elsewhere(key: bytes, origin: str, path: str, change: dict[str, str]) -> None:
     """Another key, ledger, field or subject, or damaged bytes: DecryptError, never a guess."""
     with pytest.raises(DecryptError, match="does not open with this subject's key"):
@@ -59,24 +62,45 @@ _FIELDS = {"party_fields": ("username", "name"), "event_fields": ("ip",), "detai
 
 def test_identifying_values_name_their_subject() -> None:
     """User parties' names go under their own id, the IP under the actor's, details under the nearest user id."""
-    event = {"actor": {"id": "a1", "username": "admin", "kind": "user"}, "ip": "192.0.2.1",
-             "target": {"id": "t1", "username": "bob", "name": "Bob"},
-             "details": {"email": "x@example.org", "event": {"user_id": "k9", "ip": "198.51.100.2", "n": 1},
-                         "plain": "kept"}}
+    event = {
+        "actor": {"id": "a1", "username": "admin", "kind": "user"},
+        "ip": "192.0.2.1",
+        "target": {"id": "t1", "username": "bob", "name": "Bob"},
+        "details": {
+            "email": "x@example.org",
+            "event": {"user_id": "k9", "ip": "198.51.100.2", "n": 1},
+            "plain": "kept",
+        },
+    }
     got = identifying_values(event, fallback="anon", **_FIELDS)
-    assert sorted(got) == sorted([
-        (("actor", "username"), "a1"), (("target", "username"), "t1"), (("target", "name"), "t1"),
-        (("ip",), "a1"), (("details", "email"), "a1"), (("details", "event", "ip"), "k9")])
+    assert sorted(got) == sorted(
+        [
+            (("actor", "username"), "a1"),
+            (("target", "username"), "t1"),
+            (("target", "name"), "t1"),
+            (("ip",), "a1"),
+            (("details", "email"), "a1"),
+            (("details", "event", "ip"), "k9"),
+        ]
+    )
 
 
 def test_values_no_user_backs_go_under_the_fallback_and_non_users_are_skipped() -> None:
     """A client actor is not personal data; a user without an id, and its IP, go under the fallback."""
-    event = {"actor": {"client": "svc", "kind": "client", "username": "x"}, "target": {"username": "typed"},
-             "ip": "192.0.2.9", "details": {"email": "e@example.org", "already": _enc("v"), "z": None}}
+    event = {
+        "actor": {"client": "svc", "kind": "client", "username": "x"},
+        "target": {"username": "typed"},
+        "ip": "192.0.2.9",
+        "details": {"email": "e@example.org", "already": _enc("v"), "z": None},
+    }
     got = identifying_values(event, fallback="anon", **_FIELDS)
     assert sorted(got) == sorted([(("target", "username"), "anon"), (("ip",), "anon"), (("details", "email"), "anon")])
-    assert identifying_values({"details": {"email": "e"}}, fallback="f", party_fields=(), event_fields=(),
-                              detail_fields=()) == []
+    assert (
+        identifying_values(
+            {"details": {"email": "e"}}, fallback="f", party_fields=(), event_fields=(), detail_fields=()
+        )
+        == []
+    )
 
 
 def test_a_drift_record_about_a_username_encrypts_both_values_under_the_target() -> None:
@@ -104,8 +128,11 @@ def test_open_event_decrypts_what_it_can_and_names_the_rest() -> None:
     event: dict[str, Any] = {
         "actor": {"id": "u1", "username": _enc("alice")},
         "target": {"id": "u2", "username": _enc("bob", subject="u2", path="target.username")},
-        "details": {"email": _enc("c@x", subject="u3", path="details.email"),
-                    "bad": _enc("d", subject="u1", path="elsewhere")}}
+        "details": {
+            "email": _enc("c@x", subject="u3", path="details.email"),
+            "bad": _enc("d", subject="u1", path="elsewhere"),
+        },
+    }
     keys = {"u1": _KEY}
     opened = open_event(event, origin="o", key_of=keys.get, erased=lambda s: s == "u2")
     assert opened.event["actor"]["username"] == "alice"

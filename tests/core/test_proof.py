@@ -118,14 +118,18 @@ def test_a_checkpoint_of_another_origin_is_refused(ledger: tuple[Path, TrustAnch
         verify_bundle(bundle, other)
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"format": "other/1"}, "not a proof bundle \\(format 'other/1'\\)"),
-    ({"kind": "exclusion"}, "unknown bundle kind 'exclusion'"),
-    ({"checkpoint": "no note"}, "malformed proof bundle: NoteError: note has no blank line"),
-    ({"leaf": {"index": 1}}, "malformed proof bundle: KeyError: 'record'"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"format": "other/1"}, "not a proof bundle \\(format 'other/1'\\)"),
+        ({"kind": "exclusion"}, "unknown bundle kind 'exclusion'"),
+        ({"checkpoint": "no note"}, "malformed proof bundle: NoteError: note has no blank line"),
+        ({"leaf": {"index": 1}}, "malformed proof bundle: KeyError: 'record'"),
+    ],
+)
 def test_a_malformed_bundle_is_an_integrity_error_naming_the_cause(
-        ledger: tuple[Path, TrustAnchor], change: dict[str, object], message: str) -> None:
+    ledger: tuple[Path, TrustAnchor], change: dict[str, object], message: str
+) -> None:
     """Another format, an unknown kind, a broken note or a missing member: IntegrityError saying what."""
     path, trust = ledger
     bundle = {**prove_inclusion(path, 3), **change}

@@ -44,8 +44,13 @@ def test_version_1_records_parse_without_type_and_outcome() -> None:
 def test_record_object_gives_the_checked_fields_as_json() -> None:
     """record_object returns the record's members after the strict checks."""
     body = encode_record(7, 123, b"\x01" * 32, {"type": "t", "outcome": "o"})
-    assert record_object(body) == {"event": {"type": "t", "outcome": "o"}, "prev": "01" * 32, "seq": 7,
-                                   "ts": "123", "v": 2}
+    assert record_object(body) == {
+        "event": {"type": "t", "outcome": "o"},
+        "prev": "01" * 32,
+        "seq": 7,
+        "ts": "123",
+        "v": 2,
+    }
     assert parse_record(body) == Record(7, 123, b"\x01" * 32, {"type": "t", "outcome": "o"}, body, 2)
 
 
@@ -61,32 +66,33 @@ def test_a_record_the_writer_encodes_parses_back_to_the_same_fields(seq: int, ts
 _GOOD = b'{"event":{"outcome":"succeeded","type":"x"},"prev":"' + b"ab" * 32 + b'","seq":1,"ts":"5","v":2}'
 
 
-@pytest.mark.parametrize(("body", "code"), [
-    (_GOOD.replace(b'"seq":1', b'"seq":true'), "record-malformed"),
-    (_GOOD.replace(b"ab" * 32, b"ab" * 5), "record-malformed"),
-    (_GOOD.replace(b"ab" * 32, b"AB" * 32), "record-malformed"),
-    (_GOOD.replace(b'"ts":"5"', b'"ts":"05"'), "record-malformed"),
-    (_GOOD.replace(b'"ts":"5"', b'"ts":5'), "record-malformed"),
-    (_GOOD.replace(b'"v":2', b'"v":3'), "record-malformed"),
-    (_GOOD.replace(b'"v":2', b'"v":true'), "record-malformed"),
-    (_GOOD.replace(b'"event":{"outcome":"succeeded","type":"x"}', b'"event":[]'), "record-malformed"),
-    (_GOOD.replace(b'"type":"x"', b'"type":1'), "record-malformed"),
-    (_GOOD.replace(b'"' + b"ab" * 32 + b'"', b"1"), "record-malformed"),
-    (_GOOD.replace(b'"seq":1', b'"seq":9007199254740992'), "record-not-canonical"),
-    (_GOOD.replace(b'"seq":1', b'"seq":1.0'), "record-not-canonical"),
-    (_GOOD.replace(b'"seq":1', b'"seq":-1'), "record-malformed"),
-    (_GOOD.replace(b'"seq":1,', b'"seq":1,"seq":1,'), "record-duplicate-key"),
-    (_GOOD.replace(b'"event":{', b'"event": {'), "record-not-canonical"),
-    (_GOOD.replace(b'"outcome":"succeeded",', b''), "record-malformed"),
-    (_GOOD[:-1] + b',"x":1}', "record-malformed"),
-    (b"\xff" + _GOOD, "record-not-json"),
-    (b"[1,2]", "record-malformed"),
-])
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (_GOOD.replace(b'"seq":1', b'"seq":true'), "record-malformed"),
+        (_GOOD.replace(b"ab" * 32, b"ab" * 5), "record-malformed"),
+        (_GOOD.replace(b"ab" * 32, b"AB" * 32), "record-malformed"),
+        (_GOOD.replace(b'"ts":"5"', b'"ts":"05"'), "record-malformed"),
+        (_GOOD.replace(b'"ts":"5"', b'"ts":5'), "record-malformed"),
+        (_GOOD.replace(b'"v":2', b'"v":3'), "record-malformed"),
+        (_GOOD.replace(b'"v":2', b'"v":true'), "record-malformed"),
+        (_GOOD.replace(b'"event":{"outcome":"succeeded","type":"x"}', b'"event":[]'), "record-malformed"),
+        (_GOOD.replace(b'"type":"x"', b'"type":1'), "record-malformed"),
+        (_GOOD.replace(b'"' + b"ab" * 32 + b'"', b"1"), "record-malformed"),
+        (_GOOD.replace(b'"seq":1', b'"seq":9007199254740992'), "record-not-canonical"),
+        (_GOOD.replace(b'"seq":1', b'"seq":1.0'), "record-not-canonical"),
+        (_GOOD.replace(b'"seq":1', b'"seq":-1'), "record-malformed"),
+        (_GOOD.replace(b'"seq":1,', b'"seq":1,"seq":1,'), "record-duplicate-key"),
+        (_GOOD.replace(b'"event":{', b'"event": {'), "record-not-canonical"),
+        (_GOOD.replace(b'"outcome":"succeeded",', b""), "record-malformed"),
+        (_GOOD[:-1] + b',"x":1}', "record-malformed"),
+        (b"\xff" + _GOOD, "record-not-json"),
+        (b"[1,2]", "record-malformed"),
+    ],
+)
 def test_the_record_parser_refuses_each_deviation_with_its_code(body: bytes, code: str) -> None:
     """`"seq": true`, a short or uppercase prev, a padded ts, floats, duplicate keys, whitespace: each has its code."""
     assert parse_record(_GOOD).seq == 1
     with pytest.raises(RecordError) as err:
         parse_record(body)
     assert err.value.code == code
-
-

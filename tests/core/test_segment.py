@@ -12,8 +12,16 @@ from sidecar.core.keys import Signer
 from sidecar.core.segment import FORMAT, HeaderError, SegmentHeader, segment_name, segment_number
 
 _KEY = Signer.from_seed("ledger.example#0", bytes(32)).public
-_HEADER = SegmentHeader(origin="ledger.example", segment=3, first_seq=10, prev=b"\x11" * 32,
-                        range=(b"\x22" * 32, b"\x33" * 32), key=_KEY, policy="ab" * 32, created_ns=1_700_000_000)
+_HEADER = SegmentHeader(
+    origin="ledger.example",
+    segment=3,
+    first_seq=10,
+    prev=b"\x11" * 32,
+    range=(b"\x22" * 32, b"\x33" * 32),
+    key=_KEY,
+    policy="ab" * 32,
+    created_ns=1_700_000_000,
+)
 
 
 def test_segment_names_have_eight_digits() -> None:
@@ -46,27 +54,30 @@ def _without(member: str) -> bytes:
     return canonical_bytes(obj)
 
 
-@pytest.mark.parametrize(("body", "reason"), [
-    (b"\xff", "not JSON"),
-    (_HEADER.encode().replace(b",", b", ", 1), "not its canonical"),
-    (b"[]", "members differ from those of §10"),
-    (_without("policy"), "members differ from those of §10"),
-    (_change(extra=1), "members differ from those of §10"),
-    (_change(format="kc-ledger/9"), "format is 'kc-ledger/9', expected one of"),
-    (_change(format=2), "format is '2', expected one of"),
-    (_change(segment=-1), "segment and first_seq must be integers >= 0"),
-    (_change(first_seq=True), "segment and first_seq must be integers >= 0"),
-    (_change(created="007"), "created is not a decimal string"),
-    (_change(created=7), "created is not a decimal string"),
-    (_change(prev="AB" * 32), "prev is not 64 lowercase hex digits"),
-    (_change(prev=None), "prev is not 64 lowercase hex digits"),
-    (_change(range=["ab"]), "range is not a list of 64-digit lowercase hex hashes"),
-    (_change(range="ab" * 32), "range is not a list of 64-digit lowercase hex hashes"),
-    (_change(origin=""), "origin or policy is not a string"),
-    (_change(policy=None), "origin or policy is not a string"),
-    (_change(key={**_KEY.to_json(), "key_id": "00000000"}), "key_id '00000000' is not"),
-    (_change(key={"name": _KEY.name, "public_key": _KEY.to_json()["public_key"]}), "has no key_id"),
-])
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"\xff", "not JSON"),
+        (_HEADER.encode().replace(b",", b", ", 1), "not its canonical"),
+        (b"[]", "members differ from those of §10"),
+        (_without("policy"), "members differ from those of §10"),
+        (_change(extra=1), "members differ from those of §10"),
+        (_change(format="kc-ledger/9"), "format is 'kc-ledger/9', expected one of"),
+        (_change(format=2), "format is '2', expected one of"),
+        (_change(segment=-1), "segment and first_seq must be integers >= 0"),
+        (_change(first_seq=True), "segment and first_seq must be integers >= 0"),
+        (_change(created="007"), "created is not a decimal string"),
+        (_change(created=7), "created is not a decimal string"),
+        (_change(prev="AB" * 32), "prev is not 64 lowercase hex digits"),
+        (_change(prev=None), "prev is not 64 lowercase hex digits"),
+        (_change(range=["ab"]), "range is not a list of 64-digit lowercase hex hashes"),
+        (_change(range="ab" * 32), "range is not a list of 64-digit lowercase hex hashes"),
+        (_change(origin=""), "origin or policy is not a string"),
+        (_change(policy=None), "origin or policy is not a string"),
+        (_change(key={**_KEY.to_json(), "key_id": "00000000"}), "key_id '00000000' is not"),
+        (_change(key={"name": _KEY.name, "public_key": _KEY.to_json()["public_key"]}), "has no key_id"),
+    ],
+)
 def test_the_header_parser_refuses_each_deviation(body: bytes, reason: str) -> None:
     """Non-canonical bytes, other members, a wrong format, negative numbers, bad hex, a bad key: HeaderError."""
     with pytest.raises(HeaderError, match=f"segment header is malformed: .*{reason}"):

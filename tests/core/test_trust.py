@@ -33,14 +33,17 @@ def _with(**change: object) -> bytes:
     return orjson.dumps(obj)
 
 
-@pytest.mark.parametrize(("data", "reason"), [
-    (b"{not json", "unexpected character|Key name must be"),
-    (b"[]", "'list' object has no attribute 'get'"),
-    (_with(format="kc-ledger-trust/2"), "format is 'kc-ledger-trust/2', expected 'kc-ledger-trust/1'"),
-    (_with(origin=None, root_key=None), "public key is not an object"),
-    (orjson.dumps({"format": TRUST_FORMAT, "root_key": _KEY.to_json()}), "'origin'"),
-    (_with(root_key={**_KEY.to_json(), "key_id": "deadbeef"}), "key_id 'deadbeef' is not"),
-])
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"{not json", "unexpected character|Key name must be"),
+        (b"[]", "'list' object has no attribute 'get'"),
+        (_with(format="kc-ledger-trust/2"), "format is 'kc-ledger-trust/2', expected 'kc-ledger-trust/1'"),
+        (_with(origin=None, root_key=None), "public key is not an object"),
+        (orjson.dumps({"format": TRUST_FORMAT, "root_key": _KEY.to_json()}), "'origin'"),
+        (_with(root_key={**_KEY.to_json(), "key_id": "deadbeef"}), "key_id 'deadbeef' is not"),
+    ],
+)
 def test_an_unusable_trust_file_is_refused_with_the_reason(data: bytes, reason: str) -> None:
     """Not JSON, not an object, another format, no key, no origin, a wrong key id: ValueError naming why."""
     with pytest.raises(ValueError, match=f"trust file is unusable: .*({reason})"):

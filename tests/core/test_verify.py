@@ -91,8 +91,12 @@ def test_a_finding_reads_as_where_what_and_code() -> None:
     finding = report.findings[0]
     assert str(finding).startswith(f"segment {finding.segment} seq {finding.seq}: ")
     assert str(finding).endswith(f"{finding.message} [{finding.code}]")
-    assert report.to_json()["findings"][0] == {"code": finding.code, "message": finding.message,
-                                               "segment": finding.segment, "seq": finding.seq}
+    assert report.to_json()["findings"][0] == {
+        "code": finding.code,
+        "message": finding.message,
+        "segment": finding.segment,
+        "seq": finding.seq,
+    }
     from sidecar.core.verify import Finding
 
     assert str(Finding("x", "no place")) == "no place [x]"

@@ -54,14 +54,17 @@ def test_vkeys_round_trip_for_both_key_types() -> None:
 _GOOD = vkey("w", COSIGNATURE_TYPE, b"\x07" * 32)
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("nopluses", "is not <name>\\+<id>\\+<key>"),
-    ("+abcd+AAAA", "is not <name>\\+<id>\\+<key>"),
-    ("w+00000000+!!!", "key is not base64"),
-    ("w+00000000+" + base64.b64encode(COSIGNATURE_TYPE + b"\x07" * 31).decode(), "32-byte Ed25519 key"),
-    (_GOOD.replace("+BA", "+AQ", 1), "expected type 0x04"),
-    ("w+00000000+" + _GOOD.split("+", 2)[2], "key id does not match"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("nopluses", "is not <name>\\+<id>\\+<key>"),
+        ("+abcd+AAAA", "is not <name>\\+<id>\\+<key>"),
+        ("w+00000000+!!!", "key is not base64"),
+        ("w+00000000+" + base64.b64encode(COSIGNATURE_TYPE + b"\x07" * 31).decode(), "32-byte Ed25519 key"),
+        (_GOOD.replace("+BA", "+AQ", 1), "expected type 0x04"),
+        ("w+00000000+" + _GOOD.split("+", 2)[2], "key id does not match"),
+    ],
+)
 def test_a_bad_vkey_is_refused_with_the_reason(text: str, message: str) -> None:
     """Missing parts, bad base64, a short key, another key type or a wrong key id: WitnessError."""
     with pytest.raises(WitnessError, match=message):
@@ -72,8 +75,11 @@ def test_a_witness_list_round_trips() -> None:
     """witness_list_json writes what parse_witness_list reads, URLs without a trailing slash."""
     ws = [_witness(_W1, "https://w1.example"), _witness(_W2)]
     assert parse_witness_list(witness_list_json(ws)) == ws
-    got = parse_witness_list(orjson.dumps({"format": LIST_FORMAT, "witnesses": [
-        {"vkey": ws[0].vkey, "name": _W1.name, "url": "http://w1.example/"}]}))
+    got = parse_witness_list(
+        orjson.dumps(
+            {"format": LIST_FORMAT, "witnesses": [{"vkey": ws[0].vkey, "name": _W1.name, "url": "http://w1.example/"}]}
+        )
+    )
     assert got == [_witness(_W1, "http://w1.example")]
 
 
@@ -84,19 +90,22 @@ def _list(*items: object, fmt: str = LIST_FORMAT) -> bytes:
 _V1 = _witness(_W1).vkey
 
 
-@pytest.mark.parametrize(("data", "message"), [
-    (b"{", "witness list is not JSON"),
-    (b"[]", "witness list must be"),
-    (_list(fmt="other/1"), "witness list must be"),
-    (orjson.dumps({"format": LIST_FORMAT, "witnesses": {}}), "witness list must be"),
-    (_list("w"), "witnesses\\[0\\]: needs a vkey string"),
-    (_list({"vkey": 1}), "witnesses\\[0\\]: needs a vkey string"),
-    (_list({"vkey": _V1, "name": "other"}), "witnesses\\[0\\]: name 'other' differs from the vkey's"),
-    (_list({"vkey": _V1, "url": "ftp://x"}), "witnesses\\[0\\]: url must be an http\\(s\\) URL"),
-    (_list({"vkey": _V1, "url": 5}), "url must be"),
-    (_list({"vkey": _V1}, {"vkey": _V1}), "names a witness twice"),
-    (_list({"vkey": "bad"}), "is not <name>"),
-])
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"{", "witness list is not JSON"),
+        (b"[]", "witness list must be"),
+        (_list(fmt="other/1"), "witness list must be"),
+        (orjson.dumps({"format": LIST_FORMAT, "witnesses": {}}), "witness list must be"),
+        (_list("w"), "witnesses\\[0\\]: needs a vkey string"),
+        (_list({"vkey": 1}), "witnesses\\[0\\]: needs a vkey string"),
+        (_list({"vkey": _V1, "name": "other"}), "witnesses\\[0\\]: name 'other' differs from the vkey's"),
+        (_list({"vkey": _V1, "url": "ftp://x"}), "witnesses\\[0\\]: url must be an http\\(s\\) URL"),
+        (_list({"vkey": _V1, "url": 5}), "url must be"),
+        (_list({"vkey": _V1}, {"vkey": _V1}), "names a witness twice"),
+        (_list({"vkey": "bad"}), "is not <name>"),
+    ],
+)
 def test_a_bad_witness_list_is_refused_naming_what_is_wrong(data: bytes, message: str) -> None:
     """Not JSON, another shape, an entry without a vkey, a wrong name or URL, a duplicate: WitnessError."""
     with pytest.raises(WitnessError, match=message):

@@ -39,18 +39,26 @@ def test_config_file_from_environment_and_empty_env_unsets(tmp_path: Path) -> No
     assert r["tls_cert"] is None and r["tls_key"] is None and r.config_file == cfg
 
 
-@pytest.mark.parametrize(("text", "env", "message"), [
-    ('upstream = "u"\ndata = "d"\nstroe = "x"\n', {}, "unknown key 'stroe'"),
-    ('upstream = "u"\ndata = "d"\nretention_days = "7"\n', {}, "retention_days must be an integer"),
-    ('upstream = "u"\ndata = "d"\nreader_secret = "s3cr3t"\n', {}, "is a secret and cannot be in a file"),
-    ('upstream = "u"\ndata = "d"\n', {"SIDECAR_HIGH_WATER": "lots"}, "SIDECAR_HIGH_WATER: high_water must be an integer"),
-    ('upstream = "u"\ndata = "d"\n', {"SIDECAR_ACCESS_LOG": "maybe"}, "must be true or false"),
-    ('data = "d"\n', {}, "upstream is required"),
-    ('upstream = "u"\ndata = "d"\ntls_cert = "/c"\n', {}, "tls_cert and tls_key go together"),
-    ('upstream = "u"\ndata = "d"\nwitness_quorum = 0\n', {}, "witness_quorum must be at least 1"),
-])
-def test_bad_configuration_names_the_source_and_key(tmp_path: Path, text: str, env: dict[str, str],
-                                                    message: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ('upstream = "u"\ndata = "d"\nstroe = "x"\n', {}, "unknown key 'stroe'"),
+        ('upstream = "u"\ndata = "d"\nretention_days = "7"\n', {}, "retention_days must be an integer"),
+        ('upstream = "u"\ndata = "d"\nreader_secret = "s3cr3t"\n', {}, "is a secret and cannot be in a file"),
+        (
+            'upstream = "u"\ndata = "d"\n',
+            {"SIDECAR_HIGH_WATER": "lots"},
+            "SIDECAR_HIGH_WATER: high_water must be an integer",
+        ),
+        ('upstream = "u"\ndata = "d"\n', {"SIDECAR_ACCESS_LOG": "maybe"}, "must be true or false"),
+        ('data = "d"\n', {}, "upstream is required"),
+        ('upstream = "u"\ndata = "d"\ntls_cert = "/c"\n', {}, "tls_cert and tls_key go together"),
+        ('upstream = "u"\ndata = "d"\nwitness_quorum = 0\n', {}, "witness_quorum must be at least 1"),
+    ],
+)
+def test_bad_configuration_names_the_source_and_key(
+    tmp_path: Path, text: str, env: dict[str, str], message: str
+) -> None:
     """A typo, a wrong type, a secret in the file, a bad env value or a missing required setting is a ConfigError saying which."""
     with pytest.raises(ConfigError, match=message):
         resolve({}, env, _file(tmp_path, text))
@@ -60,8 +68,7 @@ def test_witness_settings_reach_serve_from_env_and_file(tmp_path: Path) -> None:
     """The witness list, quorum and staleness bound come from any source into the settings serve runs with."""
     from sidecar.config import settings
 
-    cfg = _file(tmp_path, f'upstream = "http://u:1"\ndata = "{tmp_path}"\nwitnesses = "/w.json"\n'
-                          'witness_quorum = 2\n')
+    cfg = _file(tmp_path, f'upstream = "http://u:1"\ndata = "{tmp_path}"\nwitnesses = "/w.json"\nwitness_quorum = 2\n')
     s = settings(resolve({}, {"SIDECAR_WITNESS_STALE": "42.5"}, cfg))
     assert (s.witness_file, s.witness_quorum, s.witness_stale_s) == (Path("/w.json"), 2, 42.5)
 
@@ -72,8 +79,21 @@ def test_config_check_reports_a_witness_quorum_larger_than_the_list(tmp_path: Pa
     KeyStore(data).init("config.test/ledger")
     listed = tmp_path / "witnesses.json"
     listed.write_text('{"format": "kc-ledger-witnesses/1", "witnesses": []}')
-    result = CliRunner().invoke(main, ["config", "check", "--upstream", "http://127.0.0.1:9", "--data", str(data),
-                                       "--witnesses", str(listed), "--witness-quorum", "2"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "config",
+            "check",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--data",
+            str(data),
+            "--witnesses",
+            str(listed),
+            "--witness-quorum",
+            "2",
+        ],
+    )
     assert result.exit_code == 2
     assert "problem: witnesses: witness_quorum 2 is more than the 0 witnesses listed" in result.output
 
@@ -83,12 +103,18 @@ def test_config_check_prints_effective_values_with_secrets_masked(tmp_path: Path
     data = tmp_path / "ledger"
     KeyStore(data).init("config.test/ledger")
     cfg = _file(tmp_path, f'upstream = "http://127.0.0.1:9"\ndata = "{data}"\ntrusted_proxies = ["10.0.0.0/8"]\n')
-    result = CliRunner().invoke(main, ["config", "check", "--config", str(cfg), "--listen", "127.0.0.1:9443"],
-                                env={"SIDECAR_READER_SECRET": "very-secret-value-1"})
+    result = CliRunner().invoke(
+        main,
+        ["config", "check", "--config", str(cfg), "--listen", "127.0.0.1:9443"],
+        env={"SIDECAR_READER_SECRET": "very-secret-value-1"},
+    )
     assert result.exit_code == 0, result.output
     assert "very-secret-value-1" not in result.output
-    rows = {line.split("=")[0].strip(): line.split("=", 1)[1].strip() for line in result.output.splitlines()
-            if "=" in line and not line.startswith("#")}
+    rows = {
+        line.split("=")[0].strip(): line.split("=", 1)[1].strip()
+        for line in result.output.splitlines()
+        if "=" in line and not line.startswith("#")
+    }
     assert rows["reader_secret"] == f"{MASK}    # env"
     assert rows["listen"] == "127.0.0.1:9443    # flag"
     assert rows["trusted_proxies"] == "10.0.0.0/8    # file"
@@ -96,9 +122,12 @@ def test_config_check_prints_effective_values_with_secrets_masked(tmp_path: Path
 
 def test_config_check_exits_2_naming_each_problem(tmp_path: Path) -> None:
     """A bad trusted proxy, unreadable TLS files and a data directory without keys are each reported; exit 2."""
-    cfg = _file(tmp_path, f'upstream = "http://127.0.0.1:9"\ndata = "{tmp_path / "none"}"\n'
-                          f'trusted_proxies = ["10.0.0.0/33"]\ntls_cert = "{tmp_path / "c.pem"}"\n'
-                          f'tls_key = "{tmp_path / "k.pem"}"\n')
+    cfg = _file(
+        tmp_path,
+        f'upstream = "http://127.0.0.1:9"\ndata = "{tmp_path / "none"}"\n'
+        f'trusted_proxies = ["10.0.0.0/33"]\ntls_cert = "{tmp_path / "c.pem"}"\n'
+        f'tls_key = "{tmp_path / "k.pem"}"\n',
+    )
     result = CliRunner().invoke(main, ["config", "check", "--config", str(cfg)])
     assert result.exit_code == 2
     assert "problem: trusted_proxies: trusted proxy '10.0.0.0/33'" in result.output
@@ -132,8 +161,9 @@ def test_every_metric_is_documented_with_its_labels() -> None:
 
     text = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
     section = text.split("### 4.2 Prometheus metrics", 1)[1].split("\n### ", 1)[0]
-    rows = [[c.strip() for c in line.strip("|").split(" | ")] for line in section.splitlines()
-            if line.startswith("| `")]
+    rows = [
+        [c.strip() for c in line.strip("|").split(" | ")] for line in section.splitlines() if line.startswith("| `")
+    ]
     defined = [m for m in vars(metrics).values() if isinstance(m, MetricWrapperBase)]
     assert len(defined) > 30
     for metric in defined:

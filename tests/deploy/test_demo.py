@@ -36,8 +36,15 @@ def test_demo_stops_keycloak_and_the_sidecar_on_sighup(tmp_path: Path) -> None:
     env = {**os.environ, "SIDECAR_DEMO_DIR": str(root)}
     # bufsize=0: readline() must not pull later lines into a buffer that select() cannot see, or the
     # last lines ("Press Ctrl-C") would sit there while select() waits on an idle pipe.
-    proc = subprocess.Popen([sys.executable, "-m", "sidecar.demo"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, env=env, start_new_session=True, bufsize=0)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sidecar.demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+        bufsize=0,
+    )
     assert proc.stdout is not None
     output: list[str] = []
     selector = selectors.DefaultSelector()

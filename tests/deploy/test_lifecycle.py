@@ -41,14 +41,19 @@ def test_resources_are_in_data_path_order() -> None:
 
 @pytest.mark.s3
 async def test_bucket_without_object_lock_stops_the_start_and_closes_what_opened(
-        tmp_path: Path, moto_endpoint: str, fake_aws: None) -> None:
+    tmp_path: Path, moto_endpoint: str, fake_aws: None
+) -> None:
     """A bucket without Object Lock refuses the start with the fix in the message; the ledger lock and the index are released."""
     data = _init(tmp_path / "ledger")
     bucket = f"plain-{uuid.uuid4().hex[:12]}"
     async with get_session().create_client("s3", endpoint_url=moto_endpoint, region_name="us-east-1") as s3:
         await s3.create_bucket(Bucket=bucket)  # no ObjectLockEnabledForBucket
-    settings = Settings(upstream=f"http://127.0.0.1:{free_port()}", data_dir=data, port=free_port(),
-                        store_url=f"s3://{bucket}/ledger?endpoint={moto_endpoint}&region=us-east-1")
+    settings = Settings(
+        upstream=f"http://127.0.0.1:{free_port()}",
+        data_dir=data,
+        port=free_port(),
+        store_url=f"s3://{bucket}/ledger?endpoint={moto_endpoint}&region=us-east-1",
+    )
     app = make_app(settings)
     with pytest.raises(ConfigError, match="Object Lock"):
         await serve_app(app, "127.0.0.1", settings.port)
@@ -66,8 +71,9 @@ async def test_readiness_follows_keycloak_while_liveness_stays(tmp_path: Path) -
     from tests.deploy.conftest import fake_keycloak
 
     kc_port = free_port()
-    settings = Settings(upstream=f"http://127.0.0.1:{kc_port}", data_dir=_init(tmp_path / "ledger"),
-                        upstream_probe_s=0.1)
+    settings = Settings(
+        upstream=f"http://127.0.0.1:{kc_port}", data_dir=_init(tmp_path / "ledger"), upstream_probe_s=0.1
+    )
     server = TestServer(make_app(settings), host="127.0.0.1")
     await server.start_server()
     kc: TestServer | None = None
@@ -93,8 +99,12 @@ async def test_readiness_follows_keycloak_while_liveness_stays(tmp_path: Path) -
 
 async def test_readiness_fails_while_replication_fails(tmp_path: Path, upstream: TestServer) -> None:
     """A replication integrity error makes readiness 503 with the reason, while liveness stays 200."""
-    settings = Settings(upstream=str(upstream.make_url("")).rstrip("/"), data_dir=_init(tmp_path / "ledger"),
-                        store_url="memory://", replication_interval_s=0.05)
+    settings = Settings(
+        upstream=str(upstream.make_url("")).rstrip("/"),
+        data_dir=_init(tmp_path / "ledger"),
+        store_url="memory://",
+        replication_interval_s=0.05,
+    )
     app = make_app(settings)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()

@@ -53,6 +53,7 @@ async def test_metrics_count_records_latency_503s_and_upstream(tmp_path: Path, u
     await server.start_server()
     try:
         async with aiohttp.ClientSession() as http:
+
             async def scrape() -> str:
                 async with http.get(server.make_url("/.sidecar/metrics")) as resp:
                     assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/plain")
@@ -68,6 +69,7 @@ async def test_metrics_count_records_latency_503s_and_upstream(tmp_path: Path, u
             async with http.get(server.make_url("/echo")) as resp:
                 assert resp.status == 200
             after = await scrape()
+
         def grew(name: str, **labels: str) -> float:
             return (_sample(after, name, **labels) or 0) - (_sample(before, name, **labels) or 0)
 
@@ -95,9 +97,14 @@ async def test_a_503_is_counted_by_its_reason(tmp_path: Path, upstream: TestServ
         assert ledger is not None
         ledger.broken = "disk gone (test)"  # what the writer sets after a failed write it cannot cut back
         before = metrics.UNAVAILABLE.labels(reason="storage")._value.get()
-        async with aiohttp.ClientSession() as http, http.post(
-                server.make_url("/admin/realms/r/users/u/role-mappings/realm"), json=[{"id": "x", "name": "y"}],
-                headers={"Authorization": "Bearer not-a-token"}) as resp:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                server.make_url("/admin/realms/r/users/u/role-mappings/realm"),
+                json=[{"id": "x", "name": "y"}],
+                headers={"Authorization": "Bearer not-a-token"},
+            ) as resp,
+        ):
             assert resp.status == 503
         assert metrics.UNAVAILABLE.labels(reason="storage")._value.get() == before + 1
         async with aiohttp.ClientSession() as http, http.get(server.make_url("/.sidecar/health/ready")) as resp:
@@ -106,8 +113,9 @@ async def test_a_503_is_counted_by_its_reason(tmp_path: Path, upstream: TestServ
         await server.close()
 
 
-async def test_access_log_has_one_line_per_request_without_query_or_secrets(tmp_path: Path,
-                                                                          upstream: TestServer) -> None:
+async def test_access_log_has_one_line_per_request_without_query_or_secrets(
+    tmp_path: Path, upstream: TestServer
+) -> None:
     """Each request gets one access line (JSON when asked) with method, path, status and time, never its query string or headers."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
@@ -118,9 +126,13 @@ async def test_access_log_has_one_line_per_request_without_query_or_secrets(tmp_
     server = TestServer(make_app(_settings(tmp_path, upstream)), host="127.0.0.1")
     await server.start_server()
     try:
-        async with aiohttp.ClientSession() as http, http.get(
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(
                 server.make_url("/echo?code=s3cret-code&session_state=abc"),
-                headers={"Authorization": "Bearer s3cret-token", "Cookie": "KEYCLOAK_IDENTITY=s3cret-cookie"}) as resp:
+                headers={"Authorization": "Bearer s3cret-token", "Cookie": "KEYCLOAK_IDENTITY=s3cret-cookie"},
+            ) as resp,
+        ):
             assert resp.status == 200
     finally:
         await server.close()
@@ -129,36 +141,54 @@ async def test_access_log_has_one_line_per_request_without_query_or_secrets(tmp_
     lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
     echo = [line for line in lines if line["http"]["path"] == "/echo"]
     assert len(echo) == 1
-    assert echo[0]["http"]["status"] == 200 and echo[0]["http"]["method"] == "GET" and echo[0]["logger"] == "sidecar.access"
+    assert (
+        echo[0]["http"]["status"] == 200
+        and echo[0]["http"]["method"] == "GET"
+        and echo[0]["logger"] == "sidecar.access"
+    )
     assert "s3cret" not in stream.getvalue()
 
 
-@pytest.mark.parametrize(("peer", "xff", "proto", "expected"), [
-    ("203.0.113.9", ["198.51.100.7"], "https", ("203.0.113.9", None)),  # untrusted peer: headers ignored
-    ("10.0.0.5", ["198.51.100.7"], "https", ("198.51.100.7", "https")),  # the load balancer saw the client
-    ("10.0.0.5", ["6.6.6.6, 198.51.100.7"], "http", ("198.51.100.7", "http")),  # a spoofed hop before it is not believed
-    ("10.0.0.5", ["198.51.100.7, 10.0.0.9"], None, ("198.51.100.7", None)),  # trusted hops are skipped
-    ("10.0.0.5", ["not-an-ip"], None, ("10.0.0.5", None)),  # garbage stops the walk at the trusted peer
-])
-def test_client_address_believes_only_trusted_proxies(peer: str, xff: list[str], proto: str | None,
-                                                      expected: tuple[str, str | None]) -> None:
+@pytest.mark.parametrize(
+    ("peer", "xff", "proto", "expected"),
+    [
+        ("203.0.113.9", ["198.51.100.7"], "https", ("203.0.113.9", None)),  # untrusted peer: headers ignored
+        ("10.0.0.5", ["198.51.100.7"], "https", ("198.51.100.7", "https")),  # the load balancer saw the client
+        (
+            "10.0.0.5",
+            ["6.6.6.6, 198.51.100.7"],
+            "http",
+            ("198.51.100.7", "http"),
+        ),  # a spoofed hop before it is not believed
+        ("10.0.0.5", ["198.51.100.7, 10.0.0.9"], None, ("198.51.100.7", None)),  # trusted hops are skipped
+        ("10.0.0.5", ["not-an-ip"], None, ("10.0.0.5", None)),  # garbage stops the walk at the trusted peer
+    ],
+)
+def test_client_address_believes_only_trusted_proxies(
+    peer: str, xff: list[str], proto: str | None, expected: tuple[str, str | None]
+) -> None:
     """X-Forwarded-For is read right to left from a trusted peer only; the first untrusted hop is the client."""
     from sidecar.app import _networks
 
     assert client_address(peer, xff, proto, _networks(("10.0.0.0/8",))) == expected
 
 
-async def test_forwarded_for_is_overwritten_unless_the_peer_is_a_trusted_proxy(tmp_path: Path,
-                                                                              upstream: TestServer) -> None:
+async def test_forwarded_for_is_overwritten_unless_the_peer_is_a_trusted_proxy(
+    tmp_path: Path, upstream: TestServer
+) -> None:
     """A spoofed X-Forwarded-For from an untrusted client is replaced by its socket address; from a trusted load balancer the client it names is forwarded."""
     for trusted, expected in (((), "127.0.0.1"), (("127.0.0.0/8",), "198.51.100.7")):
-        server = TestServer(make_app(_settings(tmp_path / str(len(trusted)), upstream, trusted_proxies=trusted)),
-                            host="127.0.0.1")
+        server = TestServer(
+            make_app(_settings(tmp_path / str(len(trusted)), upstream, trusted_proxies=trusted)), host="127.0.0.1"
+        )
         await server.start_server()
         try:
-            async with aiohttp.ClientSession() as http, http.get(
-                    server.make_url("/echo"), headers={"X-Forwarded-For": "198.51.100.7",
-                                                       "X-Forwarded-Proto": "https"}) as resp:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(
+                    server.make_url("/echo"), headers={"X-Forwarded-For": "198.51.100.7", "X-Forwarded-Proto": "https"}
+                ) as resp,
+            ):
                 seen = await resp.json()
             assert seen["X-Forwarded-For"] == expected
             assert seen["X-Forwarded-Proto"] == ("https" if trusted else "http")
@@ -171,13 +201,21 @@ def _cert(directory: Path, name: str) -> tuple[Path, Path, int]:
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
-            .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
     cert_file, key_file = directory / "cert.pem", directory / "key.pem"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_file, key_file, cert.serial_number
 
 
@@ -198,8 +236,9 @@ async def test_tls_listener_reloads_its_certificate_on_sighup(tmp_path: Path, up
     settings = _settings(tmp_path, upstream, port=free_port())
     tls = TlsFiles(cert, key)
     started = asyncio.Event()
-    task = asyncio.create_task(serve_app(make_app(settings), "127.0.0.1", settings.port, tls=tls,
-                                         ready=lambda _addrs: started.set()))
+    task = asyncio.create_task(
+        serve_app(make_app(settings), "127.0.0.1", settings.port, tls=tls, ready=lambda _addrs: started.set())
+    )
     try:
         await asyncio.wait_for(started.wait(), 30)
         assert await _served_serial(settings.port) == first

@@ -26,9 +26,10 @@ class FakeKeycloak:
     realm = "r"
 
     def __init__(self) -> None:
-        self.users = {"u1": {"username": "alice", "enabled": True, "roles": ["viewer"], "groups": ["g1"],
-                             "creds": ["password"]},
-                      "u2": {"username": "bob", "enabled": True, "roles": [], "groups": [], "creds": []}}
+        self.users = {
+            "u1": {"username": "alice", "enabled": True, "roles": ["viewer"], "groups": ["g1"], "creds": ["password"]},
+            "u2": {"username": "bob", "enabled": True, "roles": [], "groups": [], "creds": []},
+        }
         self.groups = {"g1": {"path": "/ops", "roles": ["operator"]}}
         self.roles = ["viewer", "operator", "admin"]
         self.events: list[dict[str, Any]] = []
@@ -45,7 +46,7 @@ class FakeKeycloak:
         page = int(p.get("max", "1000"))
 
         def sl(items: list[Any]) -> list[Any]:
-            return items[first:first + page]
+            return items[first : first + page]
 
         parts = path.split("/") if path else []
         if path == "":
@@ -53,11 +54,20 @@ class FakeKeycloak:
         if path == "users":
             return sl([{"id": k, "username": v["username"], "enabled": v["enabled"]} for k, v in self.users.items()])
         if path == "groups":
-            return sl([{"id": k, "path": v["path"], "name": v["path"].strip("/"), "subGroupCount": 0}
-                       for k, v in self.groups.items()])
+            return sl(
+                [
+                    {"id": k, "path": v["path"], "name": v["path"].strip("/"), "subGroupCount": 0}
+                    for k, v in self.groups.items()
+                ]
+            )
         if parts[0] == "groups" and parts[2] == "members":
-            return sl([{"id": k} for k, v in self.users.items() if self.groups[parts[1]]["path"] in
-                       [self.groups[g]["path"] for g in v["groups"]]])
+            return sl(
+                [
+                    {"id": k}
+                    for k, v in self.users.items()
+                    if self.groups[parts[1]]["path"] in [self.groups[g]["path"] for g in v["groups"]]
+                ]
+            )
         if path == "roles":
             return sl([{"name": r, "composite": r == "admin", "id": r} for r in self.roles])
         if parts[0] == "roles" and parts[-1] == "users":
@@ -89,11 +99,13 @@ class FakeLedger:
         rec = {"seq": len(self.records), "ts": str(ts or time.time_ns()), "event": event}
         self.records.append(rec)
         if self.monitor is not None:
-            self.monitor.on_commit(Commit(0, ((rec["seq"], 0, canonical_bytes({**rec, "prev": "", "v": 1})),), b"",
-                                          False, 0))
+            self.monitor.on_commit(
+                Commit(0, ((rec["seq"], 0, canonical_bytes({**rec, "prev": "", "v": 1})),), b"", False, 0)
+            )
 
         class R:
             seq = rec["seq"]
+
         return R()
 
     def of(self, etype: str) -> list[dict[str, Any]]:
@@ -114,8 +126,14 @@ async def test_baseline_then_bypass_is_one_drift_record(tmp_path: Path) -> None:
     snap = led.of("state.snapshot")
     assert len(snap) == 1
     state = load_snapshot(tmp_path, snap[0]["details"]["digest"].removeprefix("sha256:"))
-    assert state["users"]["u1"] == {"username": "alice", "enabled": True, "realm_roles": ["viewer"],
-                                    "client_roles": {}, "groups": ["/ops"], "credentials": ["password"]}
+    assert state["users"]["u1"] == {
+        "username": "alice",
+        "enabled": True,
+        "realm_roles": ["viewer"],
+        "client_roles": {},
+        "groups": ["/ops"],
+        "credentials": ["password"],
+    }
     assert await mon.sweep() == []
     kc.users["u2"]["roles"].append("admin")  # straight on Keycloak
     found = await mon.sweep()
@@ -133,11 +151,25 @@ async def test_recorded_change_is_no_drift(tmp_path: Path) -> None:
     kc, led, mon = _monitor(tmp_path)
     await mon.baseline()
     kc.users["u2"]["roles"].append("viewer")
-    led.add({"type": "role.granted", "outcome": "succeeded", "realm": "r", "target": {"id": "u2", "kind": "user"},
-             "details": {"after": {"realm_roles": ["viewer"], "client_roles": {}, "groups": []}}})
+    led.add(
+        {
+            "type": "role.granted",
+            "outcome": "succeeded",
+            "realm": "r",
+            "target": {"id": "u2", "kind": "user"},
+            "details": {"after": {"realm_roles": ["viewer"], "client_roles": {}, "groups": []}},
+        }
+    )
     kc.users["u3"] = {"username": "carol", "enabled": True, "roles": ["viewer"], "groups": [], "creds": []}
-    led.add({"type": "user.created", "outcome": "succeeded", "realm": "r", "target": {"username": "carol"},
-             "details": {"created_id": "u3"}})
+    led.add(
+        {
+            "type": "user.created",
+            "outcome": "succeeded",
+            "realm": "r",
+            "target": {"username": "carol"},
+            "details": {"created_id": "u3"},
+        }
+    )
     assert await mon.sweep() == []
     kc.users["u3"]["enabled"] = False  # now carol is adopted: a later bypass of her is drift
     assert [(m.id, m.field) for m in await mon.sweep()] == [("u3", "enabled")]
@@ -150,8 +182,18 @@ async def test_record_written_during_sweep_is_not_held_against_it(tmp_path: Path
     exp = Expected.from_snapshot(mon._expected.state if mon._expected else {}, 0)
     live = copy.deepcopy(exp.state)
     live["users"]["u1"]["realm_roles"] = []
-    during = [{"seq": 9, "ts": str(time.time_ns()), "event": {"type": "role.revoked", "outcome": "pending",
-                                                               "realm": "r", "target": {"id": "u1", "kind": "user"}}}]
+    during = [
+        {
+            "seq": 9,
+            "ts": str(time.time_ns()),
+            "event": {
+                "type": "role.revoked",
+                "outcome": "pending",
+                "realm": "r",
+                "target": {"id": "u1", "kind": "user"},
+            },
+        }
+    ]
     assert exp.compare(live, skip=exp.in_flight(during)) == []
     assert [m.field for m in exp.compare(live)] == ["realm_roles"]
 
@@ -161,13 +203,37 @@ async def test_unrecorded_admin_event_and_unreachable(tmp_path: Path) -> None:
     kc, led, mon = _monitor(tmp_path)
     await mon.baseline()
     now = int(time.time() * 1000)
-    kc.admin_events.append({"id": "e1", "time": now, "operationType": "CREATE", "resourceType": "REALM_ROLE_MAPPING",
-                            "resourcePath": "users/u2/role-mappings/realm", "authDetails": {"userId": "adm"},
-                            "representation": "[{\"name\":\"admin\",\"secret\":\"never-copied\"}]"})
-    kc.admin_events.append({"id": "e2", "time": now, "operationType": "CREATE", "resourceType": "REALM_ROLE_MAPPING",
-                            "resourcePath": "users/u1/role-mappings/realm", "authDetails": {"userId": "adm"}})
-    led.add({"type": "role.granted", "outcome": "succeeded", "realm": "r", "actor": {"id": "adm"},
-             "target": {"id": "u1", "kind": "user"}, "details": {"path": "users/u1/role-mappings/realm"}})
+    kc.admin_events.append(
+        {
+            "id": "e1",
+            "time": now,
+            "operationType": "CREATE",
+            "resourceType": "REALM_ROLE_MAPPING",
+            "resourcePath": "users/u2/role-mappings/realm",
+            "authDetails": {"userId": "adm"},
+            "representation": '[{"name":"admin","secret":"never-copied"}]',
+        }
+    )
+    kc.admin_events.append(
+        {
+            "id": "e2",
+            "time": now,
+            "operationType": "CREATE",
+            "resourceType": "REALM_ROLE_MAPPING",
+            "resourcePath": "users/u1/role-mappings/realm",
+            "authDetails": {"userId": "adm"},
+        }
+    )
+    led.add(
+        {
+            "type": "role.granted",
+            "outcome": "succeeded",
+            "realm": "r",
+            "actor": {"id": "adm"},
+            "target": {"id": "u1", "kind": "user"},
+            "details": {"path": "users/u1/role-mappings/realm"},
+        }
+    )
     await mon.poll()
     drift = led.of("drift.detected")
     assert len(drift) == 1 and drift[0]["details"]["kind"] == "unrecorded-change"

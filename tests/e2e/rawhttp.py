@@ -56,8 +56,14 @@ class RawClient:
         assert u.hostname and u.port
         return u.hostname, u.port
 
-    async def send(self, method: str, target: str, body: bytes = b"", headers: dict[str, str] | None = None,
-                   form: dict[str, str] | None = None) -> Answer:
+    async def send(
+        self,
+        method: str,
+        target: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        form: dict[str, str] | None = None,
+    ) -> Answer:
         host, port = self.hostport
         hdrs = {"Host": f"{host}:{port}", "Connection": "close", **(headers or {})}
         if form is not None:
@@ -104,7 +110,7 @@ def _unchunk(data: bytes) -> bytes:
         size = int(data[pos:end].split(b";")[0] or b"0", 16)
         if size == 0:
             return out
-        out += data[end + 2:end + 2 + size]
+        out += data[end + 2 : end + 2 + size]
         pos = end + 2 + size + 2
 
 
@@ -156,6 +162,20 @@ def spell(target: str, how: str, base: str) -> str:
     raise ValueError(how)
 
 
-SPELLINGS = ("plain", "slash", "slash-query", "empty-query", "absolute", "double-slash-end", "double-slash-mid",
-             "dot", "dotdot", "escaped-letter", "escaped-letter-lower", "matrix", "matrix-mid", "upper",
-             "escaped-slash")
+SPELLINGS = (
+    "plain",
+    "slash",
+    "slash-query",
+    "empty-query",
+    "absolute",
+    "double-slash-end",
+    "double-slash-mid",
+    "dot",
+    "dotdot",
+    "escaped-letter",
+    "escaped-letter-lower",
+    "matrix",
+    "matrix-mid",
+    "upper",
+    "escaped-slash",
+)

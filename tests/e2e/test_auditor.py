@@ -55,10 +55,19 @@ def auditor(keycloak: KeycloakServer, secrets_seen: set[str]) -> Iterator[Audito
 
     async def create() -> str:
         async with activity.Admin(keycloak.base_url, ADMIN_USERNAME, ADMIN_PASSWORD) as admin:
-            status, _ = await admin.call("POST", f"{REALM.name}/users", {
-                "username": user.username, "enabled": True, "email": f"{user.username}@example.test",
-                "emailVerified": True, "firstName": "Audrey", "lastName": "Auditor",
-                "credentials": [{"type": "password", "value": user.password, "temporary": False}]})
+            status, _ = await admin.call(
+                "POST",
+                f"{REALM.name}/users",
+                {
+                    "username": user.username,
+                    "enabled": True,
+                    "email": f"{user.username}@example.test",
+                    "emailVerified": True,
+                    "firstName": "Audrey",
+                    "lastName": "Auditor",
+                    "credentials": [{"type": "password", "value": user.password, "temporary": False}],
+                },
+            )
             assert status == 201, status
             uid = await admin.user_id(REALM.name, user.username)
             role = await admin.role(REALM.name, ROLE)
@@ -69,8 +78,14 @@ def auditor(keycloak: KeycloakServer, secrets_seen: set[str]) -> Iterator[Audito
     yield Auditor(user.username, user.password, uid)
 
 
-async def password_token(sidecar: SidecarProcess, secrets_seen: set[str], username: str, password: str,
-                         client_id: str = REALM.app.client_id, secret: str | None = REALM.app.secret) -> str:
+async def password_token(
+    sidecar: SidecarProcess,
+    secrets_seen: set[str],
+    username: str,
+    password: str,
+    client_id: str = REALM.app.client_id,
+    secret: str | None = REALM.app.secret,
+) -> str:
     """An access token from a password grant through the sidecar; every token in the answer is a secret."""
     status, data = await activity.direct_grant(sidecar.base_url, REALM.name, client_id, secret, username, password)
     assert status == 200, data
@@ -100,8 +115,9 @@ async def auditor_token(sidecar: SidecarProcess, auditor: Auditor, secrets_seen:
     yield await password_token(sidecar, secrets_seen, auditor.username, auditor.password)
 
 
-async def test_refuses_missing_forged_and_foreign_tokens(sidecar: SidecarProcess, auditor_token: str,
-                                                        secrets_seen: set[str]) -> None:
+async def test_refuses_missing_forged_and_foreign_tokens(
+    sidecar: SidecarProcess, auditor_token: str, secrets_seen: set[str]
+) -> None:
     """No token, a token signed by another key, an edited payload, alg=none or another realm's token: 401."""
     url = sidecar.base_url + OBJECTS
     status, body, headers = await get(url)
@@ -115,16 +131,23 @@ async def test_refuses_missing_forged_and_foreign_tokens(sidecar: SidecarProcess
     forged = jwt.encode({"alg": "RS256", "kid": kid, "typ": "JWT"}, claims, stranger)
     # Keycloak's signature, but over other claims (another user name and subject).
     head, payload, signature = auditor_token.split(".")
-    edited = ".".join((head, _b64({**claims, "preferred_username": "mallory", "sub": str(uuid.uuid4())}),
-                       signature))
+    edited = ".".join((head, _b64({**claims, "preferred_username": "mallory", "sub": str(uuid.uuid4())}), signature))
     unsigned = ".".join((_b64({"alg": "none", "typ": "JWT"}), payload, ""))
-    status, data = await activity.token(sidecar.base_url, "master", {
-        "grant_type": "password", "client_id": "admin-cli", "username": ADMIN_USERNAME, "password": ADMIN_PASSWORD})
+    status, data = await activity.token(
+        sidecar.base_url,
+        "master",
+        {"grant_type": "password", "client_id": "admin-cli", "username": ADMIN_USERNAME, "password": ADMIN_PASSWORD},
+    )
     assert status == 200
     master = str(data["access_token"])
     secrets_seen.update({forged, edited, unsigned, master, str(data.get("refresh_token", ""))} - {""})
-    for name, token in (("forged", forged), ("edited", edited), ("alg-none", unsigned), ("master realm", master),
-                        ("garbage", "not.a.jwt")):
+    for name, token in (
+        ("forged", forged),
+        ("edited", edited),
+        ("alg-none", unsigned),
+        ("master realm", master),
+        ("garbage", "not.a.jwt"),
+    ):
         status, body, headers = await get(url, token)
         assert status == 401, (name, status, body)
         assert "invalid_token" in headers.get("WWW-Authenticate", ""), name
@@ -132,8 +155,9 @@ async def test_refuses_missing_forged_and_foreign_tokens(sidecar: SidecarProcess
         assert status == 401 and not body.startswith(b"H"), (name, status)
 
 
-async def test_token_without_the_role_is_forbidden_and_recorded(keycloak: KeycloakServer, sidecar: SidecarProcess,
-                                                                secrets_seen: set[str]) -> None:
+async def test_token_without_the_role_is_forbidden_and_recorded(
+    keycloak: KeycloakServer, sidecar: SidecarProcess, secrets_seen: set[str]
+) -> None:
     """A valid token of a user without ledger-auditor gets 403, and the first attempt is a failed audit.read record.
 
     Later refusals of the same user within the rate-limit window are counted and aggregated
@@ -142,28 +166,49 @@ async def test_token_without_the_role_is_forbidden_and_recorded(keycloak: Keyclo
     name, password = f"no-role-{uuid.uuid4().hex[:8]}", f"Pw-{uuid.uuid4().hex}!"
     secrets_seen.add(password)
     async with activity.Admin(keycloak.base_url, ADMIN_USERNAME, ADMIN_PASSWORD) as admin:
-        status, _ = await admin.call("POST", f"{REALM.name}/users", {
-            "username": name, "enabled": True, "email": f"{name}@example.test", "emailVerified": True,
-            "firstName": "No", "lastName": "Role",
-            "credentials": [{"type": "password", "value": password, "temporary": False}]})
+        status, _ = await admin.call(
+            "POST",
+            f"{REALM.name}/users",
+            {
+                "username": name,
+                "enabled": True,
+                "email": f"{name}@example.test",
+                "emailVerified": True,
+                "firstName": "No",
+                "lastName": "Role",
+                "credentials": [{"type": "password", "value": password, "temporary": False}],
+            },
+        )
         assert status == 201
     token = await password_token(sidecar, secrets_seen, name, password)
     for path in (OBJECTS, f"{OBJECTS}/segments/00000000.seg"):
         status, body, _ = await get(sidecar.base_url + path, token)
         assert status == 403 and ROLE.encode() in body, (path, status, body)
-    denied = [r["event"] for r in sidecar.records() if r["event"]["type"] == "audit.read"
-              and (r["event"].get("actor") or {}).get("username") == name]
+    denied = [
+        r["event"]
+        for r in sidecar.records()
+        if r["event"]["type"] == "audit.read" and (r["event"].get("actor") or {}).get("username") == name
+    ]
     assert [(e["outcome"], e["error"], e["details"]["object"]) for e in denied] == [("failed", "forbidden", "list")]
 
 
-async def test_expired_token_is_refused(keycloak: KeycloakServer, sidecar: SidecarProcess, auditor: Auditor,
-                                        secrets_seen: set[str]) -> None:
+async def test_expired_token_is_refused(
+    keycloak: KeycloakServer, sidecar: SidecarProcess, auditor: Auditor, secrets_seen: set[str]
+) -> None:
     """A real auditor token from a client with a 1 s token lifespan works at once and is refused once expired."""
     client_id = f"short-lived-{uuid.uuid4().hex[:8]}"
     async with activity.Admin(keycloak.base_url, ADMIN_USERNAME, ADMIN_PASSWORD) as admin:
-        status, _ = await admin.call("POST", f"{REALM.name}/clients", {
-            "clientId": client_id, "publicClient": True, "directAccessGrantsEnabled": True,
-            "standardFlowEnabled": False, "attributes": {"access.token.lifespan": "1"}})
+        status, _ = await admin.call(
+            "POST",
+            f"{REALM.name}/clients",
+            {
+                "clientId": client_id,
+                "publicClient": True,
+                "directAccessGrantsEnabled": True,
+                "standardFlowEnabled": False,
+                "attributes": {"access.token.lifespan": "1"},
+            },
+        )
         assert status == 201
         try:
             token = await password_token(sidecar, secrets_seen, auditor.username, auditor.password, client_id, None)
@@ -186,13 +231,32 @@ async def test_path_tricks_are_refused(sidecar: SidecarProcess, auditor_token: s
     secret_bytes = [p.read_bytes() for p in (sidecar.data_dir / "keys").glob("*.key")]
     secret_bytes += [sidecar.trust.read_bytes(), (sidecar.data_dir / "ledger.json").read_bytes()]
     tricks = [
-        "../trust.json", "../../trust.json", "segments/../../trust.json", "segments/../keys/epoch-000000.key",
-        "%2e%2e/trust.json", "%2E%2E/%2E%2E/trust.json", "segments/%2e%2e/%2e%2e/trust.json",
-        "segments%2F..%2F..%2Ftrust.json", "..%2Ftrust.json", "%2Fetc%2Fpasswd", "/etc/passwd", "//etc/passwd",
-        "%252e%252e/trust.json", "segments/..%5c..%5ctrust.json", "segments/00000000.seg%00.json",
-        "trust.json", "ledger.json", "replication.json", "keys/epoch-000000.key", ".lock",
-        "segments/.00000000.seg", "segments/0.seg", "segments/00000000.seg.bak", "checkpoints/x.note",
-        "segments/99999999.seg", "checkpoints/000000000001-00000000000000000001.note",
+        "../trust.json",
+        "../../trust.json",
+        "segments/../../trust.json",
+        "segments/../keys/epoch-000000.key",
+        "%2e%2e/trust.json",
+        "%2E%2E/%2E%2E/trust.json",
+        "segments/%2e%2e/%2e%2e/trust.json",
+        "segments%2F..%2F..%2Ftrust.json",
+        "..%2Ftrust.json",
+        "%2Fetc%2Fpasswd",
+        "/etc/passwd",
+        "//etc/passwd",
+        "%252e%252e/trust.json",
+        "segments/..%5c..%5ctrust.json",
+        "segments/00000000.seg%00.json",
+        "trust.json",
+        "ledger.json",
+        "replication.json",
+        "keys/epoch-000000.key",
+        ".lock",
+        "segments/.00000000.seg",
+        "segments/0.seg",
+        "segments/00000000.seg.bak",
+        "checkpoints/x.note",
+        "segments/99999999.seg",
+        "checkpoints/000000000001-00000000000000000001.note",
     ]
     for trick in tricks:
         url = URL(f"{sidecar.base_url}{OBJECTS}/{trick}", encoded=True)
@@ -215,8 +279,11 @@ async def test_reads_are_served_and_recorded(sidecar: SidecarProcess, auditor: A
     first = keys[0]
     status, data, _ = await get(f"{sidecar.base_url}{OBJECTS}/{first}", auditor_token)
     assert status == 200 and len(data) >= next(o["size"] for o in listing if o["key"] == first)
-    reads = [r["event"] for r in sidecar.records() if r["event"]["type"] == "audit.read"
-             and (r["event"].get("actor") or {}).get("username") == auditor.username]
+    reads = [
+        r["event"]
+        for r in sidecar.records()
+        if r["event"]["type"] == "audit.read" and (r["event"].get("actor") or {}).get("username") == auditor.username
+    ]
     assert [e["details"]["object"] for e in reads[-2:]] == ["list", first]
     for e in reads[-2:]:
         assert e["outcome"] == "succeeded" and e["realm"] == REALM.name
@@ -228,21 +295,23 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "sidecar", *args], capture_output=True, text=True, timeout=180)
 
 
-async def test_pull_and_verify_through_the_sidecar(sidecar: SidecarProcess, auditor_token: str,
-                                                   tmp_path: Path) -> None:
+async def test_pull_and_verify_through_the_sidecar(sidecar: SidecarProcess, auditor_token: str, tmp_path: Path) -> None:
     """`sidecar pull URL --token` fetches a bundle that verifies, and `sidecar verify URL --token` passes (exit 0)."""
     out = tmp_path / "bundle"
-    pulled = await asyncio.to_thread(_cli, "pull", sidecar.base_url, "--out", str(out), "--token", auditor_token,
-                                     "--json")
+    pulled = await asyncio.to_thread(
+        _cli, "pull", sidecar.base_url, "--out", str(out), "--token", auditor_token, "--json"
+    )
     assert pulled.returncode == 0, pulled.stdout + pulled.stderr
     summary = orjson.loads(pulled.stdout)
     assert summary["findings"] == [] and summary["segments"] >= 1 and summary["checkpoints"] == 1
     newest = max((out / "checkpoints").glob("*.note"))
-    bundle = await asyncio.to_thread(_cli, "verify", str(out), "--trust", str(sidecar.trust), "--checkpoint",
-                                     str(newest))
+    bundle = await asyncio.to_thread(
+        _cli, "verify", str(out), "--trust", str(sidecar.trust), "--checkpoint", str(newest)
+    )
     assert bundle.returncode == 0, bundle.stdout + bundle.stderr
-    remote = await asyncio.to_thread(_cli, "verify", sidecar.base_url, "--trust", str(sidecar.trust), "--token",
-                                     auditor_token, "--json")
+    remote = await asyncio.to_thread(
+        _cli, "verify", sidecar.base_url, "--trust", str(sidecar.trust), "--token", auditor_token, "--json"
+    )
     assert remote.returncode == 0, remote.stdout + remote.stderr
     verdict = orjson.loads(remote.stdout)
     assert verdict["verdict"] == "intact" and verdict["external_checkpoints"] == 1

@@ -28,8 +28,15 @@ from tests.fixtures_sidecar import SidecarProcess
 
 pytestmark = [pytest.mark.keycloak, pytest.mark.browser]
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 TIMEOUT_MS = 60_000  # the SPAs load slowly on a busy two-core machine
 
 
@@ -74,16 +81,27 @@ async def _new_user(keycloak: KeycloakServer, prefix: str) -> tuple[str, str, st
     """A fresh user (username, password, id), created directly at Keycloak before the test's window opens."""
     username = f"{prefix}-{secrets.token_hex(3)}"
     password = f"Pw-{secrets.token_urlsafe(12)}!"
-    status, _, location = await _direct(keycloak, "POST", "users", {
-        "username": username, "enabled": True, "email": f"{username}@example.test", "emailVerified": True,
-        "firstName": "Test", "lastName": prefix.capitalize(),
-        "credentials": [{"type": "password", "value": password, "temporary": False}]})
+    status, _, location = await _direct(
+        keycloak,
+        "POST",
+        "users",
+        {
+            "username": username,
+            "enabled": True,
+            "email": f"{username}@example.test",
+            "emailVerified": True,
+            "firstName": "Test",
+            "lastName": prefix.capitalize(),
+            "credentials": [{"type": "password", "value": password, "temporary": False}],
+        },
+    )
     assert status == 201, status
     return username, password, location.rsplit("/", 1)[-1]
 
 
-async def _records_since(sidecar: SidecarProcess, start: int, want: set[str], wait_s: float = 15.0
-                         ) -> list[dict[str, Any]]:
+async def _records_since(
+    sidecar: SidecarProcess, start: int, want: set[str], wait_s: float = 15.0
+) -> list[dict[str, Any]]:
     """Record events written since `start`, once every type in `want` is among them (or `wait_s` passes)."""
     deadline = time.monotonic() + wait_s
     while True:
@@ -93,8 +111,9 @@ async def _records_since(sidecar: SidecarProcess, start: int, want: set[str], wa
         await asyncio.sleep(0.2)
 
 
-async def _oracle(keycloak: KeycloakServer, sidecar: SidecarProcess, since_ms: int,
-                  since_ns: int) -> tuple[oracle.Match, list[dict[str, Any]], list[dict[str, Any]]]:
+async def _oracle(
+    keycloak: KeycloakServer, sidecar: SidecarProcess, since_ms: int, since_ns: int
+) -> tuple[oracle.Match, list[dict[str, Any]], list[dict[str, Any]]]:
     token = await oracle.admin_token(keycloak.base_url, ADMIN_USERNAME, ADMIN_PASSWORD)
     user_events, admin_events = await oracle.keycloak_events(keycloak.base_url, token, REALM.name, since_ms)
     result = oracle.match(user_events, admin_events, sidecar.records(), REALM.name, since_ns)
@@ -108,8 +127,9 @@ async def _sign_in(page: Page, username: str, password: str) -> None:
     await page.click("#kc-login")
 
 
-async def test_admin_console_assigns_and_unassigns_a_realm_role(keycloak: KeycloakServer, sidecar: SidecarProcess,
-                                                                secrets_seen: set[str]) -> None:
+async def test_admin_console_assigns_and_unassigns_a_realm_role(
+    keycloak: KeycloakServer, sidecar: SidecarProcess, secrets_seen: set[str]
+) -> None:
     """In the admin console a realm role is assigned and unassigned; records name the admin (as Keycloak's authDetails do) and the user."""
     username, password, user_id = await _new_user(keycloak, "console")
     secrets_seen.add(password)
@@ -138,8 +158,11 @@ async def test_admin_console_assigns_and_unassigns_a_realm_role(keycloak: Keyclo
         await assigned.first.wait_for(state="detached")
 
     events = await _records_since(sidecar, start, {"role.granted", "role.revoked"})
-    outcomes = [e for e in events if e.get("details", {}).get("phase") == "outcome"
-                and e["type"] in ("role.granted", "role.revoked")]
+    outcomes = [
+        e
+        for e in events
+        if e.get("details", {}).get("phase") == "outcome" and e["type"] in ("role.granted", "role.revoked")
+    ]
     assert [e["type"] for e in outcomes] == ["role.granted", "role.revoked"], events
     result, _, admin_events = await _oracle(keycloak, sidecar, since_ms, since_ns)
     mappings = [e for e in admin_events if e["resourceType"] == "REALM_ROLE_MAPPING"]
@@ -150,16 +173,18 @@ async def test_admin_console_assigns_and_unassigns_a_realm_role(keycloak: Keyclo
         assert e["client"] == "security-admin-console" and e["details"]["actor_verified"] is True
         assert e["target"]["id"] == user_id and e["target"]["kind"] == "user"
         assert e["details"]["roles"] == ["operator"] and e["outcome"] == "succeeded"
-    assert outcomes[1]["details"]["path"] == f"ui-ext/role-mapping-delete/users/{user_id}", \
+    assert outcomes[1]["details"]["path"] == f"ui-ext/role-mapping-delete/users/{user_id}", (
         "the console unassigns through the ui-ext endpoint"
+    )
     assert result.table["CREATE REALM_ROLE_MAPPING -> role.granted"] == 1
     assert result.table["DELETE REALM_ROLE_MAPPING -> role.revoked"] == 1
     assert not result.unmatched and not result.phantom
     await _direct(keycloak, "DELETE", f"users/{user_id}")
 
 
-async def test_account_console_otp_enrolment_login_and_removal(keycloak: KeycloakServer, sidecar: SidecarProcess,
-                                                               secrets_seen: set[str]) -> None:
+async def test_account_console_otp_enrolment_login_and_removal(
+    keycloak: KeycloakServer, sidecar: SidecarProcess, secrets_seen: set[str]
+) -> None:
     """A user enrols an authenticator in the account console, logs in with a wrong then right code, and removes it; all recorded with the user as actor."""
     username, password, user_id = await _new_user(keycloak, "otp")
     secrets_seen.add(password)
@@ -199,16 +224,26 @@ async def test_account_console_otp_enrolment_login_and_removal(keycloak: Keycloa
             await page.get_by_test_id("otp/credential-list").get_by_role("button", name="Delete").click()
             await page.click("#kc-accept")
             await page.get_by_test_id("otp/create").wait_for()
-            await page.get_by_test_id("otp/credential-list").get_by_role("button", name="Delete").wait_for(
-                state="detached")
+            await (
+                page.get_by_test_id("otp/credential-list")
+                .get_by_role("button", name="Delete")
+                .wait_for(state="detached")
+            )
 
     want = {"credential.enrolled", "mfa.otp.failed", "mfa.otp.verified", "credential.removed"}
     events = [e for e in await _records_since(sidecar, start, want) if e.get("realm") == REALM.name]
-    mine = [e for e in events if (e.get("actor") or {}).get("id") == user_id
-            or (e.get("actor") or {}).get("username") == username]
+    mine = [
+        e
+        for e in events
+        if (e.get("actor") or {}).get("id") == user_id or (e.get("actor") or {}).get("username") == username
+    ]
     kinds = [(e["type"], e["outcome"]) for e in mine]
-    for kind in (("credential.enrolled", "succeeded"), ("mfa.otp.failed", "failed"),
-                 ("mfa.otp.verified", "succeeded"), ("credential.removed", "succeeded")):
+    for kind in (
+        ("credential.enrolled", "succeeded"),
+        ("mfa.otp.failed", "failed"),
+        ("mfa.otp.verified", "succeeded"),
+        ("credential.removed", "succeeded"),
+    ):
         assert kind in kinds, (kind, kinds)
     by_type = {e["type"]: e for e in mine}
     for name in ("credential.enrolled", "mfa.otp.verified", "credential.removed"):
@@ -232,6 +267,9 @@ async def test_account_console_otp_enrolment_login_and_removal(keycloak: Keycloa
     assert result.table["LOGIN_ERROR -> mfa.otp.failed"] + len(otp_errors) == 1, result.render()
     others = [e for e in result.unmatched if e.get("type") != "LOGIN_ERROR"]
     assert not others and not result.phantom, result.render()
-    assert sum(1 for e in user_events if e["type"] == "LOGIN_ERROR" and e.get("userId") == user_id) == \
-        kinds.count(("mfa.otp.failed", "failed")) == 1
+    assert (
+        sum(1 for e in user_events if e["type"] == "LOGIN_ERROR" and e.get("userId") == user_id)
+        == kinds.count(("mfa.otp.failed", "failed"))
+        == 1
+    )
     await _direct(keycloak, "DELETE", f"users/{user_id}")

@@ -31,10 +31,29 @@ pytestmark = [pytest.mark.keycloak]
 
 def _drift(source: Path, base_url: str, secret: str | None = None, *extra: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SIDECAR_READER_SECRET": secret if secret is not None else REALM.robot.secret or ""}
-    return subprocess.run([sys.executable, "-m", "sidecar", "drift", str(source), "--keycloak", base_url,
-                           "--realm", REALM.name, "--client-id", REALM.robot.client_id, "--json",
-                           "--trust", str(source / "trust.json"), *extra],
-                          capture_output=True, text=True, env=env, timeout=180)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sidecar",
+            "drift",
+            str(source),
+            "--keycloak",
+            base_url,
+            "--realm",
+            REALM.name,
+            "--client-id",
+            REALM.robot.client_id,
+            "--json",
+            "--trust",
+            str(source / "trust.json"),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+    )
 
 
 async def _wait_record(sidecar: SidecarProcess, pred: Any, what: str, limit_s: float = 90.0) -> dict[str, Any]:
@@ -50,8 +69,9 @@ async def _wait_record(sidecar: SidecarProcess, pred: Any, what: str, limit_s: f
 
 async def test_monitor_records_a_bypassing_change(keycloak: KeycloakServer, sidecar: SidecarProcess) -> None:
     """A grant made directly on Keycloak becomes an unrecorded-change and a state-mismatch drift record; the one-shot exits 1."""
-    await _wait_record(sidecar, lambda e: e["type"] == "state.snapshot" and e.get("realm") == REALM.name,
-                       "state.snapshot")
+    await _wait_record(
+        sidecar, lambda e: e["type"] == "state.snapshot" and e.get("realm") == REALM.name, "state.snapshot"
+    )
     async with activity.Admin(sidecar.base_url, ADMIN_USERNAME, ADMIN_PASSWORD) as admin:
         uid = await admin.user_id(REALM.name, REALM.dave.username)
         await admin.grant_realm_role(REALM.name, uid, await admin.role(REALM.name, "auditor"))
@@ -65,15 +85,27 @@ async def test_monitor_records_a_bypassing_change(keycloak: KeycloakServer, side
         await direct.grant_realm_role(REALM.name, uid, await direct.role(REALM.name, "operator"))
     try:
         event = await _wait_record(
-            sidecar, lambda e: e["type"] == "drift.detected" and e["details"].get("kind") == "unrecorded-change"
-            and uid in str(e["details"].get("keycloak_event", {}).get("resource_path")), "unrecorded-change")
+            sidecar,
+            lambda e: (
+                e["type"] == "drift.detected"
+                and e["details"].get("kind") == "unrecorded-change"
+                and uid in str(e["details"].get("keycloak_event", {}).get("resource_path"))
+            ),
+            "unrecorded-change",
+        )
         d = event["event"]["details"]
         assert int(event["ts"]) > before and d["keycloak_event"]["operation"] == "CREATE"
         assert d["keycloak_event"]["resource_type"] == "REALM_ROLE_MAPPING" and event["event"]["target"]["id"] == uid
         state = await _wait_record(
-            sidecar, lambda e: e["type"] == "drift.detected" and e["details"].get("kind") == "state-mismatch"
-            and e.get("target", {}).get("id") == uid and "operator" in e["details"].get("live", []),
-            "state-mismatch")
+            sidecar,
+            lambda e: (
+                e["type"] == "drift.detected"
+                and e["details"].get("kind") == "state-mismatch"
+                and e.get("target", {}).get("id") == uid
+                and "operator" in e["details"].get("live", [])
+            ),
+            "state-mismatch",
+        )
         sd = state["event"]["details"]
         assert sd["field"] == "realm_roles" and "operator" not in sd["expected"]
         assert state["event"]["target"]["name"] == REALM.dave.username and sd["first_seen_ns"].isdigit()
@@ -92,8 +124,9 @@ async def test_monitor_records_a_bypassing_change(keycloak: KeycloakServer, side
             await admin.revoke_realm_role(REALM.name, uid, await admin.role(REALM.name, "auditor"))
 
 
-async def test_one_shot_cannot_check_is_exit_2(keycloak: KeycloakServer, sidecar: SidecarProcess,
-                                               tmp_path: Path) -> None:
+async def test_one_shot_cannot_check_is_exit_2(
+    keycloak: KeycloakServer, sidecar: SidecarProcess, tmp_path: Path
+) -> None:
     """A wrong secret, an unreachable Keycloak, or a ledger with nothing to compare against is exit 2, never 'no drift'."""
     wrong = await asyncio.to_thread(_drift, sidecar.data_dir, keycloak.base_url, "not-the-secret")
     assert wrong.returncode == 2 and json.loads(wrong.stdout)["verdict"] == "could-not-check", wrong.stdout

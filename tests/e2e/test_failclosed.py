@@ -36,9 +36,27 @@ def own_sidecar(keycloak: KeycloakServer, tmp_path: Path) -> Iterator[SidecarPro
     """A sidecar of this test's own in front of the session Keycloak (same command as the session one)."""
     data, store, log_file = tmp_path / "ledger", tmp_path / "store", tmp_path / "sidecar.log"
     port = free_port()
-    cmd = [sys.executable, "-m", "sidecar", "serve", "--init", "--origin", "e2e.test/failclosed", "--upstream",
-           keycloak.base_url, "--data", str(data), "--store", str(store), "--listen", f"127.0.0.1:{port}",
-           "--auditor-realm", REALM.name, "--log-level", "DEBUG"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sidecar",
+        "serve",
+        "--init",
+        "--origin",
+        "e2e.test/failclosed",
+        "--upstream",
+        keycloak.base_url,
+        "--data",
+        str(data),
+        "--store",
+        str(store),
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--auditor-realm",
+        REALM.name,
+        "--log-level",
+        "DEBUG",
+    ]
     with log_file.open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
@@ -67,8 +85,9 @@ async def _token(base: str, realm: str, form: dict[str, str]) -> tuple[int, dict
 
 async def _admin(base: str, token: str, method: str, path: str, body: Any = None) -> tuple[int, dict[str, str], Any]:
     async with aiohttp.ClientSession() as http:
-        async with http.request(method, f"{base}/admin/realms/{REALM.name}/{path}", json=body,
-                                headers={"Authorization": f"Bearer {token}"}) as resp:
+        async with http.request(
+            method, f"{base}/admin/realms/{REALM.name}/{path}", json=body, headers={"Authorization": f"Bearer {token}"}
+        ) as resp:
             text = await resp.text()
             data = await resp.json(content_type=None) if text[:1] in "[{" and text else text
             return resp.status, dict(resp.headers), data
@@ -91,8 +110,13 @@ def _chattr(flag: str, path: Path) -> None:
 
 
 def _verify(ledger: Path, trust: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sidecar", "verify", str(ledger), "--trust", str(trust)],
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "sidecar", "verify", str(ledger), "--trust", str(trust)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 async def _health(base: str) -> tuple[int, dict[str, Any]]:
@@ -102,11 +126,15 @@ async def _health(base: str) -> tuple[int, dict[str, Any]]:
 
 
 async def test_unwritable_wal_refuses_changes_and_logins_then_recovers(
-        keycloak: KeycloakServer, own_sidecar: SidecarProcess, secrets_seen: set[str], tmp_path: Path) -> None:
+    keycloak: KeycloakServer, own_sidecar: SidecarProcess, secrets_seen: set[str], tmp_path: Path
+) -> None:
     """With the WAL immutable a role grant and a password login get 503 + Retry-After and Keycloak is unchanged; after chattr -i both work, and verify passes."""
     base = own_sidecar.base_url
-    status, _, data = await _token(base, "master", {"grant_type": "password", "client_id": "admin-cli",
-                                                   "username": ADMIN_USERNAME, "password": ADMIN_PASSWORD})
+    status, _, data = await _token(
+        base,
+        "master",
+        {"grant_type": "password", "client_id": "admin-cli", "username": ADMIN_USERNAME, "password": ADMIN_PASSWORD},
+    )
     assert status == 200, data
     token = data["access_token"]
     secrets_seen.add(token)
@@ -116,8 +144,13 @@ async def test_unwritable_wal_refuses_changes_and_logins_then_recovers(
     grant = [{"id": role["id"], "name": "auditor"}]
     before = await _realm_roles(keycloak, token, dave)
     assert "auditor" not in before
-    login = {"grant_type": "password", "client_id": REALM.app.client_id, "client_secret": REALM.app.secret or "",
-             "username": REALM.dave.username, "password": REALM.dave.password}
+    login = {
+        "grant_type": "password",
+        "client_id": REALM.app.client_id,
+        "client_secret": REALM.app.secret or "",
+        "username": REALM.dave.username,
+        "password": REALM.dave.password,
+    }
     records_before = len(ledger_records(own_sidecar.data_dir))
 
     seg = _newest_segment(own_sidecar.data_dir)

@@ -39,8 +39,10 @@ OIDC = f"/realms/{R}/protocol/openid-connect"
 
 def unsigned(claims: object) -> str:
     """A JWT anyone can make: these claims, a plausible header, no valid signature."""
+
     def b64(data: bytes) -> str:
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
     head = b64(b'{"alg":"RS256","typ":"JWT"}')
     return f"{head}.{b64(json.dumps(claims).encode())}.Zm9yZ2Vk"
 
@@ -55,9 +57,17 @@ def header_of(token: str) -> dict[str, Any]:
     return dict(json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))))
 
 
-async def call(base: str, method: str, path: str, *, data: Any = None, body: bytes | None = None,
-               headers: dict[str, str] | None = None, params: dict[str, str] | None = None,
-               token: str | None = None) -> tuple[int, Any]:
+async def call(
+    base: str,
+    method: str,
+    path: str,
+    *,
+    data: Any = None,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
+    token: str | None = None,
+) -> tuple[int, Any]:
     hdrs = dict(headers or {})
     if token:
         hdrs["Authorization"] = f"Bearer {token}"
@@ -78,10 +88,20 @@ async def call(base: str, method: str, path: str, *, data: Any = None, body: byt
 
 
 async def password_grant(base: str, username: str, password: str, **extra: str) -> tuple[int, Any]:
-    return await call(base, "POST", f"{OIDC}/token", data={"grant_type": "password", "client_id": REALM.app.client_id,
-                                                           "client_secret": REALM.app.secret or "",
-                                                           "username": username, "password": password,
-                                                           "scope": "openid", **extra})
+    return await call(
+        base,
+        "POST",
+        f"{OIDC}/token",
+        data={
+            "grant_type": "password",
+            "client_id": REALM.app.client_id,
+            "client_secret": REALM.app.secret or "",
+            "username": username,
+            "password": password,
+            "scope": "openid",
+            **extra,
+        },
+    )
 
 
 class Keycloak:
@@ -96,8 +116,14 @@ class Keycloak:
 
     async def admin(self, method: str, path: str, doc: Any = None) -> tuple[int, Any]:
         body = json.dumps(doc).encode() if doc is not None else None
-        return await call(self.base, method, f"/admin/realms/{R}{path}", body=body, token=self.token,
-                          headers={"Content-Type": "application/json"} if body is not None else None)
+        return await call(
+            self.base,
+            method,
+            f"/admin/realms/{R}{path}",
+            body=body,
+            token=self.token,
+            headers={"Content-Type": "application/json"} if body is not None else None,
+        )
 
     async def new_user(self, **fields: Any) -> str:
         name = f"hc-{uuid.uuid4().hex[:10]}"
@@ -150,30 +176,47 @@ def _verify_copy(sidecar: SidecarProcess, tmp_path: Path) -> subprocess.Complete
     """`sidecar verify` on a copy of the live ledger's segments (the writer keeps appending heartbeats)."""
     copy = tmp_path / "ledger"
     shutil.copytree(sidecar.data_dir / "segments", copy / "segments")
-    return subprocess.run([sys.executable, "-m", "sidecar", "verify", str(copy), "--trust", str(sidecar.trust)],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "sidecar", "verify", str(copy), "--trust", str(sidecar.trust)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _files_holding(needle: bytes, *roots: Path) -> list[str]:
-    return [str(p) for root in roots for p in ([root] if root.is_file() else root.rglob("*"))
-            if p.is_file() and needle in p.read_bytes()]
+    return [
+        str(p)
+        for root in roots
+        for p in ([root] if root.is_file() else root.rglob("*"))
+        if p.is_file() and needle in p.read_bytes()
+    ]
 
 
-async def test_hostile_claims_cannot_break_the_ledger(sidecar: SidecarProcess, kc: Keycloak,
-                                                      secrets_seen: set[str], tmp_path: Path) -> None:
+async def test_hostile_claims_cannot_break_the_ledger(
+    sidecar: SidecarProcess, kc: Keycloak, secrets_seen: set[str], tmp_path: Path
+) -> None:
     """Unsigned tokens with a float sub, an int beyond 2^53, a non-ASCII key or a 700 KB claim, on /revoke, a refresh
     grant and a logout hint, leave the ledger healthy: bounded records, logins still recorded, verify intact."""
     since_ms, start = oracle.now_ms() - 1, last_seq(sidecar)
-    hostile = [{"sub": 1.5}, {"sub": "u", "sid": 2**60 + 1, "exp": 2**70}, {"ä": {"ö": 1}, "sub": "x"},
-               {"sub": "y" * 700_000}]
+    hostile = [
+        {"sub": 1.5},
+        {"sub": "u", "sid": 2**60 + 1, "exp": 2**70},
+        {"ä": {"ö": 1}, "sub": "x"},
+        {"sub": "y" * 700_000},
+    ]
     for claims in hostile:
         token = unsigned({"iss": f"{sidecar.base_url}/realms/{R}", **claims})
-        status, _ = await call(sidecar.base_url, "POST", f"{OIDC}/revoke",
-                               data={"client_id": REALM.spa.client_id, "token": token})
+        status, _ = await call(
+            sidecar.base_url, "POST", f"{OIDC}/revoke", data={"client_id": REALM.spa.client_id, "token": token}
+        )
         assert status != 503
-        status, _ = await call(sidecar.base_url, "POST", f"{OIDC}/token",
-                               data={"grant_type": "refresh_token", "client_id": REALM.spa.client_id,
-                                     "refresh_token": token})
+        status, _ = await call(
+            sidecar.base_url,
+            "POST",
+            f"{OIDC}/token",
+            data={"grant_type": "refresh_token", "client_id": REALM.spa.client_id, "refresh_token": token},
+        )
         assert status in (400, 401, 413)
         status, _ = await call(sidecar.base_url, "GET", f"{OIDC}/logout", params={"id_token_hint": token})
         assert status != 503
@@ -196,21 +239,28 @@ async def test_hostile_claims_cannot_break_the_ledger(sidecar: SidecarProcess, k
 
 
 # ---------------------------------------------------------------------------- class 2
-async def test_cookies_and_form_fields_cannot_redact_attribution(sidecar: SidecarProcess, kc: Keycloak,
-                                                                 secrets_seen: set[str]) -> None:
+async def test_cookies_and_form_fields_cannot_redact_attribution(
+    sidecar: SidecarProcess, kc: Keycloak, secrets_seen: set[str]
+) -> None:
     """Cookies holding the actor's and target's ids, the realm and the role, and form fields repeating the username,
     leave actor, target, realm, roles, IP, type and outcome intact in records matching Keycloak's admin event."""
     since_ms, start = oracle.now_ms() - 1, last_seq(sidecar)
     carol_id, target = await kc.user_id(REALM.carol.username), await kc.new_user()
-    status, data = await password_grant(sidecar.base_url, REALM.carol.username, REALM.carol.password,
-                                        x=REALM.carol.username, y=R, z="login.succeeded")
+    status, data = await password_grant(
+        sidecar.base_url, REALM.carol.username, REALM.carol.password, x=REALM.carol.username, y=R, z="login.succeeded"
+    )
     assert status == 200
     secrets_seen.update({data["access_token"], data["refresh_token"]})
     _, role = await kc.admin("GET", "/roles/viewer")
     cookie = f"a={carol_id}; b={target}; c={R}; d=viewer; e=127.0.0.1; f=role.granted; g=succeeded"
-    status, _ = await call(sidecar.base_url, "POST", f"/admin/realms/{R}/users/{target}/role-mappings/realm",
-                           body=json.dumps([{"id": role["id"], "name": "viewer"}]).encode(), token=data["access_token"],
-                           headers={"Content-Type": "application/json", "Cookie": cookie})
+    status, _ = await call(
+        sidecar.base_url,
+        "POST",
+        f"/admin/realms/{R}/users/{target}/role-mappings/realm",
+        body=json.dumps([{"id": role["id"], "name": "viewer"}]).encode(),
+        token=data["access_token"],
+        headers={"Content-Type": "application/json", "Cookie": cookie},
+    )
     assert status == 204 and "viewer" in await kc.realm_roles(target)
     new = records_since(sidecar, start)
     login = by_request(new, "login.succeeded")[-1]
@@ -220,14 +270,19 @@ async def test_cookies_and_form_fields_cannot_redact_attribution(sidecar: Sideca
     assert grant["details"]["roles"] == ["viewer"] and grant["ip"] == "127.0.0.1"
     assert grant["outcome"] == "succeeded" and "[redacted]" not in json.dumps([r["event"] for r in new])
     _, admin_events = await kc.events(since_ms)
-    assert any(e["operationType"] == "CREATE" and e["resourcePath"] == f"users/{target}/role-mappings/realm"
-               and e["authDetails"]["userId"] == carol_id for e in admin_events)
+    assert any(
+        e["operationType"] == "CREATE"
+        and e["resourcePath"] == f"users/{target}/role-mappings/realm"
+        and e["authDetails"]["userId"] == carol_id
+        for e in admin_events
+    )
 
 
 # ---------------------------------------------------------------------------- class 3
 @pytest.mark.parametrize("alg", ["PS256", "ES384", "RS512", "EdDSA"])
-async def test_realm_signature_algorithms_keep_attribution(sidecar: SidecarProcess, kc: Keycloak,
-                                                           secrets_seen: set[str], alg: str) -> None:
+async def test_realm_signature_algorithms_keep_attribution(
+    sidecar: SidecarProcess, kc: Keycloak, secrets_seen: set[str], alg: str
+) -> None:
     """With the realm signing with PS256, ES384, RS512 or EdDSA, an admin change is attributed to the verified admin
     Keycloak names, with no alarm."""
     status, _ = await kc.admin("PUT", "", {"defaultSignatureAlgorithm": alg})
@@ -238,25 +293,31 @@ async def test_realm_signature_algorithms_keep_attribution(sidecar: SidecarProce
         assert header_of(token)["alg"] == alg
         carol_id, target = await kc.user_id(REALM.carol.username), await kc.new_user()
         _, role = await kc.admin("GET", "/roles/operator")
-        status, _ = await call(sidecar.base_url, "POST", f"/admin/realms/{R}/users/{target}/role-mappings/realm",
-                               body=json.dumps([{"id": role["id"], "name": "operator"}]).encode(), token=token,
-                               headers={"Content-Type": "application/json"})
+        status, _ = await call(
+            sidecar.base_url,
+            "POST",
+            f"/admin/realms/{R}/users/{target}/role-mappings/realm",
+            body=json.dumps([{"id": role["id"], "name": "operator"}]).encode(),
+            token=token,
+            headers={"Content-Type": "application/json"},
+        )
         assert status == 204 and "operator" in await kc.realm_roles(target)
         new = records_since(sidecar, start)
         grant = [e for e in by_request(new, "role.granted") if e["details"]["phase"] == "outcome"][-1]
         assert grant["actor"]["id"] == carol_id and grant["details"]["actor_verified"] is True
         assert not by_request(new, "alarm.raised")
         _, admin_events = await kc.events(since_ms)
-        assert any(e["resourcePath"] == f"users/{target}/role-mappings/realm"
-                   and e["authDetails"]["userId"] == carol_id for e in admin_events)
+        assert any(
+            e["resourcePath"] == f"users/{target}/role-mappings/realm" and e["authDetails"]["userId"] == carol_id
+            for e in admin_events
+        )
     finally:
         status, _ = await kc.admin("PUT", "", {"defaultSignatureAlgorithm": "RS256"})
         assert status == 204
 
 
 # ---------------------------------------------------------------------------- class 4
-async def test_forged_tokens_are_never_the_actor(sidecar: SidecarProcess, kc: Keycloak,
-                                                 secrets_seen: set[str]) -> None:
+async def test_forged_tokens_are_never_the_actor(sidecar: SidecarProcess, kc: Keycloak, secrets_seen: set[str]) -> None:
     """A forged token naming alice on /revoke (Keycloak: REVOKE_GRANT_ERROR) and a forged id_token_hint naming alice
     on /logout are never alice's success; her session lives on; a genuine hint is bob's verified logout."""
     since_ms, start = oracle.now_ms() - 1, last_seq(sidecar)
@@ -265,13 +326,26 @@ async def test_forged_tokens_are_never_the_actor(sidecar: SidecarProcess, kc: Ke
     assert status == 200
     secrets_seen.update({alice["access_token"], alice["refresh_token"], alice["id_token"]})
     sid = claims_of(alice["access_token"])["sid"]
-    forged = unsigned({"iss": f"{sidecar.base_url}/realms/{R}", "sub": alice_id, "sid": sid, "typ": "Refresh",
-                       "azp": REALM.spa.client_id, "preferred_username": REALM.alice.username})
-    status, _ = await call(sidecar.base_url, "POST", f"{OIDC}/revoke",
-                           data={"client_id": REALM.spa.client_id, "token": forged, "token_type_hint": "refresh_token"})
+    forged = unsigned(
+        {
+            "iss": f"{sidecar.base_url}/realms/{R}",
+            "sub": alice_id,
+            "sid": sid,
+            "typ": "Refresh",
+            "azp": REALM.spa.client_id,
+            "preferred_username": REALM.alice.username,
+        }
+    )
+    status, _ = await call(
+        sidecar.base_url,
+        "POST",
+        f"{OIDC}/revoke",
+        data={"client_id": REALM.spa.client_id, "token": forged, "token_type_hint": "refresh_token"},
+    )
     assert status == 200  # RFC 7009: Keycloak answers 200 to any token
-    forged_id = unsigned({"iss": f"{sidecar.base_url}/realms/{R}", "sub": alice_id, "sid": sid, "typ": "ID",
-                          "azp": REALM.app.client_id})
+    forged_id = unsigned(
+        {"iss": f"{sidecar.base_url}/realms/{R}", "sub": alice_id, "sid": sid, "typ": "ID", "azp": REALM.app.client_id}
+    )
     status, _ = await call(sidecar.base_url, "GET", f"{OIDC}/logout", params={"id_token_hint": forged_id})
     assert status >= 400
     status, bob = await password_grant(sidecar.base_url, REALM.bob.username, REALM.bob.password)
@@ -296,8 +370,9 @@ async def test_forged_tokens_are_never_the_actor(sidecar: SidecarProcess, kc: Ke
 
 
 # ---------------------------------------------------------------------------- class 5
-async def test_bodies_read_as_keycloak_reads_them(sidecar: SidecarProcess, kc: Keycloak,
-                                                  secrets_seen: set[str]) -> None:
+async def test_bodies_read_as_keycloak_reads_them(
+    sidecar: SidecarProcess, kc: Keycloak, secrets_seen: set[str]
+) -> None:
     """Role grants with a BOM, UTF-16, UTF-32, trailing bytes, a lone surrogate or no Content-Type, which Keycloak
     applies, are recorded with the role Keycloak's state shows; a BOM revoke of one role is not all_roles; a lenient
     "false" or 0 that Keycloak applies is user.disabled."""
@@ -310,33 +385,54 @@ async def test_bodies_read_as_keycloak_reads_them(sidecar: SidecarProcess, kc: K
         "utf-16": (doc.encode("utf-16-le"), "application/json"),
         "utf-32": (doc.encode("utf-32-be"), "application/json; charset=utf-8"),
         "trailing": (doc.encode() + b' ] {"x": 1', "application/json"),
-        "surrogate": (json.dumps([{"id": role["id"], "name": "viewer", "description": "\ud800"}]).encode(),
-                      "application/json"),
+        "surrogate": (
+            json.dumps([{"id": role["id"], "name": "viewer", "description": "\ud800"}]).encode(),
+            "application/json",
+        ),
         "no-content-type": (doc.encode(), None),
     }
     targets = {}
     for name, (body, ctype) in variants.items():
         target = targets[name] = await kc.new_user()
-        status, _ = await call(sidecar.base_url, "POST", f"/admin/realms/{R}/users/{target}/role-mappings/realm",
-                               body=body, token=token, headers={"Content-Type": ctype} if ctype else {})
+        status, _ = await call(
+            sidecar.base_url,
+            "POST",
+            f"/admin/realms/{R}/users/{target}/role-mappings/realm",
+            body=body,
+            token=token,
+            headers={"Content-Type": ctype} if ctype else {},
+        )
         assert status == 204, name
         assert "viewer" in await kc.realm_roles(target), f"Keycloak applied {name}"
     revoke_target = await kc.new_user()
     _, operator = await kc.admin("GET", "/roles/operator")
     await kc.admin("POST", f"/users/{revoke_target}/role-mappings/realm", [role, operator])
-    status, _ = await call(sidecar.base_url, "DELETE", f"/admin/realms/{R}/users/{revoke_target}/role-mappings/realm",
-                           body=b"\xef\xbb\xbf" + doc.encode(), token=token, headers={"Content-Type": "application/json"})
+    status, _ = await call(
+        sidecar.base_url,
+        "DELETE",
+        f"/admin/realms/{R}/users/{revoke_target}/role-mappings/realm",
+        body=b"\xef\xbb\xbf" + doc.encode(),
+        token=token,
+        headers={"Content-Type": "application/json"},
+    )
     assert status == 204 and await kc.realm_roles(revoke_target) >= {"operator"}
     disabled = {}
     for raw in (b'{"enabled":"false"}', b'{"enabled":0}'):
         user = disabled[raw] = await kc.new_user()
-        status, _ = await call(sidecar.base_url, "PUT", f"/admin/realms/{R}/users/{user}", body=raw, token=token,
-                               headers={"Content-Type": "application/json"})
+        status, _ = await call(
+            sidecar.base_url,
+            "PUT",
+            f"/admin/realms/{R}/users/{user}",
+            body=raw,
+            token=token,
+            headers={"Content-Type": "application/json"},
+        )
         assert status == 204
         _, rep = await kc.admin("GET", f"/users/{user}")
         assert rep["enabled"] is False, "Keycloak applied it as false"
-    outcomes = [r["event"] for r in records_since(sidecar, start) if r["event"].get("details", {}).get("phase")
-                == "outcome"]
+    outcomes = [
+        r["event"] for r in records_since(sidecar, start) if r["event"].get("details", {}).get("phase") == "outcome"
+    ]
     for name, target in targets.items():
         grant = [e for e in outcomes if e["type"] == "role.granted" and e["target"]["id"] == target]
         assert len(grant) == 1 and grant[0]["details"]["roles"] == ["viewer"], (name, grant)
@@ -348,8 +444,9 @@ async def test_bodies_read_as_keycloak_reads_them(sidecar: SidecarProcess, kc: K
 
 
 # ---------------------------------------------------------------------------- class 7 (username-password)
-async def test_password_typed_as_username_is_only_a_fingerprint(sidecar: SidecarProcess, kc: Keycloak,
-                                                                secrets_seen: set[str]) -> None:
+async def test_password_typed_as_username_is_only_a_fingerprint(
+    sidecar: SidecarProcess, kc: Keycloak, secrets_seen: set[str]
+) -> None:
     """A login whose username box holds a password (no such user: Keycloak's user_not_found) is stored as a keyed
     fingerprint only, nowhere verbatim; a wrong password for a real user still names the user."""
     since_ms, start = oracle.now_ms() - 1, last_seq(sidecar)
@@ -362,7 +459,9 @@ async def test_password_typed_as_username_is_only_a_fingerprint(sidecar: Sidecar
     user_events, _ = await kc.events(since_ms)
     assert any(e["type"] == "LOGIN_ERROR" and e.get("error") == "user_not_found" for e in user_events)
     failed = by_request(records_since(sidecar, start), "login.failed")
-    assert failed[-2]["details"]["username_status"] == "unknown-user" and len(failed[-2]["details"]["username_fp"]) == 32
+    assert (
+        failed[-2]["details"]["username_status"] == "unknown-user" and len(failed[-2]["details"]["username_fp"]) == 32
+    )
     assert "username" not in failed[-2]["actor"]
     assert failed[-1]["actor"]["username"] == REALM.bob.username
     # The writer acknowledged before the response: what was recorded is on disk (segments, index, log).

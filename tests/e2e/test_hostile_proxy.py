@@ -66,8 +66,9 @@ class Hostile:
 
 def _mount_tmpfs(where: Path, size: str) -> None:
     where.mkdir(parents=True)
-    run = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
-                         capture_output=True, check=False)
+    run = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)], capture_output=True, check=False
+    )
     if run.returncode != 0:
         pytest.fail(f"cannot mount a tmpfs for the disk-full test (needs root): {run.stderr.decode().strip()}")
 
@@ -79,16 +80,47 @@ def hostile(keycloak: KeycloakServer, tmp_path_factory: pytest.TempPathFactory) 
     data, log_file = root / "ledger", root / "sidecar.log"
     _mount_tmpfs(data, "24m")
     port = free_port()
-    args = ["--init", "--origin", "e2e.test/hostile-proxy", "--upstream", keycloak.base_url, "--data", str(data),
-            "--listen", f"127.0.0.1:{port}", "--auditor-realm", REALM.name, "--reader-realm", REALM.name,
-            "--reader-client-id", REALM.robot.client_id, "--capture-budget", str(BUDGET_MIB),
-            "--passthrough-connections", "32", "--identity-connections", "16", "--auditor-recheck", "1",
-            "--auditor-denied-window", "3", "--segment-max-bytes", "1048576", "--log-level", "DEBUG"]
+    args = [
+        "--init",
+        "--origin",
+        "e2e.test/hostile-proxy",
+        "--upstream",
+        keycloak.base_url,
+        "--data",
+        str(data),
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--auditor-realm",
+        REALM.name,
+        "--reader-realm",
+        REALM.name,
+        "--reader-client-id",
+        REALM.robot.client_id,
+        "--capture-budget",
+        str(BUDGET_MIB),
+        "--passthrough-connections",
+        "32",
+        "--identity-connections",
+        "16",
+        "--auditor-recheck",
+        "1",
+        "--auditor-denied-window",
+        "3",
+        "--segment-max-bytes",
+        "1048576",
+        "--log-level",
+        "DEBUG",
+    ]
     env = {**os.environ, "SIDECAR_READER_SECRET": REALM.robot.secret or ""}
     try:
         with log_file.open("wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "sidecar", "serve", *args], stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True, env=env)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "sidecar", "serve", *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=env,
+            )
         try:
             wait_http(f"http://127.0.0.1:{port}/.sidecar/health/live", 60)
             yield Hostile(f"http://127.0.0.1:{port}", data, log_file, proc, keycloak)
@@ -113,10 +145,19 @@ async def _new_user(keycloak: KeycloakServer, roles: tuple[str, ...] = ()) -> tu
     """(username, password, id) of a fresh enabled user, made with Keycloak's admin API directly."""
     name, password = f"hp-{uuid.uuid4().hex[:10]}", f"Pw-{uuid.uuid4().hex}!"
     async with activity.Admin(keycloak.base_url, ADMIN_USERNAME, ADMIN_PASSWORD) as admin:
-        status, _ = await admin.call("POST", f"{REALM.name}/users", {
-            "username": name, "enabled": True, "email": f"{name}@example.test", "emailVerified": True,
-            "firstName": "Hostile", "lastName": "Proxy",
-            "credentials": [{"type": "password", "value": password, "temporary": False}]})
+        status, _ = await admin.call(
+            "POST",
+            f"{REALM.name}/users",
+            {
+                "username": name,
+                "enabled": True,
+                "email": f"{name}@example.test",
+                "emailVerified": True,
+                "firstName": "Hostile",
+                "lastName": "Proxy",
+                "credentials": [{"type": "password", "value": password, "temporary": False}],
+            },
+        )
         assert status == 201, status
         uid = await admin.user_id(REALM.name, name)
         for role in roles:
@@ -129,8 +170,11 @@ async def _login(base: str, username: str, password: str) -> tuple[int, dict[str
 
 
 async def _admin_token(base: str) -> str:
-    status, data = await activity.token(base, "master", {"grant_type": "password", "client_id": "admin-cli",
-                                                         "username": ADMIN_USERNAME, "password": ADMIN_PASSWORD})
+    status, data = await activity.token(
+        base,
+        "master",
+        {"grant_type": "password", "client_id": "admin-cli", "username": ADMIN_USERNAME, "password": ADMIN_PASSWORD},
+    )
     assert status == 200, data
     return str(data["access_token"])
 
@@ -138,6 +182,7 @@ async def _admin_token(base: str) -> str:
 def _unsigned(claims: dict[str, Any]) -> str:
     def b64(obj: Any) -> str:
         return base64.urlsafe_b64encode(orjson.dumps(obj)).rstrip(b"=").decode()
+
     return f"{b64({'alg': 'RS256', 'typ': 'JWT', 'kid': 'nope'})}.{b64(claims)}.c2ln"
 
 
@@ -155,9 +200,11 @@ async def test_unencodable_claims_never_break_the_ledger(hostile: Hostile, secre
     async with aiohttp.ClientSession() as http:
         for claims in payloads:
             token = _unsigned(claims)
-            for path, extra in ((f"{TOKEN_PATH[:-5]}revoke", {"token": token}),
-                                (TOKEN_PATH, {"grant_type": "refresh_token", "refresh_token": token}),
-                                (f"{TOKEN_PATH[:-5]}logout", {"id_token_hint": token})):
+            for path, extra in (
+                (f"{TOKEN_PATH[:-5]}revoke", {"token": token}),
+                (TOKEN_PATH, {"grant_type": "refresh_token", "refresh_token": token}),
+                (f"{TOKEN_PATH[:-5]}logout", {"id_token_hint": token}),
+            ):
                 async with http.post(hostile.base + path, data={**form, **extra}) as resp:
                     await resp.read()
                 status, health = await _health(hostile)
@@ -187,16 +234,21 @@ async def test_gzip_bodies_reach_keycloak_intact_and_captured_codings_are_refuse
     assert answers[0] == answers[1], answers
 
     name, password, uid = await _new_user(kc)
-    grant = f"grant_type=password&client_id={REALM.app.client_id}&client_secret={REALM.app.secret}" \
-            f"&username={name}&password={password}".encode()
+    grant = (
+        f"grant_type=password&client_id={REALM.app.client_id}&client_secret={REALM.app.secret}"
+        f"&username={name}&password={password}".encode()
+    )
     async with aiohttp.ClientSession() as http:
         async with http.post(hostile.base + TOKEN_PATH, data=gzip.compress(grant), headers=headers) as resp:
             assert resp.status == 415, await resp.text()
 
     async def abandon() -> None:
         _, writer = await asyncio.open_connection("127.0.0.1", int(hostile.base.rsplit(":", 1)[1]))
-        writer.write(f"POST {TOKEN_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-                     f"Content-Encoding: gzip\r\nContent-Length: 100000\r\n\r\n".encode() + gzip.compress(grant)[:10])
+        writer.write(
+            f"POST {TOKEN_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Encoding: gzip\r\nContent-Length: 100000\r\n\r\n".encode()
+            + gzip.compress(grant)[:10]
+        )
         await writer.drain()
         writer.close()
         with contextlib.suppress(ConnectionError):
@@ -220,9 +272,12 @@ async def test_client_gone_mid_admin_change_still_gets_its_outcome(hostile: Host
         role = await admin.role(REALM.name, "viewer")
     body = orjson.dumps([role])
     _, writer = await asyncio.open_connection("127.0.0.1", int(hostile.base.rsplit(":", 1)[1]))
-    writer.write(f"POST /admin/realms/{REALM.name}/users/{uid}/role-mappings/realm HTTP/1.1\r\nHost: x\r\n"
-                 f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
-                 f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    writer.write(
+        f"POST /admin/realms/{REALM.name}/users/{uid}/role-mappings/realm HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
     await writer.drain()
     writer.close()  # gone before any answer
     for _ in range(200):
@@ -249,8 +304,10 @@ async def test_slow_pass_through_uploads_do_not_starve_logins(hostile: Hostile, 
     try:
         for _ in range(300):
             _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(f"POST {INTROSPECT_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                         f"application/x-www-form-urlencoded\r\nContent-Length: 100000\r\n\r\ntoken=".encode())
+            writer.write(
+                f"POST {INTROSPECT_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                f"application/x-www-form-urlencoded\r\nContent-Length: 100000\r\n\r\ntoken=".encode()
+            )
             writers.append(writer)
         await asyncio.gather(*(w.drain() for w in writers))
         for _ in range(300):
@@ -269,7 +326,9 @@ async def test_slow_pass_through_uploads_do_not_starve_logins(hostile: Hostile, 
     finally:
         for w in writers:
             w.close()
-    issued = [e for e in hostile.records() if e["type"] == "login.succeeded" and (e.get("actor") or {}).get("id") == uid]
+    issued = [
+        e for e in hostile.records() if e["type"] == "login.succeeded" and (e.get("actor") or {}).get("id") == uid
+    ]
     assert len(issued) == 3
     for _ in range(300):
         _, health = await _health(hostile)
@@ -284,11 +343,14 @@ async def test_many_large_captured_bodies_keep_rss_bounded(hostile: Hostile) -> 
     """300 concurrent captured bodies of ~1 MiB keep the sidecar's RSS within the capture budget plus buffers
     (overflow is 503 + Retry-After), and the memory is returned once they are done."""
     pad = "A" * (1024 * 1024 - 4096)
-    body = (f"grant_type=password&client_id={REALM.app.client_id}&client_secret={REALM.app.secret}"
-            f"&username=nobody-{uuid.uuid4().hex[:6]}&password=x&pad={pad}").encode()
+    body = (
+        f"grant_type=password&client_id={REALM.app.client_id}&client_secret={REALM.app.secret}"
+        f"&username=nobody-{uuid.uuid4().hex[:6]}&password=x&pad={pad}"
+    ).encode()
     url = hostile.base + TOKEN_PATH
     headers = {"Content-Type": "application/x-www-form-urlencoded"}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+
         async def one() -> tuple[int, str | None]:
             async with http.post(url, data=body, headers=headers) as resp:
                 await resp.read()
@@ -321,8 +383,9 @@ async def test_many_large_captured_bodies_keep_rss_bounded(hostile: Hostile) -> 
     assert peak - baseline < 120 * mib, (baseline, peak)
     assert after - baseline < 24 * mib, (baseline, after)
     _, health = await _health(hostile)
-    assert health["proxy"]["capture_budget"]["used"] == 0 and health["proxy"]["capture_budget"]["peak"] <= \
-        BUDGET_MIB * mib
+    assert (
+        health["proxy"]["capture_budget"]["used"] == 0 and health["proxy"]["capture_budget"]["peak"] <= BUDGET_MIB * mib
+    )
 
 
 SECRETS = ("eyJhbGciOiJSUzI1NiJ9.aHAtc2VjcmV0LWJlYXJlcg.c2ln", "kc-identity-cookie-hp-3141", "authcode-hp-2718")
@@ -363,8 +426,10 @@ async def test_malformed_requests_leave_no_request_bytes_in_the_log(hostile: Hos
 
 # ---------------------------------------------------------------------------- class 8: the auditor endpoint
 async def _audit(h: Hostile, token: str) -> tuple[int, bytes]:
-    async with aiohttp.ClientSession() as http, \
-            http.get(h.base + OBJECTS, headers={"Authorization": f"Bearer {token}"}) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(h.base + OBJECTS, headers={"Authorization": f"Bearer {token}"}) as resp,
+    ):
         return resp.status, await resp.read()
 
 
@@ -397,8 +462,11 @@ async def test_auditor_access_follows_keycloak_live_state(hostile: Hostile, secr
         status, user = await admin.call("GET", f"{REALM.name}/users/{uid}")
         assert (await admin.call("PUT", f"{REALM.name}/users/{uid}", {**user, "enabled": False}))[0] == 204
         assert b"disabled" in await _until_status(hostile, token, 403)
-    refused = [e for e in hostile.records() if e["type"] == "audit.read" and e["outcome"] == "failed"
-               and (e.get("actor") or {}).get("id") == uid]
+    refused = [
+        e
+        for e in hostile.records()
+        if e["type"] == "audit.read" and e["outcome"] == "failed" and (e.get("actor") or {}).get("id") == uid
+    ]
     assert {e["error"] for e in refused} >= {"revoked"}, refused
 
 
@@ -427,8 +495,9 @@ async def test_forbidden_audit_reads_are_rate_limited_and_counted(hostile: Hosti
     assert aggregate["details"]["aggregated"] is True and aggregate["details"]["suppressed"] == 39
     async with aiohttp.ClientSession() as http, http.get(hostile.base + "/.sidecar/metrics") as resp:
         metrics = await resp.text()
-    counted = [line for line in metrics.splitlines()
-               if line.startswith('sidecar_audit_denied_total{reason="forbidden"}')]
+    counted = [
+        line for line in metrics.splitlines() if line.startswith('sidecar_audit_denied_total{reason="forbidden"}')
+    ]
     assert counted and float(counted[0].split()[-1]) >= 40, counted
 
 
@@ -468,9 +537,16 @@ async def test_disk_full_is_503_with_back_off_then_heals(hostile: Hostile, secre
                 async with http.post(grant_url, json=[role], headers={"Authorization": f"Bearer {token}"}) as resp:
                     assert resp.status in (503, 204)
                     granted.append(resp.status)
-                async with http.post(hostile.base + TOKEN_PATH, data={
-                        "grant_type": "password", "client_id": REALM.app.client_id,
-                        "client_secret": REALM.app.secret or "", "username": name, "password": password}) as resp:
+                async with http.post(
+                    hostile.base + TOKEN_PATH,
+                    data={
+                        "grant_type": "password",
+                        "client_id": REALM.app.client_id,
+                        "client_secret": REALM.app.secret or "",
+                        "username": name,
+                        "password": password,
+                    },
+                ) as resp:
                     assert resp.status in (503, 200)  # logins fail closed by default
             await asyncio.sleep(max(0.0, 3 - (time.monotonic() - started)))
             # A checkpoint may still fit where a batch does not (a probe heals, the next append fails
@@ -493,8 +569,13 @@ async def test_disk_full_is_503_with_back_off_then_heals(hostile: Hostile, secre
         assert len(lines) <= requests + 20, f"{len(lines)} log lines for {requests} requests in {elapsed:.1f} s"
         async with activity.Admin(kc.base_url, ADMIN_USERNAME, ADMIN_PASSWORD) as admin:
             _, roles = await admin.call("GET", f"{REALM.name}/users/{uid}/role-mappings/realm")
-        recorded = [e for e in hostile.records() if e["type"] == "role.granted" and (e.get("target") or {}).get("id")
-                    == uid and e["details"].get("phase") == "intent"]
+        recorded = [
+            e
+            for e in hostile.records()
+            if e["type"] == "role.granted"
+            and (e.get("target") or {}).get("id") == uid
+            and e["details"].get("phase") == "intent"
+        ]
         # P2: Keycloak has the role only if a grant's intent was durable before it was forwarded.
         assert ("operator" in {r["name"] for r in roles}) == (204 in granted) == bool(recorded), (granted, roles)
     finally:
@@ -505,13 +586,21 @@ async def test_disk_full_is_503_with_back_off_then_heals(hostile: Hostile, secre
             break
         await asyncio.sleep(0.1)
     assert status == 200 and health["ledger"]["fault"] is None, health
-    async with aiohttp.ClientSession() as http, \
-            http.post(grant_url, json=[role], headers={"Authorization": f"Bearer {token}"}) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(grant_url, json=[role], headers={"Authorization": f"Bearer {token}"}) as resp,
+    ):
         assert resp.status == 204
-    assert [e["outcome"] for e in hostile.records() if e["type"] == "role.granted"
-            and (e.get("target") or {}).get("id") == uid][-2:] == ["pending", "succeeded"]
-    verify = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "sidecar", "verify", str(hostile.data),
-                                     "--trust", str(hostile.data / "trust.json")], capture_output=True, timeout=120,
-                                     check=False)
+    assert [
+        e["outcome"]
+        for e in hostile.records()
+        if e["type"] == "role.granted" and (e.get("target") or {}).get("id") == uid
+    ][-2:] == ["pending", "succeeded"]
+    verify = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "sidecar", "verify", str(hostile.data), "--trust", str(hostile.data / "trust.json")],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
     assert verify.returncode == 0, verify.stdout.decode()[-2000:]
-

@@ -76,8 +76,9 @@ def _normal(answer: Answer) -> tuple[int, str | None, list[tuple[str, str]], byt
     return answer.status, answer.reason, headers, body
 
 
-async def _both(keycloak: KeycloakServer, sidecar: SidecarProcess, method: str, path: str,
-                **kw: Any) -> tuple[Answer, Answer]:
+async def _both(
+    keycloak: KeycloakServer, sidecar: SidecarProcess, method: str, path: str, **kw: Any
+) -> tuple[Answer, Answer]:
     # No cookie jar and no decompression: what each side sent is what is compared.
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False) as http:
         direct = await _fetch(http, method, keycloak.base_url + path, **kw)
@@ -92,29 +93,39 @@ def _assert_same(direct: Answer, proxied: Answer) -> None:
     assert d[3] == p[3], f"body differs ({len(d[3])} vs {len(p[3])} bytes)"
 
 
-LOGIN_PAGE = f"/realms/{REALM.name}/protocol/openid-connect/auth?" + urlencode({
-    "client_id": REALM.app.client_id, "redirect_uri": "http://127.0.0.1/cb", "response_type": "code",
-    "scope": "openid", "state": "invisible-1", "nonce": "n-1"})
+LOGIN_PAGE = f"/realms/{REALM.name}/protocol/openid-connect/auth?" + urlencode(
+    {
+        "client_id": REALM.app.client_id,
+        "redirect_uri": "http://127.0.0.1/cb",
+        "response_type": "code",
+        "scope": "openid",
+        "state": "invisible-1",
+        "nonce": "n-1",
+    }
+)
 
 
-@pytest.mark.parametrize(("method", "path", "headers"), [
-    ("GET", f"/realms/{REALM.name}/.well-known/openid-configuration", {}),
-    ("GET", f"/realms/{REALM.name}/.well-known/openid-configuration", {"Accept-Encoding": "gzip"}),
-    ("HEAD", f"/realms/{REALM.name}/.well-known/openid-configuration", {}),
-    ("GET", f"/realms/{REALM.name}/protocol/openid-connect/certs", {}),
-    ("GET", f"/realms/{REALM.name}/no-such-endpoint", {}),
-    ("GET", "/admin/realms/no-such-realm/users", {}),
-])
-async def test_public_reads_are_identical(keycloak: KeycloakServer, sidecar: SidecarProcess, method: str,
-                                          path: str, headers: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "headers"),
+    [
+        ("GET", f"/realms/{REALM.name}/.well-known/openid-configuration", {}),
+        ("GET", f"/realms/{REALM.name}/.well-known/openid-configuration", {"Accept-Encoding": "gzip"}),
+        ("HEAD", f"/realms/{REALM.name}/.well-known/openid-configuration", {}),
+        ("GET", f"/realms/{REALM.name}/protocol/openid-connect/certs", {}),
+        ("GET", f"/realms/{REALM.name}/no-such-endpoint", {}),
+        ("GET", "/admin/realms/no-such-realm/users", {}),
+    ],
+)
+async def test_public_reads_are_identical(
+    keycloak: KeycloakServer, sidecar: SidecarProcess, method: str, path: str, headers: dict[str, str]
+) -> None:
     """Discovery (plain, gzip, HEAD), JWKS, a 404 and an unauthenticated admin call answer identically through the sidecar."""
     direct, proxied = await _both(keycloak, sidecar, method, path, headers=headers)
     assert direct.status in (200, 401, 404)
     _assert_same(direct, proxied)
 
 
-async def test_login_page_is_identical_with_all_its_cookies(keycloak: KeycloakServer,
-                                                            sidecar: SidecarProcess) -> None:
+async def test_login_page_is_identical_with_all_its_cookies(keycloak: KeycloakServer, sidecar: SidecarProcess) -> None:
     """The login page is the same page, and its three Set-Cookie lines arrive in order with the same attributes."""
     direct, proxied = await _both(keycloak, sidecar, "GET", LOGIN_PAGE)
     assert direct.status == 200
@@ -126,16 +137,23 @@ async def test_login_page_is_identical_with_all_its_cookies(keycloak: KeycloakSe
 
 async def test_failed_password_grant_is_identical(keycloak: KeycloakServer, sidecar: SidecarProcess) -> None:
     """A wrong-password grant gets the same 400 invalid_grant body and headers through the sidecar."""
-    form = {"grant_type": "password", "client_id": REALM.app.client_id, "client_secret": REALM.app.secret or "",
-            "username": REALM.dave.username, "password": "not-" + REALM.dave.password}
-    direct, proxied = await _both(keycloak, sidecar, "POST", f"/realms/{REALM.name}/protocol/openid-connect/token",
-                                  data=form)
+    form = {
+        "grant_type": "password",
+        "client_id": REALM.app.client_id,
+        "client_secret": REALM.app.secret or "",
+        "username": REALM.dave.username,
+        "password": "not-" + REALM.dave.password,
+    }
+    direct, proxied = await _both(
+        keycloak, sidecar, "POST", f"/realms/{REALM.name}/protocol/openid-connect/token", data=form
+    )
     assert direct.status == 400 and b"invalid_grant" in direct.body
     _assert_same(direct, proxied)
 
 
-async def test_admin_read_with_a_token_is_identical(keycloak: KeycloakServer, sidecar: SidecarProcess,
-                                                    secrets_seen: set[str]) -> None:
+async def test_admin_read_with_a_token_is_identical(
+    keycloak: KeycloakServer, sidecar: SidecarProcess, secrets_seen: set[str]
+) -> None:
     """An admin REST read with a bearer token returns the same users, bytes and headers through the sidecar."""
     token = await oracle.admin_token(keycloak.base_url, ADMIN_USERNAME, ADMIN_PASSWORD)
     secrets_seen.add(token)

@@ -27,8 +27,15 @@ from tests.fixtures_sidecar import SidecarProcess
 
 pytestmark = [pytest.mark.keycloak]
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 
 async def _settle(sidecar: SidecarProcess, count: int, wait_s: float = 10.0) -> list[dict[str, Any]]:
@@ -54,12 +61,15 @@ async def _oracle(keycloak: KeycloakServer, sidecar: SidecarProcess, since_ms: i
 
 
 @pytest.mark.browser
-async def test_browser_login_wrong_then_right(keycloak: KeycloakServer, sidecar: SidecarProcess,
-                                              secrets_seen: set[str]) -> None:
+async def test_browser_login_wrong_then_right(
+    keycloak: KeycloakServer, sidecar: SidecarProcess, secrets_seen: set[str]
+) -> None:
     """Chromium logs in through the sidecar with a wrong then the right password; both are recorded and match Keycloak's events."""
     since_ms, since_ns, start = oracle.now_ms() - 1, time.time_ns(), len(sidecar.records())
-    auth = (f"{sidecar.base_url}/realms/{REALM.name}/protocol/openid-connect/auth?client_id={REALM.app.client_id}"
-            f"&redirect_uri=http://127.0.0.1:9/callback&response_type=code&scope=openid&state=s1")
+    auth = (
+        f"{sidecar.base_url}/realms/{REALM.name}/protocol/openid-connect/auth?client_id={REALM.app.client_id}"
+        f"&redirect_uri=http://127.0.0.1:9/callback&response_type=code&scope=openid&state=s1"
+    )
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         try:
@@ -72,7 +82,9 @@ async def test_browser_login_wrong_then_right(keycloak: KeycloakServer, sidecar:
             await page.click("#kc-login")
             await page.wait_for_selector("#input-error, .kc-feedback-text, [id*=error]", timeout=15000)
             redirected: list[str] = []
-            page.on("request", lambda req: redirected.append(req.url) if req.url.startswith("http://127.0.0.1:9/") else None)
+            page.on(
+                "request", lambda req: redirected.append(req.url) if req.url.startswith("http://127.0.0.1:9/") else None
+            )
             await page.fill("#password", REALM.alice.password)
             await page.click("#kc-login")
             for _ in range(100):
@@ -98,17 +110,37 @@ async def test_browser_login_wrong_then_right(keycloak: KeycloakServer, sidecar:
     assert not result.unmatched and not result.phantom
 
 
-async def test_kcadm_grants_and_revokes_a_realm_role(keycloak: KeycloakServer, sidecar: SidecarProcess,
-                                                    tmp_path: Path) -> None:
+async def test_kcadm_grants_and_revokes_a_realm_role(
+    keycloak: KeycloakServer, sidecar: SidecarProcess, tmp_path: Path
+) -> None:
     """kcadm.sh, through the sidecar, grants and revokes a realm role; both records name the admin and match Keycloak's admin events."""
     since_ms, since_ns, start = oracle.now_ms() - 1, time.time_ns(), len(sidecar.records())
     config = tmp_path / "kcadm.config"
-    keycloak.kcadm("config", "credentials", "--realm", "master", "--user", ADMIN_USERNAME, "--password",
-                   ADMIN_PASSWORD, config_file=config, server=sidecar.base_url)
-    keycloak.kcadm("add-roles", "-r", REALM.name, "--uusername", REALM.bob.username, "--rolename", "operator",
-                   config_file=config)
-    keycloak.kcadm("remove-roles", "-r", REALM.name, "--uusername", REALM.bob.username, "--rolename", "operator",
-                   config_file=config)
+    keycloak.kcadm(
+        "config",
+        "credentials",
+        "--realm",
+        "master",
+        "--user",
+        ADMIN_USERNAME,
+        "--password",
+        ADMIN_PASSWORD,
+        config_file=config,
+        server=sidecar.base_url,
+    )
+    keycloak.kcadm(
+        "add-roles", "-r", REALM.name, "--uusername", REALM.bob.username, "--rolename", "operator", config_file=config
+    )
+    keycloak.kcadm(
+        "remove-roles",
+        "-r",
+        REALM.name,
+        "--uusername",
+        REALM.bob.username,
+        "--rolename",
+        "operator",
+        config_file=config,
+    )
     records = [r["event"] for r in _new(await _settle(sidecar, start + 4), start)]
     outcomes = [e for e in records if e.get("details", {}).get("phase") == "outcome"]
     granted = [e for e in outcomes if e["type"] == "role.granted"]
@@ -126,16 +158,22 @@ async def test_kcadm_grants_and_revokes_a_realm_role(keycloak: KeycloakServer, s
     assert not result.unmatched and not result.phantom
 
 
-async def test_python_keycloak_grants_and_revokes_a_realm_role(keycloak: KeycloakServer,
-                                                               sidecar: SidecarProcess) -> None:
+async def test_python_keycloak_grants_and_revokes_a_realm_role(
+    keycloak: KeycloakServer, sidecar: SidecarProcess
+) -> None:
     """python-keycloak's admin client, through the sidecar, grants and revokes a role; records name the admin and the target user."""
     from keycloak import KeycloakAdmin
 
     since_ms, since_ns, start = oracle.now_ms() - 1, time.time_ns(), len(sidecar.records())
 
     def work() -> str:
-        admin = KeycloakAdmin(server_url=sidecar.base_url + "/", username=ADMIN_USERNAME, password=ADMIN_PASSWORD,
-                              realm_name=REALM.name, user_realm_name="master")
+        admin = KeycloakAdmin(
+            server_url=sidecar.base_url + "/",
+            username=ADMIN_USERNAME,
+            password=ADMIN_PASSWORD,
+            realm_name=REALM.name,
+            user_realm_name="master",
+        )
         uid = admin.get_user_id(REALM.carol.username)
         role = admin.get_realm_role("viewer")
         admin.assign_realm_roles(uid, [role])
@@ -144,8 +182,11 @@ async def test_python_keycloak_grants_and_revokes_a_realm_role(keycloak: Keycloa
 
     uid = await asyncio.to_thread(work)
     records = [r["event"] for r in _new(await _settle(sidecar, start + 4), start)]
-    changes = [e for e in records if e["type"] in ("role.granted", "role.revoked")
-               and e.get("details", {}).get("phase") == "outcome"]
+    changes = [
+        e
+        for e in records
+        if e["type"] in ("role.granted", "role.revoked") and e.get("details", {}).get("phase") == "outcome"
+    ]
     assert [e["type"] for e in changes] == ["role.granted", "role.revoked"]
     assert all(e["target"]["id"] == uid and e["actor"]["username"] == ADMIN_USERNAME for e in changes)
     assert all(e["target"].get("username") == REALM.carol.username for e in changes), "target ids resolve to names"
@@ -158,20 +199,22 @@ async def test_python_keycloak_grants_and_revokes_a_realm_role(keycloak: Keycloa
     assert not result.unmatched and not result.phantom
 
 
-async def test_direct_grant_and_client_credentials(keycloak: KeycloakServer, sidecar: SidecarProcess,
-                                                  secrets_seen: set[str]) -> None:
+async def test_direct_grant_and_client_credentials(
+    keycloak: KeycloakServer, sidecar: SidecarProcess, secrets_seen: set[str]
+) -> None:
     """Direct-grant logins (right and wrong) and a client-credentials grant are recorded with actor, client, IP and outcome."""
     since_ms, since_ns, start = oracle.now_ms() - 1, time.time_ns(), len(sidecar.records())
     base = sidecar.base_url
-    status, good = await activity.direct_grant(base, REALM.name, REALM.app.client_id, REALM.app.secret,
-                                               REALM.dave.username, REALM.dave.password)
+    status, good = await activity.direct_grant(
+        base, REALM.name, REALM.app.client_id, REALM.app.secret, REALM.dave.username, REALM.dave.password
+    )
     assert status == 200
     secrets_seen.update(good[k] for k in ("access_token", "refresh_token", "id_token"))
-    status, bad = await activity.direct_grant(base, REALM.name, REALM.app.client_id, REALM.app.secret,
-                                              REALM.dave.username, "wrong-" + REALM.dave.password)
+    status, bad = await activity.direct_grant(
+        base, REALM.name, REALM.app.client_id, REALM.app.secret, REALM.dave.username, "wrong-" + REALM.dave.password
+    )
     assert status == 400 and bad["error"] == "invalid_grant"
-    status, robot = await activity.client_credentials(base, REALM.name, REALM.robot.client_id,
-                                                      REALM.robot.secret or "")
+    status, robot = await activity.client_credentials(base, REALM.name, REALM.robot.client_id, REALM.robot.secret or "")
     assert status == 200
     secrets_seen.add(robot["access_token"])
     records = [r["event"] for r in _new(await _settle(sidecar, start + 3), start)]
@@ -193,11 +236,17 @@ async def test_spoofed_forwarded_for_is_overwritten(keycloak: KeycloakServer, si
     """A client-supplied X-Forwarded-For never reaches Keycloak: its event and our record show the real peer."""
     since_ms = oracle.now_ms() - 1
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"{sidecar.base_url}/realms/{REALM.name}/protocol/openid-connect/token",
-                             headers={"X-Forwarded-For": "203.0.113.9", "Forwarded": "for=203.0.113.9"},
-                             data={"grant_type": "password", "client_id": REALM.app.client_id,
-                                   "client_secret": REALM.app.secret or "", "username": REALM.bob.username,
-                                   "password": "spoof-" + REALM.bob.password}) as resp:
+        async with http.post(
+            f"{sidecar.base_url}/realms/{REALM.name}/protocol/openid-connect/token",
+            headers={"X-Forwarded-For": "203.0.113.9", "Forwarded": "for=203.0.113.9"},
+            data={
+                "grant_type": "password",
+                "client_id": REALM.app.client_id,
+                "client_secret": REALM.app.secret or "",
+                "username": REALM.bob.username,
+                "password": "spoof-" + REALM.bob.password,
+            },
+        ) as resp:
             assert resp.status == 400
     token = await oracle.admin_token(keycloak.base_url, ADMIN_USERNAME, ADMIN_PASSWORD)
     user_events, _ = await oracle.keycloak_events(keycloak.base_url, token, REALM.name, since_ms)
@@ -207,8 +256,9 @@ async def test_spoofed_forwarded_for_is_overwritten(keycloak: KeycloakServer, si
 
 
 def _run_verify(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sidecar", "verify", *args], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "sidecar", "verify", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 async def test_verify_passes_then_finds_a_changed_byte(sidecar: SidecarProcess, tmp_path: Path) -> None:
@@ -223,8 +273,11 @@ async def test_verify_passes_then_finds_a_changed_byte(sidecar: SidecarProcess, 
     seg = sorted((copy / "segments").glob("*.seg"))[0]
     seg.chmod(0o644)
     data = bytearray(seg.read_bytes())
-    record = next(f for f in framing.iter_frames(bytes(data))
-                  if not isinstance(f, framing.FrameDamage) and f.kind == framing.RECORD)
+    record = next(
+        f
+        for f in framing.iter_frames(bytes(data))
+        if not isinstance(f, framing.FrameDamage) and f.kind == framing.RECORD
+    )
     at = record.offset + 5 + record.body.index(b'"type"') + 9  # inside the event type string
     data[at] ^= 0x01
     seg.write_bytes(bytes(data))

@@ -39,8 +39,15 @@ SIDECAR_TOML = ROOT / "compose" / "sidecar.toml"
 KEYCLOAK_CONF = ROOT / "compose" / "keycloak" / "keycloak.conf"
 # What differs from compose: where things are. Everything else comes from the two shared files.
 SIDECAR_OVERRIDES = {"upstream", "data", "listen", "store", "tls_cert", "tls_key"}
-KEYCLOAK_ENV = {"KC_HOSTNAME", "KC_DB_URL", "KC_DB_USERNAME", "KC_PROXY_TRUSTED_ADDRESSES", "KC_HTTP_HOST",
-                "KC_HTTP_PORT", "KC_HTTP_MANAGEMENT_PORT"}
+KEYCLOAK_ENV = {
+    "KC_HOSTNAME",
+    "KC_DB_URL",
+    "KC_DB_USERNAME",
+    "KC_PROXY_TRUSTED_ADDRESSES",
+    "KC_HTTP_HOST",
+    "KC_HTTP_PORT",
+    "KC_HTTP_MANAGEMENT_PORT",
+}
 ADMIN = "admin"
 AUDITOR, AUDIT_CLIENT = "audrey", "ledger-audit-cli"  # as in docs/operations.md §7.3
 
@@ -78,14 +85,30 @@ async def _admin_steps(base: str, password: str, auditor_password: str) -> dict[
         status, _ = await admin.call("POST", "master/roles", {"name": "ledger-auditor"})
         assert status == 201, status
         # admin-cli hands out lightweight access tokens (no realm_access claim): auditors get a client of their own.
-        status, _ = await admin.call("POST", "master/clients", {
-            "clientId": AUDIT_CLIENT, "publicClient": True, "directAccessGrantsEnabled": True,
-            "standardFlowEnabled": False})
+        status, _ = await admin.call(
+            "POST",
+            "master/clients",
+            {
+                "clientId": AUDIT_CLIENT,
+                "publicClient": True,
+                "directAccessGrantsEnabled": True,
+                "standardFlowEnabled": False,
+            },
+        )
         assert status == 201, status
-        status, _ = await admin.call("POST", "master/users", {
-            "username": AUDITOR, "enabled": True, "email": f"{AUDITOR}@example.com", "emailVerified": True,
-            "firstName": "Audrey", "lastName": "Auditor",
-            "credentials": [{"type": "password", "value": auditor_password, "temporary": False}]})
+        status, _ = await admin.call(
+            "POST",
+            "master/users",
+            {
+                "username": AUDITOR,
+                "enabled": True,
+                "email": f"{AUDITOR}@example.com",
+                "emailVerified": True,
+                "firstName": "Audrey",
+                "lastName": "Auditor",
+                "credentials": [{"type": "password", "value": auditor_password, "temporary": False}],
+            },
+        )
         assert status == 201, status
         auditor_id = await admin.user_id("master", AUDITOR)
         assert await admin.grant_realm_role("master", auditor_id, await admin.role("master", "ledger-auditor")) == 204
@@ -103,8 +126,9 @@ async def _alice_roles(base: str, password: str, alice: str) -> list[str]:
 
 
 @pytest.mark.timeout(900)  # four servers and a Keycloak build on 2 shared cores; each wait has its own bound
-def test_compose_topology_as_processes(wheel_install: WheelInstall, tmp_path: Path,
-                                      request: pytest.FixtureRequest) -> None:
+def test_compose_topology_as_processes(
+    wheel_install: WheelInstall, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """Postgres, production Keycloak, versitygw and the wheel's sidecar with compose's own config files: login, role grant, auditor pull + verify, Keycloak restart keeps state and ledger."""
     clock = Clock()
     request.addfinalizer(lambda: print(clock.report()))  # also when a step fails (run with -s to see it)
@@ -129,29 +153,56 @@ def test_compose_topology_as_processes(wheel_install: WheelInstall, tmp_path: Pa
         assert rule["ObjectLockEnabled"] == "Enabled" and rule["Rule"]["DefaultRetention"]["Mode"] == "COMPLIANCE"
         clock.mark("versitygw")
 
-        kc = ProductionKeycloak(dist, tmp_path / "kc", conf_file=KEYCLOAK_CONF, http_port=ports["kc_http"],
-                                management_port=ports["kc_mgmt"], public_url=base, admin_username=ADMIN,
-                                admin_password=admin_password, db_url=pg.jdbc_url("keycloak"),
-                                db_username="keycloak", db_password=db_password, realm_files=[REALM.file])
+        kc = ProductionKeycloak(
+            dist,
+            tmp_path / "kc",
+            conf_file=KEYCLOAK_CONF,
+            http_port=ports["kc_http"],
+            management_port=ports["kc_mgmt"],
+            public_url=base,
+            admin_username=ADMIN,
+            admin_password=admin_password,
+            db_url=pg.jdbc_url("keycloak"),
+            db_username="keycloak",
+            db_password=db_password,
+            realm_files=[REALM.file],
+        )
         assert set(kc.deployment_env()) == KEYCLOAK_ENV
         assert kc.command()[-3:] == ["start", "--optimized", "--import-realm"]
         with kc:
             clock.mark("keycloak build+start" if kc.build_seconds else "keycloak start (cached build)")
             credentials = tmp_path / "s3_credentials"  # the compose secret's format
-            credentials.write_text(f"[default]\naws_access_key_id = {bucket.access_key}\n"
-                                   f"aws_secret_access_key = {bucket.secret_key}\n")
+            credentials.write_text(
+                f"[default]\naws_access_key_id = {bucket.access_key}\naws_secret_access_key = {bucket.secret_key}\n"
+            )
             credentials.chmod(0o600)
-            overrides = {"upstream": kc.base_url, "data": str(data), "listen": f"127.0.0.1:{ports['sidecar']}",
-                         "store": bucket.store_url("keycloak"), "tls_cert": "", "tls_key": ""}
+            overrides = {
+                "upstream": kc.base_url,
+                "data": str(data),
+                "listen": f"127.0.0.1:{ports['sidecar']}",
+                "store": bucket.store_url("keycloak"),
+                "tls_cert": "",
+                "tls_key": "",
+            }
             assert set(overrides) == SIDECAR_OVERRIDES
             env = {f"SIDECAR_{k.upper()}": v for k, v in overrides.items()}
-            env.update({"AWS_SHARED_CREDENTIALS_FILE": str(credentials), "AWS_CONFIG_FILE": os.devnull,
-                        "AWS_EC2_METADATA_DISABLED": "true"})
+            env.update(
+                {
+                    "AWS_SHARED_CREDENTIALS_FILE": str(credentials),
+                    "AWS_CONFIG_FILE": os.devnull,
+                    "AWS_EC2_METADATA_DISABLED": "true",
+                }
+            )
             log_file = tmp_path / "sidecar.log"
             with log_file.open("wb") as log:
-                proc = subprocess.Popen([str(wheel_install.bin / "sidecar"), "serve", "--config", str(SIDECAR_TOML)],
-                                        cwd=wheel_install.cwd, env=wheel_install.env(env), stdout=log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+                proc = subprocess.Popen(
+                    [str(wheel_install.bin / "sidecar"), "serve", "--config", str(SIDECAR_TOML)],
+                    cwd=wheel_install.cwd,
+                    env=wheel_install.env(env),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
             try:
                 wait_http(f"{base}/.sidecar/health/ready", 60)
                 clock.mark("sidecar start")
@@ -164,17 +215,29 @@ def test_compose_topology_as_processes(wheel_install: WheelInstall, tmp_path: Pa
             lines = [orjson.loads(line) for line in log_file.read_bytes().splitlines() if line.startswith(b"{")]
             assert any(line.get("logger") == "sidecar.access" for line in lines), "JSON access lines (log_format)"
         for source in (str(data), bucket.store_url("keycloak")):
-            result = wheel_install.run("sidecar", "verify", source, "--trust", str(data / "trust.json"), "--json",
-                                       env=env)
+            result = wheel_install.run(
+                "sidecar", "verify", source, "--trust", str(data / "trust.json"), "--json", env=env
+            )
             assert result.returncode == 0, result.stdout + result.stderr
             assert orjson.loads(result.stdout)["verdict"] == "intact"
         clock.mark("verify local + WORM")
 
 
-def _through_the_sidecar(base: str, admin_password: str, data: Path, bundle: Path, wheel: WheelInstall,
-                         env: dict[str, str], kc: ProductionKeycloak, clock: Clock) -> None:
-    login = asyncio.run(activity.browser_login(base, REALM.name, REALM.app.client_id, REALM.alice.username,
-                                               REALM.alice.password, f"{base}/callback"))
+def _through_the_sidecar(
+    base: str,
+    admin_password: str,
+    data: Path,
+    bundle: Path,
+    wheel: WheelInstall,
+    env: dict[str, str],
+    kc: ProductionKeycloak,
+    clock: Clock,
+) -> None:
+    login = asyncio.run(
+        activity.browser_login(
+            base, REALM.name, REALM.app.client_id, REALM.alice.username, REALM.alice.password, f"{base}/callback"
+        )
+    )
     assert login.ok, login
     auditor_password = secrets.token_urlsafe(18)
     steps = asyncio.run(_admin_steps(base, admin_password, auditor_password))
@@ -182,8 +245,13 @@ def _through_the_sidecar(base: str, admin_password: str, data: Path, bundle: Pat
     assert "login.succeeded" in types and "role.granted" in types, types
     clock.mark("login + role grant")
 
-    status, token = asyncio.run(activity.token(base, "master", {"grant_type": "password", "client_id": AUDIT_CLIENT,
-                                                                "username": AUDITOR, "password": auditor_password}))
+    status, token = asyncio.run(
+        activity.token(
+            base,
+            "master",
+            {"grant_type": "password", "client_id": AUDIT_CLIENT, "username": AUDITOR, "password": auditor_password},
+        )
+    )
     assert status == 200, token
     audit_env = {**env, "SIDECAR_AUDIT_TOKEN": token["access_token"]}
     pulled = wheel.run("sidecar", "pull", base, "--out", str(bundle), "--json", env=audit_env)
@@ -211,8 +279,11 @@ def _through_the_sidecar(base: str, admin_password: str, data: Path, bundle: Pat
     wait_http(f"{base}/.sidecar/health/ready", 30)
     clock.mark("keycloak restart")
     assert "auditor" in asyncio.run(_alice_roles(base, admin_password, steps["alice"])), "role mapping lost"
-    again = asyncio.run(activity.browser_login(base, REALM.name, REALM.app.client_id, REALM.alice.username,
-                                               REALM.alice.password, f"{base}/callback"))
+    again = asyncio.run(
+        activity.browser_login(
+            base, REALM.name, REALM.app.client_id, REALM.alice.username, REALM.alice.password, f"{base}/callback"
+        )
+    )
     assert again.ok, again
     after = ledger_records(data)
     assert len(after) > before and sum(r["event"]["type"] == "login.succeeded" for r in after) >= 2

@@ -56,13 +56,34 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     sidecar_port, http_port, mgmt_port = _ports(3)
     root = tmp_path_factory.mktemp("webauthn")
     public_url = f"http://localhost:{sidecar_port}"
-    server = KeycloakServer(ensure_distribution(), root / "kc", http_port=http_port, management_port=mgmt_port,
-                            public_url=public_url, admin_username=ADMIN_USERNAME, admin_password=ADMIN_PASSWORD,
-                            realm_files=[REALM.file], log_file=root / "keycloak.log")
+    server = KeycloakServer(
+        ensure_distribution(),
+        root / "kc",
+        http_port=http_port,
+        management_port=mgmt_port,
+        public_url=public_url,
+        admin_username=ADMIN_USERNAME,
+        admin_password=ADMIN_PASSWORD,
+        realm_files=[REALM.file],
+        log_file=root / "keycloak.log",
+    )
     data, store, log_file = root / "ledger", root / "store", root / "sidecar.log"
     with server:
-        args = ["--init", "--origin", ORIGIN, "--upstream", server.base_url, "--data", str(data), "--store",
-                str(store), "--listen", f"127.0.0.1:{sidecar_port}", "--log-level", "DEBUG"]
+        args = [
+            "--init",
+            "--origin",
+            ORIGIN,
+            "--upstream",
+            server.base_url,
+            "--data",
+            str(data),
+            "--store",
+            str(store),
+            "--listen",
+            f"127.0.0.1:{sidecar_port}",
+            "--log-level",
+            "DEBUG",
+        ]
         with sidecar_process(args, sidecar_port, log_file):
             yield Stack(server, public_url, data, log_file)
 
@@ -89,9 +110,10 @@ async def _require_webauthn_as_second_factor(base: str, token: str) -> list[dict
         found = [e for e in executions if e.get("providerId") == "webauthn-authenticator"]
         if not found:
             sub = next(e for e in executions if e.get("authenticationFlow") and "onditional" in e["displayName"])
-            async with http.post(f"{base}/admin/realms/{REALM.name}/authentication/flows/"
-                                 f"{sub['displayName']}/executions/execution",
-                                 json={"provider": "webauthn-authenticator"}) as resp:
+            async with http.post(
+                f"{base}/admin/realms/{REALM.name}/authentication/flows/{sub['displayName']}/executions/execution",
+                json={"provider": "webauthn-authenticator"},
+            ) as resp:
                 assert resp.status == 201, await resp.text()
             async with http.get(url) as resp:
                 executions = await resp.json()
@@ -113,6 +135,7 @@ async def test_webauthn_registration_is_recorded(stack: Stack) -> None:
     print("browser flow:", [(e["level"], e["displayName"], e.get("providerId"), e["requirement"]) for e in flow])
     since_ms, start = oracle.now_ms() - 1, len(stack.records())
     app = web.Application()
+
     async def landed(_: web.Request) -> web.Response:
         return web.Response(text="callback")
 
@@ -122,8 +145,10 @@ async def test_webauthn_registration_is_recorded(stack: Stack) -> None:
     cb_port = free_port()
     await web.TCPSite(runner, "127.0.0.1", cb_port).start()  # the client's redirect target, so pages settle
     callback = f"http://localhost:{cb_port}/cb"
-    auth = (f"{stack.public_url}/realms/{REALM.name}/protocol/openid-connect/auth?client_id={REALM.app.client_id}"
-            f"&redirect_uri={callback}&response_type=code&scope=openid&kc_action=webauthn-register")
+    auth = (
+        f"{stack.public_url}/realms/{REALM.name}/protocol/openid-connect/auth?client_id={REALM.app.client_id}"
+        f"&redirect_uri={callback}&response_type=code&scope=openid&kc_action=webauthn-register"
+    )
     posts: list[tuple[str, str, dict[str, str]]] = []
     redirected: list[str] = []
     responses: list[tuple[str, int]] = []
@@ -144,15 +169,26 @@ async def test_webauthn_registration_is_recorded(stack: Stack) -> None:
         pending.add(asyncio.ensure_future(dialog.accept("test-key")))
 
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path="/usr/bin/chromium",
-                                           args=[*CHROMIUM_ARGS, "--host-resolver-rules=MAP localhost 127.0.0.1"])
+        browser = await pw.chromium.launch(
+            executable_path="/usr/bin/chromium", args=[*CHROMIUM_ARGS, "--host-resolver-rules=MAP localhost 127.0.0.1"]
+        )
         try:
             page = await browser.new_page()
             cdp = await page.context.new_cdp_session(page)
             await cdp.send("WebAuthn.enable")
-            await cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
-                "protocol": "ctap2", "transport": "internal", "hasResidentKey": True, "hasUserVerification": True,
-                "isUserVerified": True, "automaticPresenceSimulation": True}})
+            await cdp.send(
+                "WebAuthn.addVirtualAuthenticator",
+                {
+                    "options": {
+                        "protocol": "ctap2",
+                        "transport": "internal",
+                        "hasResidentKey": True,
+                        "hasUserVerification": True,
+                        "isUserVerified": True,
+                        "automaticPresenceSimulation": True,
+                    }
+                },
+            )
             page.on("request", on_request)
             page.on("response", lambda r: responses.append((r.url, r.status)) if r.request.method == "POST" else None)
             page.on("dialog", on_dialog)
@@ -221,8 +257,14 @@ async def test_webauthn_registration_is_recorded(stack: Stack) -> None:
             await runner.cleanup()
     print("POSTs:", [(u, sorted(f)) for u, _, f in posts])
     print("POST responses:", responses)
-    print("redirect:", [u.split("?", 1)[0] + "?" + "&".join(p.split("=", 1)[0] for p in u.split("?", 1)[1].split("&"))
-                        for u in redirected if "?" in u])
+    print(
+        "redirect:",
+        [
+            u.split("?", 1)[0] + "?" + "&".join(p.split("=", 1)[0] for p in u.split("?", 1)[1].split("&"))
+            for u in redirected
+            if "?" in u
+        ],
+    )
     assert redirected and "code=" in redirected[0], "the registration did not end in a code redirect"
     webauthn_post = next(f for u, _, f in posts if "execution=webauthn-register" in u)
     assert webauthn_post.get("clientDataJSON") and webauthn_post.get("attestationObject")
@@ -253,8 +295,11 @@ async def test_webauthn_registration_is_recorded(stack: Stack) -> None:
     user_events, _ = await oracle.keycloak_events(stack.keycloak.base_url, token, REALM.name, since_ms)
     for ev in user_events:
         print("keycloak:", ev["type"], ev.get("details"))
-    updates = [ev for ev in user_events if ev["type"] == "UPDATE_CREDENTIAL"
-               and ev.get("details", {}).get("credential_type") == "webauthn"]
+    updates = [
+        ev
+        for ev in user_events
+        if ev["type"] == "UPDATE_CREDENTIAL" and ev.get("details", {}).get("credential_type") == "webauthn"
+    ]
     assert updates and updates[0]["userId"] == rec["actor"]["id"]
     assert len([ev for ev in user_events if ev["type"] == "LOGIN" and ev["userId"] == rec["actor"]["id"]]) == 2
 

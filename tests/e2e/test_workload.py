@@ -61,25 +61,59 @@ class Workload:
     def admin(self, who: str) -> KeycloakAdmin:
         if who not in self.admins:
             if who == "admin":
-                self.admins[who] = KeycloakAdmin(server_url=self.sc.base_url + "/", username=ADMIN_USERNAME,
-                                                 password=ADMIN_PASSWORD, realm_name=REALM.name,
-                                                 user_realm_name="master")
+                self.admins[who] = KeycloakAdmin(
+                    server_url=self.sc.base_url + "/",
+                    username=ADMIN_USERNAME,
+                    password=ADMIN_PASSWORD,
+                    realm_name=REALM.name,
+                    user_realm_name="master",
+                )
             else:
-                self.admins[who] = KeycloakAdmin(server_url=self.sc.base_url + "/", username=REALM.carol.username,
-                                                 password=REALM.carol.password, realm_name=REALM.name,
-                                                 user_realm_name=REALM.name)
+                self.admins[who] = KeycloakAdmin(
+                    server_url=self.sc.base_url + "/",
+                    username=REALM.carol.username,
+                    password=REALM.carol.password,
+                    realm_name=REALM.name,
+                    user_realm_name=REALM.name,
+                )
         return self.admins[who]
 
     async def run(self) -> None:
-        kinds = (["direct_ok"] * 40 + ["direct_bad"] * 25 + ["client_ok"] * 20 + ["client_bad"] * 10 +
-                 ["refresh"] * 15 + ["logout"] * 10 + ["form_login"] * 20 + ["form_bad"] * 10 +
-                 ["role"] * 50 + ["client_role"] * 15 + ["group"] * 25 + ["user_lifecycle"] * 20 +
-                 ["reset_password"] * 10 + ["client_lifecycle"] * 6 + ["secret_rotation"] * 6 +
-                 ["race"] * 10 + ["admin_failure"] * 8 + ["kcadm"] * 6 + ["chromium"] * 4 +
-                 ["spelled"] * 20 + ["revoke"] * 6 + ["error_page"] * 7 + ["dcr"] * 5 + ["partial_import"] * 4 +
-                 ["realm_settings"] * 4 + ["flow_execution"] * 3 + ["required_action_toggle"] * 3 + ["idp"] * 3 +
-                 ["client_scope"] * 3 + ["group_role"] * 12 + ["composite"] * 4 + ["group_lifecycle"] * 6 +
-                 ["noop_membership"] * 10)
+        kinds = (
+            ["direct_ok"] * 40
+            + ["direct_bad"] * 25
+            + ["client_ok"] * 20
+            + ["client_bad"] * 10
+            + ["refresh"] * 15
+            + ["logout"] * 10
+            + ["form_login"] * 20
+            + ["form_bad"] * 10
+            + ["role"] * 50
+            + ["client_role"] * 15
+            + ["group"] * 25
+            + ["user_lifecycle"] * 20
+            + ["reset_password"] * 10
+            + ["client_lifecycle"] * 6
+            + ["secret_rotation"] * 6
+            + ["race"] * 10
+            + ["admin_failure"] * 8
+            + ["kcadm"] * 6
+            + ["chromium"] * 4
+            + ["spelled"] * 20
+            + ["revoke"] * 6
+            + ["error_page"] * 7
+            + ["dcr"] * 5
+            + ["partial_import"] * 4
+            + ["realm_settings"] * 4
+            + ["flow_execution"] * 3
+            + ["required_action_toggle"] * 3
+            + ["idp"] * 3
+            + ["client_scope"] * 3
+            + ["group_role"] * 12
+            + ["composite"] * 4
+            + ["group_lifecycle"] * 6
+            + ["noop_membership"] * 10
+        )
         assert len(kinds) >= ACTIONS
         self.rng.shuffle(kinds)
         for kind in kinds[:ACTIONS]:
@@ -89,36 +123,52 @@ class Workload:
     # -------------------------------------------------------------- OIDC clients
     async def direct_ok(self) -> None:
         user = self.rng.choice(USERS)
-        status, data = await activity.direct_grant(self.sc.base_url, REALM.name, REALM.app.client_id,
-                                                   REALM.app.secret, user.username, user.password)
+        status, data = await activity.direct_grant(
+            self.sc.base_url, REALM.name, REALM.app.client_id, REALM.app.secret, user.username, user.password
+        )
         assert status == 200, data
         self.secrets.update(data[k] for k in ("access_token", "refresh_token", "id_token"))
         self.live_tokens.append((REALM.app.client_id, data["refresh_token"]))
 
     async def direct_bad(self) -> None:
         user = self.rng.choice(USERS)
-        status, _ = await activity.direct_grant(self.sc.base_url, REALM.name, REALM.app.client_id, REALM.app.secret,
-                                                user.username, f"wrong-{self.rng.randrange(10**6)}")
+        status, _ = await activity.direct_grant(
+            self.sc.base_url,
+            REALM.name,
+            REALM.app.client_id,
+            REALM.app.secret,
+            user.username,
+            f"wrong-{self.rng.randrange(10**6)}",
+        )
         assert status == 400
 
     async def client_ok(self) -> None:
-        status, data = await activity.client_credentials(self.sc.base_url, REALM.name, REALM.robot.client_id,
-                                                         REALM.robot.secret or "")
+        status, data = await activity.client_credentials(
+            self.sc.base_url, REALM.name, REALM.robot.client_id, REALM.robot.secret or ""
+        )
         assert status == 200
         self.secrets.add(data["access_token"])
 
     async def client_bad(self) -> None:
-        status, _ = await activity.client_credentials(self.sc.base_url, REALM.name, REALM.robot.client_id,
-                                                      "not-the-secret")
+        status, _ = await activity.client_credentials(
+            self.sc.base_url, REALM.name, REALM.robot.client_id, "not-the-secret"
+        )
         assert status in (400, 401)
 
     async def refresh(self) -> None:
         if not self.live_tokens:
             return await self.direct_ok()
         client, token = self.live_tokens.pop(self.rng.randrange(len(self.live_tokens)))
-        status, data = await activity.token(self.sc.base_url, REALM.name, {
-            "grant_type": "refresh_token", "client_id": client, "client_secret": REALM.app.secret or "",
-            "refresh_token": token})
+        status, data = await activity.token(
+            self.sc.base_url,
+            REALM.name,
+            {
+                "grant_type": "refresh_token",
+                "client_id": client,
+                "client_secret": REALM.app.secret or "",
+                "refresh_token": token,
+            },
+        )
         if status == 200:
             self.secrets.update(data[k] for k in ("access_token", "refresh_token") if k in data)
             self.live_tokens.append((client, data["refresh_token"]))
@@ -130,30 +180,44 @@ class Workload:
         import aiohttp
 
         async with aiohttp.ClientSession() as http:
-            async with http.post(f"{self.sc.base_url}/realms/{REALM.name}/protocol/openid-connect/logout",
-                                 data={"client_id": client, "client_secret": REALM.app.secret or "",
-                                       "refresh_token": token}) as resp:
+            async with http.post(
+                f"{self.sc.base_url}/realms/{REALM.name}/protocol/openid-connect/logout",
+                data={"client_id": client, "client_secret": REALM.app.secret or "", "refresh_token": token},
+            ) as resp:
                 assert resp.status in (204, 400)
 
     async def form_login(self) -> None:
         user = self.rng.choice(USERS)
-        res = await activity.browser_login(self.sc.base_url, REALM.name, REALM.app.client_id, user.username,
-                                           user.password, "http://127.0.0.1:9/callback")
+        res = await activity.browser_login(
+            self.sc.base_url,
+            REALM.name,
+            REALM.app.client_id,
+            user.username,
+            user.password,
+            "http://127.0.0.1:9/callback",
+        )
         assert res.ok
         if res.code:
             self.secrets.add(res.code)
 
     async def form_bad(self) -> None:
         user = self.rng.choice(USERS)
-        res = await activity.browser_login(self.sc.base_url, REALM.name, REALM.app.client_id, user.username,
-                                           "wrong-password-" + str(self.rng.randrange(1000)),
-                                           "http://127.0.0.1:9/callback")
+        res = await activity.browser_login(
+            self.sc.base_url,
+            REALM.name,
+            REALM.app.client_id,
+            user.username,
+            "wrong-password-" + str(self.rng.randrange(1000)),
+            "http://127.0.0.1:9/callback",
+        )
         assert not res.ok
 
     async def chromium(self) -> None:
         user = self.rng.choice(USERS)
-        auth = (f"{self.sc.base_url}/realms/{REALM.name}/protocol/openid-connect/auth?client_id="
-                f"{REALM.app.client_id}&redirect_uri=http://127.0.0.1:9/cb&response_type=code&scope=openid")
+        auth = (
+            f"{self.sc.base_url}/realms/{REALM.name}/protocol/openid-connect/auth?client_id="
+            f"{REALM.app.client_id}&redirect_uri=http://127.0.0.1:9/cb&response_type=code&scope=openid"
+        )
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             try:
@@ -179,10 +243,21 @@ class Workload:
         """A grant at a spelling of the token endpoint that Keycloak routes like the plain one."""
         how = self.rng.choice(("slash", "slash-query", "empty-query", "absolute"))
         user = self.rng.choice(USERS)
-        form = {"grant_type": "password", "client_id": REALM.app.client_id, "client_secret": REALM.app.secret or "",
-                "username": user.username, "password": user.password} if self.rng.random() < 0.6 else \
-            {"grant_type": "client_credentials", "client_id": REALM.robot.client_id,
-             "client_secret": REALM.robot.secret or ""}
+        form = (
+            {
+                "grant_type": "password",
+                "client_id": REALM.app.client_id,
+                "client_secret": REALM.app.secret or "",
+                "username": user.username,
+                "password": user.password,
+            }
+            if self.rng.random() < 0.6
+            else {
+                "grant_type": "client_credentials",
+                "client_id": REALM.robot.client_id,
+                "client_secret": REALM.robot.secret or "",
+            }
+        )
         target = spell(f"/realms/{REALM.name}/protocol/openid-connect/token", how, self.sc.base_url)
         answer = await RawClient(self.sc.base_url).send("POST", target, form=form)
         assert answer.status == 200, (how, answer.status)
@@ -193,9 +268,15 @@ class Workload:
             return await self.direct_ok()
         client, token = self.live_tokens.pop(self.rng.randrange(len(self.live_tokens)))
         answer = await RawClient(self.sc.base_url).send(
-            "POST", f"/realms/{REALM.name}/protocol/openid-connect/revoke/",
-            form={"client_id": client, "client_secret": REALM.app.secret or "", "token": token,
-                  "token_type_hint": "refresh_token"})
+            "POST",
+            f"/realms/{REALM.name}/protocol/openid-connect/revoke/",
+            form={
+                "client_id": client,
+                "client_secret": REALM.app.secret or "",
+                "token": token,
+                "token_type_hint": "refresh_token",
+            },
+        )
         assert answer.status == 200, answer.status
 
     async def error_page(self) -> None:
@@ -203,12 +284,18 @@ class Workload:
         http = RawClient(self.sc.base_url)
         choice = self.rng.randrange(3)
         if choice == 0:
-            answer = await http.send("POST", f"/realms/{REALM.name}/login-actions/authenticate"
-                                             f"?client_id={REALM.app.client_id}", form={"username": "x", "password": "y"})
+            answer = await http.send(
+                "POST",
+                f"/realms/{REALM.name}/login-actions/authenticate?client_id={REALM.app.client_id}",
+                form={"username": "x", "password": "y"},
+            )
         else:
             client = REALM.app.client_id if choice == 1 else "no-such-client"
-            answer = await http.send("GET", f"/realms/{REALM.name}/protocol/openid-connect/auth?client_id={client}"
-                                            f"&redirect_uri=http://evil.example/cb&response_type=code")
+            answer = await http.send(
+                "GET",
+                f"/realms/{REALM.name}/protocol/openid-connect/auth?client_id={client}"
+                f"&redirect_uri=http://evil.example/cb&response_type=code",
+            )
         assert answer.status == 400, answer.status
 
     # -------------------------------------------------------------- issue 9 admin surfaces (carol, through the sidecar)
@@ -230,10 +317,12 @@ class Workload:
     async def partial_import(self) -> None:
         carol = await self.carol()
         tag = self.rng.randrange(10**9)
-        body = {"ifResourceExists": "SKIP",
-                "users": [{"username": f"wl-pi-{tag}", "enabled": True, "realmRoles": ["viewer"], "groups": ["/devs"]}],
-                "groups": [{"name": f"wl-pig-{tag}", "path": f"/wl-pig-{tag}"}],
-                "roles": {"realm": [{"name": f"wl-pir-{tag}"}]}}
+        body = {
+            "ifResourceExists": "SKIP",
+            "users": [{"username": f"wl-pi-{tag}", "enabled": True, "realmRoles": ["viewer"], "groups": ["/devs"]}],
+            "groups": [{"name": f"wl-pig-{tag}", "path": f"/wl-pig-{tag}"}],
+            "roles": {"realm": [{"name": f"wl-pir-{tag}"}]},
+        }
         for mode in ("SKIP", self.rng.choice(("SKIP", "OVERWRITE"))):
             status, answer = await carol.admin("POST", "partialImport", {**body, "ifResourceExists": mode})
             assert status == 200, answer
@@ -247,8 +336,9 @@ class Workload:
         else:
             _, realm = await carol.admin("GET", "")
             otp = {k: v for k, v in realm.items() if k.startswith("otpPolicy") and k != "otpSupportedApplications"}
-            change = self.rng.choice(({**otp, "otpPolicyPeriod": 60}, {"failureFactor": 7},
-                                      {"passwordPolicy": "length(6)"}))
+            change = self.rng.choice(
+                ({**otp, "otpPolicyPeriod": 60}, {"failureFactor": 7}, {"passwordPolicy": "length(6)"})
+            )
             assert (await carol.admin("PUT", "", change))[0] == 204
             back = {**{k: realm.get(k) if realm.get(k) is not None else "" for k in change}}
             assert (await carol.admin("PUT", "", back))[0] == 204
@@ -260,8 +350,9 @@ class Workload:
         _, executions = await carol.admin("GET", f"authentication/flows/{flow}/executions")
         otp = next(e for e in executions if e.get("providerId") == "auth-otp-form")
         for requirement in ("DISABLED", "REQUIRED"):
-            assert (await carol.admin("PUT", f"authentication/flows/{flow}/executions",
-                                      {**otp, "requirement": requirement}))[0] == 204
+            assert (
+                await carol.admin("PUT", f"authentication/flows/{flow}/executions", {**otp, "requirement": requirement})
+            )[0] == 204
         _, flows = await carol.admin("GET", "authentication/flows")
         fid = next(f["id"] for f in flows if f["alias"] == flow)
         assert (await carol.admin("DELETE", f"authentication/flows/{fid}"))[0] == 204
@@ -270,22 +361,43 @@ class Workload:
         carol = await self.carol()
         _, terms = await carol.admin("GET", "authentication/required-actions/TERMS_AND_CONDITIONS")
         for enabled in (not terms["enabled"], terms["enabled"]):
-            assert (await carol.admin("PUT", "authentication/required-actions/TERMS_AND_CONDITIONS",
-                                      {**terms, "enabled": enabled}))[0] == 204
+            assert (
+                await carol.admin(
+                    "PUT", "authentication/required-actions/TERMS_AND_CONDITIONS", {**terms, "enabled": enabled}
+                )
+            )[0] == 204
 
     async def idp(self) -> None:
         carol = await self.carol()
         alias = f"wl-idp-{self.rng.randrange(10**9)}"
         secret = f"idp-{self.rng.randrange(10**12)}"
         self.secrets.add(secret)
-        rep = {"alias": alias, "providerId": "oidc", "enabled": True, "config": {
-            "clientId": "up", "clientSecret": secret, "authorizationUrl": "http://127.0.0.1:9/a",
-            "tokenUrl": "http://127.0.0.1:9/t", "clientAuthMethod": "client_secret_post"}}
+        rep = {
+            "alias": alias,
+            "providerId": "oidc",
+            "enabled": True,
+            "config": {
+                "clientId": "up",
+                "clientSecret": secret,
+                "authorizationUrl": "http://127.0.0.1:9/a",
+                "tokenUrl": "http://127.0.0.1:9/t",
+                "clientAuthMethod": "client_secret_post",
+            },
+        }
         assert (await carol.admin("POST", "identity-provider/instances", rep))[0] == 201
         assert (await carol.admin("PUT", f"identity-provider/instances/{alias}", {**rep, "enabled": False}))[0] == 204
-        assert (await carol.admin("POST", f"identity-provider/instances/{alias}/mappers", {
-            "name": "m", "identityProviderAlias": alias, "identityProviderMapper": "oidc-role-idp-mapper",
-            "config": {"claim": "g", "claim.value": "a", "role": "viewer", "syncMode": "INHERIT"}}))[0] == 201
+        assert (
+            await carol.admin(
+                "POST",
+                f"identity-provider/instances/{alias}/mappers",
+                {
+                    "name": "m",
+                    "identityProviderAlias": alias,
+                    "identityProviderMapper": "oidc-role-idp-mapper",
+                    "config": {"claim": "g", "claim.value": "a", "role": "viewer", "syncMode": "INHERIT"},
+                },
+            )
+        )[0] == 201
         assert (await carol.admin("DELETE", f"identity-provider/instances/{alias}"))[0] == 204
 
     async def client_scope(self) -> None:
@@ -294,9 +406,18 @@ class Workload:
         assert (await carol.admin("POST", "client-scopes", {"name": name, "protocol": "openid-connect"}))[0] == 201
         _, scopes = await carol.admin("GET", "client-scopes")
         sid = next(x["id"] for x in scopes if x["name"] == name)
-        assert (await carol.admin("POST", f"client-scopes/{sid}/protocol-mappers/models", {
-            "name": "roles", "protocol": "openid-connect", "protocolMapper": "oidc-usermodel-realm-role-mapper",
-            "config": {"claim.name": "wl_roles", "access.token.claim": "true"}}))[0] == 201
+        assert (
+            await carol.admin(
+                "POST",
+                f"client-scopes/{sid}/protocol-mappers/models",
+                {
+                    "name": "roles",
+                    "protocol": "openid-connect",
+                    "protocolMapper": "oidc-usermodel-realm-role-mapper",
+                    "config": {"claim.name": "wl_roles", "access.token.claim": "true"},
+                },
+            )
+        )[0] == 201
         _, app = await carol.admin("GET", f"clients?clientId={REALM.app.client_id}")
         assert (await carol.admin("PUT", f"clients/{app[0]['id']}/optional-client-scopes/{sid}"))[0] == 204
         assert (await carol.admin("DELETE", f"clients/{app[0]['id']}/optional-client-scopes/{sid}"))[0] == 204
@@ -310,6 +431,7 @@ class Workload:
             r = kc.get_realm_role(role)
             kc.assign_group_realm_roles(gid, [r])
             kc.delete_group_realm_roles(gid, [r])
+
         await self._admin(work, self.rng.choice(("admin", "carol")))
 
     async def composite(self) -> None:
@@ -319,6 +441,7 @@ class Workload:
             r = kc.get_realm_role(child)
             kc.add_composite_realm_roles_to_role(parent, [r])
             kc.remove_composite_realm_roles_to_role(parent, [r])
+
         await self._admin(work)
 
     async def group_lifecycle(self) -> None:
@@ -327,6 +450,7 @@ class Workload:
         def work(kc: KeycloakAdmin) -> None:
             gid = kc.create_group({"name": name})
             kc.delete_group(gid)
+
         await self._admin(work, self.rng.choice(("admin", "carol")))
 
     async def noop_membership(self) -> None:
@@ -340,6 +464,7 @@ class Workload:
             kc.group_user_add(uid, gid)  # again: already a member
             kc.group_user_remove(uid, gid)
             kc.group_user_remove(uid, gid)  # again: no longer a member
+
         await self._admin(work, self.rng.choice(("admin", "carol")))
 
     # -------------------------------------------------------------- admin changes (python-keycloak, kcadm)
@@ -358,6 +483,7 @@ class Workload:
             r = kc.get_realm_role(role)
             kc.assign_realm_roles(uid, [r])
             kc.delete_realm_roles_of_user(uid, [r])
+
         await self._admin(work, who)
 
     async def client_role(self) -> None:
@@ -369,6 +495,7 @@ class Workload:
             r = kc.get_client_role(cid, self.rng.choice(REALM.app_client_roles))
             kc.assign_client_role(uid, cid, [r])
             kc.delete_client_roles_of_user(uid, cid, [r])
+
         await self._admin(work)
 
     async def group(self) -> None:
@@ -379,6 +506,7 @@ class Workload:
             gid = kc.get_group_by_path(f"/{group}")["id"]
             kc.group_user_add(uid, gid)
             kc.group_user_remove(uid, gid)
+
         await self._admin(work, self.rng.choice(("admin", "carol")))
 
     async def user_lifecycle(self) -> None:
@@ -390,6 +518,7 @@ class Workload:
             kc.update_user(uid, {"enabled": False})
             if self.rng.random() < 0.7:
                 kc.delete_user(uid)
+
         await self._admin(work)
 
     async def reset_password(self) -> None:
@@ -401,6 +530,7 @@ class Workload:
             uid = kc.create_user({"username": name, "enabled": True})
             kc.set_user_password(uid, password, temporary=self.rng.random() < 0.5)
             kc.delete_user(uid)
+
         await self._admin(work)
 
     async def client_lifecycle(self) -> None:
@@ -411,6 +541,7 @@ class Workload:
             secret = kc.generate_client_secrets(cid)
             self.secrets.add(secret["value"])
             kc.delete_client(cid)
+
         await self._admin(work)
 
     async def secret_rotation(self) -> None:
@@ -419,6 +550,7 @@ class Workload:
             for _ in range(2):
                 self.secrets.add(kc.generate_client_secrets(cid)["value"])
             kc.delete_client(cid)
+
         await self._admin(work)
 
     async def race(self) -> None:
@@ -431,8 +563,11 @@ class Workload:
             r = kc.get_realm_role(role)
             kc.assign_realm_roles(uid, [r])
             kc.delete_realm_roles_of_user(uid, [r])
-        await asyncio.gather(asyncio.to_thread(change, self.admin("admin"), role_a),
-                             asyncio.to_thread(change, self.admin("carol"), role_b))
+
+        await asyncio.gather(
+            asyncio.to_thread(change, self.admin("admin"), role_a),
+            asyncio.to_thread(change, self.admin("carol"), role_b),
+        )
 
     async def admin_failure(self) -> None:
         """Changes Keycloak refuses: a role that does not exist, a duplicate username, a dave-made change."""
@@ -441,14 +576,16 @@ class Workload:
         def work(kc: KeycloakAdmin) -> None:
             try:
                 if choice == 0:
-                    kc.assign_realm_roles(self._uid(kc, "alice"), [{"id": "00000000-0000-0000-0000-000000000000",
-                                                                   "name": "no-such-role"}])
+                    kc.assign_realm_roles(
+                        self._uid(kc, "alice"), [{"id": "00000000-0000-0000-0000-000000000000", "name": "no-such-role"}]
+                    )
                 elif choice == 1:
                     kc.create_user({"username": "alice", "enabled": True})
                 else:
                     kc.delete_user("00000000-0000-0000-0000-000000000000")
             except KeycloakError:
                 return
+
         await self._admin(work)
 
     async def kcadm(self) -> None:
@@ -456,24 +593,54 @@ class Workload:
 
         def work() -> None:
             if not self.kcadm_config.exists():
-                self.kc.kcadm("config", "credentials", "--realm", "master", "--user", ADMIN_USERNAME, "--password",
-                              ADMIN_PASSWORD, config_file=self.kcadm_config, server=self.sc.base_url)
-            self.kc.kcadm("add-roles", "-r", REALM.name, "--uusername", user.username, "--rolename", role,
-                          config_file=self.kcadm_config)
-            self.kc.kcadm("remove-roles", "-r", REALM.name, "--uusername", user.username, "--rolename", role,
-                          config_file=self.kcadm_config)
+                self.kc.kcadm(
+                    "config",
+                    "credentials",
+                    "--realm",
+                    "master",
+                    "--user",
+                    ADMIN_USERNAME,
+                    "--password",
+                    ADMIN_PASSWORD,
+                    config_file=self.kcadm_config,
+                    server=self.sc.base_url,
+                )
+            self.kc.kcadm(
+                "add-roles",
+                "-r",
+                REALM.name,
+                "--uusername",
+                user.username,
+                "--rolename",
+                role,
+                config_file=self.kcadm_config,
+            )
+            self.kc.kcadm(
+                "remove-roles",
+                "-r",
+                REALM.name,
+                "--uusername",
+                user.username,
+                "--rolename",
+                role,
+                config_file=self.kcadm_config,
+            )
+
         await asyncio.to_thread(work)
 
 
-async def test_seeded_workload_matches_keycloaks_own_events(keycloak: KeycloakServer, sidecar: SidecarProcess,
-                                                           secrets_seen: set[str], tmp_path: Path) -> None:
+async def test_seeded_workload_matches_keycloaks_own_events(
+    keycloak: KeycloakServer, sidecar: SidecarProcess, secrets_seen: set[str], tmp_path: Path
+) -> None:
     """Every Keycloak event of a 400-action seeded workload has a matching ledger record, and no record claims a success Keycloak did not see."""
     since_ms, since_ns = oracle.now_ms() - 1, time.time_ns()
     work = Workload(keycloak, sidecar, secrets_seen, tmp_path)
     started = time.monotonic()
     await work.run()
-    print(f"\nworkload (seed {SEED}): {sum(work.done.values())} actions in {time.monotonic() - started:.0f} s: "
-          f"{dict(work.done)}")
+    print(
+        f"\nworkload (seed {SEED}): {sum(work.done.values())} actions in {time.monotonic() - started:.0f} s: "
+        f"{dict(work.done)}"
+    )
     assert sum(work.done.values()) >= ACTIONS
     await asyncio.sleep(1.0)
     token = await oracle.admin_token(keycloak.base_url, ADMIN_USERNAME, ADMIN_PASSWORD)
@@ -483,32 +650,67 @@ async def test_seeded_workload_matches_keycloaks_own_events(keycloak: KeycloakSe
     assert len(user_events) + len(admin_events) >= 400
     for rec in result.phantom:  # what each claims, for the investigation (ids, names, states; never a secret)
         e = rec["event"]
-        print("phantom:", json.dumps({"seq": rec["seq"], "type": e["type"], "actor": e.get("actor"),
-                                      "target": e.get("target"), "details": e.get("details")}, sort_keys=True))
+        print(
+            "phantom:",
+            json.dumps(
+                {
+                    "seq": rec["seq"],
+                    "type": e["type"],
+                    "actor": e.get("actor"),
+                    "target": e.get("target"),
+                    "details": e.get("details"),
+                },
+                sort_keys=True,
+            ),
+        )
     assert not result.unmatched, f"{len(result.unmatched)} Keycloak events without a record"
     assert not result.phantom, f"{len(result.phantom)} records claim successes Keycloak did not see"
     # ids resolved to names by the read-only state reader
     records = [r["event"] for r in sidecar.records() if int(r["ts"]) >= since_ns]
     joins = [e for e in records if e["type"] == "group.joined" and e["details"].get("phase") == "outcome"]
     assert joins and all(e["details"].get("group") in ("/ops", "/devs") for e in joins)
-    client_grants = [e for e in records if e["type"] == "role.granted" and "client_uuid" in e["details"]
-                     and e["details"].get("phase") == "outcome"]
+    client_grants = [
+        e
+        for e in records
+        if e["type"] == "role.granted" and "client_uuid" in e["details"] and e["details"].get("phase") == "outcome"
+    ]
     assert client_grants and all(e["details"].get("client_id") == REALM.app.client_id for e in client_grants)
     # the issue 9 surfaces are named, with Keycloak's state before and after
     outcomes = [e for e in records if e["details"].get("phase") == "outcome"]
     named = Counter(e["type"] for e in outcomes)
     print(f"named records: {dict(sorted(named.items()))}")
-    for etype in ("client.created", "client.updated", "group.created", "role.created", "auth.flow.changed",
-                  "auth.execution.changed", "required_action.changed", "identity_provider.created",
-                  "identity_provider.updated", "client_scope.created", "protocol_mapper.created",
-                  "client_scope.assigned", "role.composite.changed"):
+    for etype in (
+        "client.created",
+        "client.updated",
+        "group.created",
+        "role.created",
+        "auth.flow.changed",
+        "auth.execution.changed",
+        "required_action.changed",
+        "identity_provider.created",
+        "identity_provider.updated",
+        "client_scope.created",
+        "protocol_mapper.created",
+        "client_scope.assigned",
+        "role.composite.changed",
+    ):
         assert named[etype], etype
     assert any(e["type"].startswith("realm.") and "before" in e["details"] for e in outcomes)
-    assert all(e["details"]["before"] != e["details"]["after"] for e in outcomes
-               if e["type"] in ("auth.execution.changed", "required_action.changed") and e["outcome"] == "succeeded"
-               and "before" in e["details"] and e["details"].get("change") in ("requirement", "updated"))
+    assert all(
+        e["details"]["before"] != e["details"]["after"]
+        for e in outcomes
+        if e["type"] in ("auth.execution.changed", "required_action.changed")
+        and e["outcome"] == "succeeded"
+        and "before" in e["details"]
+        and e["details"].get("change") in ("requirement", "updated")
+    )
     noops = [e for e in outcomes if e["type"] in ("group.joined", "group.left") and e["outcome"] == "unchanged"]
     assert len(noops) >= 2 * work.done["noop_membership"], len(noops)
-    group_grants = [e for e in outcomes if e["type"] in ("role.granted", "role.revoked")
-                    and (e.get("target") or {}).get("kind") == "group" and e["outcome"] == "succeeded"]
+    group_grants = [
+        e
+        for e in outcomes
+        if e["type"] in ("role.granted", "role.revoked")
+        and (e.get("target") or {}).get("kind") == "group"
+        and e["outcome"] == "succeeded"
+    ]
     assert group_grants and all("effect" in e["details"] for e in group_grants)

@@ -17,8 +17,13 @@ from sidecar.core.events import WIRE_NAMES
 from sidecar.export.ocsf import ACTIVITIES, CLASS_NAMES, OCSF_VERSION, to_ocsf
 from tests.export.sample import ORIGIN, write_ledger
 
-_CLASS_FILES = {3001: "account_change", 3002: "authentication", 3004: "entity_management", 3005: "user_access",
-                3006: "group_management"}
+_CLASS_FILES = {
+    3001: "account_change",
+    3002: "authentication",
+    3004: "entity_management",
+    3005: "user_access",
+    3006: "group_management",
+}
 
 
 @functools.cache
@@ -42,7 +47,8 @@ def _nulls(value: Any, where: str = "") -> list[str]:
 def _check(event: dict[str, Any]) -> None:
     errors = sorted(_validator(event["class_uid"]).iter_errors(event), key=lambda e: list(e.path))
     assert not errors, f"{event['unmapped']['ledger']['type']}: " + "; ".join(
-        f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors)
+        f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors
+    )
     assert not _nulls(event), _nulls(event)
     assert event["type_uid"] == event["class_uid"] * 100 + event["activity_id"]
     assert event["class_name"] == CLASS_NAMES[event["class_uid"]]
@@ -72,11 +78,21 @@ def test_every_event_type_validates_against_ocsf(ledger: Path) -> None:
     # sample learns them) are checked on records of the generic admin-change shape, succeeded and failed.
     for etype in sorted(WIRE_NAMES - types):
         for outcome in ("succeeded", "failed"):
-            rec = {"seq": 7, "ts": "1767225600000000000", "prev": "00" * 32, "v": 1,
-                   "event": {"type": etype, "outcome": outcome, "realm": "ledger-test", "ip": "127.0.0.1",
-                             "actor": {"id": "u-admin", "username": "admin"},
-                             "target": {"id": "x-1", "kind": etype.split(".")[0], "name": "x"},
-                             "details": {"path": "x/x-1", "method": "PUT", "segment": 3, "offset": 4096}}}
+            rec = {
+                "seq": 7,
+                "ts": "1767225600000000000",
+                "prev": "00" * 32,
+                "v": 1,
+                "event": {
+                    "type": etype,
+                    "outcome": outcome,
+                    "realm": "ledger-test",
+                    "ip": "127.0.0.1",
+                    "actor": {"id": "u-admin", "username": "admin"},
+                    "target": {"id": "x-1", "kind": etype.split(".")[0], "name": "x"},
+                    "details": {"path": "x/x-1", "method": "PUT", "segment": 3, "offset": 4096},
+                },
+            }
             _check(to_ocsf(rec, ORIGIN))
     assert len(types) >= 30, sorted(types)
 
@@ -87,12 +103,26 @@ def test_classes_and_activities(ledger: Path) -> None:
     for ev in _export(ledger, "ocsf"):
         ledger_part = ev["unmapped"]["ledger"]
         by.setdefault((ledger_part["type"], ledger_part["outcome"]), ev)
-    expect = {"login.succeeded": (3002, 1), "logout.completed": (3002, 2), "token.refreshed": (3002, 5),
-              "password.reset": (3001, 4), "user.disabled": (3001, 5), "user.enabled": (3001, 2),
-              "credential.enrolled": (3001, 10), "credential.removed": (3001, 11), "user.created": (3001, 1),
-              "user.deleted": (3001, 6), "role.revoked": (3005, 2), "group.joined": (3006, 3),
-              "group.left": (3006, 4), "client.created": (3004, 1), "client.deleted": (3004, 4),
-              "client.secret.rotated": (3004, 3), "key.rotated": (3004, 3), "drift.detected": (3004, 99)}
+    expect = {
+        "login.succeeded": (3002, 1),
+        "logout.completed": (3002, 2),
+        "token.refreshed": (3002, 5),
+        "password.reset": (3001, 4),
+        "user.disabled": (3001, 5),
+        "user.enabled": (3001, 2),
+        "credential.enrolled": (3001, 10),
+        "credential.removed": (3001, 11),
+        "user.created": (3001, 1),
+        "user.deleted": (3001, 6),
+        "role.revoked": (3005, 2),
+        "group.joined": (3006, 3),
+        "group.left": (3006, 4),
+        "client.created": (3004, 1),
+        "client.deleted": (3004, 4),
+        "client.secret.rotated": (3004, 3),
+        "key.rotated": (3004, 3),
+        "drift.detected": (3004, 99),
+    }
     for etype, (cls, act) in expect.items():
         ev = by[(etype, "succeeded")]
         assert (ev["class_uid"], ev["activity_id"]) == (cls, act), etype
@@ -136,26 +166,37 @@ def test_ecs_export(ledger: Path) -> None:
 
 
 # ECS 8.11: the event.type values each event.category expects (ecs/schemas/event.yml, expected_event_types).
-_ECS_EXPECTED = {"authentication": {"start", "end", "info"}, "session": {"start", "end", "info"},
-                 "configuration": {"access", "change", "creation", "deletion", "info"},
-                 "iam": {"admin", "change", "creation", "deletion", "group", "info", "user"},
-                 "database": {"access", "change", "info", "error"}}
+_ECS_EXPECTED = {
+    "authentication": {"start", "end", "info"},
+    "session": {"start", "end", "info"},
+    "configuration": {"access", "change", "creation", "deletion", "info"},
+    "iam": {"admin", "change", "creation", "deletion", "group", "info", "user"},
+    "database": {"access", "change", "info", "error"},
+}
 
 
 def test_named_configuration_changes_and_unchanged(ledger: Path) -> None:
     """Named configuration changes get their verb's OCSF activity and ECS type; an unchanged no-op is a success."""
     ocsf = {(e["unmapped"]["ledger"]["type"], e["unmapped"]["ledger"]["outcome"]): e for e in _export(ledger, "ocsf")}
-    expect = {"group.created": (3006, 6), "group.deleted": (3006, 5), "role.created": (3004, 1),
-              "identity_provider.deleted": (3004, 4), "auth.execution.changed": (3004, 3),
-              "realm.events.cleared": (3004, 4), "client_scope.assigned": (3004, 3)}
+    expect = {
+        "group.created": (3006, 6),
+        "group.deleted": (3006, 5),
+        "role.created": (3004, 1),
+        "identity_provider.deleted": (3004, 4),
+        "auth.execution.changed": (3004, 3),
+        "realm.events.cleared": (3004, 4),
+        "client_scope.assigned": (3004, 3),
+    }
     for etype, (cls, act) in expect.items():
         ev = ocsf[(etype, "succeeded")]
         assert (ev["class_uid"], ev["activity_id"]) == (cls, act), etype
     noop = ocsf[("group.joined", "unchanged")]
     assert noop["status"] == "Success" and noop["status_detail"] == "unchanged" and noop["activity_id"] == 3
     _check(noop)
-    ecs = {(d["event"]["action"], d.get("keycloak", {}).get("outcome", d["event"]["outcome"])): d
-           for d in _export(ledger, "ecs")}
+    ecs = {
+        (d["event"]["action"], d.get("keycloak", {}).get("outcome", d["event"]["outcome"])): d
+        for d in _export(ledger, "ecs")
+    }
     assert ecs[("identity_provider.created", "success")]["event"]["type"] == ["creation"]
     assert ecs[("identity_provider.created", "success")]["event"]["category"] == ["configuration"]
     assert ecs[("realm.brute_force.changed", "success")]["event"]["type"] == ["change"]

@@ -161,9 +161,7 @@ def _authorize(kc: KeycloakServer, redirect_uri: str) -> tuple[int, str]:
     query = {"client_id": REALM.app.client_id, "response_type": "code", "scope": "openid"}
     url = f"{kc.base_url}/realms/{REALM.name}/protocol/openid-connect/auth"
     try:
-        with urllib.request.urlopen(
-            f"{url}?{urllib.parse.urlencode({**query, 'redirect_uri': redirect_uri})}"
-        ) as resp:
+        with urllib.request.urlopen(f"{url}?{urllib.parse.urlencode({**query, 'redirect_uri': redirect_uri})}") as resp:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
@@ -183,9 +181,7 @@ def test_loopback_redirect_uri_accepts_any_port(keycloak: KeycloakServer) -> Non
 def test_direct_access_ignores_a_foreign_host_header(keycloak: KeycloakServer) -> None:
     """Keycloak 26.7.3 with a fixed --hostname still serves requests whose Host names another host."""
     for host in (f"127.0.0.1:{keycloak.http_port}", "somewhere-else.example"):
-        status, body = _request(
-            f"{keycloak.base_url}/realms/{REALM.name}/.well-known/openid-configuration", host=host
-        )
+        status, body = _request(f"{keycloak.base_url}/realms/{REALM.name}/.well-known/openid-configuration", host=host)
         assert status == 200, (host, body)
         assert body["issuer"] == f"{keycloak.public_url}/realms/{REALM.name}"
     status, body = _request(f"{keycloak.management_url}/health/ready")

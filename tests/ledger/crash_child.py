@@ -21,8 +21,14 @@ from sidecar.ledger.writer import Ledger, LedgerConfig
 
 CONFIG = LedgerConfig(segment_max_bytes=64 * 1024, epoch_s=0.2, heartbeat_s=0.5)
 TASKS = 4
-_TYPES = (EventType.LOGIN_SUCCEEDED, EventType.LOGIN_FAILED, EventType.TOKEN_ISSUED, EventType.ROLE_GRANTED,
-          EventType.USER_UPDATED, EventType.LOGOUT_COMPLETED)
+_TYPES = (
+    EventType.LOGIN_SUCCEEDED,
+    EventType.LOGIN_FAILED,
+    EventType.TOKEN_ISSUED,
+    EventType.ROLE_GRANTED,
+    EventType.USER_UPDATED,
+    EventType.LOGOUT_COMPLETED,
+)
 
 
 def _emit(line: str) -> None:
@@ -31,9 +37,14 @@ def _emit(line: str) -> None:
 
 
 def _event(rng: random.Random, worker: int, n: int) -> IdentityEvent:
-    return IdentityEvent(rng.choice(_TYPES), rng.choice((Outcome.SUCCEEDED, Outcome.FAILED)), realm="crash",
-                         actor=Party(id=f"user-{rng.randrange(1000)}", username=f"u{worker}"),
-                         request_id=f"w{worker}-{n}", details={"pad": "x" * rng.randrange(0, 300)})
+    return IdentityEvent(
+        rng.choice(_TYPES),
+        rng.choice((Outcome.SUCCEEDED, Outcome.FAILED)),
+        realm="crash",
+        actor=Party(id=f"user-{rng.randrange(1000)}", username=f"u{worker}"),
+        request_id=f"w{worker}-{n}",
+        details={"pad": "x" * rng.randrange(0, 300)},
+    )
 
 
 async def _append_and_report(ledger: Ledger, event: IdentityEvent) -> None:

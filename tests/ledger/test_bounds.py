@@ -24,8 +24,9 @@ async def test_full_queue_raises_overload_at_once(tmp_path: Path) -> None:
     """With the queue full, append raises OverloadError with a Retry-After hint instead of waiting or growing."""
     KeyStore(tmp_path).init("bounds.test/ledger")
     ledger = await Ledger.open(tmp_path, config=LedgerConfig(queue_max=4), start_task=False)
-    waiting = [asyncio.ensure_future(ledger.append({"type": "login.succeeded", "outcome": "succeeded"}))
-               for _ in range(4)]
+    waiting = [
+        asyncio.ensure_future(ledger.append({"type": "login.succeeded", "outcome": "succeeded"})) for _ in range(4)
+    ]
     await asyncio.sleep(0)
     with pytest.raises(OverloadError) as err:
         await ledger.append({"type": "login.succeeded", "outcome": "succeeded"})
@@ -54,11 +55,20 @@ async def test_overload_becomes_pushback_for_admin_changes(tmp_path: Path) -> No
     async def no_whoami(realm: str, token: str, username: str | None) -> None:
         return None
 
-    hooks = LedgerHooks(overloaded, load_policy(), TokenVerifier(no_jwks), SessionDirectory(b"k" * 32), no_whoami,
-                        b"f" * 32)
-    head = RequestHead("POST", "/admin/realms/r/users/u1/role-mappings/realm", "/admin/realms/r/users/u1/role-mappings/realm",
-                       MultiDictProxy(MultiDict()), CIMultiDictProxy(CIMultiDict({"Content-Type": "application/json"})),
-                       "127.0.0.1", "http", "h", "rid")
+    hooks = LedgerHooks(
+        overloaded, load_policy(), TokenVerifier(no_jwks), SessionDirectory(b"k" * 32), no_whoami, b"f" * 32
+    )
+    head = RequestHead(
+        "POST",
+        "/admin/realms/r/users/u1/role-mappings/realm",
+        "/admin/realms/r/users/u1/role-mappings/realm",
+        MultiDictProxy(MultiDict()),
+        CIMultiDictProxy(CIMultiDict({"Content-Type": "application/json"})),
+        "127.0.0.1",
+        "http",
+        "h",
+        "rid",
+    )
     answer = await hooks.before_forward(RequestView(head, b'[{"id":"x","name":"viewer"}]', False))
     assert isinstance(answer, Pushback) and answer.retry_after == 2
 
@@ -89,6 +99,7 @@ _HOSTILE: list[tuple[str, object]] = [
     ("oversize", {"claim": "x" * (300 * 1024)}),
     ("unknown type", {"when": object()}),
 ]
+
 
 async def test_unencodable_records_fail_only_their_own_append(tmp_path: Path) -> None:
     """Each record that cannot be encoded raises RecordRejected to its caller while good records of the same batch commit."""

@@ -80,8 +80,9 @@ def _read_segment(path: Path) -> _Parsed:
             break
         if frame.kind == framing.RECORD:
             obj = parse(frame.body)
-            records.append(Rec(obj["seq"], record_hash(frame.body), int(obj["ts"]), obj["event"], path.name,
-                               frame.offset))
+            records.append(
+                Rec(obj["seq"], record_hash(frame.body), int(obj["ts"]), obj["event"], path.name, frame.offset)
+            )
         elif frame.kind in (framing.CHECKPOINT, framing.SEAL):
             body, sigs = split_note(frame.body)
             checkpoints.append((path.name, frame.offset, Checkpoint.parse_body(body), sigs[0].name))
@@ -137,12 +138,14 @@ def assert_present(contents: Contents, acked: dict[int, bytes] | list[Receipt]) 
 
 
 def event(n: int, pad: int = 40) -> IdentityEvent:
-    return IdentityEvent(EventType.LOGIN_SUCCEEDED, Outcome.SUCCEEDED, realm="crash", request_id=f"r{n}",
-                         details={"pad": "x" * pad})
+    return IdentityEvent(
+        EventType.LOGIN_SUCCEEDED, Outcome.SUCCEEDED, realm="crash", request_id=f"r{n}", details={"pad": "x" * pad}
+    )
 
 
-async def fresh_ledger(data: Path, n: int = 20, *, config: LedgerConfig | None = None,
-                       clock: Clock | None = None) -> list[Receipt]:
+async def fresh_ledger(
+    data: Path, n: int = 20, *, config: LedgerConfig | None = None, clock: Clock | None = None
+) -> list[Receipt]:
     """Initialise a ledger, append `n` events, close it cleanly; returns the receipts."""
     KeyStore(data).init(ORIGIN)
     ledger = await Ledger.open(data, config=config, clock=clock)
@@ -153,8 +156,9 @@ async def fresh_ledger(data: Path, n: int = 20, *, config: LedgerConfig | None =
     return receipts
 
 
-async def reopen(data: Path, *, config: LedgerConfig | None = None, clock: Clock | None = None,
-                 extra: int = 3) -> tuple[dict[str, Any] | None, int, list[Receipt]]:
+async def reopen(
+    data: Path, *, config: LedgerConfig | None = None, clock: Clock | None = None, extra: int = 3
+) -> tuple[dict[str, Any] | None, int, list[Receipt]]:
     """Open (recovering), append `extra` events, close; returns (ledger.recovered, key epoch, receipts)."""
     ledger = await Ledger.open(data, config=config, clock=clock)
     try:
@@ -234,7 +238,7 @@ def _simulate_torn_next_write(seg: Path, rng: random.Random) -> tuple[str, dict[
         garbage = b"\0" * rng.choice([512, 4096, 65536])
     elif how.endswith("partial-frame"):
         frame = rng.choice(frames)
-        whole = raw[frame.offset: frame.offset + framing.OVERHEAD + len(frame.body)]
+        whole = raw[frame.offset : frame.offset + framing.OVERHEAD + len(frame.body)]
         garbage = whole[: rng.randrange(1, len(whole))]
     append_bytes(seg, bytes(out) + garbage)
     return how, records, len(garbage)
@@ -265,8 +269,12 @@ def test_sigkill_loop(tmp_path: Path) -> None:
         delay = rng.uniform(0.08, 0.3) if early else rng.uniform(0.05, 0.4)
         child_seed = rng.randrange(2**31)
         with out.open("wb") as fo, err.open("wb") as fe:
-            proc = subprocess.Popen([sys.executable, "-m", "tests.ledger.crash_child", str(data),
-                                     str(child_seed)], stdout=fo, stderr=fe, cwd=REPO)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.ledger.crash_child", str(data), str(child_seed)],
+                stdout=fo,
+                stderr=fe,
+                cwd=REPO,
+            )
         try:
             if not early:
                 ready = _child_ready(out, proc, time.monotonic() + 30)
@@ -311,11 +319,13 @@ def test_sigkill_loop(tmp_path: Path) -> None:
     contents = read_ledger(data, cache)
     rotations = len(contents.of_type("key.rotated"))
     recovered_records = contents.of_type("ledger.recovered")
-    print(f"\nSIGKILL loop: {KILL_ITERATIONS} iterations in {time.monotonic() - started:.1f} s "
-          f"({before_ready} killed before READY); {len(acked)} acknowledged records checked, "
-          f"{len(contents.records)} records in total; ledger.recovered records: {len(recovered_records)} "
-          f"({torn_by_kill} from tails the kill tore); simulated torn writes: {dict(simulated_writes)}; "
-          f"key rotations: {rotations}; segments: {len(contents.segments)}")
+    print(
+        f"\nSIGKILL loop: {KILL_ITERATIONS} iterations in {time.monotonic() - started:.1f} s "
+        f"({before_ready} killed before READY); {len(acked)} acknowledged records checked, "
+        f"{len(contents.records)} records in total; ledger.recovered records: {len(recovered_records)} "
+        f"({torn_by_kill} from tails the kill tore); simulated torn writes: {dict(simulated_writes)}; "
+        f"key rotations: {rotations}; segments: {len(contents.segments)}"
+    )
     assert len(acked) > KILL_ITERATIONS, "the children acknowledged almost nothing; the loop tested nothing"
     assert len(contents.segments) > 3 and rotations > 3, "no segment rolls or key rotations happened"
     for rec in recovered_records:
@@ -365,8 +375,7 @@ async def test_zero_filled_tail_is_cut_and_recorded(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("torn_checkpoint", [False, True], ids=["no-checkpoint", "torn-checkpoint"])
-async def test_whole_record_without_checkpoint_is_kept_and_signed(tmp_path: Path,
-                                                                   torn_checkpoint: bool) -> None:
+async def test_whole_record_without_checkpoint_is_kept_and_signed(tmp_path: Path, torn_checkpoint: bool) -> None:
     """A whole record a crash left without its checkpoint is kept and covered by a new signed checkpoint."""
     data = tmp_path / "ledger"
     receipts = await fresh_ledger(data)
@@ -453,9 +462,11 @@ async def test_damaged_length_field_in_the_middle_is_not_a_torn_tail(tmp_path: P
         await ledger.close()
         kept = read_ledger(data).by_seq()
         lost = [r.seq for r in receipts if r.seq not in kept]
-        pytest.fail(f"open treated mid-segment damage as a torn tail and cut it: {recovered}; "
-                    f"{len(lost)} acknowledged records lost (seq {lost[0]}..{lost[-1]}); "
-                    f"verify_directory ok afterwards: {verify_directory(data, KeyStore(data).trust()).ok}")
+        pytest.fail(
+            f"open treated mid-segment damage as a torn tail and cut it: {recovered}; "
+            f"{len(lost)} acknowledged records lost (seq {lost[0]}..{lost[-1]}); "
+            f"verify_directory ok afterwards: {verify_directory(data, KeyStore(data).trust()).ok}"
+        )
     assert seg.read_bytes() == bytes(raw)
 
 
@@ -472,8 +483,14 @@ async def test_half_written_segment_header_is_discarded(tmp_path: Path, shape: s
     assert seg.name == "00000001.seg"
     header = frames_of(seg)[0]
     header_frame = seg.read_bytes()[: framing.OVERHEAD + len(header.body)]
-    seg.write_bytes({"empty": b"", "half-header": header_frame[: len(header_frame) // 2],
-                     "7-bytes": header_frame[:7], "zeros": b"\0" * 4096}[shape])
+    seg.write_bytes(
+        {
+            "empty": b"",
+            "half-header": header_frame[: len(header_frame) // 2],
+            "7-bytes": header_frame[:7],
+            "zeros": b"\0" * 4096,
+        }[shape]
+    )
 
     _, _, more = await reopen(data)
 
@@ -538,8 +555,11 @@ async def test_rotation_record_without_checkpoint_completes_on_open(tmp_path: Pa
     keys = KeyStore(data)
     old = keys.trust().root_key
     new = keys.create(1)
-    rotated = IdentityEvent(EventType.KEY_ROTATED, Outcome.SUCCEEDED, details={
-        "key": new.public.to_json(), "epoch": 1, "previous": old.to_json()}).to_json()
+    rotated = IdentityEvent(
+        EventType.KEY_ROTATED,
+        Outcome.SUCCEEDED,
+        details={"key": new.public.to_json(), "epoch": 1, "previous": old.to_json()},
+    ).to_json()
     frame = record_frame(data, rotated)
     torn = b"C\x00\x00\x00\xf0half a checkpoint"
     append_bytes(open_segment(data), frame + torn)
@@ -551,8 +571,7 @@ async def test_rotation_record_without_checkpoint_completes_on_open(tmp_path: Pa
     assert epoch == 1 and _key_files(data) == ["epoch-000001.key"]
     contents = read_ledger(data)
     [rec] = contents.of_type("key.rotated")
-    after = [(cp, name) for seg, off, cp, name in contents.checkpoints
-             if (seg, off) > (rec.segment, rec.offset)]
+    after = [(cp, name) for seg, off, cp, name in contents.checkpoints if (seg, off) > (rec.segment, rec.offset)]
     assert after[0][0].size == rec.seq + 1 and after[0][1] == f"{ORIGIN}#0"
     assert after[-1][1] == f"{ORIGIN}#1"
     assert_present(contents, receipts + more)
@@ -571,8 +590,9 @@ def _require_chattr(probe_dir: Path) -> None:
             f.write(b"y")
             pytest.fail("chattr +i did not make a file immutable (not root?)")
     except subprocess.CalledProcessError as exc:
-        pytest.fail(f"chattr +i does not work on {probe_dir}'s file system (needs root on ext4): "
-                    f"{exc.stderr.decode().strip()}")
+        pytest.fail(
+            f"chattr +i does not work on {probe_dir}'s file system (needs root on ext4): {exc.stderr.decode().strip()}"
+        )
     finally:
         subprocess.run(["chattr", "-i", str(probe)], check=False, capture_output=True)
         probe.unlink()
@@ -642,8 +662,9 @@ async def test_segment_roll_error_fails_appends_instead_of_hanging(tmp_path: Pat
             await asyncio.wait_for(ledger.close(), 10)
     task = ledger._task
     died = task.exception() if task is not None and task.done() and not task.cancelled() else None
-    assert "hang" not in outcomes, (f"append hung after a failed segment roll (outcomes: {outcomes}); "
-                                    f"the writer task died with {died!r}")
+    assert "hang" not in outcomes, (
+        f"append hung after a failed segment roll (outcomes: {outcomes}); the writer task died with {died!r}"
+    )
     assert "StorageError" in outcomes
 
     _, _, more = await reopen(data)
@@ -709,8 +730,13 @@ def test_sealed_segment_without_successor_reopens_without_root(tmp_path: Path) -
         if shutil.which("setpriv") is None:
             pytest.fail("running as root without setpriv (util-linux): cannot run the writer with file modes")
         prefix = ["setpriv", "--bounding-set=-dac_override"]
-    run = subprocess.run([*prefix, sys.executable, "-c", _REOPEN_SCRIPT, str(data)], cwd=REPO,
-                         capture_output=True, timeout=60, check=False)
+    run = subprocess.run(
+        [*prefix, sys.executable, "-c", _REOPEN_SCRIPT, str(data)],
+        cwd=REPO,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
     assert run.returncode == 0, f"reopen failed:\n{run.stderr.decode()[-1500:]}"
     contents = read_ledger(data)
     assert contents.segments == ["00000000.seg", "00000001.seg"]

@@ -19,9 +19,21 @@ async def _fill(path: Path, n: int) -> None:
     ledger.subscribers.append(index.on_commit)
     await index.catch_up(path)
     index.start()
-    await asyncio.gather(*(ledger.append(IdentityEvent(
-        EventType.ROLE_GRANTED, Outcome.SUCCEEDED, realm="r", actor=Party(id=f"admin-{i % 3}", username=f"adm{i % 3}"),
-        target=Party(id=f"user-{i % 5}", username=f"u{i % 5}"), details={"roles": ["viewer"]})) for i in range(n)))
+    await asyncio.gather(
+        *(
+            ledger.append(
+                IdentityEvent(
+                    EventType.ROLE_GRANTED,
+                    Outcome.SUCCEEDED,
+                    realm="r",
+                    actor=Party(id=f"admin-{i % 3}", username=f"adm{i % 3}"),
+                    target=Party(id=f"user-{i % 5}", username=f"u{i % 5}"),
+                    details={"roles": ["viewer"]},
+                )
+            )
+            for i in range(n)
+        )
+    )
     await ledger.close()
     await index.close()
 
@@ -39,7 +51,7 @@ async def test_index_follows_commits_and_answers_lookups(tmp_path: Path) -> None
     assert where is not None
     segment, offset = where
     data = (tmp_path / "segments" / f"{segment:08d}.seg").read_bytes()
-    assert b'"seq":30,' in data[offset: offset + 2000]
+    assert b'"seq":30,' in data[offset : offset + 2000]
     await index.close()
 
 
@@ -67,8 +79,10 @@ async def test_an_index_that_dropped_commits_is_marked_stale_and_rebuilt_at_the_
     await _fill(tmp_path, 20)
     assert has_index(tmp_path)
     data = (tmp_path / "segments" / "00000000.seg").read_bytes()
-    records = tuple((i, f.offset, f.body) for i, f in enumerate(
-        f for f in iter_frames(data) if isinstance(f, Frame) and f.kind == RECORD))
+    records = tuple(
+        (i, f.offset, f.body)
+        for i, f in enumerate(f for f in iter_frames(data) if isinstance(f, Frame) and f.kind == RECORD)
+    )
     (tmp_path / "index.sqlite").unlink()
     index = LedgerIndex(tmp_path / "index.sqlite", queue_max=1)
     await index.open()

@@ -24,10 +24,15 @@ ORIGIN = "subjects.test/ledger"
 
 
 def _login(user_id: str | None, username: str, ip: str, outcome: Outcome = Outcome.SUCCEEDED) -> IdentityEvent:
-    return IdentityEvent(EventType.LOGIN_SUCCEEDED if outcome is Outcome.SUCCEEDED else EventType.LOGIN_FAILED,
-                         outcome, realm="acme", client="portal", source_ip=ip,
-                         actor=Party(id=user_id, username=username, kind="user"),
-                         details={"method": "password", "user_agent": "Mozilla/5.0 (alice-laptop)"})
+    return IdentityEvent(
+        EventType.LOGIN_SUCCEEDED if outcome is Outcome.SUCCEEDED else EventType.LOGIN_FAILED,
+        outcome,
+        realm="acme",
+        client="portal",
+        source_ip=ip,
+        actor=Party(id=user_id, username=username, kind="user"),
+        details={"method": "password", "user_agent": "Mozilla/5.0 (alice-laptop)"},
+    )
 
 
 async def _ledger(data: Path, store: SubjectKeys) -> Ledger:
@@ -62,24 +67,29 @@ async def test_identifying_values_are_encrypted_then_erased_in_every_copy(tmp_pa
     before = verify_directory(data, trust)
     assert before.ok and before.encrypted_records == 1 and before.erased_records == 0
 
-    result = await erase_subject(data, store, ALICE, by="dpo", reason="GDPR art. 17 request 42",
-                                 now_ns=FixedClock().now_ns)
+    result = await erase_subject(
+        data, store, ALICE, by="dpo", reason="GDPR art. 17 request 42", now_ns=FixedClock().now_ns
+    )
     assert not result["already"]
     for copy in (keys_dir, backup):
         reopened = SubjectKeys.open(copy)
         assert reopened.key(ALICE) is None and reopened.is_erased(ALICE) and reopened.find("alice.wonder") == []
         assert b"alice" not in (copy / "keys" / file_of(ALICE)).read_bytes()
     erased = ledger_records(data)[-1]["event"]
-    assert erased["type"] == "subject.erased" and erased["details"] == {"subject": ALICE,
-                                                                         "reason": "GDPR art. 17 request 42"}
+    assert erased["type"] == "subject.erased" and erased["details"] == {
+        "subject": ALICE,
+        "reason": "GDPR art. 17 request 42",
+    }
     assert erased["actor"] == {"username": "dpo", "kind": "operator"}
     after = verify_directory(data, trust)
     assert after.ok and after.encrypted_records == 1 and after.erased_records == 1 and after.erased_subjects == 1
-    opened = pii.open_event(event, origin=ORIGIN, key_of=SubjectKeys.open(keys_dir).key,
-                            erased=SubjectKeys.open(keys_dir).is_erased)
+    opened = pii.open_event(
+        event, origin=ORIGIN, key_of=SubjectKeys.open(keys_dir).key, erased=SubjectKeys.open(keys_dir).is_erased
+    )
     assert set(opened.erased) == {("actor", "username"), ("ip",), ("details", "user_agent")}
-    again = await erase_subject(data, SubjectKeys.open(keys_dir, (backup,)), ALICE, by="dpo", reason="again",
-                                now_ns=FixedClock().now_ns)
+    again = await erase_subject(
+        data, SubjectKeys.open(keys_dir, (backup,)), ALICE, by="dpo", reason="again", now_ns=FixedClock().now_ns
+    )
     assert again["already"] and again["seq"] == result["seq"]
 
 
@@ -153,8 +163,19 @@ def test_the_default_policy_names_the_documented_fields() -> None:
 
 def test_a_drift_record_about_a_username_quotes_it_encrypted() -> None:
     """A state-mismatch on a user's username has its expected and live values under that user's key."""
-    event = {"type": "drift.detected", "outcome": "succeeded", "target": {"id": ALICE, "kind": "user", "name": "al"},
-             "details": {"kind": "state-mismatch", "field": "username", "expected": "al", "live": "alice2"}}
-    found = dict(pii.identifying_values(event, party_fields=("name", "username"), event_fields=("ip",),
-                                        detail_fields=("email",), fallback="unattributed:x"))
+    event = {
+        "type": "drift.detected",
+        "outcome": "succeeded",
+        "target": {"id": ALICE, "kind": "user", "name": "al"},
+        "details": {"kind": "state-mismatch", "field": "username", "expected": "al", "live": "alice2"},
+    }
+    found = dict(
+        pii.identifying_values(
+            event,
+            party_fields=("name", "username"),
+            event_fields=("ip",),
+            detail_fields=("email",),
+            fallback="unattributed:x",
+        )
+    )
     assert found == {("target", "name"): ALICE, ("details", "expected"): ALICE, ("details", "live"): ALICE}

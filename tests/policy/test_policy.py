@@ -29,18 +29,21 @@ def test_digest_changes_with_any_setting(tmp_path: Path) -> None:
     assert load_policy(other).digest != load_policy(DEFAULT_POLICY).digest
 
 
-@pytest.mark.parametrize(("body", "key", "reason"), [
-    ('[policy]\nname = "x"\n[failure]\nlogins = "open"\n', "failure.logins", "must be one of"),
-    ('[policy]\nname = "x"\n[failure]\nadmin_changes = 1\n', "failure.admin_changes", "must be str"),
-    ('[policy]\nname = "x"\n[capture]\nmax_body_bytes = 10\n', "capture.max_body_bytes", "between"),
-    ('[policy]\nname = "x"\n[capture]\nmax_body_bytes = true\n', "capture.max_body_bytes", "must be int"),
-    ('[policy]\nname = "x"\n[capture]\nrecord_everything = true\n', "capture.record_everything", "unknown key"),
-    ('[policy]\nname = "x"\n[capture]\nrecord_admin_reads = false\n', "capture.record_admin_reads", "unknown key"),
-    ('[policy]\nname = "x"\n[redaction]\nfields = ["ok", ""]\n', "redaction.fields", "non-empty strings"),
-    ('[policy]\nname = "x"\n[extra]\n', "extra", "unknown section"),
-    ('[failure]\nlogins = "closed"\n', "policy.name", "is required"),
-    ('[policy\nname = "x"\n', "-", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    ("body", "key", "reason"),
+    [
+        ('[policy]\nname = "x"\n[failure]\nlogins = "open"\n', "failure.logins", "must be one of"),
+        ('[policy]\nname = "x"\n[failure]\nadmin_changes = 1\n', "failure.admin_changes", "must be str"),
+        ('[policy]\nname = "x"\n[capture]\nmax_body_bytes = 10\n', "capture.max_body_bytes", "between"),
+        ('[policy]\nname = "x"\n[capture]\nmax_body_bytes = true\n', "capture.max_body_bytes", "must be int"),
+        ('[policy]\nname = "x"\n[capture]\nrecord_everything = true\n', "capture.record_everything", "unknown key"),
+        ('[policy]\nname = "x"\n[capture]\nrecord_admin_reads = false\n', "capture.record_admin_reads", "unknown key"),
+        ('[policy]\nname = "x"\n[redaction]\nfields = ["ok", ""]\n', "redaction.fields", "non-empty strings"),
+        ('[policy]\nname = "x"\n[extra]\n', "extra", "unknown section"),
+        ('[failure]\nlogins = "closed"\n', "policy.name", "is required"),
+        ('[policy\nname = "x"\n', "-", "not valid TOML"),
+    ],
+)
 def test_bad_policy_names_file_key_and_reason(tmp_path: Path, body: str, key: str, reason: str) -> None:
     """Each kind of mistake is a PolicyError with the file, the key and why."""
     path = tmp_path / "bad.toml"
@@ -54,8 +57,23 @@ def test_serve_refuses_to_start_with_a_bad_policy(tmp_path: Path) -> None:
     """`sidecar serve --policy BAD` exits 2 with one line naming the file and key, before listening."""
     bad = tmp_path / "bad.toml"
     bad.write_text('[policy]\nname = "x"\n[failure]\nlogins = "maybe"\n')
-    result = CliRunner().invoke(main, ["serve", "--upstream", "http://127.0.0.1:9", "--data", str(tmp_path / "d"),
-                                       "--init", "--origin", "t/p", "--policy", str(bad), "--listen", "127.0.0.1:9"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "serve",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--data",
+            str(tmp_path / "d"),
+            "--init",
+            "--origin",
+            "t/p",
+            "--policy",
+            str(bad),
+            "--listen",
+            "127.0.0.1:9",
+        ],
+    )
     assert result.exit_code == 2
     assert f"{bad}: failure.logins: must be one of" in result.output
     assert "Traceback" not in result.output

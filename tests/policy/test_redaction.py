@@ -13,13 +13,20 @@ from sidecar.policy.schema import load_policy
 
 
 def _event(**details: object) -> IdentityEvent:
-    return IdentityEvent(EventType.ROLE_GRANTED, Outcome.SUCCEEDED, realm="r", actor=Party(id="a", username="adm"),
-                         target=Party(id="u", username="user"), details={"roles": ["viewer"], **details})
+    return IdentityEvent(
+        EventType.ROLE_GRANTED,
+        Outcome.SUCCEEDED,
+        realm="r",
+        actor=Party(id="a", username="adm"),
+        target=Party(id="u", username="user"),
+        details={"roles": ["viewer"], **details},
+    )
 
 
 @pytest.mark.parametrize("name", ["password", "Authorization", "set-cookie", "KEYCLOAK_IDENTITY", "kc_restart"])
 def test_a_detail_named_like_a_secret_field_header_or_cookie_is_dropped(
-        name: str, caplog: pytest.LogCaptureFixture) -> None:
+    name: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """redaction.fields, .headers and .cookies of the default policy each keep their names out of a record."""
     redactor = Redactor(load_policy(None), lambda s: "fp")
     with caplog.at_level(logging.ERROR, "sidecar.policy"):

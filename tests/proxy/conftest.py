@@ -71,9 +71,7 @@ async def _echo(request: web.Request) -> web.Response:
 
 
 async def _target(request: web.Request) -> web.Response:
-    return web.json_response(
-        {"raw_path": request.raw_path, "path": request.path, "query": list(request.query.items())}
-    )
+    return web.json_response({"raw_path": request.raw_path, "path": request.path, "query": list(request.query.items())})
 
 
 async def _page(request: web.Request) -> web.Response:
@@ -97,9 +95,7 @@ async def _missing(request: web.Request) -> web.Response:
 
 
 async def _gzipped(request: web.Request) -> web.Response:
-    return web.Response(
-        body=GZIPPED_JSON, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"}
-    )
+    return web.Response(body=GZIPPED_JSON, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
 
 
 async def _big_echo(request: web.Request) -> web.StreamResponse:
@@ -199,8 +195,9 @@ async def _login(request: web.Request) -> web.Response:
 def make_upstream() -> web.Application:
     """A stand-in for Keycloak with one route per behaviour under test."""
     # Bodies are recorded as they arrived on the wire (no gzip inflation): what Keycloak's socket would get.
-    app = web.Application(middlewares=[_record], client_max_size=16 * 1024 * 1024,
-                          handler_args={"auto_decompress": False})
+    app = web.Application(
+        middlewares=[_record], client_max_size=16 * 1024 * 1024, handler_args={"auto_decompress": False}
+    )
     app[SEEN] = []
     app[DRIP_STOPPED] = asyncio.Event()
     app.router.add_route("*", "/echo", _echo)

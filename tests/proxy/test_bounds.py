@@ -23,7 +23,9 @@ FORM = b"grant_type=password&username=alice&password=Pw-gz-1"
 
 
 async def _start(
-    aiohttp_server: Callable[..., Awaitable[TestServer]], upstream_url: str, hooks: RecordingHooks,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    upstream_url: str,
+    hooks: RecordingHooks,
     limits: ProxyLimits,
 ) -> tuple[TestServer, ReverseProxy]:
     proxy = ReverseProxy(upstream_url, hooks, limits)
@@ -35,7 +37,9 @@ async def _start(
 
 # ---------------------------------------------------------------------------- byte-faithful forwarding
 async def test_gzip_request_body_passes_through_byte_for_byte(
-    make_proxy: Callable[..., Awaitable[TestServer]], upstream: TestServer, session: aiohttp.ClientSession,
+    make_proxy: Callable[..., Awaitable[TestServer]],
+    upstream: TestServer,
+    session: aiohttp.ClientSession,
 ) -> None:
     """A gzip request body on a pass-through path reaches upstream as the exact bytes and length the client sent."""
     proxy = await make_proxy(RecordingHooks())
@@ -49,16 +53,22 @@ async def test_gzip_request_body_passes_through_byte_for_byte(
     assert sent["Content-Encoding"] == "gzip" and sent["Content-Length"] == str(len(body))
 
 
-@pytest.mark.parametrize(("coding", "body"), [
-    ("gzip", gzip.compress(FORM)),
-    ("deflate", zlib.compress(FORM)),
-    ("br", b"\x1b\x03\x00\xf8\xa5"),
-    ("identity, gzip", gzip.compress(FORM)),
-    ("GZIP", b"\x1f\x8b not really gzip"),
-])
+@pytest.mark.parametrize(
+    ("coding", "body"),
+    [
+        ("gzip", gzip.compress(FORM)),
+        ("deflate", zlib.compress(FORM)),
+        ("br", b"\x1b\x03\x00\xf8\xa5"),
+        ("identity, gzip", gzip.compress(FORM)),
+        ("GZIP", b"\x1f\x8b not really gzip"),
+    ],
+)
 async def test_captured_request_with_a_content_coding_is_refused_before_upstream(
-    make_proxy: Callable[..., Awaitable[TestServer]], upstream: TestServer, session: aiohttp.ClientSession,
-    coding: str, body: bytes,
+    make_proxy: Callable[..., Awaitable[TestServer]],
+    upstream: TestServer,
+    session: aiohttp.ClientSession,
+    coding: str,
+    body: bytes,
 ) -> None:
     """A captured request with a coded body (which Keycloak would parse raw) is refused with 415; Keycloak and the hooks see nothing."""
     hooks = RecordingHooks()
@@ -70,7 +80,9 @@ async def test_captured_request_with_a_content_coding_is_refused_before_upstream
 
 
 async def test_identity_coding_on_a_captured_request_is_forwarded(
-    make_proxy: Callable[..., Awaitable[TestServer]], upstream: TestServer, session: aiohttp.ClientSession,
+    make_proxy: Callable[..., Awaitable[TestServer]],
+    upstream: TestServer,
+    session: aiohttp.ClientSession,
 ) -> None:
     """Content-Encoding: identity is no coding: the captured request goes through and capture sees the body."""
     hooks = RecordingHooks()
@@ -82,13 +94,19 @@ async def test_identity_coding_on_a_captured_request_is_forwarded(
 
 
 # ---------------------------------------------------------------------------- every forwarded capture gets an ending
-@pytest.mark.parametrize(("url_of", "reason"), [
-    (lambda up: "http://127.0.0.1:9", "upstream_unreachable"),
-    (lambda up: str(up.make_url("/")), "upstream_timeout"),
-])
+@pytest.mark.parametrize(
+    ("url_of", "reason"),
+    [
+        (lambda up: "http://127.0.0.1:9", "upstream_unreachable"),
+        (lambda up: str(up.make_url("/")), "upstream_timeout"),
+    ],
+)
 async def test_no_answer_from_upstream_tells_the_hooks_abandoned(
-    aiohttp_server: Callable[..., Awaitable[TestServer]], upstream: TestServer, session: aiohttp.ClientSession,
-    url_of: Callable[[TestServer], str], reason: str,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    upstream: TestServer,
+    session: aiohttp.ClientSession,
+    url_of: Callable[[TestServer], str],
+    reason: str,
 ) -> None:
     """When Keycloak gives no answer after before_forward (refused, timed out), the hooks get abandoned() with the reason, never silence."""
     hooks = RecordingHooks(prefix="/slow")
@@ -122,7 +140,9 @@ async def test_cancelled_handler_tells_the_hooks_abandoned(upstream: TestServer)
 
 # ---------------------------------------------------------------------------- global capture budget
 async def test_capture_budget_overflow_is_503_before_upstream_and_returns_to_zero(
-    aiohttp_server: Callable[..., Awaitable[TestServer]], upstream: TestServer, caplog: pytest.LogCaptureFixture,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    upstream: TestServer,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Captured bodies beyond the global byte budget get 503 + Retry-After without reaching Keycloak; the budget is whole again after."""
     hooks = RecordingHooks()
@@ -132,8 +152,9 @@ async def test_capture_budget_overflow_is_503_before_upstream_and_returns_to_zer
     body = b"username=" + b"x" * (200 * 1024)
 
     async def one(s: aiohttp.ClientSession) -> tuple[int, str | None]:
-        async with s.post(proxy.make_url(LOGIN), data=body,
-                          headers={"Content-Type": "application/x-www-form-urlencoded"}) as resp:
+        async with s.post(
+            proxy.make_url(LOGIN), data=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
+        ) as resp:
             await resp.read()
             return resp.status, resp.headers.get("Retry-After")
 
@@ -161,7 +182,8 @@ async def test_capture_budget_overflow_is_503_before_upstream_and_returns_to_zer
 
 # ---------------------------------------------------------------------------- separate upstream pools
 async def test_slow_pass_through_uploads_cannot_starve_captured_requests(
-    aiohttp_server: Callable[..., Awaitable[TestServer]], upstream: TestServer,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    upstream: TestServer,
 ) -> None:
     """With the pass-through pool full of slow uploads, a captured login still gets its answer and status() names the saturated pool."""
     hooks = RecordingHooks()
@@ -213,7 +235,8 @@ MALFORMED = [
 
 
 async def test_malformed_requests_never_put_request_bytes_in_a_log_line(
-    make_proxy: Callable[..., Awaitable[TestServer]], caplog: pytest.LogCaptureFixture,
+    make_proxy: Callable[..., Awaitable[TestServer]],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Malformed requests carrying a bearer token, an identity cookie and a code= query are answered 4xx and logged without any of their bytes."""
     proxy = await make_proxy()
@@ -241,8 +264,15 @@ def test_foreign_log_records_are_reduced_to_their_template() -> None:
     try:
         raise ValueError(f"bad header Authorization: Bearer {SECRETS[0]}")
     except ValueError as exc:
-        record = logging.LogRecord("aiohttp.client", logging.ERROR, __file__, 1,
-                                   "request to %s failed", (f"/cb?code={SECRETS[2]}",), (type(exc), exc, None))
+        record = logging.LogRecord(
+            "aiohttp.client",
+            logging.ERROR,
+            __file__,
+            1,
+            "request to %s failed",
+            (f"/cb?code={SECRETS[2]}",),
+            (type(exc), exc, None),
+        )
     assert handler.filter(record)
     out = logging.Formatter().format(record)
     assert out == "request to ? failed [ValueError]"

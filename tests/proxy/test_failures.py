@@ -93,17 +93,13 @@ async def test_upstream_dying_mid_body_cuts_the_client(
     assert any("mid-body" in r.getMessage() for r in caplog.records)
 
 
-async def test_client_disconnect_releases_the_upstream(
-    make_proxy: ProxyFactory, upstream: TestServer
-) -> None:
+async def test_client_disconnect_releases_the_upstream(make_proxy: ProxyFactory, upstream: TestServer) -> None:
     """A client hanging up mid-stream makes the proxy drop its upstream connection and finish the handler."""
     proxy = await make_proxy()
     async with aiohttp.ClientSession() as client:
         resp = await client.get(proxy.make_url("/drip"))
         assert len(await resp.content.read(1024)) > 0
-        assert any(_suspended_in(t, "forward.py") for t in asyncio.all_tasks()), (
-            "the check below can see handlers"
-        )
+        assert any(_suspended_in(t, "forward.py") for t in asyncio.all_tasks()), "the check below can see handlers"
         resp.close()  # hang up with the body still flowing
     stopped = upstream.app[DRIP_STOPPED]
     await asyncio.wait_for(stopped.wait(), 5)

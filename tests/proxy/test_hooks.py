@@ -50,9 +50,7 @@ class RecordingHooks:
             raise ValueError("boom with password=s3cret-in-message")
         return self.before_result
 
-    async def after_response(
-        self, request: RequestView, response: ResponseView, token: object
-    ) -> Pushback | None:
+    async def after_response(self, request: RequestView, response: ResponseView, token: object) -> Pushback | None:
         self.after.append((request, response, token))
         self.after_entered.set()
         if self.gate is not None:
@@ -72,9 +70,7 @@ def _assert_pushback(status: int, headers: Mapping[str, str], body: bytes, retry
     assert body == b"audit log unavailable, retry later\n"
 
 
-async def test_plan_selects_only_matching_paths(
-    make_proxy: ProxyFactory, session: aiohttp.ClientSession
-) -> None:
+async def test_plan_selects_only_matching_paths(make_proxy: ProxyFactory, session: aiohttp.ClientSession) -> None:
     """plan() sees every request; only the selected path reaches before_forward/after_response."""
     hooks = RecordingHooks()
     proxy = await make_proxy(hooks)
@@ -87,9 +83,7 @@ async def test_plan_selects_only_matching_paths(
     assert [r.path for r, _, _ in hooks.after] == [LOGIN]
 
 
-async def test_head_carries_identity_of_the_request(
-    make_proxy: ProxyFactory, session: aiohttp.ClientSession
-) -> None:
+async def test_head_carries_identity_of_the_request(make_proxy: ProxyFactory, session: aiohttp.ClientSession) -> None:
     """RequestHead holds decoded path, raw target, query, client IP, scheme, Host and a fresh id."""
     hooks = RecordingHooks()
     proxy = await make_proxy(hooks)

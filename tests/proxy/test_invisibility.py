@@ -23,9 +23,7 @@ from tests.proxy.conftest import BIG, PAGE, REDIRECT_HEADERS, ProxyFactory, Seen
 RESPONSE_IGNORED = frozenset({"date", "server"})
 # What the proxy must change on the way in: Host names the proxy's address when the
 # client talks to it, and the forwarding headers are the proxy's to set.
-REQUEST_IGNORED = frozenset(
-    {"host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port"}
-)
+REQUEST_IGNORED = frozenset({"host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port"})
 
 
 @dataclass(frozen=True)
@@ -49,9 +47,7 @@ def _lines(headers: list[tuple[str, str]], ignored: frozenset[str]) -> list[tupl
     return [(k.lower(), v) for k, v in headers if k.lower() not in ignored]
 
 
-def diff_responses(
-    direct: Snapshot, proxied: Snapshot, ignored: frozenset[str] = RESPONSE_IGNORED
-) -> list[str]:
+def diff_responses(direct: Snapshot, proxied: Snapshot, ignored: frozenset[str] = RESPONSE_IGNORED) -> list[str]:
     """Every way the proxied response differs from the direct one; empty if invisible."""
     out: list[str] = []
     if direct.status != proxied.status:
@@ -159,18 +155,14 @@ async def test_redirect_is_passed_not_followed(
 async def test_helper_reports_differences() -> None:
     """The comparison helper names each difference, so a failure says what leaked."""
     a = Snapshot(200, "OK", [("Content-Type", "text/html"), ("Set-Cookie", "a=1"), ("Date", "x")], PAGE)
-    b = Snapshot(
-        502, "Bad Gateway", [("Set-Cookie", "a=1"), ("Content-Type", "text/html"), ("X-Extra", "1")], b""
-    )
+    b = Snapshot(502, "Bad Gateway", [("Set-Cookie", "a=1"), ("Content-Type", "text/html"), ("X-Extra", "1")], b"")
     assert diff_responses(a, b) == [
         "status: direct 200, proxied 502",
         "reason: direct 'OK', proxied 'Bad Gateway'",
         "header only proxied: ('x-extra', '1')",
         f"body: direct {len(PAGE)} bytes, proxied 0 bytes, differ",
     ]
-    assert diff_responses(
-        a, Snapshot(200, "OK", [("Set-Cookie", "a=1"), ("Content-Type", "text/html")], PAGE)
-    ) == [
+    assert diff_responses(a, Snapshot(200, "OK", [("Set-Cookie", "a=1"), ("Content-Type", "text/html")], PAGE)) == [
         "header order: direct [('content-type', 'text/html'), ('set-cookie', 'a=1')], "
         "proxied [('set-cookie', 'a=1'), ('content-type', 'text/html')]"
     ]
@@ -207,9 +199,7 @@ async def _proxied_raw_headers(
         await server.wait_closed()
 
 
-async def test_utf8_header_values_pass_unchanged(
-    make_proxy: ProxyFactory, session: aiohttp.ClientSession
-) -> None:
+async def test_utf8_header_values_pass_unchanged(make_proxy: ProxyFactory, session: aiohttp.ClientSession) -> None:
     """A header value in UTF-8 (non-ASCII) reaches the client byte for byte."""
     raw = "X-Name: café\r\n".encode()
     response = b"HTTP/1.1 200 OK\r\n" + raw + b"Content-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
@@ -218,9 +208,7 @@ async def test_utf8_header_values_pass_unchanged(
 
 
 @pytest.mark.xfail(strict=True, reason="aiohttp's C header writer drops bytes that are not UTF-8 (obs-text)")
-async def test_non_utf8_header_bytes_pass_unchanged(
-    make_proxy: ProxyFactory, session: aiohttp.ClientSession
-) -> None:
+async def test_non_utf8_header_bytes_pass_unchanged(make_proxy: ProxyFactory, session: aiohttp.ClientSession) -> None:
     """Known loss: a latin-1 byte in a header value (obs-text) does not survive aiohttp's serializer."""
     response = (
         b'HTTP/1.1 200 OK\r\nContent-Disposition: attachment; filename="caf\xe9.txt"\r\n'

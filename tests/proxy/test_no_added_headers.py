@@ -20,8 +20,12 @@ async def _bare_upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWri
         if not head:
             break
         body = b'{"ok":true}'
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-                     + str(len(body)).encode() + b"\r\nX-Up: 1\r\n\r\n" + body)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\nX-Up: 1\r\n\r\n"
+            + body
+        )
         await writer.drain()
 
 

@@ -128,8 +128,13 @@ async def raw_s3(s3_client_kwargs: dict[str, Any]) -> AsyncIterator[Any]:
 async def create_locked_bucket(raw_s3: Any, name: str, days: int = 1) -> str:
     """A bucket with Object Lock (and so versioning) and a default COMPLIANCE retention, as production needs."""
     await raw_s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
-    await raw_s3.put_object_lock_configuration(Bucket=name, ObjectLockConfiguration={
-        "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": days}}})
+    await raw_s3.put_object_lock_configuration(
+        Bucket=name,
+        ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": days}},
+        },
+    )
     return name
 
 
@@ -189,8 +194,13 @@ def versitygw_bucket(versitygw_env: VersityGW) -> S3Bucket:
 @pytest.fixture
 async def versitygw_store(versitygw_bucket: S3Bucket) -> AsyncIterator[S3Store]:
     """Our S3 driver on a fresh versitygw Object Lock bucket, under a prefix."""
-    store = S3Store(versitygw_bucket.bucket, S3_PREFIX, endpoint_url=versitygw_bucket.endpoint_url, region=REGION,
-                    **versitygw_bucket.credentials())
+    store = S3Store(
+        versitygw_bucket.bucket,
+        S3_PREFIX,
+        endpoint_url=versitygw_bucket.endpoint_url,
+        region=REGION,
+        **versitygw_bucket.credentials(),
+    )
     try:
         yield store
     finally:
@@ -198,8 +208,12 @@ async def versitygw_store(versitygw_bucket: S3Bucket) -> AsyncIterator[S3Store]:
 
 
 @pytest.fixture(
-    params=["memory", "directory", pytest.param("s3", marks=pytest.mark.s3),
-            pytest.param("versitygw", marks=pytest.mark.s3)],
+    params=[
+        "memory",
+        "directory",
+        pytest.param("s3", marks=pytest.mark.s3),
+        pytest.param("versitygw", marks=pytest.mark.s3),
+    ],
 )
 def store(request: pytest.FixtureRequest) -> ObjectStore:
     """Each driver in turn (memory, directory, moto S3, versitygw S3), so the contract tests run the same

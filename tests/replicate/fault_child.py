@@ -38,8 +38,11 @@ async def settled(rep: Replicator) -> None:
 
 async def main(data: Path, url: str, rate: float, first: int, drain: bool) -> int:
     # Short timeouts: a paused store makes puts time out (and maybe land later), as on a bad network.
-    store = open_store(url, retention_days=1, connect_timeout=1.0, read_timeout=1.5, max_retries=1) \
-        if url.startswith("s3://") else open_store(url)
+    store = (
+        open_store(url, retention_days=1, connect_timeout=1.0, read_timeout=1.5, max_retries=1)
+        if url.startswith("s3://")
+        else open_store(url)
+    )
     ledger = await Ledger.open(data, config=LedgerConfig(segment_max_bytes=48 * 1024))
     rep = Replicator(data, store, interval_s=0.05)
     ledger.subscribers.append(rep.on_commit)
@@ -65,8 +68,9 @@ async def main(data: Path, url: str, rate: float, first: int, drain: bool) -> in
             return 0
 
         async def one(i: int) -> None:
-            event = IdentityEvent(EventType.ADMIN_CHANGE, Outcome.SUCCEEDED, realm="faults",
-                                  details={"i": i, "pad": "f" * 120})
+            event = IdentityEvent(
+                EventType.ADMIN_CHANGE, Outcome.SUCCEEDED, realm="faults", details={"i": i, "pad": "f" * 120}
+            )
             receipt = await ledger.append(event)
             emit(f"A {receipt.seq}")
 

@@ -45,8 +45,7 @@ async def open_ledger(data_dir: Path, *, segment_max_bytes: int = 16 * 1024, fsy
 
 
 def event(i: int, pad: int = 200) -> IdentityEvent:
-    return IdentityEvent(EventType.ADMIN_CHANGE, Outcome.SUCCEEDED, realm="load",
-                         details={"i": i, "pad": "x" * pad})
+    return IdentityEvent(EventType.ADMIN_CHANGE, Outcome.SUCCEEDED, realm="load", details={"i": i, "pad": "x" * pad})
 
 
 async def steady_load(ledger: Ledger, rate: float, seconds: float, start: int = 0) -> int:
@@ -78,8 +77,9 @@ def segment_records(folder: Path) -> list[tuple[int, bytes]]:
     return out
 
 
-async def wait_for(predicate: Callable[[], bool], limit_s: float, what: str | Callable[[], str],
-                   poll: float = 0.1) -> float:
+async def wait_for(
+    predicate: Callable[[], bool], limit_s: float, what: str | Callable[[], str], poll: float = 0.1
+) -> float:
     """Poll until predicate() holds; return the seconds it took; fail with `what` after timeout.
 
     `what` may be a callable, so the failure describes the state at the timeout, not at the call.
@@ -100,14 +100,17 @@ async def drain(rep: Replicator, limit_s: float = 60.0) -> float:
 
 async def catch_up(rep: Replicator, limit_s: float = 90.0, within: int = 16 * 1024) -> float:
     """Under continuing load the backlog is rarely exactly 0 at a poll: wait until it is within a step or two."""
-    return await wait_for(lambda: rep.backlog_bytes() < within, limit_s,
-                          lambda: f"replication to catch up ({rep.status()})")
+    return await wait_for(
+        lambda: rep.backlog_bytes() < within, limit_s, lambda: f"replication to catch up ({rep.status()})"
+    )
 
 
 def lag_line(rep: Replicator) -> str:
     st = rep.status()
-    return (f"replication lag over {len(rep.lags_ms)} commits: p50 {st['lag_ms_p50']:.0f} ms, "
-            f"p99 {st['lag_ms_p99']:.0f} ms, max {st['lag_ms_max']:.0f} ms; {st['objects']} objects")
+    return (
+        f"replication lag over {len(rep.lags_ms)} commits: p50 {st['lag_ms_p50']:.0f} ms, "
+        f"p99 {st['lag_ms_p99']:.0f} ms, max {st['lag_ms_max']:.0f} ms; {st['objects']} objects"
+    )
 
 
 async def run_cli(*args: str, limit_s: float = 120.0) -> subprocess.CompletedProcess[str]:
@@ -115,8 +118,13 @@ async def run_cli(*args: str, limit_s: float = 120.0) -> subprocess.CompletedPro
     env = dict(os.environ)
     env.pop("SIDECAR_DEBUG", None)
     return await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "sidecar", *args], capture_output=True, text=True,
-        timeout=limit_s, env=env, cwd=REPO,
+        subprocess.run,
+        [sys.executable, "-m", "sidecar", *args],
+        capture_output=True,
+        text=True,
+        timeout=limit_s,
+        env=env,
+        cwd=REPO,
     )
 
 

@@ -28,7 +28,7 @@ def auditor_commands() -> list[str]:
     lines = (REPO / "README.md").read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("# an auditor"))
     out = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if line.startswith("```"):
             break
         if line.startswith("sidecar "):
@@ -66,10 +66,15 @@ async def run_readme(names: dict[str, str]) -> list[subprocess.CompletedProcess[
 
 
 def names_for(tmp_path: Path, data: Path, trust: Path, store: Path) -> dict[str, str]:
-    return {"s3://audit-bucket/keycloak": str(store), "/var/lib/sidecar": str(data),
-            "bundle/": str(tmp_path / "bundle"), "trust.json": str(trust),
-            "last-seen.note": str(tmp_path / "last-seen.note"), "r4711.json": str(tmp_path / "r3.json"),
-            "4711": "3"}
+    return {
+        "s3://audit-bucket/keycloak": str(store),
+        "/var/lib/sidecar": str(data),
+        "bundle/": str(tmp_path / "bundle"),
+        "trust.json": str(trust),
+        "last-seen.note": str(tmp_path / "last-seen.note"),
+        "r4711.json": str(tmp_path / "r3.json"),
+        "4711": "3",
+    }
 
 
 def codes(result: subprocess.CompletedProcess[str]) -> set[str]:
@@ -78,8 +83,11 @@ def codes(result: subprocess.CompletedProcess[str]) -> set[str]:
 
 def cut_on_a_checkpoint(segment: Path) -> None:
     """Truncate a segment to its middle checkpoint: whole frames, nothing torn."""
-    ends = [f.offset + framing.OVERHEAD + len(f.body) for f in framing.iter_frames(segment.read_bytes())
-            if isinstance(f, framing.Frame) and f.kind == framing.CHECKPOINT]
+    ends = [
+        f.offset + framing.OVERHEAD + len(f.body)
+        for f in framing.iter_frames(segment.read_bytes())
+        if isinstance(f, framing.Frame) and f.kind == framing.CHECKPOINT
+    ]
     with segment.open("r+b") as f:
         f.truncate(ends[len(ends) // 2])
 
@@ -88,7 +96,7 @@ def roll_back(store: Path) -> int:
     """Delete the newer half of the open segment's chunks and every checkpoint beyond what is left; the size left."""
     chunks = sorted((p for p in (store / "tail" / "00000000").iterdir()), key=lambda p: p.name)
     keep = chunks[: len(chunks) // 2]
-    for p in chunks[len(keep):]:
+    for p in chunks[len(keep) :]:
         p.unlink()
     left = b"".join(p.read_bytes() for p in keep)
     notes = [f.body for f in framing.iter_frames(left) if isinstance(f, framing.Frame) and f.kind == framing.CHECKPOINT]

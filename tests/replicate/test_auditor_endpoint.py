@@ -45,12 +45,26 @@ class Env:
     app: web.Application
     data: Path
 
-    def token(self, *, roles: tuple[str, ...] = (ROLE,), exp_in: float = 300, issuer: str | None = None,
-              key: RSAKey | None = None, username: str = "audrey") -> str:
+    def token(
+        self,
+        *,
+        roles: tuple[str, ...] = (ROLE,),
+        exp_in: float = 300,
+        issuer: str | None = None,
+        key: RSAKey | None = None,
+        username: str = "audrey",
+    ) -> str:
         now = int(time.time())
-        claims = {"iss": issuer or self.issuer, "sub": f"id-{username}", "preferred_username": username,
-                  "azp": "ledger-app", "sid": "s-1", "iat": now, "exp": int(now + exp_in),
-                  "realm_access": {"roles": list(roles)}}
+        claims = {
+            "iss": issuer or self.issuer,
+            "sub": f"id-{username}",
+            "preferred_username": username,
+            "azp": "ledger-app",
+            "sid": "s-1",
+            "iat": now,
+            "exp": int(now + exp_in),
+            "realm_access": {"roles": list(roles)},
+        }
         signer = key or self.key
         return jwt.encode({"alg": "RS256", "kid": self.key.kid, "typ": "JWT"}, claims, signer)
 
@@ -72,8 +86,11 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
     base_upstream = str(upstream.make_url("")).rstrip("/")
     data = tmp_path / "ledger"
     init_keys(data)
-    app = make_app(Settings(upstream=base_upstream, data_dir=data, auditor_realm=REALM,
-                            ledger=LedgerConfig(segment_max_bytes=8 * 1024)))
+    app = make_app(
+        Settings(
+            upstream=base_upstream, data_dir=data, auditor_realm=REALM, ledger=LedgerConfig(segment_max_bytes=8 * 1024)
+        )
+    )
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
@@ -119,7 +136,10 @@ async def test_tokens(env: Env) -> None:
     assert (await get(url, env.token(roles=("viewer",), username="bob")))[0] == 403
     reads = audit_reads(env.data)
     assert [(e["outcome"], e["actor"]["username"], e["details"]["object"]) for e in reads] == [
-        ("succeeded", "audrey", "list"), ("succeeded", "audrey", "list"), ("failed", "bob", "list")]
+        ("succeeded", "audrey", "list"),
+        ("succeeded", "audrey", "list"),
+        ("failed", "bob", "list"),
+    ]
 
 
 async def test_path_tricks(env: Env) -> None:
@@ -127,9 +147,20 @@ async def test_path_tricks(env: Env) -> None:
     token = env.token()
     secret = [p.read_bytes() for p in (env.data / "keys").glob("*")] + [(env.data / "trust.json").read_bytes()]
     seen: dict[str, int] = {}
-    for trick in ["../trust.json", "%2e%2e/trust.json", "segments%2F..%2F..%2Ftrust.json", "%2Fetc%2Fpasswd",
-                  "//etc/passwd", "keys/epoch-000000.key", "trust.json", ".lock", "segments/0.seg",
-                  "segments/99999999.seg", "tail/00000000/999999999999.chunk", "segments/00000000.seg%00"]:
+    for trick in [
+        "../trust.json",
+        "%2e%2e/trust.json",
+        "segments%2F..%2F..%2Ftrust.json",
+        "%2Fetc%2Fpasswd",
+        "//etc/passwd",
+        "keys/epoch-000000.key",
+        "trust.json",
+        ".lock",
+        "segments/0.seg",
+        "segments/99999999.seg",
+        "tail/00000000/999999999999.chunk",
+        "segments/00000000.seg%00",
+    ]:
         status, body = await get(URL(f"{env.base}{OBJECTS}/{trick}", encoded=True), token)
         seen[trick] = status
         assert status in (400, 404) and not any(s in body for s in secret), (trick, status)
@@ -163,8 +194,9 @@ async def test_pull_while_the_ledger_grows_and_seals(env: Env, tmp_path: Path) -
             result = await pull(source, tmp_path / "bundle")
         finally:
             await source.close()
-        report = await pull_and_verify(env.base, tmp_path / "again", load_trust(env.data / "trust.json"),
-                                       token=env.token(), workers=1)
+        report = await pull_and_verify(
+            env.base, tmp_path / "again", load_trust(env.data / "trust.json"), token=env.token(), workers=1
+        )
     finally:
         stop.set()
         await task

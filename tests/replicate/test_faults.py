@@ -55,9 +55,13 @@ class MotoProcess:
 
     def start(self) -> None:
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                                          str(self.port)], stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -100,10 +104,12 @@ class Counts:
     alarms: list[str] = field(default_factory=list)
 
     def line(self, store: str, found: int) -> str:
-        return (f"\nfault injection on {store}: {self.cycles} cycles, {self.sidecar_kills} sidecar SIGKILLs, "
-                f"{self.store_kills} store SIGKILLs, {self.store_pauses} store pauses; "
-                f"{len(self.acknowledged)} records acknowledged, {found} found in the store; "
-                f"{len(self.alarms)} integrity alarms")
+        return (
+            f"\nfault injection on {store}: {self.cycles} cycles, {self.sidecar_kills} sidecar SIGKILLs, "
+            f"{self.store_kills} store SIGKILLs, {self.store_pauses} store pauses; "
+            f"{len(self.acknowledged)} records acknowledged, {found} found in the store; "
+            f"{len(self.alarms)} integrity alarms"
+        )
 
 
 class Sidecar:
@@ -118,16 +124,32 @@ class Sidecar:
     def start(self, *extra: str) -> None:
         self.log = self.data.parent / f"child-{self.first}.log"
         with self.log.open("wb") as err:
-            self.proc = subprocess.Popen([sys.executable, "-m", "tests.replicate.fault_child", str(self.data),
-                                          self.url, str(RATE), str(self.first), *extra], cwd=REPO, env=self.env,
-                                         stdout=subprocess.PIPE, stderr=err, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.replicate.fault_child",
+                    str(self.data),
+                    self.url,
+                    str(RATE),
+                    str(self.first),
+                    *extra,
+                ],
+                cwd=REPO,
+                env=self.env,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                start_new_session=True,
+            )
 
     def kill(self) -> None:
         """SIGKILL, then take every line it managed to write (acknowledgements sit in the pipe)."""
         assert self.proc is not None
         if self.proc.poll() is not None:
-            raise AssertionError(f"the sidecar process exited {self.proc.returncode} by itself:\n"
-                                 + self.log.read_text(errors="replace")[-3000:])
+            raise AssertionError(
+                f"the sidecar process exited {self.proc.returncode} by itself:\n"
+                + self.log.read_text(errors="replace")[-3000:]
+            )
         os.killpg(self.proc.pid, signal.SIGKILL)
         out, _ = self.proc.communicate(timeout=30)
         self._take(out)
@@ -176,16 +198,25 @@ class Store:
 def fault_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """A store server process of its own (faults must not reach other tests), with a locked bucket."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
-               AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"))
+    env.update(
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_CONFIG_FILE=str(tmp_path / "none"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+    )
     if request.param == "moto":
         moto = MotoProcess(tmp_path)
         moto.start()
         try:
             client = s3_client(moto.endpoint_url, "testing", "testing")
             client.create_bucket(Bucket="faults", ObjectLockEnabledForBucket=True)
-            client.put_object_lock_configuration(Bucket="faults", ObjectLockConfiguration={
-                "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 1}}})
+            client.put_object_lock_configuration(
+                Bucket="faults",
+                ObjectLockConfiguration={
+                    "ObjectLockEnabled": "Enabled",
+                    "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 1}},
+                },
+            )
             client.close()
             env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
             yield Store("moto", s3_url("faults", moto.endpoint_url), env, moto.pause, moto.resume, None)
@@ -208,8 +239,9 @@ def fault_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stor
         server.stop()
 
 
-async def test_faults_lose_nothing_and_raise_no_false_alarm(fault_store: Store, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_faults_lose_nothing_and_raise_no_false_alarm(
+    fault_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """50 seeded cycles of load with store pauses/kills and sidecar SIGKILLs: every ack is in the store, it verifies, 0 alarms."""
     rnd = random.Random(f"issue-10-{fault_store.name}")
     data = tmp_path / "ledger"

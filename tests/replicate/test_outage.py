@@ -100,8 +100,11 @@ class Load:
 
     async def _one(self, http: aiohttp.ClientSession, user: str) -> None:
         path = f"/admin/realms/load/users/{user}/role-mappings/realm"
-        async with http.post(self.sidecar.server.make_url(path), json=[{"id": "r1", "name": "viewer"}],
-                             headers={"Authorization": "Bearer not-a-jwt"}) as resp:
+        async with http.post(
+            self.sidecar.server.make_url(path),
+            json=[{"id": "r1", "name": "viewer"}],
+            headers={"Authorization": "Bearer not-a-jwt"},
+        ) as resp:
             await resp.read()
             self.results.append((time.monotonic(), path, resp.status, resp.headers.get("Retry-After")))
 
@@ -131,9 +134,14 @@ async def start_sidecar(tmp_path: Path, s3_server: MotoServer, bucket: str, high
     data = tmp_path / "ledger"
     init_keys(data)
     url = s3_url(bucket, s3_server.endpoint_url)
-    settings = Settings(upstream=str(upstream.make_url("")).rstrip("/"), data_dir=data, store_url=url,
-                        replication_interval_s=0.2, high_water_bytes=high_water,
-                        ledger=LedgerConfig(segment_max_bytes=32 * 1024))
+    settings = Settings(
+        upstream=str(upstream.make_url("")).rstrip("/"),
+        data_dir=data,
+        store_url=url,
+        replication_interval_s=0.2,
+        high_water_bytes=high_water,
+        ledger=LedgerConfig(segment_max_bytes=32 * 1024),
+    )
     app = make_app(settings)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
@@ -183,8 +191,10 @@ async def test_outage_under_load_then_catch_up(tmp_path: Path, s3_server: MotoSe
         s3_server.start()
         up = time.monotonic()
         took = await catch_up(sidecar.rep)
-        print(f"\noutage {up - down:.1f}s left a backlog of {backlog} bytes; drained {took:.1f}s after restart; "
-              + lag_line(sidecar.rep))
+        print(
+            f"\noutage {up - down:.1f}s left a backlog of {backlog} bytes; drained {took:.1f}s after restart; "
+            + lag_line(sidecar.rep)
+        )
         assert backlog > 0
         await asyncio.sleep(2)
     finally:
@@ -204,9 +214,7 @@ async def test_outage_under_load_then_catch_up(tmp_path: Path, s3_server: MotoSe
     await assert_bucket_complete(sidecar, tmp_path)
 
 
-async def test_outage_past_the_high_water_mark_fails_closed(
-    tmp_path: Path, s3_server: MotoServer, bucket: str
-) -> None:
+async def test_outage_past_the_high_water_mark_fails_closed(tmp_path: Path, s3_server: MotoServer, bucket: str) -> None:
     """Past a tiny high-water mark with S3 down, admin changes get 503 unseen by Keycloak; health says why."""
     sidecar = await start_sidecar(tmp_path, s3_server, bucket, high_water=16 * 1024)
     load = Load(sidecar)
@@ -218,8 +226,11 @@ async def test_outage_past_the_high_water_mark_fails_closed(
         # test_outage_under_load_then_catch_up shows nothing is refused under a real mark.)
         await catch_up(sidecar.rep, 30, within=8 * 1024)
         caught_up = time.monotonic()
-        await wait_for(lambda: any(r[2] == 204 for r in load.since(caught_up)), 30,
-                       "an admin change to succeed while the store is up and the backlog under the mark")
+        await wait_for(
+            lambda: any(r[2] == 204 for r in load.since(caught_up)),
+            30,
+            "an admin change to succeed while the store is up and the backlog under the mark",
+        )
         s3_server.stop()
         down = time.monotonic()
         await wait_for(lambda: any(r[2] == 503 for r in load.since(down)), 60, "a refused admin change")
@@ -230,14 +241,17 @@ async def test_outage_past_the_high_water_mark_fails_closed(
         assert rep_status["state"] == "over-high-water" and rep_status["over_high_water"] is True
         assert "high-water" in rep_status["reason"] and str(s3_server.port) in rep_status["reason"]
         # Not an admin change: plain traffic still passes through to Keycloak.
-        async with aiohttp.ClientSession() as http, \
-                http.get(sidecar.server.make_url("/realms/load/.well-known/openid-configuration")) as resp:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(sidecar.server.make_url("/realms/load/.well-known/openid-configuration")) as resp,
+        ):
             assert resp.status == 404  # the fake Keycloak's answer, not the sidecar's 503
         s3_server.start()
         up = time.monotonic()
         took = await catch_up(sidecar.rep)
-        await wait_for(lambda: any(r[2] == 204 for r in load.since(time.monotonic() - 0.5)), 30,
-                       "admin changes to succeed again")
+        await wait_for(
+            lambda: any(r[2] == 204 for r in load.since(time.monotonic() - 0.5)), 30, "admin changes to succeed again"
+        )
         print(f"\noutage {up - down:.1f}s; drained {took:.1f}s after restart; " + lag_line(sidecar.rep))
         # Under continuing load a 16 KB mark can be crossed again by a slow round; with the load
         # stopped and the backlog shipped, health must say ok.

@@ -29,8 +29,7 @@ pytestmark = pytest.mark.s3
 PREFIX = "ledger"
 
 
-async def replicate(data: Path, url: str, events: int, *, segment_max_bytes: int = 8 * 1024,
-                    start: int = 0) -> int:
+async def replicate(data: Path, url: str, events: int, *, segment_max_bytes: int = 8 * 1024, start: int = 0) -> int:
     """Append `events` events to the ledger in data, replicating to url; close both; return the ledger size."""
     store = open_store(url)
     ledger = await open_ledger(data, segment_max_bytes=segment_max_bytes)
@@ -62,8 +61,7 @@ def findings(stdout: str) -> set[str]:
     return {f["code"] for f in orjson.loads(stdout)["findings"]}
 
 
-async def test_overwritten_object_is_found(tmp_path: Path, s3_server: MotoServer, s3_bucket: str,
-                                           raw_s3: Any) -> None:
+async def test_overwritten_object_is_found(tmp_path: Path, s3_server: MotoServer, s3_bucket: str, raw_s3: Any) -> None:
     """A sealed segment re-uploaded with other bytes behind the replicator's back: verify says remote-overwritten, exit 1."""
     data = tmp_path / "ledger"
     trust = init_keys(data)
@@ -71,7 +69,7 @@ async def test_overwritten_object_is_found(tmp_path: Path, s3_server: MotoServer
     await replicate(data, url, 200)
     listing = await raw_s3.list_objects_v2(Bucket=s3_bucket, Prefix=f"{PREFIX}/segments/")
     key = listing["Contents"][-1]["Key"]  # a sealed segment (how many there are depends on batching)
-    original = (await (await raw_s3.get_object(Bucket=s3_bucket, Key=key))["Body"].read())
+    original = await (await raw_s3.get_object(Bucket=s3_bucket, Key=key))["Body"].read()
     forged = bytearray(original)
     forged[len(forged) // 2] ^= 0x01
     await raw_s3.put_object(Bucket=s3_bucket, Key=key, Body=bytes(forged))  # a new version: allowed by S3
@@ -123,8 +121,9 @@ async def test_remote_behind_is_found(tmp_path: Path, s3_server: MotoServer, s3_
     assert findings(cli.stdout) == {"remote-behind"}, cli.stdout
 
 
-async def test_cut_local_tail_is_found_against_the_remote(tmp_path: Path, s3_server: MotoServer,
-                                                          s3_bucket: str) -> None:
+async def test_cut_local_tail_is_found_against_the_remote(
+    tmp_path: Path, s3_server: MotoServer, s3_bucket: str
+) -> None:
     """A local WAL cut back to an earlier checkpoint verifies alone, but not against the remote's newest checkpoint."""
     data = tmp_path / "ledger"
     trust = init_keys(data)
@@ -133,8 +132,11 @@ async def test_cut_local_tail_is_found_against_the_remote(tmp_path: Path, s3_ser
     cut = tmp_path / "cut"
     shutil.copytree(data, cut)
     (segment,) = sorted((cut / "segments").glob("*.seg"))
-    ends = [f.offset + framing.OVERHEAD + len(f.body) for f in framing.iter_frames(segment.read_bytes())
-            if isinstance(f, framing.Frame) and f.kind == framing.CHECKPOINT]
+    ends = [
+        f.offset + framing.OVERHEAD + len(f.body)
+        for f in framing.iter_frames(segment.read_bytes())
+        if isinstance(f, framing.Frame) and f.kind == framing.CHECKPOINT
+    ]
     with segment.open("r+b") as f:
         f.truncate(ends[len(ends) // 2])
 
@@ -182,8 +184,9 @@ async def test_pull_resumes_and_its_bundle_verifies(tmp_path: Path, s3_server: M
     assert again["fetched"] == 0 and again["objects"] == summary["objects"]
 
     newest = max((out / "checkpoints").glob("*.note"))
-    cli = await run_cli("verify", str(out), "--trust", str(trust), "--checkpoint", str(newest), "--json",
-                        "--workers", "1")
+    cli = await run_cli(
+        "verify", str(out), "--trust", str(trust), "--checkpoint", str(newest), "--json", "--workers", "1"
+    )
     assert cli.returncode == 0, cli.stdout + cli.stderr
     verdict = orjson.loads(cli.stdout)
     assert verdict["tree_size"] == size and verdict["external_checkpoints"] == 1

@@ -93,8 +93,10 @@ async def test_steady_load_reaches_the_store_and_verifies(target: Target, tmp_pa
     finally:
         await ledger.close()
         await rep.stop(drain_timeout_s=30)
-    print(f"\n[{target.url.split(':')[0]}] {appended} events at 50/s; drained {took:.2f}s after the load; "
-          + lag_line(rep))
+    print(
+        f"\n[{target.url.split(':')[0]}] {appended} events at 50/s; drained {took:.2f}s after the load; "
+        + lag_line(rep)
+    )
     assert rep.integrity_error is None and rep.backlog_bytes() == 0
     local = segment_records(data)
     assert len(local) == ledger.size and len(list((data / "segments").glob("*.seg"))) >= 5
@@ -108,8 +110,9 @@ async def test_steady_load_reaches_the_store_and_verifies(target: Target, tmp_pa
     if target.raw_s3 is not None:
         versions, markers = await bucket_versions(target.raw_s3, str(target.bucket))
         assert markers == []
-        assert sorted(v["Key"] for v in versions) == sorted(f"ledger/{o.key}" for o in objects), \
+        assert sorted(v["Key"] for v in versions) == sorted(f"ledger/{o.key}" for o in objects), (
             "each key has exactly one version: nothing was written twice or behind the replicator's back"
+        )
 
     # The auditor's view: library and the real command line.
     report = await pull_and_verify(target.url, tmp_path / "verify", load_trust(trust), workers=1)
@@ -219,8 +222,13 @@ async def test_foreign_bytes_at_the_cursor_are_an_integrity_error(tmp_path: Path
     """A chunk planted over the replicator's cursor sets integrity_error on its next start, and health fails."""
     data = tmp_path / "ledger"
     init_keys(data)
-    settings = Settings(upstream=f"http://127.0.0.1:{free_port()}", data_dir=data, store_url="memory://",
-                        replication_interval_s=0.05, ledger=LedgerConfig(segment_max_bytes=1024 * 1024))
+    settings = Settings(
+        upstream=f"http://127.0.0.1:{free_port()}",
+        data_dir=data,
+        store_url="memory://",
+        replication_interval_s=0.05,
+        ledger=LedgerConfig(segment_max_bytes=1024 * 1024),
+    )
     app = make_app(settings)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
@@ -344,4 +352,3 @@ async def test_unreachable_store_crosses_the_high_water_mark(tmp_path: Path) -> 
         await ledger.close()
         await rep.stop(drain_timeout_s=0.1)
         await store.close()
-

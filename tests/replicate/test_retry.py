@@ -116,8 +116,9 @@ async def test_lost_ack_before_a_crash_is_adopted_on_restart(store: ObjectStore,
     assert segment_records(tmp_path / "pulled") == segment_records(data)
 
 
-async def test_stored_bytes_that_are_not_the_local_wal_are_an_integrity_error(store: ObjectStore,
-                                                                            tmp_path: Path) -> None:
+async def test_stored_bytes_that_are_not_the_local_wal_are_an_integrity_error(
+    store: ObjectStore, tmp_path: Path
+) -> None:
     """A chunk over the cursor holding bytes that are not the local WAL's stops a (re)starting replicator."""
     data = tmp_path / "ledger"
     init_keys(data)
@@ -175,8 +176,9 @@ class Buggy(LostAck):
         return await self.inner.put(key, data)
 
 
-async def test_an_unexpected_driver_error_does_not_end_replication(tmp_path: Path,
-                                                                   caplog: pytest.LogCaptureFixture) -> None:
+async def test_an_unexpected_driver_error_does_not_end_replication(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """An exception outside the storage error tree is reported as retrying, and the loop ships everything after it."""
     data = tmp_path / "ledger"
     init_keys(data)

@@ -110,9 +110,7 @@ async def test_writer_that_wins_the_race_with_other_bytes_is_detected(s3_store: 
 
 
 @pytest.mark.s3
-async def test_store_without_conditional_put_falls_back(
-    s3_store: S3Store, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_store_without_conditional_put_falls_back(s3_store: S3Store, caplog: pytest.LogCaptureFixture) -> None:
     """A store answering 501 to If-None-Match is written without it after one warning."""
     refused: list[str] = []
 

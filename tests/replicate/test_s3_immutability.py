@@ -65,14 +65,10 @@ async def test_delete_marker_hides_but_keeps_the_locked_version(s3_store: S3Stor
     ]
 
 
-async def test_put_locks_each_version_in_compliance_mode(
-    s3_server: MotoServer, s3_bucket: str, raw_s3: Any
-) -> None:
+async def test_put_locks_each_version_in_compliance_mode(s3_server: MotoServer, s3_bucket: str, raw_s3: Any) -> None:
     """Every put carries COMPLIANCE mode, retain-until = clock + retention_days, and a SHA-256 checksum."""
     now = datetime.now(UTC).replace(microsecond=0)
-    store = S3Store(
-        s3_bucket, endpoint_url=s3_server.endpoint_url, region=REGION, retention_days=30, clock=lambda: now
-    )
+    store = S3Store(s3_bucket, endpoint_url=s3_server.endpoint_url, region=REGION, retention_days=30, clock=lambda: now)
     try:
         result = await store.put("segments/0001", b"sealed")
     finally:

@@ -49,8 +49,10 @@ async def test_locked_version_cannot_be_deleted(versitygw_store: S3Store, raw: A
     key = f"{S3_PREFIX}/segments/00000000.seg"
     bucket = versitygw_store.bucket
     assert refused(raw.delete_object, Bucket=bucket, Key=key, VersionId=result.version_id) == "AccessDenied"
-    assert refused(raw.delete_object, Bucket=bucket, Key=key, VersionId=result.version_id,
-                   BypassGovernanceRetention=True) == "AccessDenied"
+    assert (
+        refused(raw.delete_object, Bucket=bucket, Key=key, VersionId=result.version_id, BypassGovernanceRetention=True)
+        == "AccessDenied"
+    )
     assert await versitygw_store.get("segments/00000000.seg") == b"sealed segment"
 
 
@@ -79,11 +81,21 @@ async def test_retention_cannot_be_shortened(versitygw_store: S3Store, raw: Any)
     until = head["ObjectLockRetainUntilDate"]
     assert until > datetime.now(UTC) + timedelta(days=300)  # the driver's 365 days
     sooner = {"Mode": "COMPLIANCE", "RetainUntilDate": datetime.now(UTC) + timedelta(days=1)}
-    assert refused(raw.put_object_retention, Bucket=bucket, Key=key, VersionId=result.version_id,
-                   Retention=sooner) == "AccessDenied"
-    assert refused(raw.put_object_retention, Bucket=bucket, Key=key, VersionId=result.version_id,
-                   Retention={"Mode": "GOVERNANCE", "RetainUntilDate": sooner["RetainUntilDate"]},
-                   BypassGovernanceRetention=True) == "AccessDenied"
+    assert (
+        refused(raw.put_object_retention, Bucket=bucket, Key=key, VersionId=result.version_id, Retention=sooner)
+        == "AccessDenied"
+    )
+    assert (
+        refused(
+            raw.put_object_retention,
+            Bucket=bucket,
+            Key=key,
+            VersionId=result.version_id,
+            Retention={"Mode": "GOVERNANCE", "RetainUntilDate": sooner["RetainUntilDate"]},
+            BypassGovernanceRetention=True,
+        )
+        == "AccessDenied"
+    )
     again = raw.head_object(Bucket=bucket, Key=key, VersionId=result.version_id)
     assert (again["ObjectLockMode"], again["ObjectLockRetainUntilDate"]) == ("COMPLIANCE", until)
 
@@ -123,14 +135,16 @@ async def test_bucket_with_lock_and_default_retention_is_accepted(versitygw_buck
         await store.close()
 
 
-async def test_sidecar_start_refuses_a_bucket_without_default_retention(versitygw_env: VersityGW,
-                                                                        tmp_path: Path) -> None:
+async def test_sidecar_start_refuses_a_bucket_without_default_retention(
+    versitygw_env: VersityGW, tmp_path: Path
+) -> None:
     """`serve`'s start stops with ConfigError on a bucket that lacks a default retention; nothing is served."""
     bucket = versitygw_env.create_bucket(retention_days=None)
     data = tmp_path / "ledger"
     init_keys(data)
-    app = make_app(Settings(upstream=f"http://127.0.0.1:{free_port()}", data_dir=data,
-                            store_url=bucket.store_url(S3_PREFIX)))
+    app = make_app(
+        Settings(upstream=f"http://127.0.0.1:{free_port()}", data_dir=data, store_url=bucket.store_url(S3_PREFIX))
+    )
     server = TestServer(app, host="127.0.0.1")
     try:
         with pytest.raises(ConfigError, match="no default retention"):

@@ -14,8 +14,15 @@ from sidecar.cli import main
 from tests.audit.test_reading import _flip_in_record
 from tests.export.sample import write_ledger
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 
 def _report(ledger: Path, out: Path) -> tuple[int, str]:
@@ -32,8 +39,15 @@ def test_report_contents(tmp_path: Path) -> None:
     html = out.read_text()
     assert code == 0
     assert "Verdict: INTACT" in html and "What was checked" in html and "signed checkpoints" in html
-    for section in ("Coverage over time", "Key epochs", "Drift findings (1)", "Events over time by type",
-                    "Events over time by outcome", "Per-actor timelines", "Per-target timelines"):
+    for section in (
+        "Coverage over time",
+        "Key epochs",
+        "Drift findings (1)",
+        "Events over time by type",
+        "Events over time by outcome",
+        "Per-actor timelines",
+        "Per-target timelines",
+    ):
         assert section in html, section
     assert html.count("<svg") >= 3 and "realm_roles" in html and "alice" in html
     assert not re.search(r"(src|href)\s*=\s*['\"]?(https?:|//)", html), "the report must not load anything"
@@ -84,6 +98,14 @@ async def test_report_renders_in_chromium(tmp_path: Path) -> None:
     assert problems == [] and requests == []
     tesseract = shutil.which("tesseract")
     assert tesseract, "tesseract-ocr is needed to read the screenshot (.ci/run installs it)"
-    text = (await asyncio.to_thread(subprocess.run, [tesseract, str(shot), "-", "--psm", "6"], capture_output=True,
-                                    text=True, timeout=60, check=True)).stdout
+    text = (
+        await asyncio.to_thread(
+            subprocess.run,
+            [tesseract, str(shot), "-", "--psm", "6"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+    ).stdout
     assert "INTACT" in text.upper(), text

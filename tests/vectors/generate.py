@@ -71,26 +71,81 @@ def _events() -> list[IdentityEvent]:
     grant = {"roles": ["auditor"], "count": 1}
     return [
         IdentityEvent(EventType.LEDGER_STARTED, Outcome.SUCCEEDED, details={"policy": POLICY}),
-        IdentityEvent(EventType.LOGIN_SUCCEEDED, Outcome.SUCCEEDED, realm="acme", actor=ALICE,
-                      client="portal", source_ip="203.0.113.7", session=SESSION, request_id="req-0001",
-                      details={"method": "password"}),
+        IdentityEvent(
+            EventType.LOGIN_SUCCEEDED,
+            Outcome.SUCCEEDED,
+            realm="acme",
+            actor=ALICE,
+            client="portal",
+            source_ip="203.0.113.7",
+            session=SESSION,
+            request_id="req-0001",
+            details={"method": "password"},
+        ),
         # An attacker-chosen username: non-ASCII, a quote, a backslash, a tab and U+2028 test JCS escaping.
-        IdentityEvent(EventType.LOGIN_FAILED, Outcome.FAILED, realm="acme",
-                      actor=Party(username="zoë \"z\" \\ \t\u2028", kind="user"), client="portal",
-                      source_ip="198.51.100.23", request_id="req-0002", error="invalid_user_credentials"),
+        IdentityEvent(
+            EventType.LOGIN_FAILED,
+            Outcome.FAILED,
+            realm="acme",
+            actor=Party(username='zoë "z" \\ \t\u2028', kind="user"),
+            client="portal",
+            source_ip="198.51.100.23",
+            request_id="req-0002",
+            error="invalid_user_credentials",
+        ),
         # An intent written before forwarding, then its outcome.
-        IdentityEvent(EventType.ROLE_GRANTED, Outcome.PENDING, realm="acme", actor=ADMIN, target=target,
-                      source_ip="192.0.2.10", request_id="req-0003", details=grant),
-        IdentityEvent(EventType.ROLE_GRANTED, Outcome.SUCCEEDED, realm="acme", actor=ADMIN, target=target,
-                      source_ip="192.0.2.10", request_id="req-0003", details=grant),
+        IdentityEvent(
+            EventType.ROLE_GRANTED,
+            Outcome.PENDING,
+            realm="acme",
+            actor=ADMIN,
+            target=target,
+            source_ip="192.0.2.10",
+            request_id="req-0003",
+            details=grant,
+        ),
+        IdentityEvent(
+            EventType.ROLE_GRANTED,
+            Outcome.SUCCEEDED,
+            realm="acme",
+            actor=ADMIN,
+            target=target,
+            source_ip="192.0.2.10",
+            request_id="req-0003",
+            details=grant,
+        ),
         IdentityEvent(EventType.KEY_ROTATED, Outcome.SUCCEEDED, details=rotation),
-        IdentityEvent(EventType.MFA_OTP_VERIFIED, Outcome.SUCCEEDED, realm="acme", actor=ALICE,
-                      client="portal", source_ip="203.0.113.7", session=SESSION, request_id="req-0004"),
-        IdentityEvent(EventType.TOKEN_ISSUED, Outcome.SUCCEEDED, realm="acme", actor=ALICE, client="portal",
-                      source_ip="203.0.113.7", session=SESSION, request_id="req-0005",
-                      details={"grant": "authorization_code", "expires_in": 300}),
-        IdentityEvent(EventType.USER_UPDATED, Outcome.SUCCEEDED, realm="acme", actor=ADMIN, target=BOB,
-                      source_ip="192.0.2.10", request_id="req-0006", details={"fields": ["email"]}),
+        IdentityEvent(
+            EventType.MFA_OTP_VERIFIED,
+            Outcome.SUCCEEDED,
+            realm="acme",
+            actor=ALICE,
+            client="portal",
+            source_ip="203.0.113.7",
+            session=SESSION,
+            request_id="req-0004",
+        ),
+        IdentityEvent(
+            EventType.TOKEN_ISSUED,
+            Outcome.SUCCEEDED,
+            realm="acme",
+            actor=ALICE,
+            client="portal",
+            source_ip="203.0.113.7",
+            session=SESSION,
+            request_id="req-0005",
+            details={"grant": "authorization_code", "expires_in": 300},
+        ),
+        IdentityEvent(
+            EventType.USER_UPDATED,
+            Outcome.SUCCEEDED,
+            realm="acme",
+            actor=ADMIN,
+            target=BOB,
+            source_ip="192.0.2.10",
+            request_id="req-0006",
+            details={"fields": ["email"]},
+        ),
     ]
 
 
@@ -102,14 +157,29 @@ CAROL_FIELDS = (("actor.username", "carol"), ("actor.name", "Carol Jones"), ("ip
 
 def _private_events() -> list[dict[str, Any]]:
     """Record 9: a login whose identifying fields are encrypted under carol's subject key; record 10: erasure."""
-    enc = {path: encrypt_value(SUBJECT_KEY, _seed(f"nonce {path}")[:12], origin=ORIGIN, subject=CAROL_ID,
-                               path=path, value=value) for path, value in CAROL_FIELDS}
-    login = {"type": "login.succeeded", "outcome": "succeeded", "realm": "acme", "client": "portal",
-             "actor": {"id": CAROL_ID, "username": enc["actor.username"], "name": enc["actor.name"]},
-             "ip": enc["ip"], "session": "b7c9d1e3-5f70-4a82-9b4c-6d8e0f1a2b3c", "request_id": "req-0007",
-             "details": {"method": "password"}}
-    erased = {"type": "subject.erased", "outcome": "succeeded", "actor": {"username": "dpo", "kind": "operator"},
-              "details": {"subject": CAROL_ID, "reason": "GDPR art. 17 request 2026-0042"}}
+    enc = {
+        path: encrypt_value(
+            SUBJECT_KEY, _seed(f"nonce {path}")[:12], origin=ORIGIN, subject=CAROL_ID, path=path, value=value
+        )
+        for path, value in CAROL_FIELDS
+    }
+    login = {
+        "type": "login.succeeded",
+        "outcome": "succeeded",
+        "realm": "acme",
+        "client": "portal",
+        "actor": {"id": CAROL_ID, "username": enc["actor.username"], "name": enc["actor.name"]},
+        "ip": enc["ip"],
+        "session": "b7c9d1e3-5f70-4a82-9b4c-6d8e0f1a2b3c",
+        "request_id": "req-0007",
+        "details": {"method": "password"},
+    }
+    erased = {
+        "type": "subject.erased",
+        "outcome": "succeeded",
+        "actor": {"username": "dpo", "kind": "operator"},
+        "details": {"subject": CAROL_ID, "reason": "GDPR art. 17 request 2026-0042"},
+    }
     return [login, erased]
 
 
@@ -149,8 +219,9 @@ class _Builder:
     def open_segment(self, created_ns: int, signer: Signer) -> None:
         """Header, then the opening checkpoint that signs it (as the writer does)."""
         number = len(self.segments)
-        header = SegmentHeader(self.origin, number, self.seq, self.prev, self.crange.hashes, signer.public, POLICY,
-                               created_ns)
+        header = SegmentHeader(
+            self.origin, number, self.seq, self.prev, self.crange.hashes, signer.public, POLICY, created_ns
+        )
         self.segments.append(bytearray())
         self.seg_first.append(self.seq)
         self.seg_first_hash.append(None)
@@ -161,8 +232,16 @@ class _Builder:
         body = encode_record(self.seq, ts_ns, self.prev, event)
         leaf = record_hash(body)
         offset = self._frame(framing.RECORD, body)
-        self.records.append({"seq": self.seq, "segment": segment_name(len(self.segments) - 1),
-                             "offset": offset, "ts": str(ts_ns), "body": body.decode(), "hash": leaf.hex()})
+        self.records.append(
+            {
+                "seq": self.seq,
+                "segment": segment_name(len(self.segments) - 1),
+                "offset": offset,
+                "ts": str(ts_ns),
+                "body": body.decode(),
+                "hash": leaf.hex(),
+            }
+        )
         if self.seg_first_hash[-1] is None:
             self.seg_first_hash[-1] = leaf
         self.crange.append(leaf)
@@ -175,9 +254,16 @@ class _Builder:
         cp = dataclasses.replace(cp, segment=_segment_line(len(self.segments) - 1, bytes(seg)))
         note = sign_note(cp.body(), signer)
         offset = self._frame(kind, note)
-        self.checkpoints.append({"segment": segment_name(len(self.segments) - 1), "offset": offset,
-                                 "kind": framing.KIND_NAMES[kind], "size": cp.size, "signer": signer.name,
-                                 "note": note.decode()})
+        self.checkpoints.append(
+            {
+                "segment": segment_name(len(self.segments) - 1),
+                "offset": offset,
+                "kind": framing.KIND_NAMES[kind],
+                "size": cp.size,
+                "signer": signer.name,
+                "note": note.decode(),
+            }
+        )
         self.last_note = note
 
     def checkpoint(self, time_ns: int, signer: Signer) -> None:
@@ -286,8 +372,9 @@ def _resign_all(frames: Frames, number: int, signer: Signer) -> bytes:
     out = bytearray()
     for kind, body in frames:
         if kind in (framing.CHECKPOINT, framing.SEAL):
-            cp = dataclasses.replace(Checkpoint.parse_body(split_note(body)[0]),
-                                     segment=_segment_line(number, bytes(out)))
+            cp = dataclasses.replace(
+                Checkpoint.parse_body(split_note(body)[0]), segment=_segment_line(number, bytes(out))
+            )
             body = sign_note(cp.body(), signer)
         out += framing.encode_frame(kind, body)
     return bytes(out)
@@ -299,9 +386,16 @@ def _negatives(b: _Builder) -> list[Negative]:
     last = b.seq - 1  # seq of the newest record
     out: list[Negative] = []
 
-    def add(name: str, description: str, findings: tuple[tuple[str, str | None, int | None], ...], *,
-            s0: bytes | None = seg0, s1: bytes | None = seg1, external: bytes | None = None,
-            complete: bool = True) -> None:
+    def add(
+        name: str,
+        description: str,
+        findings: tuple[tuple[str, str | None, int | None], ...],
+        *,
+        s0: bytes | None = seg0,
+        s1: bytes | None = seg1,
+        external: bytes | None = None,
+        complete: bool = True,
+    ) -> None:
         segs = {n: data for n, data in ((n0, s0), (n1, s1)) if data is not None}
         out.append(Negative(name, description, findings, segs, external, complete))
 
@@ -312,51 +406,81 @@ def _negatives(b: _Builder) -> list[Negative]:
 
     # Damage that the CRC finds: one byte of record 8's body changes, its CRC does not.
     i8 = b.records[8]["offset"] + _FRAME_HEAD + 10
-    add("frame-damaged", "one byte inside record 8 is changed and the frame CRC is left as it was",
-        (("frame-damaged", n1, 8),), s1=seg1[:i8] + bytes([seg1[i8] ^ 0x01]) + seg1[i8 + 1:])
+    add(
+        "frame-damaged",
+        "one byte inside record 8 is changed and the frame CRC is left as it was",
+        (("frame-damaged", n1, 8),),
+        s1=seg1[:i8] + bytes([seg1[i8] ^ 0x01]) + seg1[i8 + 1 :],
+    )
 
     torn = b.checkpoints[-1]["offset"] + 20
-    add("torn-tail", "segment 1 ends in the middle of its last checkpoint frame, as after a crash",
-        (("frame-damaged", n1, b.seq),), s1=seg1[:torn])
+    add(
+        "torn-tail",
+        "segment 1 ends in the middle of its last checkpoint frame, as after a crash",
+        (("frame-damaged", n1, b.seq),),
+        s1=seg1[:torn],
+    )
 
     def outcome_of_last(frames: Frames) -> None:
         i = _record_index(frames, last)
         frames[i] = (framing.RECORD, frames[i][1].replace(b'"outcome":"succeeded"', b'"outcome":"failed"'))
 
-    add("record-edited", f"record {last}'s outcome is rewritten (frame CRC recomputed); the checkpoint after it "
+    add(
+        "record-edited",
+        f"record {last}'s outcome is rewritten (frame CRC recomputed); the checkpoint after it "
         "no longer matches its bytes or its root",
-        (("segment-digest", n1, last), ("root-mismatch", n1, last)), s1=edit1(outcome_of_last))
+        (("segment-digest", n1, last), ("root-mismatch", n1, last)),
+        s1=edit1(outcome_of_last),
+    )
 
     def client_of_6(frames: Frames) -> None:
         i = _record_index(frames, 6)
         frames[i] = (framing.RECORD, frames[i][1].replace(b'"client":"portal"', b'"client":"portaL"'))
 
-    add("record-edited-chain", "record 6 is edited (frame CRC recomputed); record 7's prev no longer matches",
-        (("chain-broken", n1, 7),), s1=edit1(client_of_6))
+    add(
+        "record-edited-chain",
+        "record 6 is edited (frame CRC recomputed); record 7's prev no longer matches",
+        (("chain-broken", n1, 7),),
+        s1=edit1(client_of_6),
+    )
 
     def delete_7(frames: Frames) -> None:
         del frames[_record_index(frames, 7)]
 
     # The size-8 checkpoint now follows 7 records, and record 8 sits where record 7 should be.
-    add("record-deleted", "record 7 is removed from segment 1",
-        (("checkpoint-size", n1, 6), ("segment-digest", n1, 6), ("seq-mismatch", n1, 7)), s1=edit1(delete_7))
+    add(
+        "record-deleted",
+        "record 7 is removed from segment 1",
+        (("checkpoint-size", n1, 6), ("segment-digest", n1, 6), ("seq-mismatch", n1, 7)),
+        s1=edit1(delete_7),
+    )
 
     def delete_6_7(frames: Frames) -> None:
         del frames[_record_index(frames, 7)]
         del frames[_record_index(frames, 6)]
 
-    add("records-deleted-before-checkpoint", "records 6 and 7 are removed, so the size-8 checkpoint directly "
-        "follows segment 1's opening checkpoint",
-        (("checkpoint-size", n1, 5), ("segment-digest", n1, 5), ("seq-mismatch", n1, 6)), s1=edit1(delete_6_7))
+    add(
+        "records-deleted-before-checkpoint",
+        "records 6 and 7 are removed, so the size-8 checkpoint directly follows segment 1's opening checkpoint",
+        (("checkpoint-size", n1, 5), ("segment-digest", n1, 5), ("seq-mismatch", n1, 6)),
+        s1=edit1(delete_6_7),
+    )
 
     frames0 = _frames(seg0)
     del frames0[_record_index(frames0, 1)]
-    add("sealed-record-deleted", "record 1 is removed from the sealed segment 0",
+    add(
+        "sealed-record-deleted",
+        "record 1 is removed from the sealed segment 0",
         (("seq-mismatch", n0, 1), ("not-sealed", n0, None), ("seq-gap", n1, 6), ("untrusted-key", n1, 6)),
-        s0=_join(frames0))
+        s0=_join(frames0),
+    )
 
-    add("segment-deleted", "the whole of segment 0 is removed",
-        (("segment-missing", n1, None), ("seq-gap", n1, 6), ("untrusted-key", n1, 6)), s0=None)
+    add(
+        "segment-deleted",
+        "the whole of segment 0 is removed",
+        (("segment-missing", n1, None), ("seq-gap", n1, 6), ("untrusted-key", n1, 6)),
+        s0=None,
+    )
 
     def swap(frames: Frames) -> None:
         i, j = _record_index(frames, 6), _record_index(frames, 7)
@@ -372,21 +496,33 @@ def _negatives(b: _Builder) -> list[Negative]:
         blob = base64.b64encode(sigs[0].key_id + bytes(sig)).decode()
         frames[i] = (framing.CHECKPOINT, body + f"\n— {sigs[0].name} {blob}\n".encode())
 
-    add("bad-signature", "one bit of the Ed25519 signature on the size-9 checkpoint is flipped",
-        (("bad-signature", n1, 8), ("segment-digest", n1, last)), s1=edit1(flip_signature))
+    add(
+        "bad-signature",
+        "one bit of the Ed25519 signature on the size-9 checkpoint is flipped",
+        (("bad-signature", n1, 8), ("segment-digest", n1, last)),
+        s1=edit1(flip_signature),
+    )
 
     frames0 = _frames(seg0)
     i6 = _note_index(frames0, framing.CHECKPOINT, 6)
     frames0[i6] = (framing.CHECKPOINT, _resign(frames0[i6][1], KEY1))
-    add("rotation-signed-by-new-key", "the checkpoint that follows the key.rotated record is signed by the "
-        "incoming epoch 1 key instead of the outgoing epoch 0 key", (("bad-signature", n0, 5), ("segment-digest", n0, 5)),
-        s0=_join(frames0))
+    add(
+        "rotation-signed-by-new-key",
+        "the checkpoint that follows the key.rotated record is signed by the "
+        "incoming epoch 1 key instead of the outgoing epoch 0 key",
+        (("bad-signature", n0, 5), ("segment-digest", n0, 5)),
+        s0=_join(frames0),
+    )
 
     frames1 = _frames(seg1)
     header = SegmentHeader.decode(frames1[0][1])
     frames1[0] = (framing.HEADER, dataclasses.replace(header, key=ATTACKER.public).encode())
-    add("untrusted-key", "segment 1 names a key that no key.rotated record introduced, and every checkpoint "
-        "in it is signed by that key", (("untrusted-key", n1, 6),), s1=_resign_all(frames1, 1, ATTACKER))
+    add(
+        "untrusted-key",
+        "segment 1 names a key that no key.rotated record introduced, and every checkpoint in it is signed by that key",
+        (("untrusted-key", n1, 6),),
+        s1=_resign_all(frames1, 1, ATTACKER),
+    )
 
     frames0 = _frames(seg0)
     i_seal = _note_index(frames0, framing.SEAL, 6)
@@ -395,20 +531,37 @@ def _negatives(b: _Builder) -> list[Negative]:
     wrong = Seal(0, 0, 4, first_hash, bytes.fromhex(b.records[4]["hash"]), POLICY)
     cp = Checkpoint.parse_body(split_note(frames0[i_seal][1])[0])
     frames0[i_seal] = (framing.SEAL, sign_note(dataclasses.replace(cp, seal=wrong).body(), KEY0))
-    add("seal-mismatch", "segment 0's seal (validly signed) claims the segment ends at seq 4",
-        (("seal-mismatch", n0, 5),), s0=_join(frames0))
+    add(
+        "seal-mismatch",
+        "segment 0's seal (validly signed) claims the segment ends at seq 4",
+        (("seal-mismatch", n0, 5),),
+        s0=_join(frames0),
+    )
 
     seal_offset = next(c["offset"] for c in b.checkpoints if c["kind"] == "seal")
-    add("seal-removed", "the seal frame is cut off segment 0, which is followed by segment 1",
-        (("not-sealed", n0, None),), s0=seg0[:seal_offset])
+    add(
+        "seal-removed",
+        "the seal frame is cut off segment 0, which is followed by segment 1",
+        (("not-sealed", n0, None),),
+        s0=seg0[:seal_offset],
+    )
 
     copy6 = framing.encode_frame(framing.RECORD, b.records[6]["body"].encode())
-    add("after-seal", "a copy of record 6 is appended to segment 0 after its seal",
-        (("after-seal", n0, 6),), s0=seg0 + copy6)
+    add(
+        "after-seal",
+        "a copy of record 6 is appended to segment 0 after its seal",
+        (("after-seal", n0, 6),),
+        s0=seg0 + copy6,
+    )
 
     cut = b.records[9]["offset"]
-    add("tail-cut", f"records 9 and 10 and the checkpoint after them are cut off; the auditor holds the size-{b.seq} "
-        "checkpoint", (("tail-cut", None, 9),), s1=seg1[:cut], external=b.last_note)
+    add(
+        "tail-cut",
+        f"records 9 and 10 and the checkpoint after them are cut off; the auditor holds the size-{b.seq} checkpoint",
+        (("tail-cut", None, 9),),
+        s1=seg1[:cut],
+        external=b.last_note,
+    )
 
     # Someone holding the current (epoch 1) key rewrites the newest record and re-signs the checkpoint.
     # The ledger alone verifies; only the checkpoint the auditor kept shows the rewrite.
@@ -418,16 +571,32 @@ def _negatives(b: _Builder) -> list[Negative]:
     rec["event"]["details"]["reason"] = "no reason"
     forged = encode_record(last, int(rec["ts"]), bytes.fromhex(rec["prev"]), rec["event"])
     frames1[i_last] = (framing.RECORD, forged)
-    frames1[-1] = (framing.CHECKPOINT, sign_note(dataclasses.replace(
-        Checkpoint.parse_body(split_note(frames1[-1][1])[0]),
-        root=root([*b.leaves[:last], record_hash(forged)])).body(), KEY1))
-    add("split-view", "the newest record is rewritten and re-signed with the current key; the auditor holds "
-        f"the original size-{b.seq} checkpoint", (("split-view", None, last),), s1=_resign_all(frames1, 1, KEY1),
-        external=b.last_note)
+    frames1[-1] = (
+        framing.CHECKPOINT,
+        sign_note(
+            dataclasses.replace(
+                Checkpoint.parse_body(split_note(frames1[-1][1])[0]), root=root([*b.leaves[:last], record_hash(forged)])
+            ).body(),
+            KEY1,
+        ),
+    )
+    add(
+        "split-view",
+        "the newest record is rewritten and re-signed with the current key; the auditor holds "
+        f"the original size-{b.seq} checkpoint",
+        (("split-view", None, last),),
+        s1=_resign_all(frames1, 1, KEY1),
+        external=b.last_note,
+    )
 
     old_key_cp = sign_note(split_note(b.last_note)[0], KEY0)
-    add("external-old-key", f"the auditor is handed a size-{b.seq} checkpoint signed by the retired epoch 0 key "
-        "(as a thief of that key could)", (("external-signature", None, None),), external=old_key_cp)
+    add(
+        "external-old-key",
+        f"the auditor is handed a size-{b.seq} checkpoint signed by the retired epoch 0 key "
+        "(as a thief of that key could)",
+        (("external-signature", None, None),),
+        external=old_key_cp,
+    )
 
     # ---- the corners kc-ledger/2 closes (docs/format.md §16 lists what kc-ledger/1 accepted)
 
@@ -435,15 +604,32 @@ def _negatives(b: _Builder) -> list[Negative]:
     frames0 = _frames(seg0)[:-1]  # without the seal
     i_rot = _record_index(frames0, 5)
     rec5 = frames0[i_rot][1]
-    forged6 = encode_record(6, _ts(6), record_hash(rec5), IdentityEvent(
-        EventType.ROLE_GRANTED, Outcome.SUCCEEDED, realm="acme", actor=ADMIN, target=BOB,
-        source_ip="192.0.2.10", request_id="req-0666", details={"roles": ["realm-admin"]}).to_json())
+    forged6 = encode_record(
+        6,
+        _ts(6),
+        record_hash(rec5),
+        IdentityEvent(
+            EventType.ROLE_GRANTED,
+            Outcome.SUCCEEDED,
+            realm="acme",
+            actor=ADMIN,
+            target=BOB,
+            source_ip="192.0.2.10",
+            request_id="req-0666",
+            details={"roles": ["realm-admin"]},
+        ).to_json(),
+    )
     leaves7 = [*b.leaves[:6], record_hash(forged6)]
     frames0.append((framing.RECORD, forged6))
     frames0.append((framing.CHECKPOINT, sign_note(Checkpoint(ORIGIN, 7, root(leaves7), _ts(6) + 1).body(), KEY0)))
-    add("retired-key-window", "segment 1 is gone; after segment 0's key.rotated record (and the checkpoint "
+    add(
+        "retired-key-window",
+        "segment 1 is gone; after segment 0's key.rotated record (and the checkpoint "
         "after it) the retired epoch 0 key's holder appends a record and signs a checkpoint over it",
-        (("rotation-window", n0, 6),), s0=_resign_all(frames0, 0, KEY0), s1=None)
+        (("rotation-window", n0, 6),),
+        s0=_resign_all(frames0, 0, KEY0),
+        s1=None,
+    )
 
     # The current (epoch 1) key holder rewrites segment 0's policy in its header and seal and re-signs the seal.
     other = hashlib.sha256(b"a weaker policy").hexdigest()
@@ -454,39 +640,76 @@ def _negatives(b: _Builder) -> list[Negative]:
     cp = Checkpoint.parse_body(split_note(frames0[i_seal][1])[0])
     assert cp.seal is not None
     before = _join(frames0[:i_seal])
-    frames0[i_seal] = (framing.SEAL, sign_note(dataclasses.replace(
-        cp, seal=dataclasses.replace(cp.seal, policy_digest=other), segment=_segment_line(0, before)).body(), KEY1))
-    add("rewritten-seal-policy", "the epoch 1 key holder rewrites the policy in segment 0's header and seal "
+    frames0[i_seal] = (
+        framing.SEAL,
+        sign_note(
+            dataclasses.replace(
+                cp, seal=dataclasses.replace(cp.seal, policy_digest=other), segment=_segment_line(0, before)
+            ).body(),
+            KEY1,
+        ),
+    )
+    add(
+        "rewritten-seal-policy",
+        "the epoch 1 key holder rewrites the policy in segment 0's header and seal "
         "and re-signs the seal with the epoch 1 key",
-        (("segment-digest", n0, None), ("segment-digest", n0, 0), ("segment-digest", n0, 2),
-         ("segment-digest", n0, 5), ("bad-signature", n0, 5)), s0=_join(frames0))
+        (
+            ("segment-digest", n0, None),
+            ("segment-digest", n0, 0),
+            ("segment-digest", n0, 2),
+            ("segment-digest", n0, 5),
+            ("bad-signature", n0, 5),
+        ),
+        s0=_join(frames0),
+    )
 
     frames1 = _frames(seg1)
     h1 = SegmentHeader.decode(frames1[0][1])
     frames1[0] = (framing.HEADER, dataclasses.replace(h1, created_ns=h1.created_ns + 1).encode())
-    add("header-rewritten", "segment 1's header `created` time is changed (same length)",
+    add(
+        "header-rewritten",
+        "segment 1's header `created` time is changed (same length)",
         tuple(("segment-digest", n1, c["size"] - 1) for c in b.checkpoints if c["segment"] == n1),
-        s1=_join(frames1))
+        s1=_join(frames1),
+    )
 
     def body_of_8(new: Callable[[bytes], bytes]) -> Callable[[Frames], None]:
         def change(frames: Frames) -> None:
             i = _record_index(frames, 8)
             frames[i] = (framing.RECORD, new(frames[i][1]))
+
         return change
 
-    add("record-not-json", "record 8's body is replaced by bytes that are not JSON (frame CRC recomputed)",
-        (("record-not-json", n1, 8),), s1=edit1(body_of_8(lambda body: b"not json: " + body[:20])))
-    add("record-duplicate-key", "record 8 repeats its seq member (frame CRC recomputed)",
-        (("record-duplicate-key", n1, 8),), s1=edit1(body_of_8(lambda body: body.replace(b'"seq":8,',
-                                                                                           b'"seq":8,"seq":8,'))))
-    add("record-not-canonical", "record 8 has a space after its first brace (frame CRC recomputed)",
-        (("record-not-canonical", n1, 8),), s1=edit1(body_of_8(lambda body: b"{ " + body[1:])))
+    add(
+        "record-not-json",
+        "record 8's body is replaced by bytes that are not JSON (frame CRC recomputed)",
+        (("record-not-json", n1, 8),),
+        s1=edit1(body_of_8(lambda body: b"not json: " + body[:20])),
+    )
+    add(
+        "record-duplicate-key",
+        "record 8 repeats its seq member (frame CRC recomputed)",
+        (("record-duplicate-key", n1, 8),),
+        s1=edit1(body_of_8(lambda body: body.replace(b'"seq":8,', b'"seq":8,"seq":8,'))),
+    )
+    add(
+        "record-not-canonical",
+        "record 8 has a space after its first brace (frame CRC recomputed)",
+        (("record-not-canonical", n1, 8),),
+        s1=edit1(body_of_8(lambda body: b"{ " + body[1:])),
+    )
 
     rec3 = b.records[3]["offset"]
-    add("tail-cut-across-rotation", "segment 1 is gone and segment 0 is cut back to its size-3 checkpoint, "
+    add(
+        "tail-cut-across-rotation",
+        "segment 1 is gone and segment 0 is cut back to its size-3 checkpoint, "
         f"before the key.rotated record; the auditor holds the size-{b.seq} checkpoint, signed by the epoch 1 key "
-        "the cut ledger no longer introduces", (("tail-cut", None, 3),), s0=seg0[:rec3], s1=None,
-        external=b.last_note)
+        "the cut ledger no longer introduces",
+        (("tail-cut", None, 3),),
+        s0=seg0[:rec3],
+        s1=None,
+        external=b.last_note,
+    )
     return out
 
 
@@ -501,14 +724,25 @@ def _report(b: _Builder, external: int) -> dict[str, Any]:
     """The reference verifier's summary, derived from the construction."""
     types = Counter(orjson.loads(r["body"])["event"]["type"] for r in b.records)
     return {
-        "verdict": "intact", "segments": len(b.segments), "records": len(b.records),
-        "bytes": sum(len(s) for s in b.segments), "checkpoints": len(b.checkpoints),
-        "external_checkpoints": external, "tree_size": b.seq, "root": b.crange.root().hex(),
-        "first_time_ns": int(b.records[0]["ts"]), "last_time_ns": int(b.records[-1]["ts"]),
-        "keys": [KEY0.name, KEY1.name], "event_types": dict(sorted(types.items())),
-        "formats": {"kc-ledger/2": len(b.segments)}, "limitations": [],
-        "encrypted_records": 1, "erased_records": 1, "erased_subjects": 1,
-        "mode": "full", "findings": [],
+        "verdict": "intact",
+        "segments": len(b.segments),
+        "records": len(b.records),
+        "bytes": sum(len(s) for s in b.segments),
+        "checkpoints": len(b.checkpoints),
+        "external_checkpoints": external,
+        "tree_size": b.seq,
+        "root": b.crange.root().hex(),
+        "first_time_ns": int(b.records[0]["ts"]),
+        "last_time_ns": int(b.records[-1]["ts"]),
+        "keys": [KEY0.name, KEY1.name],
+        "event_types": dict(sorted(types.items())),
+        "formats": {"kc-ledger/2": len(b.segments)},
+        "limitations": [],
+        "encrypted_records": 1,
+        "erased_records": 1,
+        "erased_subjects": 1,
+        "mode": "full",
+        "findings": [],
     }
 
 
@@ -522,14 +756,23 @@ def _expected(b: _Builder) -> dict[str, Any]:
         "format": "kc-ledger/2",
         "origin": ORIGIN,
         "genesis": genesis_hash(ORIGIN).hex(),
-        "test_keys_never_use": [_key_json("epoch 0", KEY0), _key_json("epoch 1", KEY1),
-                                _key_json("attacker", ATTACKER)],
+        "test_keys_never_use": [
+            _key_json("epoch 0", KEY0),
+            _key_json("epoch 1", KEY1),
+            _key_json("attacker", ATTACKER),
+        ],
         # Record 9's encrypted fields and the subject key they open with (erased by record 10: a real
         # ledger no longer has it; it is published here so a reader's decryption can be tested).
-        "encrypted_fields": {"seq": 9, "subject": CAROL_ID, "subject_key_hex_never_use": SUBJECT_KEY.hex(),
-                             "fields": [{"path": p, "plaintext": v} for p, v in CAROL_FIELDS]},
-        "segments": [{"file": f"segments/{segment_name(i)}", "bytes": len(s),
-                      "sha256": hashlib.sha256(s).hexdigest()} for i, s in enumerate(b.segments)],
+        "encrypted_fields": {
+            "seq": 9,
+            "subject": CAROL_ID,
+            "subject_key_hex_never_use": SUBJECT_KEY.hex(),
+            "fields": [{"path": p, "plaintext": v} for p, v in CAROL_FIELDS],
+        },
+        "segments": [
+            {"file": f"segments/{segment_name(i)}", "bytes": len(s), "sha256": hashlib.sha256(s).hexdigest()}
+            for i, s in enumerate(b.segments)
+        ],
         "records": b.records,
         "roots": roots,
         "checkpoints": b.checkpoints,
@@ -562,16 +805,23 @@ def build() -> dict[str, bytes]:
 def _readme(negatives: list[Negative]) -> str:
     rows = "\n".join(
         f"| `{n.name}` | {n.description} | "
-        + ", ".join(f"`{c}`" + (f" ({s or 'ledger'}, seq {q})" if q is not None else f" ({s or 'ledger'})")
-                    for c, s, q in n.findings)
+        + ", ".join(
+            f"`{c}`" + (f" ({s or 'ledger'}, seq {q})" if q is not None else f" ({s or 'ledger'})")
+            for c, s, q in n.findings
+        )
         + ("" if n.complete else ", …")
         + (" | yes |" if n.external is not None else " | |")
-        for n in negatives)
-    seg0_row = ("| `segments/00000000.seg` | segment 0, epoch 0, sealed: its opening checkpoint (size 0), records 0-5 "
-                "(seq 5 is `key.rotated` to epoch 1, the segment's last record), checkpoints at sizes 1, 3 and 6 and "
-                "the seal at size 6, all signed by the epoch 0 key |")
-    seg1_row = ("| `segments/00000001.seg` | segment 1, epoch 1, open: its opening checkpoint (size 6), records 6-10 "
-                "(record 9 has encrypted fields, record 10 erases their subject), checkpoints at sizes 8, 9 and 11 |")
+        for n in negatives
+    )
+    seg0_row = (
+        "| `segments/00000000.seg` | segment 0, epoch 0, sealed: its opening checkpoint (size 0), records 0-5 "
+        "(seq 5 is `key.rotated` to epoch 1, the segment's last record), checkpoints at sizes 1, 3 and 6 and "
+        "the seal at size 6, all signed by the epoch 0 key |"
+    )
+    seg1_row = (
+        "| `segments/00000001.seg` | segment 1, epoch 1, open: its opening checkpoint (size 6), records 6-10 "
+        "(record 9 has encrypted fields, record 10 erases their subject), checkpoints at sizes 8, 9 and 11 |"
+    )
     return f"""# kc-ledger/2 test vectors
 
 Generated by `generate.py` (do not edit by hand); `python -m tests.vectors.generate --check`
@@ -645,13 +895,17 @@ are the corners kc-ledger/1 left open (docs/format.md §16).
 def differences(directory: Path = HERE) -> list[str]:
     """Paths (relative to `directory`) whose committed bytes differ from a fresh build."""
     built = build()
-    present = {str(p.relative_to(directory)) for top in MANAGED for p in
-               ([directory / top] if (directory / top).is_file() else sorted((directory / top).rglob("*")))
-               if p.is_file()}
+    present = {
+        str(p.relative_to(directory))
+        for top in MANAGED
+        for p in ([directory / top] if (directory / top).is_file() else sorted((directory / top).rglob("*")))
+        if p.is_file()
+    }
     diffs = [f"{path}: missing" for path in sorted(set(built) - present)]
     diffs += [f"{path}: not generated (stale)" for path in sorted(present - set(built))]
-    diffs += [f"{path}: differs" for path in sorted(set(built) & present)
-              if (directory / path).read_bytes() != built[path]]
+    diffs += [
+        f"{path}: differs" for path in sorted(set(built) & present) if (directory / path).read_bytes() != built[path]
+    ]
     return diffs
 
 
@@ -672,10 +926,10 @@ def write(directory: Path = HERE) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.vectors.generate",
-                                     description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--check", action="store_true",
-                        help="compare with the committed files and write nothing")
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.vectors.generate", description=(__doc__ or "").split("\n")[0]
+    )
+    parser.add_argument("--check", action="store_true", help="compare with the committed files and write nothing")
     args = parser.parse_args(argv)
     if args.check:
         diffs = differences()

@@ -57,8 +57,11 @@ def test_records_and_roots_match_the_segment_bytes() -> None:
         assert hashlib.sha256(data).hexdigest() == seg["sha256"]
         frames = list(framing.iter_frames(data))
         assert all(isinstance(f, framing.Frame) for f in frames)
-        bodies += [(Path(seg["file"]).name, f.offset, f.body) for f in frames
-                   if isinstance(f, framing.Frame) and f.kind == framing.RECORD]
+        bodies += [
+            (Path(seg["file"]).name, f.offset, f.body)
+            for f in frames
+            if isinstance(f, framing.Frame) and f.kind == framing.RECORD
+        ]
     assert [(r["segment"], r["offset"], r["body"].encode()) for r in exp["records"]] == bodies
     leaves = [hashlib.sha256(b"\x00" + body).digest() for _seg, _off, body in bodies]
     assert [r["hash"] for r in exp["records"]] == [h.hex() for h in leaves]
@@ -79,10 +82,10 @@ def _spec_frames(data: bytes) -> list[tuple[bytes, bytes]]:
     """Frames read as docs/format.md §10 describes them, without sidecar code."""
     out, pos = [], 0
     while pos < len(data):
-        kind, (length,) = data[pos:pos + 1], struct.unpack(">I", data[pos + 1:pos + 5])
-        body = data[pos + 5:pos + 5 + length]
-        (crc,) = struct.unpack(">I", data[pos + 5 + length:pos + 9 + length])
-        assert zlib.crc32(data[pos:pos + 5 + length]) == crc
+        kind, (length,) = data[pos : pos + 1], struct.unpack(">I", data[pos + 1 : pos + 5])
+        body = data[pos + 5 : pos + 5 + length]
+        (crc,) = struct.unpack(">I", data[pos + 5 + length : pos + 9 + length])
+        assert zlib.crc32(data[pos : pos + 5 + length]) == crc
         out.append((kind, body))
         pos += 9 + length
     return out
@@ -95,7 +98,7 @@ def _spec_range(leaves: list[bytes], begin: int, end: int) -> list[bytes]:
         size = 1
         while (i == 0 or i % (size * 2) == 0) and i + size * 2 <= end:
             size *= 2
-        out.append(root(leaves[i:i + size]))
+        out.append(root(leaves[i : i + size]))
         i += size
     return out
 
@@ -115,12 +118,13 @@ def test_format_document_rules_reproduce_the_vectors() -> None:
     for seg in exp["segments"]:
         frames = _spec_frames((VECTORS / seg["file"]).read_bytes())
         header = json.loads(frames[0][1])
-        assert frames[0][0] == b"H" and header["range"] == [h.hex() for h in
-                                                             _spec_range(leaves, 0, header["first_seq"])]
+        assert frames[0][0] == b"H" and header["range"] == [
+            h.hex() for h in _spec_range(leaves, 0, header["first_seq"])
+        ]
         for kind, note in frames[1:]:
             if kind in (b"C", b"S"):
                 cut = note.rindex(b"\n\n")
-                body, line = note[:cut + 1], note[cut + 2:].decode()
+                body, line = note[: cut + 1], note[cut + 2 :].decode()
                 assert line.startswith("\u2014 ") and line.endswith("\n")
                 name, blob = line[2:-1].split(" ")
                 key_id, public = keys[name]
@@ -142,9 +146,20 @@ def test_positive_vectors_verify_as_expected() -> None:
 
 def test_cli_verify_prints_the_expected_report() -> None:
     """`sidecar verify --json` on the vectors exits 0 and prints the report in expected.json."""
-    result = CliRunner().invoke(cli, ["verify", str(VECTORS), "--trust", str(VECTORS / "trust.json"),
-                                      "--checkpoint", str(VECTORS / "checkpoint.txt"), "--workers", "1",
-                                      "--json"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "verify",
+            str(VECTORS),
+            "--trust",
+            str(VECTORS / "trust.json"),
+            "--checkpoint",
+            str(VECTORS / "checkpoint.txt"),
+            "--workers",
+            "1",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == _expected(VECTORS)["report_with_checkpoint"]
 
@@ -172,11 +187,12 @@ def test_split_view_is_invisible_without_the_external_checkpoint() -> None:
 _MAX = 2**53 - 1  # I-JSON (RFC 7493 §2.2): the integers a double holds exactly, both ends excluded
 _keys = st.text(st.characters(max_codepoint=0x7F), max_size=6)
 _strings = st.text(st.characters(codec="utf-8"), max_size=12) | st.sampled_from(
-    ["", "\x00\x1f\x7f", "\"\\/", "\u2028\u2029", "é\u0301", "\U0001f600", "\ufeff"])
+    ["", "\x00\x1f\x7f", '"\\/', "\u2028\u2029", "é\u0301", "\U0001f600", "\ufeff"]
+)
 _scalars = st.none() | st.booleans() | st.integers(-_MAX, _MAX) | _strings
 _values = st.recursive(
-    _scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_keys, inner, max_size=5),
-    max_leaves=24)
+    _scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_keys, inner, max_size=5), max_leaves=24
+)
 
 
 @settings(max_examples=400)
@@ -186,9 +202,22 @@ def test_orjson_canonical_bytes_equal_rfc8785(value: Any) -> None:
     assert canonical_bytes(value) == rfc8785.dumps(value)
 
 
-@pytest.mark.parametrize("value", [
-    1.0, 0.5, {"a": [1, 2.5]}, 2**53 + 1, -(2**53) - 1, 2**64, {"é": 1}, {"a": {"ключ": None}},
-    "\ud800", {1: "x"}, b"bytes"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        1.0,
+        0.5,
+        {"a": [1, 2.5]},
+        2**53 + 1,
+        -(2**53) - 1,
+        2**64,
+        {"é": 1},
+        {"a": {"ключ": None}},
+        "\ud800",
+        {1: "x"},
+        b"bytes",
+    ],
+)
 def test_canonical_bytes_rejects_values_outside_the_subset(value: Any) -> None:
     """Floats, integers beyond 2^53, non-ASCII or non-string keys, lone surrogates and bytes are refused."""
     with pytest.raises(CanonicalError):

@@ -40,8 +40,7 @@ SIDECAR = Path(sys.executable).with_name("sidecar")
 @pytest.fixture
 def witnesses(tmp_path: Path) -> Iterator[list[OmniWitness]]:
     log_key = _log_key_of(tmp_path / "ledger")
-    started = [OmniWitness(tmp_path / f"w{i}", f"witness.test/w{i}", ORIGIN, log_key.public).start()
-               for i in range(3)]
+    started = [OmniWitness(tmp_path / f"w{i}", f"witness.test/w{i}", ORIGIN, log_key.public).start() for i in range(3)]
     try:
         yield started
     finally:
@@ -66,8 +65,14 @@ class Sidecar:
 
     async def __aenter__(self) -> Sidecar:
         self.ledger = await Ledger.open(self.data, clock=self.clock, config=LedgerConfig(segment_max_bytes=6000))
-        self.client = WitnessClient(self.data, self.witnesses, KeyStore(self.data).witness_signer(), quorum=2,
-                                    stale_after_s=60.0, monotonic=lambda: self.now)
+        self.client = WitnessClient(
+            self.data,
+            self.witnesses,
+            KeyStore(self.data).witness_signer(),
+            quorum=2,
+            stale_after_s=60.0,
+            monotonic=lambda: self.now,
+        )
         self.ledger.subscribers.append(self.client.on_commit)
         await self.client.start()
         return self
@@ -106,8 +111,9 @@ async def _witnessed_ledger(data: Path, ws: list[Witness]) -> tuple[TrustAnchor,
         return trust, sc.ledger.size
 
 
-def test_checkpoints_are_cosigned_and_an_auditor_verifies_the_quorum(witnesses: list[OmniWitness],
-                                                                      tmp_path: Path) -> None:
+def test_checkpoints_are_cosigned_and_an_auditor_verifies_the_quorum(
+    witnesses: list[OmniWitness], tmp_path: Path
+) -> None:
     """The witnesses cosign the newest checkpoint; the CLI with the witness list and quorum 2 says intact."""
     data = tmp_path / "ledger"
     ws = [w.witness for w in witnesses]
@@ -117,9 +123,26 @@ def test_checkpoints_are_cosigned_and_an_auditor_verifies_the_quorum(witnesses: 
     assert newest.checkpoint.size == size and len(newest.signatures) == 2 + 3  # epoch key, log key, 3 witnesses
     listing = tmp_path / "witnesses.json"
     listing.write_bytes(witness_list_json(ws))
-    proc = subprocess.run([str(SIDECAR), "verify", str(data), "--trust", str(data / "trust.json"), "--witnesses",
-                           str(listing), "--quorum", "2", "--json", "--workers", "1"],
-                          capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [
+            str(SIDECAR),
+            "verify",
+            str(data),
+            "--trust",
+            str(data / "trust.json"),
+            "--witnesses",
+            str(listing),
+            "--quorum",
+            "2",
+            "--json",
+            "--workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = json.loads(proc.stdout)
     assert out["verdict"] == "intact" and len(out["witnesses"]["cosigned_newest"]) == 3
@@ -127,7 +150,8 @@ def test_checkpoints_are_cosigned_and_an_auditor_verifies_the_quorum(witnesses: 
 
 
 def test_a_cut_tail_is_found_by_an_auditor_with_only_the_trust_file_and_the_witness_list(
-        witnesses: list[OmniWitness], tmp_path: Path) -> None:
+    witnesses: list[OmniWitness], tmp_path: Path
+) -> None:
     """Cutting the newest records and their witnessed checkpoints leaves a ledger the witnesses have seen past."""
     data = tmp_path / "ledger"
     ws = [w.witness for w in witnesses]
@@ -147,8 +171,14 @@ def test_a_cut_tail_is_found_by_an_auditor_with_only_the_trust_file_and_the_witn
     # The attacker cuts every segment byte after the checkpoint of size `first`, and its witnessed checkpoints.
     for path in segment_paths(cut):
         frames = [f for f in framing.iter_frames(path.read_bytes()) if isinstance(f, framing.Frame)]
-        at = next((f.offset + framing.OVERHEAD + len(f.body) for f in frames if f.kind == framing.CHECKPOINT
-                   and parse_note(f.body).checkpoint.size == first), None)
+        at = next(
+            (
+                f.offset + framing.OVERHEAD + len(f.body)
+                for f in frames
+                if f.kind == framing.CHECKPOINT and parse_note(f.body).checkpoint.size == first
+            ),
+            None,
+        )
         if at is not None:
             write_bytes(path, path.read_bytes()[:at])
             for later in segment_paths(cut):
@@ -187,8 +217,9 @@ def test_a_rollback_to_an_old_copy_is_found(witnesses: list[OmniWitness], tmp_pa
     assert set(codes(report)) == {"tail-cut"}, report.findings
 
 
-def test_a_split_view_is_found_by_the_auditor_shown_the_other_history(witnesses: list[OmniWitness],
-                                                                       tmp_path: Path) -> None:
+def test_a_split_view_is_found_by_the_auditor_shown_the_other_history(
+    witnesses: list[OmniWitness], tmp_path: Path
+) -> None:
     """Two histories from one point: the witnesses cosign only the first; the second's auditor finds it."""
     data = tmp_path / "ledger"
     ws = [w.witness for w in witnesses]
@@ -203,8 +234,15 @@ def test_a_split_view_is_found_by_the_auditor_shown_the_other_history(witnesses:
             await sc.append(10, 20)
             await sc.witness()
         async with Sidecar(tmp_path / "fork", ws, FixedClock(clock.t, clock.step)) as fork:
-            await fork.ledger.append({"type": "role.granted", "outcome": "succeeded", "realm": "acme",
-                                      "actor": {"username": "mallory"}, "details": {"roles": ["realm-admin"]}})
+            await fork.ledger.append(
+                {
+                    "type": "role.granted",
+                    "outcome": "succeeded",
+                    "realm": "acme",
+                    "actor": {"username": "mallory"},
+                    "details": {"roles": ["realm-admin"]},
+                }
+            )
             await fork.append(9, 100)
             fork.now += 31.0  # past the backoff of the refusals at open (the witnesses are ahead of the copy)
             await fork.witness()  # every witness refuses the fork
