@@ -255,7 +255,7 @@ class Ledger:
         if not pending:
             return
         old_signer, _ = pending[0]
-        now = max(self.clock.now_ns(), st.last_checkpoint_ns)
+        now = max(self.clock.now_ns(), st.last_checkpoint_ns + 1)  # a checkpoint's (size, time) names it
         digest = st.digest.copy() if st.digest is not None else None
         root = st.crange.root()
         data = _note_frame(
@@ -496,7 +496,8 @@ class Ledger:
     async def _commit(self, batch: _Batch) -> None:
         st = self._state
         cfg = self.config
-        now = self.clock.now_ns()
+        # Checkpoint times strictly increase (a seal shares its checkpoint's): (size, time) names one note.
+        now = max(self.clock.now_ns(), st.last_checkpoint_ns + 1)
         seq, prev, last_ts = st.seq, st.prev, st.last_ts
         crange = st.crange.copy()
         first_hash = st.first_hash
@@ -655,6 +656,8 @@ class Ledger:
 
     async def _open_next_segment(self, now: int) -> None:
         st = self._state
+        # The opening checkpoint has the seal's size: a later time keeps its store key its own.
+        now = max(now, st.last_checkpoint_ns + 1)
         new = _new_segment_state(
             st.segment + 1,
             st.seq,
@@ -667,7 +670,7 @@ class Ledger:
             st.epoch_start_ns,
             st.last_ts,
         )
-        new.last_checkpoint_ns = st.last_checkpoint_ns
+        new.last_checkpoint_ns = now
         self._fd = await self._in_pool(_create_segment, self.data_dir / SEGMENT_DIR, new, now)
         self._state = new
         self._roll_at = None
@@ -839,6 +842,7 @@ def _recover(
     if not scan.sealed:
         fd = os.open(path, os.O_RDWR)
     else:  # a crash came between the seal and the next segment: start that segment now
+        now = max(now, state.last_checkpoint_ns + 1)
         new = _new_segment_state(last + 1, size, state.prev, crange, signer, origin, policy, now, now, state.last_ts)
         fd = _create_segment(seg_dir, new, now)
         state = new
