@@ -9,6 +9,7 @@ time later than the one before it, even when the clock stands still.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from pathlib import Path
 
@@ -62,7 +63,7 @@ async def test_checkpoint_keys_are_unique_when_the_clock_stands_still(tmp_path: 
     assert max(keys.values()) == 1, [k for k, n in keys.items() if n > 1]
     times = [t for _seg, kind, _s, t, _n in frames if kind == framing.CHECKPOINT]
     assert times == sorted(times) and len(set(times)) == len(times), "checkpoint times strictly increase"
-    for (_s1, k1, size1, t1, _n1), (_s2, k2, size2, t2, _n2) in zip(frames, frames[1:], strict=False):
+    for (_s1, k1, size1, t1, _n1), (_s2, k2, size2, t2, _n2) in itertools.pairwise(frames):
         if k2 == framing.SEAL:  # a seal repeats the checkpoint just before it
             assert (k1, size1, t1) == (framing.CHECKPOINT, size2, t2)
     report = verify_directory(tmp_path, KeyStore(tmp_path).trust())
