@@ -27,12 +27,22 @@ of each format: `framing.iter_frames`, `SegmentHeader.decode`, `parse_record`,
 from __future__ import annotations
 
 import hashlib
+import operator
+import re
+import struct
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from sidecar.core import framing
+from sidecar.core.canonical import _FLOAT as _FLOAT_RE
+from sidecar.core.canonical import _FLOAT_HINT as _FLOAT_HINT_RE
+from sidecar.core.canonical import _KEY as _KEY_RE
+from sidecar.core.canonical import _STRING as _STRING_RE
 from sidecar.core.keys import PublicKey, key_name
 from sidecar.core.merkle import CompactRange
 from sidecar.core.note import Checkpoint, Note, NoteError, parse_note, signed_by
@@ -142,9 +152,224 @@ def scan_segment(
 ) -> SegmentScan:
     """Phase 1: check one segment on its own (§15.1). Never raises on bad input.
 
-    `thorough` is accepted for callers of the old quick scan and ignored: every record is read.
+    Both paths do the full procedure. `_scan_batched` checks a segment's records a run at a time
+    (a run: the records between two checkpoints) and gives up, returning None, at the first thing
+    that would be a finding or that it does not handle (a key rotation); `scan_reference`, the
+    record-by-record reference, then scans the segment again and reports exactly what is wrong.
+    A clean segment gives the same `SegmentScan` either way (tests/core/test_verify.py checks
+    it on every vector and on random damage). `thorough` is accepted for callers of the old quick
+    scan and ignored: every record is read.
     """
     del thorough
+    fast = _scan_batched(name, data, want_sizes)
+    return fast if fast is not None else scan_reference(name, data, want_sizes)
+
+
+_HEAD = struct.Struct(">BI")  # sidecar.core.framing: kind, body length; a CRC-32 of both and the body follows
+_CRC = struct.Struct(">I")
+_CANON = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
+_ENVELOPE = operator.itemgetter("v", "seq", "ts", "prev", "event")
+_HINT_MAP = bytes.maketrans(b"0123456789-.eE:,[", b"00000000000...:::")
+_HINT_MAPPED = re.compile(rb":0+\.")
+_NUMBER_START = b"-0123456789"
+
+
+def _run_ok(bodies: list[bytes], objs: list[Any]) -> bool:
+    """Whether every body is exactly the canonical encoding of its (separately parsed) value.
+
+    Equivalent to `parse_canonical` on each body (canonical.py): one re-encoding of the run
+    instead of one per record. Each body was parsed on its own, so the re-encoded list can equal
+    the joined bodies only if every item's encoding equals its body (a complete JSON text is never
+    a proper prefix of another's canonical encoding followed by a comma).
+    """
+    joined = b",".join(bodies)
+    try:
+        again = orjson.dumps(objs, option=_CANON)
+    except TypeError:  # an integer beyond +/-(2^53-1)
+        return False
+    if len(again) != len(joined) + 2 or again[1:-1] != joined:
+        return False
+    if not joined.isascii():
+        for body in bodies:
+            if not body.isascii() and any(not m.group().isascii() for m in _KEY_RE.finditer(body)):
+                return False
+    # A float needs the canonical-check's hint (canonical.py `_FLOAT_HINT`: ':', ',' or '[', digits, then '.',
+    # 'e' or 'E'). On a copy with every digit and '-' as '0', every '.eE' as '.' and every ':,[' as ':' that
+    # is one pattern with a literal start, which the regex engine finds fast; only a hit costs the exact test.
+    if joined[:1] in _NUMBER_START or _HINT_MAPPED.search(joined.translate(_HINT_MAP)):
+        return not any(_FLOAT_HINT_RE.search(body) and _FLOAT_RE.search(_STRING_RE.sub(b"", body)) for body in bodies)
+    return True
+
+
+def _scan_batched(name: str, data: bytes, want_sizes: frozenset[int]) -> SegmentScan | None:
+    """The full check of a clean segment, a run of records at a time; None as soon as anything is off."""
+    try:
+        return _batched(name, data, want_sizes)
+    except Exception:  # hostile bytes (a parse error, a missing member): the reference decides
+        return None
+
+
+def _batched(name: str, data: bytes, want_sizes: frozenset[int]) -> SegmentScan | None:
+    end = len(data)
+    unpack_head, unpack_crc, crc32 = _HEAD.unpack_from, _CRC.unpack_from, zlib.crc32
+    if end < framing.OVERHEAD:
+        return None
+    view = memoryview(data)
+    kind, length = unpack_head(data, 0)
+    stop = 5 + length
+    if kind != framing.HEADER or length > framing.MAX_FRAME or stop + 4 > end:
+        return None
+    if crc32(view[:stop]) != unpack_crc(data, stop)[0]:
+        return None
+    try:
+        header = SegmentHeader.decode(data[5:stop])
+    except HeaderError:
+        return None
+    number = segment_number(name)
+    if number is not None and header.segment != number:
+        return None
+    version = header.version
+    v2 = version >= 2
+    scan = SegmentScan(name=name, number=number, size_bytes=end, header=header)
+    seq = scan.first_seq = header.first_seq
+    prev = scan.first_prev = header.prev
+    crange = CompactRange.empty(seq)
+    key = header.key
+    digest = hashlib.sha256()
+    digested = 0
+    last_ts = -1
+    types: list[str] = []
+    bodies: list[bytes] = []
+    sha256, loads = hashlib.sha256, orjson.loads
+    pos = stop + 4
+
+    def records() -> bool:
+        """Check the pending run of record bodies (column by column) and fold it into crange."""
+        nonlocal seq, prev, last_ts
+        n = len(bodies)
+        if not n:
+            return True
+        objs = [loads(b) for b in bodies]
+        if set(map(type, objs)) != {dict} or set(map(len, objs)) != {5} or not _run_ok(bodies, objs):
+            return False
+        vs, seqs, tss, prevs, events = zip(*map(_ENVELOPE, objs), strict=True)  # a KeyError: a member is missing
+        if set(map(type, vs)) != {int} or set(vs) != {version} or set(map(type, seqs)) != {int}:
+            return False
+        if seqs != tuple(range(seq, seq + n)) or set(map(type, tss)) != {str} or set(map(type, events)) != {dict}:
+            return False
+        digits = "".join(tss)
+        if not (digits.isascii() and digits.isdigit()):
+            return False
+        times = list(map(int, tss))
+        if list(map(str, times)) != list(tss) or times[0] < last_ts or times != sorted(times):
+            return False  # not decimal (a leading zero), or time runs backwards
+        leaves = [sha256(b"\x00" + b).digest() for b in bodies]
+        if set(map(type, prevs)) != {str} or set(map(len, prevs)) != {64}:
+            return False
+        if "".join(prevs) != (prev + b"".join(leaves[:-1])).hex():
+            return False  # a prev that is not the hash of the record before it
+        etypes = [e.get("type", "") for e in events]
+        if v2 and (set(map(type, etypes)) != {str} or set(map(type, [e.get("outcome") for e in events])) != {str}):
+            return False
+        if KEY_ROTATED in etypes:
+            return False  # rotations are rare and subtle: the reference handles them
+        if scan.first_ts is None:
+            scan.first_ts = times[0]
+            scan.first_hash = leaves[0]
+        types.extend(etypes if v2 else [t if type(t) is str else str(t) for t in etypes])
+        if SUBJECT_ERASED in etypes:
+            for etype, event in zip(etypes, events, strict=True):
+                details = event.get("details")
+                if etype == SUBJECT_ERASED and isinstance(details, dict) and isinstance(details.get("subject"), str):
+                    scan.erased_subjects.add(details["subject"])
+        if any(ENCRYPTED_MARK in b for b in bodies):
+            for body, event in zip(bodies, events, strict=True):
+                if ENCRYPTED_MARK in body:
+                    subjects: set[str] = set()
+                    _subjects(event, subjects)
+                    if subjects:
+                        scan.encrypted_records += 1
+                        scan.subjects_by_record.append(frozenset(subjects))
+        folded = 0
+        for size in sorted(want_sizes.intersection(range(seq + 1, seq + n + 1))):
+            crange.extend_concatenated(b"".join(leaves[folded : size - seq]))
+            folded = size - seq
+            scan.extra_ranges[size] = tuple(crange.hashes)
+        crange.extend_concatenated(b"".join(leaves[folded:]))
+        last_ts = times[-1]
+        prev = leaves[-1]
+        seq += n
+        bodies.clear()
+        return True
+
+    record, max_frame, append = framing.RECORD, framing.MAX_FRAME, bodies.append
+    while pos < end:
+        if scan.sealed:
+            return None
+        # A frame that runs past the end makes unpack_from raise: the reference then words the damage.
+        kind, length = unpack_head(data, pos)
+        while kind == record:  # the hot loop: a run of records
+            stop = pos + 5 + length
+            if length > max_frame or crc32(view[pos:stop]) != unpack_crc(data, stop)[0]:
+                return None
+            append(data[pos + 5 : stop])
+            pos = stop + 4
+            if pos >= end:
+                break
+            kind, length = unpack_head(data, pos)
+        if pos >= end:
+            break
+        start = pos + 5
+        stop = start + length
+        if length > max_frame or crc32(view[pos:stop]) != unpack_crc(data, stop)[0]:
+            return None
+        if kind == framing.CHECKPOINT or kind == framing.SEAL:
+            if not records():
+                return None
+            body = data[start:stop]
+            try:
+                note = parse_note(body)
+            except NoteError:
+                return None
+            cp = note.checkpoint
+            if cp.size != seq or (kind == framing.SEAL) != (cp.seal is not None) or not signed_by(note, key):
+                return None
+            if v2:
+                digest.update(view[digested:pos])
+                digested = pos
+                if cp.segment is None or (cp.segment.segment, cp.segment.offset, cp.segment.digest) != (
+                    header.segment,
+                    pos,
+                    digest.digest(),
+                ):
+                    return None
+            elif cp.segment is not None:
+                return None
+            label = "seal" if kind == framing.SEAL else "checkpoint"
+            scan.checkpoints.append(
+                CheckpointScan(label, body, cp, tuple(crange.hashes), True, seq, pos, key.raw, key.name)
+            )
+            scan.sealed = kind == framing.SEAL
+        else:
+            return None
+        pos = stop + 4
+    if not records():
+        return None
+    scan.types.update(types)
+    scan.records = seq - header.first_seq
+    scan.last_seq = seq - 1 if scan.records else None
+    scan.last_hash = prev
+    scan.last_ts = last_ts if last_ts >= 0 else None
+    scan.end_range = tuple(crange.hashes)
+    scan.end_key = key
+    covered = scan.checkpoints[-1].at_seq if scan.checkpoints else None
+    if covered is None or seq > covered:
+        return None  # an unsigned tail: the reference words the finding
+    return scan
+
+
+def scan_reference(name: str, data: bytes, want_sizes: frozenset[int] = frozenset()) -> SegmentScan:
+    """Phase 1, record by record: the reference procedure, and what names every finding exactly."""
     scan = SegmentScan(name=name, number=segment_number(name), size_bytes=len(data))
     add = scan.findings.append
     frames = framing.iter_frames(data)
