@@ -37,15 +37,17 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import fcntl
 import hashlib
 import logging
 import os
+import queue
+import threading
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,8 +164,10 @@ class Ledger:
     protect: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None
 
     def __post_init__(self) -> None:
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue(self.config.queue_max)
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="ledger-fsync")
+        # Appends wait here for the writer task; `_wake` is the one future the idle task waits on.
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._wake: asyncio.Future[None] | None = None
+        self._pool = _FileThread()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._cut_back_to: int | None = None
@@ -305,12 +309,17 @@ class Ledger:
             # After the typed boundary (IdentityEvent), before the queue: a failure to get a subject's
             # key fails this append (StorageError), never writes the value in the clear.
             payload = await self.protect(payload)
+        if len(self._queue) >= self.config.queue_max:
+            raise OverloadError(f"ledger queue full ({self.config.queue_max} waiting)", retry_after=1)
         fut: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
-        try:
-            self._queue.put_nowait((payload, fut))
-        except asyncio.QueueFull:
-            raise OverloadError(f"ledger queue full ({self.config.queue_max} waiting)", retry_after=1) from None
+        self._queue.append((payload, fut))
+        self._wake_writer()
         return await fut
+
+    def _wake_writer(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
     @property
     def size(self) -> int:
@@ -326,7 +335,7 @@ class Ledger:
         return self._state.segment, self._state.offset
 
     def queue_depth(self) -> int:
-        return self._queue.qsize()
+        return len(self._queue)
 
     def fault(self) -> dict[str, Any] | None:
         """The storage fault being healed, for health: reason, failures, seconds until the next probe."""
@@ -349,10 +358,11 @@ class Ledger:
         """Commit what is queued, write a final checkpoint, and release the directory."""
         self._closing = True
         if self._task is not None:
-            await self._queue.put(({}, asyncio.get_running_loop().create_future()))  # wake-up sentinel
+            self._queue.append(({}, asyncio.get_running_loop().create_future()))  # wake-up sentinel
+            self._wake_writer()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown()
         if self._fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
@@ -363,28 +373,34 @@ class Ledger:
     # ------------------------------------------------------------------ the writer task
     async def _run(self) -> None:
         q = self._queue
+        loop = asyncio.get_running_loop()
         while True:
-            if q.empty():
+            if not q:
+                # Idle: one future, set by the next append() or by the timer of the next deadline.
+                wake = self._wake = loop.create_future()
+                timer = loop.call_later(max(self._next_deadline(), 0.001), _set_none, wake)
                 try:
-                    first = await asyncio.wait_for(q.get(), max(self._next_deadline(), 0.001))
-                except TimeoutError:
+                    await wake
+                finally:
+                    timer.cancel()
+                    self._wake = None
+                if not q:
                     if self._fault is not None:
                         await self._probe()
                     elif not self.broken:
                         await self._commit_guarded([])  # heartbeat / age-based seal / rotation
                     continue
-            else:  # never let a due timer starve queued records
-                first = q.get_nowait()
-            batch: _Batch = [] if not first[0] else [first]
-            while len(batch) < self.config.batch_max and not q.empty():
-                item = q.get_nowait()
+            # (a due timer never starves queued records: they are taken first)
+            batch: _Batch = []
+            while q and len(batch) < self.config.batch_max:
+                item = q.popleft()
                 if item[0]:
                     batch.append(item)
             if batch and self.broken:  # queued before the fault: fail them now, the probe owns the disk
                 _fail_waiters(batch, StorageError(f"ledger unavailable: {self.broken}"))
             elif batch:
                 await self._commit_guarded(batch)
-            if self._closing and q.empty():
+            if self._closing and not q:
                 if not self.broken:
                     await self._commit_guarded([])
                 return
@@ -478,7 +494,7 @@ class Ledger:
             self.broken = None
 
     async def _in_pool(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        return await self._pool.run(fn, *args)
 
     def _next_deadline(self) -> float:
         if self._fault is not None:
@@ -674,6 +690,61 @@ class Ledger:
         self._fd = await self._in_pool(_create_segment, self.data_dir / SEGMENT_DIR, new, now)
         self._state = new
         self._roll_at = None
+
+
+def _set_none(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class _FileThread:
+    """The ledger's one thread for blocking file calls (pwrite + fdatasync, truncate, a new segment).
+
+    One hand-off each way: the job goes on a `SimpleQueue` the thread waits on, and its result
+    comes back with a single `call_soon_threadsafe` that resolves the awaiting future (no executor
+    work item, no concurrent future chained to an asyncio one). Jobs run one at a time, in order.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread: threading.Thread | None = None
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="ledger-fsync", daemon=True)
+            self._thread.start()
+        self._jobs.put((fn, args, fut))
+        return fut
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, args, fut = job
+            loop = fut.get_loop()
+            try:
+                result, exc = fn(*args), None
+            except BaseException as error:  # handed to the awaiting task, which decides
+                result, exc = None, error
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(_resolve, fut, result, exc)
+
+    def shutdown(self) -> None:
+        """Finish the queued jobs and end the thread."""
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join()
+            self._thread = None
+
+
+def _resolve(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if fut.done():  # the awaiting task was cancelled
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
 
 
 def _fail_waiters(batch: _Batch, exc: Exception) -> None:

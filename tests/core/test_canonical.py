@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -111,3 +112,35 @@ _values = st.recursive(
 def test_parse_canonical_inverts_canonical_bytes(value: Any) -> None:
     """Whatever canonical_bytes encodes, parse_canonical reads back unchanged."""
     assert canonical_bytes(parse_canonical(canonical_bytes(value))) == canonical_bytes(value)
+
+
+_ANY = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**60), 2**60)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=6)
+    | st.sampled_from(["\ud800", "caf\u00e9", b"bytes"]),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.tuples(inner)
+        | st.dictionaries(st.text(max_size=3) | st.integers(0, 3), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ANY)
+def test_the_fast_walk_accepts_exactly_what_check_accepts(value: Any) -> None:
+    """canonical_bytes accepts a value exactly when check() does and orjson encodes it, with the same bytes."""
+    try:
+        check(value)
+        expected: bytes | None = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except (CanonicalError, TypeError):
+        expected = None
+    try:
+        got: bytes | None = canonical_bytes(value)
+    except (CanonicalError, TypeError):
+        got = None
+    assert got == expected
