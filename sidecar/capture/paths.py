@@ -34,6 +34,7 @@ the absolute form `http://host/realms/...` reach the token endpoint; `token//`,
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
@@ -93,6 +94,7 @@ def _request_path(target: str) -> str:
     return target.partition("?")[0] or "/"
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of the target; clients repeat the same few (bounded)
 def keycloak_path(target: str) -> KeycloakPath:
     """Normalise a raw request target the way Keycloak's HTTP stack does before matching a resource."""
     raw = _request_path(target)
