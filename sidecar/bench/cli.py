@@ -257,6 +257,17 @@ def drift_cmd(
     )
 
 
+@bench.command("startup")
+@click.option("--runs", type=click.IntRange(min=1), default=11, show_default=True, help="runs of each command")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+def startup_cmd(runs: int, as_json: bool) -> None:
+    """Start-up of `sidecar verify --help` against the interpreter alone, run in turn."""
+    from sidecar.bench.common import emit
+    from sidecar.bench.startup import print_startup, run_startup
+
+    emit(run_startup(runs), as_json, print_startup)
+
+
 @bench.command("reads")
 @click.option("--records", type=click.IntRange(min=1000), default=1_000_000, show_default=True)
 @click.option("--data", "data_dir", type=click.Path(path_type=Path, file_okay=False), default=None)
@@ -280,13 +291,14 @@ def reads_cmd(records: int, data_dir: Path | None, keep: bool, as_json: bool) ->
 )
 @click.option("--json", "as_json", is_flag=True, help="print the results as one JSON object")
 def all_cmd(data_dir: Path, quick: bool, as_json: bool) -> None:
-    """All three with modest sizes (ledger 100k events, proxy 200 rounds + 100 logins, replication 10 s)."""
+    """All four with modest sizes (ledger 100k events, proxy 200 rounds + 100 logins, replication 10 s, start-up)."""
     import orjson
 
     from sidecar.bench.common import make_console
     from sidecar.bench.ledger import print_ledger, run_ledger
     from sidecar.bench.proxy import print_proxy, run_proxy
     from sidecar.bench.replication import print_replication, run_replication
+    from sidecar.bench.startup import print_startup, run_startup
 
     if quick:
         results = {
@@ -295,12 +307,14 @@ def all_cmd(data_dir: Path, quick: bool, as_json: bool) -> None:
                 requests=20, logins=5, data_dir=data_dir, quick=True, headroom_seconds=0.5, headroom_concurrency=4
             ),
             "replication": run_replication(seconds=2.0, rate=200.0, data_dir=data_dir),
+            "startup": run_startup(runs=3),
         }
     else:
         results = {
             "ledger": run_ledger(data_dir, events=100_000),
             "proxy": run_proxy(requests=200, logins=100, data_dir=data_dir),
             "replication": run_replication(seconds=10.0, data_dir=data_dir),
+            "startup": run_startup(),
         }
     targets = [{"benchmark": name, **t} for name, r in results.items() for t in r["targets"]]
     summary = {
@@ -318,6 +332,7 @@ def all_cmd(data_dir: Path, quick: bool, as_json: bool) -> None:
     print_ledger(results["ledger"], console)
     print_proxy(results["proxy"], console)
     print_replication(results["replication"], console)
+    print_startup(results["startup"], console)
     console.print(
         f"targets met: {summary['met']} of {summary['total']} ({summary['missed']} missed, "
         f"{summary['not_measured']} not measured)"

@@ -59,6 +59,7 @@ ALL_TARGETS = {
         "pull + verify from s3 vs the directory store",
         "pull + verify from versitygw vs the directory store",
     },
+    "startup": {"`sidecar verify --help` start-up"},
 }
 
 
