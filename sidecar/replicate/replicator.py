@@ -262,8 +262,7 @@ class Replicator:
     async def _run(self) -> None:
         backoff = 0.2
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(self.interval_s * 10, 1.0))
+            await _wait(self._wake, max(self.interval_s * 10, 1.0))
             self._wake.clear()
             try:
                 await self.step()
@@ -273,7 +272,9 @@ class Replicator:
                 # Someone else wrote into our keys: loud, and never retried into silence.
                 self.integrity_error = str(exc)
                 log.error("REMOTE STORE INTEGRITY: %s", exc)
-                await asyncio.sleep(10)
+                if self._stopping.is_set():
+                    return  # nothing more can ship; stop() finds the loop ended
+                await _wait(self._stopping, 10)
             except Exception as exc:  # the loop must outlive any one failure, expected or not
                 self.last_error = str(exc) or type(exc).__name__
                 self.last_error_ns = time.time_ns()
@@ -281,8 +282,7 @@ class Replicator:
                     log.warning("replication to %s failed, retrying in %.1fs: %s", self.store.url, backoff, exc)
                 else:  # not a storage condition we know: say so with its traceback, and keep trying
                     log.exception("replication to %s failed unexpectedly, retrying in %.1fs", self.store.url, backoff)
-                with contextlib.suppress(TimeoutError):  # stop() cuts the wait short for a last try
-                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                await _wait(self._stopping, backoff)  # stop() cuts the wait short for a last try
                 backoff = min(backoff * 2, 10.0)
                 self._wake.set()
             else:
@@ -494,3 +494,13 @@ def _split(ends: list[int], max_bytes: int) -> list[int]:
             out.append(end)
             start = end
     return out
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    """Until `event` is set or `seconds` pass. It always yields to the loop once, and a cancellation
+    always goes through (Python 3.11's `asyncio.wait_for` drops one that meets an already-set event,
+    which left a stopping replicator spinning)."""
+    await asyncio.sleep(0)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()

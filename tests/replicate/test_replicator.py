@@ -352,3 +352,29 @@ async def test_unreachable_store_crosses_the_high_water_mark(tmp_path: Path) -> 
         await ledger.close()
         await rep.stop(drain_timeout_s=0.1)
         await store.close()
+
+
+async def test_every_round_of_a_sealing_ledger_ships_without_a_key_clash(tmp_path: Path) -> None:
+    """A ledger sealing after every batch, shipped round by round and again after a restart: each checkpoint key holds its own note.
+
+    A segment's opening checkpoint has the size of the seal before it; it must not have the seal's
+    time too, or its store key is the sealing checkpoint's and the round that ships it finds other
+    bytes there (an integrity alarm on a healthy ledger, and a backlog that never drains).
+    """
+    data = tmp_path / "ledger"
+    init_keys(data)
+    ledger = await open_ledger(data, segment_max_bytes=1)
+    store = MemoryStore()
+    for i in range(6):  # a replicator per round, each taking what the files hold as durable (a restart)
+        await ledger.append(event(i))
+        await Replicator(data, store, interval_s=0).step()
+    await ledger.close()
+    restarted = Replicator(data, store, interval_s=0)  # as after a restart: the files say what is durable
+    await restarted.step()  # ships the last segment's opening checkpoint, the newest note there is
+    assert restarted.integrity_error is None and restarted.backlog_bytes() == 0
+    notes = {o.key: await store.get(o.key) for o in await store.list("checkpoints/")}
+    assert len(notes) >= 6 and len(set(notes.values())) == len(notes)
+    for key, note in notes.items():
+        parsed = parse_key(key)
+        assert parsed is not None and parsed.kind == "checkpoint"
+        assert f"\n{parsed.size}\n".encode() in note, (key, note[:80])
