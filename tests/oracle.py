@@ -15,7 +15,18 @@ from typing import Any
 import aiohttp
 
 # The event maps and the matching live in the package (the drift monitor uses them too): one implementation.
-from sidecar.drift.reconcile import ADMIN_EVENTS, ORACLE_VISIBLE, USER_EVENTS, Match, match  # noqa: F401
+from sidecar.drift.reconcile import ADMIN_EVENTS, ORACLE_VISIBLE, USER_EVENTS, Match, match
+
+__all__ = [
+    "ADMIN_EVENTS",
+    "ORACLE_VISIBLE",
+    "USER_EVENTS",
+    "Match",
+    "admin_token",
+    "keycloak_events",
+    "match",
+    "now_ms",
+]
 
 
 async def admin_token(base: str, username: str, password: str) -> str:

@@ -48,7 +48,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypedDict
 
 from sidecar.errors import ConfigError, StorageError
 
@@ -116,6 +116,11 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+class Credentials(TypedDict):
+    aws_access_key_id: str
+    aws_secret_access_key: str
+
+
 @dataclass(frozen=True)
 class S3Bucket:
     """What a client needs to reach one bucket on the server."""
@@ -139,7 +144,7 @@ class S3Bucket:
             "AWS_EC2_METADATA_DISABLED": "true",
         }
 
-    def credentials(self) -> dict[str, str]:
+    def credentials(self) -> Credentials:
         """Keyword arguments for `S3Store` (and aiobotocore's create_client)."""
         return {"aws_access_key_id": self.access_key, "aws_secret_access_key": self.secret_key}
 

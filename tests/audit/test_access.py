@@ -33,12 +33,12 @@ class _Clock:
 async def test_live_roles_follow_keycloak_within_the_cache_time() -> None:
     """A removed role or a disabled user is refused once the cached answer (ttl seconds) has expired; Keycloak is asked once per ttl."""
     clock = _Clock()
-    state = {"enabled": True, "roles": frozenset({"ledger-auditor", "viewer"})}
+    state: dict[str, Any] = {"enabled": True, "roles": frozenset({"ledger-auditor", "viewer"})}
     asked: list[tuple[str, str]] = []
 
     async def check(realm: str, user_id: str) -> tuple[bool, frozenset[str]] | None:
         asked.append((realm, user_id))
-        return bool(state["enabled"]), frozenset(state["roles"])  # type: ignore[arg-type]
+        return bool(state["enabled"]), frozenset(state["roles"])
 
     live = LiveRoles(check, ttl_s=5.0, now=clock)
     assert await live.refusal("r", "u1", "ledger-auditor") is None

@@ -13,7 +13,7 @@ import orjson
 import pytest
 from joserfc import jwt
 from joserfc.errors import SecurityWarning
-from joserfc.jwk import ECKey, OKPKey, RSAKey
+from joserfc.jwk import ECKey, KeyParameters, OKPKey, RSAKey
 
 from sidecar.capture.tokens import Claims, TokenVerifier
 
@@ -21,7 +21,7 @@ ISS = "http://sso.test/realms/r"
 
 
 def _key(alg: str, kid: str) -> Any:
-    params = {"kid": kid, "alg": alg, "use": "sig"}
+    params: KeyParameters = {"kid": kid, "alg": alg, "use": "sig"}
     if alg.startswith(("RS", "PS")):
         return RSAKey.generate_key(2048, parameters=params)
     if alg.startswith("ES"):

@@ -90,8 +90,8 @@ def test_what_the_boundary_cut_is_named_in_bounded() -> None:
         Outcome.FAILED,
         realm=["r"],  # type: ignore[arg-type]
         actor=Party(id="i" * 400),
-        target="u",
-    )  # type: ignore[arg-type]
+        target="u",  # type: ignore[arg-type]
+    )
     assert event.realm is None and event.target is None and event.actor == Party(id="i" * MAX_TEXT)
     assert event.details == {"bounded": ["realm", "actor.id", "target"]}
 

@@ -667,7 +667,7 @@ def test_a_compact_range_checks_what_it_is_restored_from() -> None:
     assert CompactRange(5) == CompactRange.empty(5) and CompactRange(5).end == 5
     leaf = hashlib.sha256(b"x").digest()
     with pytest.raises(ValueError, match="compact range hash 0 is not a 32-byte bytes object"):
-        CompactRange(0, 1, [bytearray(leaf)])
+        CompactRange(0, 1, [bytearray(leaf)])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="compact range hash 0 is not a 32-byte bytes object"):
         CompactRange(0, 1, [leaf[:31]])
 

@@ -26,11 +26,11 @@ class FakeKeycloak:
     realm = "r"
 
     def __init__(self) -> None:
-        self.users = {
+        self.users: dict[str, dict[str, Any]] = {
             "u1": {"username": "alice", "enabled": True, "roles": ["viewer"], "groups": ["g1"], "creds": ["password"]},
             "u2": {"username": "bob", "enabled": True, "roles": [], "groups": [], "creds": []},
         }
-        self.groups = {"g1": {"path": "/ops", "roles": ["operator"]}}
+        self.groups: dict[str, dict[str, Any]] = {"g1": {"path": "/ops", "roles": ["operator"]}}
         self.roles = ["viewer", "operator", "admin"]
         self.events: list[dict[str, Any]] = []
         self.admin_events: list[dict[str, Any]] = []
@@ -96,7 +96,7 @@ class FakeLedger:
         return self.add(event.to_json())
 
     def add(self, event: dict[str, Any], ts: int | None = None) -> Any:
-        rec = {"seq": len(self.records), "ts": str(ts or time.time_ns()), "event": event}
+        rec: dict[str, Any] = {"seq": len(self.records), "ts": str(ts or time.time_ns()), "event": event}
         self.records.append(rec)
         if self.monitor is not None:
             self.monitor.on_commit(

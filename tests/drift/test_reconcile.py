@@ -74,7 +74,7 @@ def test_an_unchanged_record_still_matches_when_no_success_fits() -> None:
 
 def test_a_login_without_an_answer_is_the_record_of_keycloaks_client_login() -> None:
     """The state reader's login whose answer never came (outcome unknown) pairs with the CLIENT_LOGIN Keycloak wrote."""
-    records = [
+    records: list[dict[str, Any]] = [
         {
             "seq": 1,
             "ts": "1001",

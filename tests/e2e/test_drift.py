@@ -61,7 +61,8 @@ async def _wait_record(sidecar: SidecarProcess, pred: Any, what: str, limit_s: f
     while True:
         for rec in reversed(sidecar.records()):
             if pred(rec["event"]):
-                return rec
+                found: dict[str, Any] = rec
+                return found
         if time.monotonic() > deadline:
             raise AssertionError(f"no {what} record within {limit_s:.0f} s")
         await asyncio.sleep(0.5)

@@ -199,7 +199,7 @@ async def test_hostile_claims_cannot_break_the_ledger(
     """Unsigned tokens with a float sub, an int beyond 2^53, a non-ASCII key or a 700 KB claim, on /revoke, a refresh
     grant and a logout hint, leave the ledger healthy: bounded records, logins still recorded, verify intact."""
     since_ms, start = oracle.now_ms() - 1, last_seq(sidecar)
-    hostile = [
+    hostile: list[dict[str, Any]] = [
         {"sub": 1.5},
         {"sub": "u", "sid": 2**60 + 1, "exp": 2**70},
         {"ä": {"ö": 1}, "sub": "x"},

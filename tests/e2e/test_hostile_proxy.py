@@ -195,7 +195,12 @@ async def test_unencodable_claims_never_break_the_ledger(hostile: Hostile, secre
     failure policy (503): what must never happen is the ledger refusing everyone after it.
     """
     big = "A" * 700_000
-    payloads = [{"sub": 1.5, "sid": "s"}, {"sub": 2**53 + 1}, {"sübject": "x", "sub": "y"}, {"sub": "z", "pad": big}]
+    payloads: list[dict[str, Any]] = [
+        {"sub": 1.5, "sid": "s"},
+        {"sub": 2**53 + 1},
+        {"sübject": "x", "sub": "y"},
+        {"sub": "z", "pad": big},
+    ]
     form = {"client_id": REALM.app.client_id, "client_secret": REALM.app.secret or ""}
     async with aiohttp.ClientSession() as http:
         for claims in payloads:
@@ -280,6 +285,7 @@ async def test_client_gone_mid_admin_change_still_gets_its_outcome(hostile: Host
     )
     await writer.drain()
     writer.close()  # gone before any answer
+    mine: list[dict[str, Any]] = []
     for _ in range(200):
         mine = [e for e in hostile.records() if (e.get("target") or {}).get("id") == uid]
         if any(e["details"].get("phase") == "outcome" for e in mine):
@@ -310,6 +316,7 @@ async def test_slow_pass_through_uploads_do_not_starve_logins(hostile: Hostile, 
             )
             writers.append(writer)
         await asyncio.gather(*(w.drain() for w in writers))
+        status, health = 0, dict[str, Any]()
         for _ in range(300):
             status, health = await _health(hostile)
             if health["proxy"]["saturated"]:
@@ -434,6 +441,7 @@ async def _audit(h: Hostile, token: str) -> tuple[int, bytes]:
 
 
 async def _until_status(h: Hostile, token: str, want: int) -> bytes:
+    status, body = 0, b""
     for _ in range(100):  # the re-check is cached 1 s here
         status, body = await _audit(h, token)
         if status == want:
@@ -525,12 +533,14 @@ async def test_disk_full_is_503_with_back_off_then_heals(hostile: Hostile, secre
     probe_url = f"{hostile.base}/admin/realms/{REALM.name}/users/{probe_uid}/role-mappings/realm"
     try:
         async with aiohttp.ClientSession() as http:
+            refused, retry_after = 0, "0"
             for _ in range(30):  # an append may still fit in a page the segment file already has
                 async with http.post(probe_url, json=[role], headers={"Authorization": f"Bearer {token}"}) as resp:
+                    refused, retry_after = resp.status, resp.headers.get("Retry-After", "0")
                     if resp.status == 503:
                         break
                 await asyncio.sleep(0.1)
-            assert resp.status == 503 and int(resp.headers["Retry-After"]) >= 1
+            assert refused == 503 and int(retry_after) >= 1
             started = time.monotonic()
             granted = []  # a small batch can still fit in a page the segment already has (then it is recorded)
             for _ in range(20):
@@ -551,6 +561,7 @@ async def test_disk_full_is_503_with_back_off_then_heals(hostile: Hostile, secre
             await asyncio.sleep(max(0.0, 3 - (time.monotonic() - started)))
             # A checkpoint may still fit where a batch does not (a probe heals, the next append fails
             # again): health shows the fault whenever an append found the disk full.
+            status, health = 0, dict[str, Any]()
             for _poke in range(30):
                 status, health = await _health(hostile)
                 if status == 503:

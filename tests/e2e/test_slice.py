@@ -175,6 +175,7 @@ async def test_python_keycloak_grants_and_revokes_a_realm_role(
             user_realm_name="master",
         )
         uid = admin.get_user_id(REALM.carol.username)
+        assert uid is not None, REALM.carol.username
         role = admin.get_realm_role("viewer")
         admin.assign_realm_roles(uid, [role])
         admin.delete_realm_roles_of_user(uid, [role])

@@ -449,6 +449,7 @@ class Workload:
 
         def work(kc: KeycloakAdmin) -> None:
             gid = kc.create_group({"name": name})
+            assert gid is not None, name
             kc.delete_group(gid)
 
         await self._admin(work, self.rng.choice(("admin", "carol")))
@@ -492,6 +493,7 @@ class Workload:
         def work(kc: KeycloakAdmin) -> None:
             uid = self._uid(kc, user.username)
             cid = kc.get_client_id(REALM.app.client_id)
+            assert cid is not None, REALM.app.client_id
             r = kc.get_client_role(cid, self.rng.choice(REALM.app_client_roles))
             kc.assign_client_role(uid, cid, [r])
             kc.delete_client_roles_of_user(uid, cid, [r])

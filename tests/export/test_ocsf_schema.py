@@ -31,7 +31,8 @@ def _validator(class_uid: int) -> jsonschema.protocols.Validator:
     schema = OcsfJsonSchemaEmbedded(get_ocsf_schema(OCSF_VERSION)).get_class_schema(_CLASS_FILES[class_uid])
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
-    return cls(schema, format_checker=cls.FORMAT_CHECKER)  # type: ignore[no-any-return]
+    validator: jsonschema.protocols.Validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
+    return validator
 
 
 def _nulls(value: Any, where: str = "") -> list[str]:

@@ -188,7 +188,7 @@ async def test_disk_full_backs_off_answers_fast_and_heals(tmp_path: Path, caplog
         assert 1 <= len(errors) <= 2 + elapsed / cfg.error_log_interval_s, [r.getMessage() for r in errors]
         disk.full = False
         for _ in range(500):  # the next probe is at most retry_max_s away
-            if ledger.broken is None:
+            if ledger.fault() is None:
                 break
             await asyncio.sleep(0.02)
         assert ledger.fault() is None

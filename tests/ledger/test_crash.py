@@ -292,6 +292,7 @@ def test_sigkill_loop(tmp_path: Path) -> None:
             # The same seq acknowledged with another hash: an acknowledged record was lost and its seq reused.
             assert acked.setdefault(seq, digest) == digest, f"{where}: seq {seq} acknowledged with two hashes"
 
+        simulated: dict[int, bytes]
         how, simulated, garbage = "", {}, 0
         if rng.random() < 0.35 and any((data / SEGMENT_DIR).glob("*.seg")):
             how, simulated, garbage = _simulate_torn_next_write(open_segment(data), rng)

@@ -9,7 +9,8 @@ from click.testing import CliRunner
 
 from sidecar.cli import main
 from sidecar.errors import PolicyError
-from sidecar.policy.schema import DEFAULT_POLICY, load_policy
+from sidecar.policy.schema import load_policy
+from sidecar.resources import DEFAULT_POLICY
 
 
 def test_shipped_default_policy_loads_fail_closed() -> None:
