@@ -44,7 +44,7 @@ from sidecar.capture.hooks import LedgerHooks
 from sidecar.capture.reader import KeycloakReader
 from sidecar.capture.sessions import SessionDirectory
 from sidecar.capture.tokens import TokenVerifier
-from sidecar.core.events import EventType, IdentityEvent, Outcome, Party
+from sidecar.core.events import Appender, EventType, IdentityEvent, Outcome, Party
 from sidecar.drift.monitor import DriftConfig, DriftMonitor, previous_run_end
 from sidecar.errors import ConfigError, OverloadError, StorageError
 from sidecar.ledger.index import LedgerIndex
@@ -123,7 +123,7 @@ class Parts:
     probe: UpstreamProbe | None = None
     drift: DriftMonitor | None = None
     subjects: SubjectKeys | None = None
-    append: Callable[[IdentityEvent | dict[str, Any]], Awaitable[Any]] | None = None
+    append: Appender | None = None
     # Readiness: each check returns None when fine, else a short reason. Resources add their own.
     checks: dict[str, Callable[[], str | None]] = field(default_factory=dict)
     _ledger_closed: bool = False
@@ -502,10 +502,10 @@ def _event_labels(event: IdentityEvent | dict[str, Any]) -> tuple[str, str, str 
     )
 
 
-def _appender(parts: Parts) -> Callable[[IdentityEvent | dict[str, Any]], Awaitable[Any]]:
+def _appender(parts: Parts) -> Appender:
     high_water = parts.settings.high_water_bytes
 
-    async def append(event: IdentityEvent | dict[str, Any]) -> Any:
+    async def append(event: IdentityEvent) -> Any:
         rep, ledger = parts.replicator, parts.ledger
         if rep is not None and rep.over_high_water(max_age_s=0.1):
             # P9: local disk is bounded; with the store unreachable past the mark, the failure policy decides.

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ from sidecar import metrics
 from sidecar.audit.access import DeniedReads, LiveCheck, LiveRoles, Refusal
 from sidecar.capture.tokens import TokenVerifier, realm_of_issuer, unverified_claims
 from sidecar.core import framing
-from sidecar.core.events import EventType, IdentityEvent, Outcome, Party
+from sidecar.core.events import Appender, EventType, IdentityEvent, Outcome, Party
 from sidecar.core.note import Checkpoint, NoteError, checkpoint_of
 from sidecar.core.segment import SEGMENT_DIR, SegmentHeader, segment_number
 from sidecar.errors import OverloadError, RecordRejected, StorageError
@@ -51,7 +51,6 @@ from sidecar.replicate.replicator import _read_from
 from sidecar.replicate.store import key_problem
 
 log = logging.getLogger("sidecar.audit")
-Appender = Callable[[IdentityEvent], Awaitable[Any]]
 
 
 _BODY_AT = framing.OVERHEAD - 4  # a frame is kind (1) + length (4), the body, then a CRC (4)

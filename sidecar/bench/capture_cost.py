@@ -205,11 +205,11 @@ def capture_cost(recordings: Path, work_dir: Path, *, quick: bool = False) -> di
     events = classify()
     if not events:
         raise RuntimeError("the recorded client-credentials exchange gave no event")
-    payload = redactor.record(events[0])
+    payload = redactor.record(events[0]).to_json()
     prev = bytes(32)
 
     def redact_encode() -> bytes:
-        body = redactor.record(events[0])
+        body = redactor.record(events[0]).to_json()
         return encode_record(1, 1_764_000_000_000_000_000, prev, body)
 
     key = Ed25519PrivateKey.generate()

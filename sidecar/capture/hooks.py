@@ -50,7 +50,7 @@ from sidecar.capture.pipeline import (
 from sidecar.capture.reader import KeycloakReader
 from sidecar.capture.sessions import SessionDirectory
 from sidecar.capture.tokens import Claims, TokenVerifier, unverified_claims
-from sidecar.core.events import IdentityEvent
+from sidecar.core.events import Appender, IdentityEvent
 from sidecar.core.exchange import CapturePlan, Pushback, RequestHead, RequestView, ResponseView
 from sidecar.errors import OverloadError, RecordRejected, StorageError
 from sidecar.policy import failure
@@ -59,7 +59,6 @@ from sidecar.policy.schema import Policy
 
 log = logging.getLogger("sidecar.capture")
 
-Appender = Callable[[IdentityEvent | dict[str, Any]], Awaitable[Any]]
 WhoAmI = Callable[[str, str, str | None], Awaitable[dict[str, Any] | None]]
 
 _EXISTS_TTL_S = 30.0

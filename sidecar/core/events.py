@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -309,3 +310,9 @@ class IdentityEvent:
 
 
 WIRE_NAMES = frozenset(t.value for t in EventType)
+
+# What records an event: `sidecar serve`'s appender (sidecar/app.py, over `Ledger.append`). Capture, the
+# auditor endpoint and the drift monitor take one of these and pass it events only,
+# already through the typed boundary above (redaction returns an IdentityEvent too). What it returns
+# (the ledger's receipt) is the caller's to use or ignore.
+Appender = Callable[[IdentityEvent], Awaitable[Any]]

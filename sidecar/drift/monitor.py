@@ -33,7 +33,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ import orjson
 
 from sidecar import metrics
 from sidecar.core.canonical import parse
-from sidecar.core.events import EventType, IdentityEvent, Outcome, Party
+from sidecar.core.events import Appender, EventType, IdentityEvent, Outcome, Party
 from sidecar.core.record import record_object
 from sidecar.drift.live import AdminReader, LiveState
 from sidecar.drift.reconcile import event_label, event_summary, match
@@ -56,7 +56,6 @@ from sidecar.replicate.store import ObjectStore
 log = logging.getLogger("sidecar.drift")
 
 SNAPSHOT_DIR = "snapshots"
-Append = Callable[[IdentityEvent], Awaitable[Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +188,7 @@ class DriftMonitor:
     def __init__(
         self,
         reader: AdminReader,
-        append: Append,
+        append: Appender,
         data_dir: Path,
         config: DriftConfig | None = None,
         *,

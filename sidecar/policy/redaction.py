@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 from sidecar.core.events import IdentityEvent, Outcome
 from sidecar.policy.schema import Policy
@@ -51,8 +50,8 @@ class Redactor:
         self._fields = frozenset(f.lower() for f in (*rules.fields, *rules.headers, *rules.cookies))
         self._fingerprint = fingerprint
 
-    def record(self, event: IdentityEvent, *, username_exists: bool | None = None) -> dict[str, Any]:
-        """The record payload of `event`.
+    def record(self, event: IdentityEvent, *, username_exists: bool | None = None) -> IdentityEvent:
+        """`event` as the ledger may record it (still an `IdentityEvent`: the appender takes nothing else).
 
         `username_exists` answers `typed_username(event)` (looked up in Keycloak by the caller);
         anything but True keeps the name out of the record.
@@ -69,16 +68,13 @@ class Redactor:
                     "username_status": "unknown-user" if username_exists is False else "unchecked",
                 },
             )
-        payload = event.to_json()
-        details = payload.get("details")
-        if isinstance(details, dict):
-            secret = sorted(k for k in details if k.lower() in self._fields)
-            if secret:
-                # SECURITY: a detail named like a secret field must never hold one; drop it, loudly.
-                log.error(
-                    "dropped detail(s) named like secret fields from a %s record: %s",
-                    event.type.value,
-                    ", ".join(secret),
-                )
-                payload["details"] = {k: v for k, v in details.items() if k not in secret}
-        return payload
+        secret = sorted(k for k in event.details if k.lower() in self._fields)
+        if secret:
+            # SECURITY: a detail named like a secret field must never hold one; drop it, loudly.
+            log.error(
+                "dropped detail(s) named like secret fields from a %s record: %s",
+                event.type.value,
+                ", ".join(secret),
+            )
+            event = replace(event, details={k: v for k, v in event.details.items() if k not in secret})
+        return event

@@ -30,7 +30,7 @@ def test_a_detail_named_like_a_secret_field_header_or_cookie_is_dropped(
     """redaction.fields, .headers and .cookies of the default policy each keep their names out of a record."""
     redactor = Redactor(load_policy(None), lambda s: "fp")
     with caplog.at_level(logging.ERROR, "sidecar.policy"):
-        payload = redactor.record(_event(**{name: "s3cret"}))
+        payload = redactor.record(_event(**{name: "s3cret"})).to_json()
     assert payload["details"] == {"roles": ["viewer"]}
     assert name in caplog.text and "s3cret" not in caplog.text
 
@@ -39,6 +39,8 @@ def test_only_the_listed_names_are_dropped(tmp_path: Path) -> None:
     """A policy whose header and cookie lists are empty keeps details of those names; identity fields never change."""
     path = tmp_path / "p.toml"
     path.write_text('[policy]\nname = "p"\n[redaction]\nfields = ["password"]\nheaders = ["x-secret"]\n')
-    payload = Redactor(load_policy(path), lambda s: "fp").record(_event(authorization="kept", **{"X-Secret": "no"}))
+    payload = (
+        Redactor(load_policy(path), lambda s: "fp").record(_event(authorization="kept", **{"X-Secret": "no"})).to_json()
+    )
     assert payload["details"] == {"roles": ["viewer"], "authorization": "kept"}
     assert payload["actor"]["username"] == "adm" and payload["target"]["id"] == "u"
