@@ -410,11 +410,15 @@ def verify(
 
     from rich.progress import Progress
 
+    from sidecar.audit.origins import load_origins_trust
     from sidecar.audit.remote import compare_remote, pull_and_verify
     from sidecar.audit.verifier import LastSeen, UnusableInput, load_trust, read_checkpoints, verify_directory
 
     pin_state: dict[str, Any] | None = None
     try:
+        origins_trust = load_origins_trust(trust_file)
+        if origins_trust is not None:
+            _verify_origins(source, origins_trust, workers, as_json)
         trust = load_trust(trust_file)
         external = read_checkpoints(checkpoints)
         pin = LastSeen(last_seen) if last_seen is not None else None
@@ -489,6 +493,72 @@ def verify(
     sys.exit(0 if report.ok else 1)
 
 
+def _looks_like_store(folder: Path) -> bool:
+    """A folder in the remote-store layout, or one whose sub-folders are (a directory store of prefixes)."""
+    return _is_remote(str(folder)) or any(_is_remote(str(p)) for p in folder.iterdir() if p.is_dir())
+
+
+def _verify_origins(source: str, trust: Any, workers: int | None, as_json: bool) -> NoReturn:
+    """`verify` with an origins trust file: every origin under source, each on its own, then the set."""
+    import asyncio
+    import tempfile
+    import time
+
+    from sidecar.audit.origins import bundles_in, pull_and_verify_origins, verify_bundles
+
+    now = time.time_ns()
+    with tempfile.TemporaryDirectory() as tmp:
+        if _is_remote(source) or (Path(source).is_dir() and _looks_like_store(Path(source))):
+            report = asyncio.run(pull_and_verify_origins(source, Path(tmp), trust, now_ns=now, workers=workers))
+        else:
+            report = verify_bundles(bundles_in(Path(source)), trust, now_ns=now, workers=workers)
+    if as_json:
+        _print_json(report.to_json())
+    else:
+        click.echo(f"verdict: {'INTACT' if report.ok else 'TAMPERED OR INCOMPLETE'} ({len(report.origins)} origins)")
+        for o in report.origins:
+            verdict = o.report.to_json()["verdict"] if o.report is not None else "not trusted"
+            records = o.report.records if o.report is not None else "?"
+            click.echo(f"  {o.origin or '?'} under {o.prefix or '.'}: {verdict}, {records} records")
+        for f in report.all_findings():
+            click.echo(f"  - {f}")
+    sys.exit(0 if report.ok else 1)
+
+
+def _pull_origins(source: str, out: Path, as_json: bool) -> NoReturn:
+    """`pull` of a store that holds several ledgers under prefixes: each into out/<prefix>/."""
+    import asyncio
+
+    from sidecar.audit.origins import bundle_name, pull_all
+
+    results = asyncio.run(pull_all(source, out))
+    summary = {
+        "source": source,
+        "out": str(out),
+        "origins": {
+            prefix: {
+                "out": str(out / bundle_name(prefix)),
+                "objects": r.objects,
+                "fetched": r.fetched,
+                "segments": r.segments,
+                "checkpoints": len(r.checkpoints),
+                "findings": [f.to_json() for f in r.findings],
+            }
+            for prefix, r in results.items()
+        },
+    }
+    bad = any(r.findings or not r.segments for r in results.values())
+    if as_json:
+        _print_json(summary)
+    else:
+        for prefix, r in results.items():
+            click.echo(f"pulled {prefix}: {r.objects} objects, {r.segments} segments into {out / bundle_name(prefix)}")
+            for f in r.findings:
+                click.echo(f"  - {f}")
+        click.echo(f"next: sidecar verify {out} --trust ORIGINS-TRUST.json")
+    sys.exit(1 if bad else 0)
+
+
 @main.command()
 @click.argument("source")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="folder for the bundle")
@@ -517,8 +587,12 @@ def pull(source: str, out: Path, token: str | None, as_json: bool) -> None:
         finally:
             await store.close()
 
+    from sidecar.audit.origins import discover_url
+
     try:
         check_pull_target(source, out)
+        if not source.startswith(("http://", "https://")) and asyncio.run(discover_url(source)) not in ([], [""]):
+            _pull_origins(source, out, as_json)
         result = asyncio.run(run())
     except SidecarError:
         raise  # a StorageError is an OSError too; _Group.invoke prints it and exits with its code

@@ -194,6 +194,11 @@ def timeline(
             f"{'  from ' + e['ip'] if e.get('ip') else ''}{_pii_note(rec)}"
         )
 
+    if source.is_dir() and not (source / "segments").is_dir():
+        _timeline_of_origins(
+            source, trust_file, unverified, _filter(actor, target, session, realm, types, since, until), as_json
+        )
+        return
     try:
         trust = _trust(trust_file, unverified)
         revealer = _revealer(source, subjects_dir)
@@ -229,6 +234,50 @@ def timeline(
             show(revealer(rec), {"unverified": True} if unverified else {})
     except ReadRefused as exc:
         _refused(exc, as_json)
+
+
+def _timeline_of_origins(folder: Path, trust_file: Path | None, unverified: bool, keep: Any, as_json: bool) -> None:
+    """A folder of bundles (one per origin, as `sidecar pull` of a cluster's bucket writes): one merged timeline.
+
+    The first line states how the order is made (docs/operations.md §10.3); each record names its origin,
+    and one whose order against another origin's record is uncertain within the skew bound is marked.
+    """
+    from datetime import UTC, datetime
+
+    from sidecar.audit.origins import bundles_in, load_origins_trust, merged, origin_streams
+    from sidecar.audit.reading import ReadRefused, read_unverified, read_verified
+    from sidecar.audit.timeline import describe
+
+    try:
+        trust = None
+        if not unverified:
+            if trust_file is None:
+                _fail("--trust ORIGINS.json is required to verify what is read (or --unverified for forensics)")
+            trust = load_origins_trust(trust_file)
+            if trust is None:
+                _fail(f"{trust_file} names one ledger; a folder of origins needs an origins trust file")
+
+        def read(bundle: Path, anchor: Any) -> Iterator[dict[str, Any]]:
+            return read_unverified(bundle, keep) if anchor is None else read_verified(bundle, anchor, keep)
+
+        ordering, rows = merged(origin_streams(bundles_in(folder), trust, read))
+    except ReadRefused as exc:
+        _refused(exc, as_json)
+    if as_json:
+        click.echo(orjson.dumps({"ordering": ordering.to_json()}).decode())
+    else:
+        click.echo(ordering.describe())
+    for origin, rec, uncertain in rows:
+        if as_json:
+            mark = {"unverified": True} if unverified else {}
+            click.echo(orjson.dumps({**rec, "origin": origin, "order_uncertain": uncertain, **mark}).decode())
+            continue
+        when = datetime.fromtimestamp(int(rec["ts"]) / 1e9, UTC).isoformat(timespec="milliseconds")
+        e = rec["event"]
+        click.echo(
+            f"{'UNVERIFIED ' if unverified else ''}{'~' if uncertain else ' '}{when} {origin} #{rec['seq']:<6} "
+            f"{e.get('realm') or '-':12} {describe(rec)}{'  from ' + e['ip'] if e.get('ip') else ''}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------- export
@@ -466,9 +515,17 @@ def report(source: Path, trust_file: Path, out: Path, checkpoints: tuple[Path, .
 
     Exit 0 when the ledger verified, 1 when it did not (the report then shows the findings), 2 unusable input.
     """
+    from sidecar.audit.origins import load_origins_trust
     from sidecar.audit.verifier import load_trust, read_checkpoints
     from sidecar.report.build import build_report
 
+    origins = load_origins_trust(trust_file)
+    if origins is not None:  # a folder of bundles, one per origin (a cluster's bucket, pulled)
+        from sidecar.report.origins import build_origins_report
+
+        merged = build_origins_report(source, origins, out)
+        click.echo(f"wrote {out}: {merged.verdict}, {merged.records} records of all origins", err=True)
+        sys.exit(0 if merged.ok else 1)
     trust = load_trust(trust_file)
     external = read_checkpoints(checkpoints)
     summary = build_report(source, trust, out, external=external, reveal=_revealer(source, subjects_dir))
