@@ -173,29 +173,79 @@ class _Upstream:
     async def jwks(self, realm: str) -> dict[str, Any] | None:
         return await self._get_json(f"/realms/{realm}/protocol/openid-connect/certs")
 
-    async def whoami(self, realm: str, token: str, username: str | None) -> dict[str, Any] | None:
+    async def whoami(
+        self, realm: str, token: str, username: str | None, sid: str | None = None, client: str | None = None
+    ) -> dict[str, Any] | None:
         """Who holds this lightweight admin token: {"userId", "displayName"} or None.
 
         Uses the caller's own token for reads Keycloak's own clients make: the console's whoami
         (console tokens only), else, when the username is known from the login the sidecar saw
-        (e.g. kcadm's password grant), the exact-username lookup an admin token may do.
+        (e.g. kcadm's password grant), the exact-username lookup an admin token may do, else
+        Keycloak's list of the sessions of the token's client, for the session the token names
+        (a token issued through another node of a cluster: docs/operations.md §10.2).
         """
         auth = {"Authorization": f"Bearer {token}"}
         who = await self._get_json(f"/admin/{realm}/console/whoami?currentRealm={realm}", auth)
-        if who is not None or not username:
+        if who is not None:
             return who
+        if username:
+            users = await self._get_list(
+                f"/admin/realms/{realm}/users",
+                auth,
+                {"username": username, "exact": "true", "briefRepresentation": "true"},
+            )
+            if users is not None and len(users) == 1 and users[0].get("username") == username:
+                return {"userId": users[0]["id"], "displayName": username}
+            return None
+        if sid and client:
+            return await self._session_holder(realm, auth, sid, client)
+        return None
+
+    async def introspect(
+        self, realm: str, token: str, headers: dict[str, str], client: dict[str, str]
+    ) -> dict[str, Any] | None:
+        """Keycloak's token introspection, authenticated as the request's own client (its Basic header or
+        form credentials); the answer or None. SECURITY: neither the token nor the credentials are logged."""
         assert self.session is not None
         try:
-            async with self.session.get(
-                f"{self.base}/admin/realms/{realm}/users",
-                headers=auth,
-                params={"username": username, "exact": "true", "briefRepresentation": "true"},
+            async with self.session.post(
+                f"{self.base}/realms/{realm}/protocol/openid-connect/token/introspect",
+                data={"token": token, "token_type_hint": "refresh_token", **client},
+                headers=headers,
             ) as resp:
-                users = await resp.json(content_type=None) if resp.status == 200 else None
+                data = await resp.json(content_type=None) if resp.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.warning("side call to Keycloak failed (introspect): %s", type(exc).__name__)
+            return None
+        return data if isinstance(data, dict) else None
+
+    async def _get_list(self, path: str, headers: dict[str, str], params: dict[str, str]) -> list[Any] | None:
+        assert self.session is not None
+        try:
+            async with self.session.get(self.base + path, headers=headers, params=params) as resp:
+                data = await resp.json(content_type=None) if resp.status == 200 else None
         except (aiohttp.ClientError, TimeoutError, ValueError):
             return None
-        if isinstance(users, list) and len(users) == 1 and users[0].get("username") == username:
-            return {"userId": users[0]["id"], "displayName": username}
+        return data if isinstance(data, list) else None
+
+    async def _session_holder(
+        self, realm: str, auth: dict[str, str], sid: str, client: str, *, page: int = 100, pages: int = 10
+    ) -> dict[str, Any] | None:
+        """The user of session sid, from Keycloak's sessions of the client (bounded: `pages` pages of `page`)."""
+        clients = await self._get_list(f"/admin/realms/{realm}/clients", auth, {"clientId": client})
+        if not clients or len(clients) != 1 or not isinstance(clients[0].get("id"), str):
+            return None
+        path = f"/admin/realms/{realm}/clients/{clients[0]['id']}/user-sessions"
+        for n in range(pages):
+            sessions = await self._get_list(path, auth, {"first": str(n * page), "max": str(page)})
+            if sessions is None:
+                return None
+            for entry in sessions:
+                if isinstance(entry, dict) and entry.get("id") == sid and isinstance(entry.get("userId"), str):
+                    name = entry.get("username")
+                    return {"userId": entry["userId"], "displayName": name if isinstance(name, str) else None}
+            if len(sessions) < page:
+                return None
         return None
 
 
@@ -703,6 +753,7 @@ def make_app(settings: Settings, *, extra_resources: tuple[Resource, ...] = ()) 
         upstream.whoami,
         keys.fingerprint_key(),
         parts.reader,
+        upstream.introspect,
     )
     parts.proxy = ReverseProxy(
         settings.upstream,

@@ -281,6 +281,29 @@ def reads_cmd(records: int, data_dir: Path | None, keep: bool, as_json: bool) ->
     emit(run_reads(records=records, data_dir=data_dir, keep=keep), as_json, print_reads)
 
 
+@bench.command("cluster")
+@click.option("--seconds", type=click.FloatRange(min=2), default=20.0, show_default=True, help="length of each phase")
+@click.option("--concurrency", type=click.IntRange(1, 200), default=8, show_default=True, help="clients in flight")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+def cluster_cmd(seconds: float, concurrency: int, as_json: bool) -> None:
+    """Logins/s and token requests/s through HAProxy with two cluster nodes and with one, with Keycloak's CPU share."""
+    from sidecar.bench.cluster import print_cluster, run_cluster
+    from sidecar.bench.common import emit
+
+    emit(run_cluster(seconds=seconds, concurrency=concurrency), as_json, print_cluster)
+
+
+@bench.command("origins")
+@click.option("--events", type=click.IntRange(min=1000), default=100_000, show_default=True, help="events in all")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+def origins_cmd(events: int, as_json: bool) -> None:
+    """Pull + verify of a two-origin bucket against a one-origin bucket of the same total size."""
+    from sidecar.bench.cluster import print_origins, run_origins
+    from sidecar.bench.common import emit
+
+    emit(run_origins(events=events), as_json, print_origins)
+
+
 @bench.command("all")
 @click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path, file_okay=False), help=_DATA_HELP)
 @click.option(

@@ -48,7 +48,7 @@ from sidecar.capture.pipeline import (
     bearer_token,
 )
 from sidecar.capture.reader import KeycloakReader
-from sidecar.capture.sessions import SessionDirectory
+from sidecar.capture.sessions import Principal, SessionDirectory
 from sidecar.capture.tokens import Claims, TokenVerifier, unverified_claims
 from sidecar.core.events import Appender, IdentityEvent
 from sidecar.core.exchange import CapturePlan, Pushback, RequestHead, RequestView, ResponseView
@@ -59,7 +59,9 @@ from sidecar.policy.schema import Policy
 
 log = logging.getLogger("sidecar.capture")
 
-WhoAmI = Callable[[str, str, str | None], Awaitable[dict[str, Any] | None]]
+WhoAmI = Callable[[str, str, str | None, str | None, str | None], Awaitable[dict[str, Any] | None]]
+# (realm, token, the request's client credentials: headers and form fields) -> Keycloak's introspection answer
+Introspect = Callable[[str, str, dict[str, str], dict[str, str]], Awaitable[dict[str, Any] | None]]
 
 _EXISTS_TTL_S = 30.0
 _EXISTS_MAX = 10_000
@@ -87,8 +89,10 @@ class LedgerHooks:
         whoami: WhoAmI,
         fingerprint_key: bytes,
         reader: KeycloakReader | None = None,
+        introspect: Introspect | None = None,
     ) -> None:
         self._append = append
+        self._introspect = introspect
         self._policy = policy
         self._tokens = tokens
         self._whoami = whoami
@@ -104,6 +108,8 @@ class LedgerHooks:
         return self.pipeline.plan(head)
 
     async def before_forward(self, request: RequestView) -> Pushback | object:
+        if self._introspect is not None and (unseen := self.pipeline.unseen_refresh(request)) is not None:
+            await self._learn_refresh(request, *unseen)
         needs = self.pipeline.needs_before(request)
         bearer = await self._bearer(request) if needs.bearer else None
         state = await self._state(needs.state) if needs.state is not None else None
@@ -162,8 +168,29 @@ class LedgerHooks:
         who = None
         username = self.pipeline.needs_whoami(claims)
         if username is not None and claims.realm:
-            who = await self._whoami(claims.realm, token, username or None)
+            who = await self._whoami(claims.realm, token, username or None, claims.sid, claims.azp)
         return BearerFacts(True, claims, None, who)
+
+    async def _learn_refresh(self, request: RequestView, realm: str, token: str) -> None:
+        """Ask Keycloak whose refresh token a revocation presents, before it is revoked (docs/operations.md §10.2)."""
+        assert self._introspect is not None
+        headers = {k: v for k, v in request.headers.items() if k.lower() == "authorization"}
+        form = request.form()
+        client = {k: form[k] for k in ("client_id", "client_secret") if form.get(k)}
+        try:
+            answer = await self._introspect(realm, token, headers, client)
+        except Exception as exc:  # a side call must never break Keycloak traffic
+            log.warning("introspection failed: %s", type(exc).__name__)
+            return
+        if not answer or answer.get("active") is not True or not isinstance(answer.get("sub"), str):
+            return
+        if client.get("client_id") and answer.get("client_id") != client["client_id"]:
+            return  # Keycloak names another client: not this request's token to vouch for
+        username = answer.get("username")
+        self.pipeline.sessions.remember_refresh(
+            self._fingerprint(token),
+            Principal(answer["sub"], username if isinstance(username, str) else None, realm, answer.get("client_id")),
+        )
 
     async def _state(self, wanted: StateWanted) -> StateFacts | None:
         if self._reader is None:

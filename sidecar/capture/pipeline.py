@@ -694,6 +694,25 @@ class CapturePipeline:
                     self.sessions.remember_refresh(self._fingerprint(refresh), principal)
         return out
 
+    def unseen_refresh(self, request: RequestView) -> tuple[str, str] | None:
+        """(realm, token) of a revocation presenting a refresh token not issued through this sidecar, else None.
+
+        In a cluster it may have been issued through another node; Keycloak's introspection (with the
+        client's own credentials from the request, before the token is revoked) says whose it is.
+        """
+        rt = c.route(request.head)
+        if rt is None or rt.kind is not c.Kind.REVOKE or not rt.realm:
+            return None
+        presented = self._presented(request)
+        if presented is None or presented[0] not in ("refresh_token", "token"):
+            return None
+        claims = Claims.of(unverified_claims(presented[1]), verified=False)
+        if claims is None or claims.typ not in ("Refresh", "Offline"):  # access tokens are checked by signature
+            return None
+        if self.sessions.refresh(self._fingerprint(presented[1])) is not None:
+            return None
+        return rt.realm, presented[1]
+
     @staticmethod
     def _presented(request: RequestView) -> tuple[str, str] | None:
         form = request.form()

@@ -235,6 +235,9 @@ def sidecar_env(
             "SIDECAR_TRUSTED_PROXIES": PROXY_SOURCE,
             "SIDECAR_TLS_CERT": "",
             "SIDECAR_TLS_KEY": "",
+            # Each drift monitor reconciles Keycloak's shared event store against its own ledger only, so
+            # in a cluster it would report every change made through the other node (docs/operations.md §10.5).
+            "SIDECAR_DRIFT": "false",
         }
     )
     if reader is not None:
@@ -252,12 +255,14 @@ def running_cluster(
     reader: tuple[str, str, str] | None = None,
     sidecar_extra: dict[str, str] | None = None,
     admin_username: str = "admin",
+    admin_password: str | None = None,
 ) -> Iterator[Cluster]:
     """Start PostgreSQL, versitygw, the Keycloak nodes, one sidecar per node and HAProxy; stop all after."""
     timings: dict[str, float] = {}
     began = time.monotonic()
     dist = ensure_distribution()
-    admin_password, db_password = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
+    admin_password = admin_password or secrets.token_urlsafe(18)
+    db_password = secrets.token_urlsafe(18)
     taken: set[int] = set()
 
     def port() -> int:

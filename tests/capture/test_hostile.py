@@ -131,7 +131,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     async def jwks(realm: str) -> dict[str, Any] | None:
         return {"keys": [KEY.as_dict(private=False)]} if realm == REALM else None
 
-    async def whoami(realm: str, token: str, username: str | None) -> None:
+    async def whoami(realm: str, token: str, username: str | None, sid: str | None, client: str | None) -> None:
         return None
 
     hooks = LedgerHooks(
@@ -469,7 +469,9 @@ def test_any_exchange_leaves_the_ledger_healthy_and_verifiable(
         async def jwks(realm: str) -> dict[str, Any] | None:
             return {"keys": [KEY.as_dict(private=False)]}
 
-        async def whoami(realm: str, token: str, username: str | None) -> dict[str, Any] | None:
+        async def whoami(
+            realm: str, token: str, username: str | None, sid: str | None, client: str | None
+        ) -> dict[str, Any] | None:
             return {"userId": resp_body, "displayName": claims.get("x")}  # hostile whoami answers too
 
         hooks = LedgerHooks(
@@ -524,3 +526,47 @@ async def test_logout_with_a_verified_hint_names_its_user_without_alarm(rig: Rig
     rec = rig.records()[-1]
     assert rec["actor"]["id"] == "u-10" and rec["outcome"] == "failed" and rec["details"]["attributed_by"] != "none"
     assert not any(r["type"] == "alarm.raised" for r in rig.records())
+
+
+@pytest.mark.parametrize("active", [True, False])
+async def test_revoke_of_a_refresh_token_issued_elsewhere_asks_keycloak(tmp_path: Path, active: bool) -> None:
+    """A revoked refresh token the sidecar never saw issued (another cluster node's) is attributed only when
+    Keycloak's introspection, asked with the request's own client credentials before the revocation, says whose it is."""
+    KeyStore(tmp_path).init("hostile.test/cluster")
+    ledger = await Ledger.open(tmp_path)
+    asked: list[tuple[str, dict[str, str], dict[str, str]]] = []
+    rt = unsigned({"typ": "Refresh", "sub": "u-claimed", "sid": "s-1", "azp": "webshop"})
+
+    async def jwks(realm: str) -> dict[str, Any] | None:
+        return None
+
+    async def whoami(realm: str, token: str, username: str | None, sid: str | None, client: str | None) -> None:
+        return None
+
+    async def introspect(realm: str, token: str, headers: dict[str, str], client: dict[str, str]) -> dict[str, Any]:
+        asked.append((realm, headers, client))
+        if not active or token != rt:
+            return {"active": False}
+        return {"active": True, "sub": "u-alice", "username": "alice", "client_id": "webshop", "typ": "Refresh"}
+
+    hooks = LedgerHooks(
+        ledger.append,
+        load_policy(),
+        TokenVerifier(jwks),
+        SessionDirectory(b"s" * 32),
+        whoami,
+        b"f" * 32,
+        introspect=introspect,
+    )
+    rig = Rig(hooks, ledger, tmp_path)
+    form = {"client_id": "webshop", "client_secret": "shh", "token": rt, "token_type_hint": "refresh_token"}
+    await rig.exchange(request("POST", REVOKE, form=form), response(200))
+    await ledger.close()
+    assert asked == [(REALM, {}, {"client_id": "webshop", "client_secret": "shh"})]
+    rec = rig.records()[-1]
+    assert rec["type"] == "token.revoked"
+    if active:
+        assert rec["outcome"] == "succeeded" and rec["actor"]["id"] == "u-alice", rec
+        assert rec["actor"].get("username") == "alice"
+    else:
+        assert rec["outcome"] == "unknown" and rec["actor"] == {"kind": "unverified"}, rec

@@ -78,7 +78,7 @@ class Workload:
                 )
         return self.admins[who]
 
-    async def run(self) -> None:
+    async def run(self, actions: int = ACTIONS) -> None:
         kinds = (
             ["direct_ok"] * 40
             + ["direct_bad"] * 25
@@ -114,9 +114,9 @@ class Workload:
             + ["group_lifecycle"] * 6
             + ["noop_membership"] * 10
         )
-        assert len(kinds) >= ACTIONS
+        assert len(kinds) >= actions
         self.rng.shuffle(kinds)
-        for kind in kinds[:ACTIONS]:
+        for kind in kinds[:actions]:
             await getattr(self, kind)()
             self.done[kind] += 1
 

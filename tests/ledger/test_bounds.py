@@ -52,7 +52,7 @@ async def test_overload_becomes_pushback_for_admin_changes(tmp_path: Path) -> No
     async def no_jwks(realm: str) -> None:
         return None
 
-    async def no_whoami(realm: str, token: str, username: str | None) -> None:
+    async def no_whoami(realm: str, token: str, username: str | None, sid: str | None, client: str | None) -> None:
         return None
 
     hooks = LedgerHooks(
