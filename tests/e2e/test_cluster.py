@@ -347,6 +347,7 @@ def test_one_bucket_verifies_every_origin_and_one_timeline(cluster: Cluster, tmp
     assert timeline.returncode == 0, timeline.stderr
     lines = [orjson.loads(line) for line in timeline.stdout.splitlines()]
     ordering, rows = lines[0]["ordering"], lines[1:]
+    print(f"timeline of {len(rows)} records: {ordering}; {sum(r['order_uncertain'] for r in rows)} marked uncertain")
     assert ordering["origins"] == sorted(s.origin for s in cluster.sidecars)
     assert {r["origin"] for r in rows} == set(ordering["origins"])
     stamps = [int(r["ts"]) for r in rows]
