@@ -99,8 +99,8 @@ def load_origins_trust(path: Path) -> OriginsTrust | None:
         raise UnusableInput(f"cannot read trust file {path}: {exc.strerror}") from exc
     try:
         head = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise UnusableInput(f"{path}: not JSON: {exc}") from exc
+    except orjson.JSONDecodeError:
+        return None  # not ours to judge: the single-ledger reader says why it is unusable
     if not isinstance(head, dict) or head.get("format") != ORIGINS_FORMAT:
         return None
     try:
