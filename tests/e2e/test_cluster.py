@@ -295,6 +295,50 @@ def test_session_created_on_a_revoked_on_b(cluster: Cluster) -> None:
     assert event.get("session") and event["session"] != sid
 
 
+def test_refresh_token_from_a_revoked_on_b(cluster: Cluster) -> None:
+    """A refresh token issued through A and revoked through B: B asks Keycloak (introspection, the client's own
+    credentials) before the revocation, and its record names Alice as a succeeded revocation."""
+
+    async def run() -> tuple[str, str]:
+        async with aiohttp.ClientSession() as http:
+            form = {"grant_type": "password", "client_id": REALM.app.client_id, "client_secret": REALM.app.secret or ""}
+            form |= {"username": REALM.alice.username, "password": REALM.alice.password, "scope": "openid"}
+            status, tokens = await _token(http, cluster.url, REALM.name, form, "a")
+            assert status == 200, tokens
+            revoke = {
+                "client_id": REALM.app.client_id,
+                "client_secret": REALM.app.secret or "",
+                "token": tokens["refresh_token"],
+                "token_type_hint": "refresh_token",
+            }
+            async with http.post(
+                f"{cluster.url}/realms/{REALM.name}/protocol/openid-connect/revoke", data=revoke, headers=_route("b")
+            ) as resp:
+                assert resp.status == 200
+            status, _ = await _token(
+                http,
+                cluster.url,
+                REALM.name,
+                {
+                    "grant_type": "refresh_token",
+                    "client_id": REALM.app.client_id,
+                    "client_secret": REALM.app.secret or "",
+                    "refresh_token": tokens["refresh_token"],
+                },
+                "a",
+            )
+            assert status == 400, "the revocation through B holds on A"
+            claims = _claims(tokens["access_token"])
+            return str(claims["sub"]), str(claims["sid"])
+
+    alice, sid = asyncio.run(run())
+    revoked = _wait_records(cluster, "b", lambda e: e["type"] == "token.revoked" and e.get("session") == sid)
+    assert len(revoked) == 1, [r["event"] for r in ledger_records(cluster.sidecar("b").data_dir)][-3:]
+    event = revoked[0]["event"]
+    assert event["outcome"] == "succeeded" and event["actor"].get("id") == alice, event
+    assert event["details"].get("attributed_by") == "token", event
+
+
 def _origins_trust(c: Cluster, path: Path) -> Path:
     path.write_bytes(OriginsTrust.of([load_trust(s.trust) for s in c.sidecars], HEARTBEAT_S).encode())
     return path
