@@ -414,7 +414,7 @@ class _ThroughTheCluster:
     data_dirs: list[Path]
 
     def records(self) -> list[dict[str, Any]]:
-        out = []
+        out: list[dict[str, Any]] = []
         for i, data in enumerate(self.data_dirs):  # seqs made distinct across origins (the oracle keys by seq)
             out.extend({**r, "seq": int(r["seq"]) + i * 10**9} for r in ledger_records(data))
         return sorted(out, key=lambda r: int(r["ts"]))
