@@ -38,7 +38,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from sidecar import metrics
+from sidecar import control, metrics
 from sidecar.audit.endpoint import add_audit_routes
 from sidecar.capture.hooks import LedgerHooks
 from sidecar.capture.reader import KeycloakReader
@@ -49,7 +49,7 @@ from sidecar.drift.monitor import DriftConfig, DriftMonitor, previous_run_end
 from sidecar.errors import ConfigError, OverloadError, StorageError
 from sidecar.ledger.index import LedgerIndex
 from sidecar.ledger.keystore import KeyStore
-from sidecar.ledger.subjects import Protector, SubjectKeys, reveal, seal_snapshot
+from sidecar.ledger.subjects import Protector, SubjectKeys, erase_with, open_for_ledger, reveal, seal_snapshot
 from sidecar.ledger.writer import Ledger, LedgerConfig
 from sidecar.policy.schema import Policy, load_policy
 from sidecar.proxy.forward import HANDLER_ARGS, ProxyLimits, ReverseProxy
@@ -94,7 +94,7 @@ class Settings:
     witness_quorum: int = 1
     witness_stale_s: float = 300.0  # the newest checkpoint may wait this long for its quorum before not-ready
     # Subject key store (sidecar/ledger/subjects.py) and its backup copies: identifying values are
-    # encrypted under per-person keys. None: they are written in the clear (logged at start).
+    # always encrypted under per-person keys. None: the default place, <data_dir>/subjects/.
     subjects_dir: Path | None = None
     subjects_backups: tuple[Path, ...] = ()
 
@@ -309,14 +309,8 @@ async def _ledger(app: web.Application) -> AsyncIterator[None]:
     s = parts.settings
     parts.ledger = await Ledger.open(s.data_dir, config=s.ledger, policy_digest=parts.policy.digest)
     app[LEDGER] = parts.ledger
-    if parts.subjects is not None:
-        parts.ledger.protect = Protector(
-            parts.subjects, parts.policy.pii, parts.ledger.origin, parts.ledger.clock.now_ns
-        )
-    else:
-        log.warning(
-            "no subject key store (--subjects): identifying values are written in the clear and cannot be erased"
-        )
+    assert parts.subjects is not None  # make_app opened it: there is no plaintext mode
+    parts.ledger.protect = Protector(parts.subjects, parts.policy.pii, parts.ledger.origin, parts.ledger.clock.now_ns)
     parts.checks["ledger"] = lambda: (
         f"ledger broken: {parts.ledger.broken}" if parts.ledger and parts.ledger.broken else None
     )
@@ -437,10 +431,10 @@ async def _drift_monitor(app: web.Application) -> AsyncIterator[None]:
         since_ns=since,
         store=parts.store,
     )
-    if parts.subjects is not None:
-        store, origin, clock = parts.subjects, parts.ledger.origin, parts.ledger.clock
-        monitor.reveal = functools.partial(reveal, origin=origin, store=store)
-        monitor.seal_state = lambda state: seal_snapshot(store, origin, state, clock.now_ns())
+    store, origin, clock = parts.subjects, parts.ledger.origin, parts.ledger.clock
+    assert store is not None
+    monitor.reveal = functools.partial(reveal, origin=origin, store=store)
+    monitor.seal_state = lambda state: seal_snapshot(store, origin, state, clock.now_ns())
     parts.ledger.subscribers.append(monitor.on_commit)
     monitor.start()
     parts.drift = monitor
@@ -448,6 +442,20 @@ async def _drift_monitor(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await monitor.stop()
+
+
+async def _control(app: web.Application) -> AsyncIterator[None]:
+    """The operator's control channel (sidecar/control.py): live erasure through the one ledger writer."""
+    parts = app[PARTS]
+    store, ledger = parts.subjects, parts.ledger
+    assert store is not None and ledger is not None
+
+    async def erase(subject: str, by: str, reason: str) -> dict[str, Any]:
+        assert parts.append is not None
+        return await erase_with(parts.append, store, subject, by=by, reason=reason, now_ns=ledger.clock.now_ns)
+
+    async for _ in control.serve_control(parts.settings.data_dir, erase):
+        yield
 
 
 async def _upstream_probe(app: web.Application) -> AsyncIterator[None]:
@@ -525,6 +533,7 @@ RESOURCES: tuple[Resource, ...] = (
     _side_calls,
     _state_reader,
     _drift_monitor,
+    _control,
     _upstream_probe,
     _proxy,
 )
@@ -681,7 +690,7 @@ def _middlewares(parts: Parts) -> list[Any]:
                 ).inc()
             if want_access:
                 # With a subject key store the client's IP is erasable personal data: never in a log line.
-                _access_line(request, status, elapsed, kind, with_client=parts.subjects is None)
+                _access_line(request, status, elapsed, kind, with_client=False)
 
     return [observe]
 
@@ -719,8 +728,17 @@ def make_app(settings: Settings, *, extra_resources: tuple[Resource, ...] = ()) 
     upstream = _Upstream(settings.upstream)
     tokens = TokenVerifier(upstream.jwks)
     parts = Parts(settings, policy, keys, upstream, tokens)
-    if settings.subjects_dir is not None:  # a missing or unreadable store stops the start (never plaintext)
-        parts.subjects = SubjectKeys.open(settings.subjects_dir, settings.subjects_backups)
+    # Always a subject key store, bound to this ledger: a missing, foreign or unreadable one stops the
+    # start (never plaintext); a new ledger gets one at <data>/subjects/ unless told where.
+    parts.subjects, how = open_for_ledger(settings.data_dir, settings.subjects_dir, settings.subjects_backups)
+    log.log(
+        logging.WARNING if how == "created" else logging.INFO,
+        "subject key store %s (%s, %d backup copies)%s",
+        parts.subjects.path,
+        how,
+        len(settings.subjects_backups),
+        ": back it up (docs/operations.md §3.1)" if how == "created" else "",
+    )
     append = _appender(parts)
     parts.append = append
     if settings.reader_realm and settings.reader_client_id and settings.reader_secret:

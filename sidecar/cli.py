@@ -679,10 +679,11 @@ def _print_report(report: Any, source: Path) -> None:
     click.echo(f"tree: size {report.size}, root {report.root.hex()}")
     formats = ", ".join(f"{n} {name}" for name, n in sorted(report.formats.items()))
     click.echo(f"formats: {formats or '-'}")
-    if report.encrypted_records:
+    if report.encrypted_records or report.withheld_records:
         click.echo(
             f"encrypted fields: {report.encrypted_records} records, {report.erased_records} of them of "
-            f"{report.erased_subjects} erased subjects (unreadable by anyone)"
+            f"{report.erased_subjects} erased subjects (unreadable by anyone); "
+            f"{report.withheld_records} records written after an erasure with its values left out"
         )
     for limit in report.limitations:
         click.echo(f"weaker guarantee: {limit}")

@@ -104,9 +104,12 @@ _SUBJECTS = [
 
 def _revealer(source: Path, subjects_dir: Path | None) -> Any:
     from sidecar.audit.pseudonyms import Revealer
-    from sidecar.ledger.subjects import SubjectKeys
+    from sidecar.ledger.subjects import SubjectKeys, check_store_of
 
-    return Revealer(source, SubjectKeys.open(subjects_dir) if subjects_dir is not None else None)
+    store = SubjectKeys.open(subjects_dir) if subjects_dir is not None else None
+    if store is not None:
+        check_store_of(source, store)  # a data directory names its store; a pulled bundle does not
+    return Revealer(source, store)
 
 
 def _pii_note(rec: dict[str, Any]) -> str:
@@ -473,6 +476,7 @@ def drift(
                 unverified=unverified,
                 subjects=revealer.store,
                 origin=revealer.origin,
+                reveal_record=revealer,
             )
         )
     except ReadRefused as exc:

@@ -14,7 +14,8 @@ import click
 
 from sidecar.cli import _print_json
 from sidecar.clock import SystemClock
-from sidecar.ledger.subjects import SubjectKeys, erase_subject
+from sidecar.control import request_erase
+from sidecar.ledger.subjects import SubjectKeys, check_store_of, default_dir, erase_subject
 
 
 def store_options(f: click.decorators.FC) -> click.decorators.FC:
@@ -25,14 +26,37 @@ def store_options(f: click.decorators.FC) -> click.decorators.FC:
         type=click.Path(path_type=Path),
         help="a backup copy of the key store (repeatable); every write and erasure reaches it",
     )(f)
+    f = click.option(
+        "--data",
+        "data_dir",
+        type=click.Path(path_type=Path),
+        default=None,
+        envvar="SIDECAR_DATA",
+        help="the ledger's data directory (its key store is <data>/subjects unless --subjects says otherwise)",
+    )(f)
     return click.option(
         "--subjects",
         "subjects_dir",
-        required=True,
         type=click.Path(path_type=Path),
+        default=None,
         envvar="SIDECAR_SUBJECTS",
-        help="subject key store directory (outside the ledger and the WORM store)",
+        help="subject key store directory (default: <data>/subjects; never inside the WORM store)",
     )(f)
+
+
+def _where(subjects_dir: Path | None, data_dir: Path | None) -> Path:
+    if subjects_dir is not None:
+        return subjects_dir
+    if data_dir is not None:
+        return default_dir(data_dir)
+    raise click.UsageError("give --data DIR (the key store is DIR/subjects) or --subjects DIR")
+
+
+def _open(subjects_dir: Path | None, data_dir: Path | None, backups: tuple[Path, ...]) -> SubjectKeys:
+    store = SubjectKeys.open(_where(subjects_dir, data_dir), backups)
+    if data_dir is not None:
+        check_store_of(data_dir, store)
+    return store
 
 
 @click.group()
@@ -42,18 +66,19 @@ def subject() -> None:
 
 @subject.command("init")
 @store_options
-def subject_init(subjects_dir: Path, backups: tuple[Path, ...]) -> None:
-    """Create an empty subject key store (and its backup copies)."""
-    SubjectKeys.create(subjects_dir, backups)
-    click.echo(f"subject key store created in {subjects_dir}" + "".join(f"\nbackup: {b}" for b in backups))
+def subject_init(subjects_dir: Path | None, data_dir: Path | None, backups: tuple[Path, ...]) -> None:
+    """Create an empty subject key store (and its backup copies); `serve` creates one itself if none exists."""
+    where = _where(subjects_dir, data_dir)
+    SubjectKeys.create(where, backups)
+    click.echo(f"subject key store created in {where}" + "".join(f"\nbackup: {b}" for b in backups))
 
 
 @subject.command("list")
 @store_options
 @click.option("--json", "as_json", is_flag=True)
-def subject_list(subjects_dir: Path, backups: tuple[Path, ...], as_json: bool) -> None:
+def subject_list(subjects_dir: Path | None, data_dir: Path | None, backups: tuple[Path, ...], as_json: bool) -> None:
     """Every subject the store knows, live or erased (never a key)."""
-    store = SubjectKeys.open(subjects_dir, backups)
+    store = _open(subjects_dir, data_dir, backups)
     rows: list[dict[str, Any]] = [
         {"subject": e.subject, "erased": e.erased, "seq": e.seq}
         if e.erased is not None
@@ -72,9 +97,11 @@ def subject_list(subjects_dir: Path, backups: tuple[Path, ...], as_json: bool) -
 @store_options
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True)
-def subject_find(subjects_dir: Path, backups: tuple[Path, ...], name: str, as_json: bool) -> None:
+def subject_find(
+    subjects_dir: Path | None, data_dir: Path | None, backups: tuple[Path, ...], name: str, as_json: bool
+) -> None:
     """The subject ids seen with this username or e-mail address (erased subjects are not found)."""
-    found = SubjectKeys.open(subjects_dir, backups).find(name)
+    found = _open(subjects_dir, data_dir, backups).find(name)
     if as_json:
         _print_json(found)
     else:
@@ -83,39 +110,41 @@ def subject_find(subjects_dir: Path, backups: tuple[Path, ...], name: str, as_js
 
 @subject.command("erase")
 @store_options
-@click.option(
-    "--data",
-    "data_dir",
-    required=True,
-    type=click.Path(path_type=Path, exists=True),
-    help="ledger data directory (the sidecar must not be running on it)",
-)
 @click.argument("subject_id", metavar="SUBJECT")
 @click.option("--reason", required=True, help="why (recorded in the ledger: no personal data here)")
 @click.option("--by", default=None, help="who asked (recorded as the actor; default: the OS user)")
 @click.option("--json", "as_json", is_flag=True)
 def subject_erase(
-    subjects_dir: Path,
+    subjects_dir: Path | None,
+    data_dir: Path | None,
     backups: tuple[Path, ...],
-    data_dir: Path,
     subject_id: str,
     reason: str,
     by: str | None,
     as_json: bool,
 ) -> None:
-    """Destroy SUBJECT's key in the store and every backup, and record a signed subject.erased."""
-    store = SubjectKeys.open(subjects_dir, backups)
-    result = asyncio.run(
-        erase_subject(
-            data_dir, store, subject_id, by=by or getpass.getuser(), reason=reason, now_ns=SystemClock().now_ns
+    """Destroy SUBJECT's key in the store and every backup, and record a signed subject.erased.
+
+    With the sidecar running on --data, it does the erasure (over its control channel, <data>/control.sock):
+    its own store and backups, its memory, its ledger. Without one, this command opens the ledger itself.
+    """
+    if data_dir is None or not data_dir.is_dir():
+        raise click.UsageError("--data DIR: the ledger's data directory (an existing directory)")
+    who = by or getpass.getuser()
+    result = asyncio.run(request_erase(data_dir, subject_id, who, reason))
+    if result is None:  # no sidecar runs on this ledger: erase here
+        store = _open(subjects_dir, data_dir, backups)
+        result = asyncio.run(
+            erase_subject(data_dir, store, subject_id, by=who, reason=reason, now_ns=SystemClock().now_ns)
         )
-    )
+        result["via"] = "cli"
     if as_json:
         _print_json(result)
     elif result["already"]:
         click.echo(f"subject {subject_id} was already erased (record {result['seq']})")
     else:
+        by_whom = "by the running sidecar" if result["via"] == "sidecar" else "with no sidecar running"
         click.echo(
-            f"subject {subject_id} erased: key destroyed in {1 + len(backups)} copies, "
+            f"subject {subject_id} erased {by_whom}: key destroyed in {result.get('copies', 1)} copies, "
             f"subject.erased is record {result['seq']}"
         )

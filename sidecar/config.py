@@ -106,8 +106,9 @@ OPTIONS: tuple[Option, ...] = (
         "subjects",
         "path",
         None,
-        "subject key store: identifying values are encrypted under per-person keys "
-        "so they can be erased (`sidecar subject init`); a missing store stops the start",
+        "subject key store (default: DATA/subjects, created on a new ledger's first start): identifying "
+        "values are always encrypted under per-person keys so they can be erased; a missing or foreign "
+        "store of a ledger bound to one stops the start",
     ),
     Option(
         "subjects_backup",

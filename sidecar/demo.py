@@ -172,6 +172,7 @@ Keycloak admin console through the sidecar: {base}/admin/master/console/
   admin user: {ADMIN_USER}   password: {ADMIN_PASSWORD}
   test realm: {REALM.name} (users alice/bob/carol/dave; passwords in sidecar/harness/realm.py)
 ledger (local WAL): {data}      replica (directory store): {store}
+subject key store (names, e-mails and IPs are encrypted under it; erasable): {data / "subjects"}
 trust anchor for auditors: {trust}
 sidecar log: {root / "sidecar.log"}      Keycloak log: {kc.log_file}
 metrics: {base}/.sidecar/metrics      readiness: {base}/.sidecar/health/ready
@@ -179,6 +180,9 @@ verdict: {"INTACT" if codes == [0, 0] else "PROBLEMS FOUND (see above)"}
 
 Everything you do in the console is recorded. Verify any time with:
   .venv/bin/sidecar verify {data} --trust {trust}
+Read it with names (an investigator; without --subjects: pseudonyms, an auditor's view):
+  .venv/bin/sidecar timeline {data} --trust {trust} --subjects {data / "subjects"}
+Erase a person while it runs: .venv/bin/sidecar subject erase <user id> --reason "..." --data {data}
 Press Ctrl-C (or close the terminal) to stop Keycloak and the sidecar.""")
         code = 0 if codes == [0, 0] else 1
         while sidecar.poll() is None and kc.running:

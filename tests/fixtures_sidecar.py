@@ -26,10 +26,12 @@ from typing import Any
 
 import pytest
 
+from sidecar.audit.pseudonyms import ledger_origin
 from sidecar.core import framing
 from sidecar.core.canonical import parse
 from sidecar.harness.keycloak import KeycloakServer
 from sidecar.harness.realm import REALM
+from sidecar.ledger.subjects import SubjectKeys, default_dir, reveal
 from tests.fixtures_keycloak import ADMIN_PASSWORD
 
 ORIGIN = "e2e.test/keycloak-ledger"
@@ -51,7 +53,13 @@ class SidecarProcess:
         return ledger_records(self.data_dir)
 
 
-def ledger_records(data_dir: Path) -> list[dict[str, Any]]:
+def ledger_records(data_dir: Path, *, decrypt: bool = True) -> list[dict[str, Any]]:
+    """Every whole record, as an investigator reads it: decrypted with the ledger's subject key store.
+
+    `serve` always encrypts identifying values (<data>/subjects/ by default); `decrypt=False` gives
+    the bytes' own view (ciphertext objects). The store is opened after the segments are read: a key
+    is on disk before any record uses it.
+    """
     out = []
     for seg in sorted((data_dir / "segments").glob("*.seg")):
         for frame in framing.iter_frames(seg.read_bytes()):
@@ -59,6 +67,10 @@ def ledger_records(data_dir: Path) -> list[dict[str, Any]]:
                 break  # the writer may be mid-append: a partial last frame is not ours to judge
             if frame.kind == framing.RECORD:
                 out.append(parse(frame.body))
+    if decrypt and (default_dir(data_dir) / "subjects.json").exists():
+        store = SubjectKeys.open(default_dir(data_dir))
+        origin = ledger_origin(data_dir)
+        out = [reveal(r, origin=origin, store=store) for r in out]
     return out
 
 

@@ -53,6 +53,7 @@ from sidecar.core.trust import TrustAnchor
 KEY_ROTATED = "key.rotated"
 SUBJECT_ERASED = "subject.erased"
 ENCRYPTED_MARK = b'"kc-enc":'  # an encrypted field value (docs/format.md §5.2)
+WITHHELD_MARK = b'"erased_fields":'  # values left out: written after their subject's erasure (§5.2)
 
 # What a kc-ledger/1 segment does not prove (docs/format.md §16); stated in every report that has one.
 V1_LIMITATIONS = (
@@ -124,6 +125,7 @@ class SegmentScan:
     damage: framing.FrameDamage | None = None
     types: Counter[str] = field(default_factory=Counter)
     encrypted_records: int = 0  # records carrying at least one encrypted field value
+    withheld_records: int = 0  # records with an erased subject's values left out (details.erased_fields)
     erased_subjects: set[str] = field(default_factory=set)
     subjects_by_record: list[frozenset[str]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
@@ -504,6 +506,9 @@ def scan_reference(name: str, data: bytes, want_sizes: frozenset[int] = frozense
                 details = rec.event.get("details")
                 if isinstance(details, dict) and isinstance(details.get("subject"), str):
                     scan.erased_subjects.add(details["subject"])
+                    scan.erased_subjects.update(p for p in details.get("pseudonyms") or () if isinstance(p, str))
+            if WITHHELD_MARK in body and isinstance((rec.event.get("details") or {}).get("erased_fields"), list):
+                scan.withheld_records += 1
             if ENCRYPTED_MARK in body:
                 subjects: set[str] = set()
                 _subjects(rec.event, subjects)
@@ -659,6 +664,7 @@ class Report:
     limitations: list[str] = field(default_factory=list)
     encrypted_records: int = 0
     erased_records: int = 0
+    withheld_records: int = 0
     erased_subjects: int = 0
     external_checkpoints: int = 0
     witnesses: dict[str, Any] | None = None
@@ -690,6 +696,7 @@ class Report:
             "limitations": self.limitations,
             "encrypted_records": self.encrypted_records,
             "erased_records": self.erased_records,
+            "withheld_records": self.withheld_records,
             "erased_subjects": self.erased_subjects,
             "mode": self.mode,
             "findings": [f.to_json() for f in self.findings],
@@ -739,6 +746,7 @@ def verify_scans(scans: Iterable[SegmentScan], trust: TrustAnchor, external: Seq
         report.findings.extend(scan.findings)
         report.types.update(scan.types)
         report.encrypted_records += scan.encrypted_records
+        report.withheld_records += scan.withheld_records
         erased |= scan.erased_subjects
         subject_sets.extend(scan.subjects_by_record)
         h = scan.header

@@ -453,6 +453,9 @@ class CheckResult:
     compared: dict[str, int]
     events_checked: int
     drifts: list[Any]
+    # Personal data the comparison could not read: records with an erased subject's fields (and which
+    # fields), and snapshot usernames left uncompared (erased, or no key store given).
+    erased: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -463,6 +466,7 @@ class CheckResult:
             "checked": sum(self.compared.values()),
             "verdict": "drift" if self.drifts else "no-drift",
             "drift": [d.to_json() if hasattr(d, "to_json") else d for d in self.drifts],
+            "erased": self.erased,
         }
 
     def summary(self) -> str:
@@ -471,6 +475,12 @@ class CheckResult:
             f"compared {what} of realm {self.realm} (baseline: {self.baseline}) and "
             f"{self.events_checked} Keycloak events with the verified ledger"
         )
+        if self.erased.get("records") or self.erased.get("usernames_not_compared"):
+            head += (
+                f"\nerased: {self.erased.get('records', 0)} records with fields of erased subjects left out "
+                f"({', '.join(self.erased.get('fields', [])) or '-'}); "
+                f"{self.erased.get('usernames_not_compared', 0)} snapshot usernames not compared"
+            )
         return head + ("\nno drift" if not self.drifts else f"\nDRIFT ({len(self.drifts)}):")
 
 
@@ -508,8 +518,13 @@ async def check_once(
     config: DriftConfig | None = None,
     subjects: Any = None,
     origin: str = "",
+    reveal_record: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> CheckResult:
-    """`subjects` (a sidecar.ledger.subjects.SubjectKeys): decrypt usernames; without it, they are not compared."""
+    """`subjects` (a sidecar.ledger.subjects.SubjectKeys): decrypt usernames; without it, they are not compared.
+
+    `reveal_record` (the readers' sidecar.audit.pseudonyms.Revealer) replaces the plain decryption, so
+    the ledger's own erasure records count and a lost key store is an error.
+    """
     from sidecar.audit.reading import read_unverified, read_verified
     from sidecar.capture.reader import KeycloakReader
     from sidecar.drift.replay import compare as compare_after
@@ -519,10 +534,10 @@ async def check_once(
     started_ms = int(time.time() * 1000)
     from sidecar.ledger.subjects import open_snapshot, reveal
 
-    records = [
-        reveal(r, origin=origin, store=subjects)
-        for r in (read_unverified(source) if unverified else read_verified(source, trust))
-    ]
+    opener = reveal_record or (lambda r: reveal(r, origin=origin, store=subjects))
+    records = [opener(r) for r in (read_unverified(source) if unverified else read_verified(source, trust))]
+    gone = [r["pii"]["erased"] for r in records if (r.get("pii") or {}).get("erased")]
+    erased: dict[str, Any] = {"records": len(gone), "fields": sorted({p for paths in gone for p in paths})}
     snap = None
     for rec in records:
         e = rec["event"]
@@ -539,6 +554,7 @@ async def check_once(
                 exp = Expected.from_snapshot(state, int(snap["seq"]))
                 for uid in unreadable:  # an encrypted (or erased) username cannot be compared: not a drift
                     exp.mark("user", uid, "username", int(snap["seq"]))
+                erased["usernames_not_compared"] = len(unreadable)
                 exp.replay(r for r in records if int(r["seq"]) > int(snap["seq"]))
                 live = await live_reader.read_state(time.time_ns())
                 drifts: list[Any] = list(exp.compare(live))
@@ -581,4 +597,4 @@ async def check_once(
         await reader.close()
     result = match(user_ev, admin_ev, records, realm, since_ns - 5_000_000_000, any_admin=True)
     drifts.extend(EventDrift(realm, ev) for ev in result.unmatched)
-    return CheckResult(realm, baseline, compared, len(user_ev) + len(admin_ev), drifts)
+    return CheckResult(realm, baseline, compared, len(user_ev) + len(admin_ev), drifts, erased)

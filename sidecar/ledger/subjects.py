@@ -2,15 +2,19 @@
 
 Layout of a store directory (and of each backup copy, which holds the same files):
 
-    subjects.json                  {"format": "kc-subjects/1", "index_key": "<base64>"}  (mode 0600)
+    subjects.json                  {"format": "kc-subjects/1", "id": "<hex>", "index_key": "<base64>"}  (mode 0600)
     keys/<sha256(subject)[:32]>.json
         {"subject": id, "key": "<base64>", "created": ns, "names": [token, ...]}      a live subject
         {"subject": id, "erased": {"at": ns, "by": who, "reason": why}, "seq": n|null}  an erased one
 
 Invariants:
 
-* The store lives outside the ledger's data directory and outside the WORM store: erasing
-  must be able to destroy what it holds, and nothing immutable may hold a key.
+* The store lives outside the ledger's immutable files and outside the WORM store: erasing must
+  be able to destroy what it holds, and nothing immutable may hold a key. `sidecar serve` always
+  has one: by default `<data>/subjects/` (never replicated, never served), created on the first
+  start of a new ledger; the ledger is bound to its store by the store's `id`, recorded in
+  `<data>/subjects-bound.json` (docs/operations.md §3.1), so a missing or foreign store is a
+  start-up error, never plaintext.
 * Every write is durable before it is used: temp file, fsync, rename, fsync of the directory,
   in the store and then in every backup. A record is never written under a key that is not
   on stable storage in every copy.
@@ -32,6 +36,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +50,13 @@ from sidecar.errors import ConfigError, StorageError
 from sidecar.policy.schema import PiiPolicy
 
 FORMAT = "kc-subjects/1"
+# A user's username or e-mail written before the user had an id (the target of a create's intent) goes
+# under a pseudo-subject of its own, `name:<random>`, erased with every subject later seen with that name.
+NAMED = "name:"
 META = "subjects.json"
+DEFAULT_DIR = "subjects"  # <data>/subjects: the store's default place (docs/operations.md §3.1)
+BINDING = "subjects-bound.json"  # <data>/subjects-bound.json: {"format": ..., "store": id}
+BINDING_FORMAT = "kc-subjects-binding/1"
 _NAME_PATHS = {"username", "email"}  # fields whose plaintext is searchable by keyed token
 
 
@@ -118,7 +129,11 @@ class SubjectKeys:
         self.backups = backups
         self._entries: dict[str, Entry] = {}
         self._index_key = b""
+        self.id: str | None = None  # None: a store made before stores had ids (given one when bound)
         self._lock = asyncio.Lock()
+        # Key creation (the appender's, the drift monitor's snapshot sealing) and erasure exclude each other,
+        # so a key being created cannot be written back over its tombstone.
+        self._mutex = threading.RLock()
 
     def __repr__(self) -> str:
         return f"SubjectKeys({str(self.path)!r}, {len(self._entries)} subjects)"
@@ -128,7 +143,13 @@ class SubjectKeys:
         """A new, empty store (and its backup copies); refuses to overwrite one."""
         if (path / META).exists():
             raise ConfigError(f"a subject key store already exists in {path}")
-        meta = orjson.dumps({"format": FORMAT, "index_key": base64.b64encode(secrets.token_bytes(32)).decode()})
+        meta = orjson.dumps(
+            {
+                "format": FORMAT,
+                "id": secrets.token_hex(16),
+                "index_key": base64.b64encode(secrets.token_bytes(32)).decode(),
+            }
+        )
         for where in (path, *backups):
             (where / "keys").mkdir(parents=True, exist_ok=True, mode=0o700)
             _write_durable(where / META, meta)
@@ -149,6 +170,7 @@ class SubjectKeys:
             if meta.get("format") != FORMAT:
                 raise ValueError(f"format {meta.get('format')!r}")
             store._index_key = base64.b64decode(meta["index_key"], validate=True)
+            store.id = str(meta["id"]) if meta.get("id") is not None else None
             files = sorted((path / "keys").glob("*.json"))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise StorageError(f"subject key store {path} is unreadable: {type(exc).__name__}") from exc
@@ -186,9 +208,45 @@ class SubjectKeys:
     def find(self, name: str) -> list[str]:
         """The subjects (not erased) that were seen with this username or e-mail address."""
         token = self.token(name)
-        return sorted(e.subject for e in self._entries.values() if e.erased is None and token in e.names)
+        return sorted(
+            e.subject
+            for e in self._entries.values()
+            if e.erased is None and token in e.names and not e.subject.startswith(NAMED)
+        )
+
+    def named(self, value: str) -> str | None:
+        """The live pseudo-subject of a user's name seen before the user had an id (a create's intent)."""
+        token = self.token(value)
+        return next(
+            (
+                e.subject
+                for e in self._entries.values()
+                if e.erased is None and e.subject.startswith(NAMED) and token in e.names
+            ),
+            None,
+        )
+
+    def linked(self, subject: str) -> list[str]:
+        """The live name pseudo-subjects that share a name with `subject` (erased together with it)."""
+        entry = self._entries.get(subject)
+        tokens = set(entry.names) if entry is not None else set()
+        return sorted(
+            e.subject
+            for e in self._entries.values()
+            if e.erased is None and e.subject.startswith(NAMED) and tokens & set(e.names)
+        )
 
     # ------------------------------------------------------------------ writing (durable in every copy)
+    def assign_id(self) -> str:
+        """Give a store made before stores had ids its id (in every copy); returns the id."""
+        if self.id is None:
+            meta = orjson.loads((self.path / META).read_bytes())
+            meta["id"] = secrets.token_hex(16)
+            for where in (self.path, *self.backups):
+                _write_durable(where / META, orjson.dumps(meta))
+            self.id = str(meta["id"])
+        return self.id
+
     def _save(self, entry: Entry) -> None:
         data = entry.to_bytes()
         for where in (self.path, *self.backups):
@@ -201,6 +259,10 @@ class SubjectKeys:
 
     def ensure(self, subject: str, names: tuple[str, ...], now_ns: int) -> bytes | None:
         """The subject's key, created (durably, in every copy) if new; None if the subject was erased."""
+        with self._mutex:
+            return self._ensure(subject, names, now_ns)
+
+    def _ensure(self, subject: str, names: tuple[str, ...], now_ns: int) -> bytes | None:
         entry = self._entries.get(subject)
         if entry is not None and entry.erased is not None:
             return None
@@ -217,26 +279,125 @@ class SubjectKeys:
         return entry.key
 
     def destroy(self, subject: str, *, by: str, reason: str, now_ns: int) -> Entry:
-        """Replace the subject's key by its tombstone in every copy (idempotent)."""
-        entry = self._entries.get(subject)
-        tomb = (
-            entry
-            if entry is not None and entry.erased is not None
-            else Entry(subject, None, erased={"at": str(now_ns), "by": by, "reason": reason})
-        )
-        for where in (self.path, *self.backups):
-            _overwrite(where / "keys" / file_of(subject))
-        self._save(tomb)
-        self._entries[subject] = tomb
-        return tomb
+        """Replace the subject's key by its tombstone in memory at once, then in every copy (idempotent).
+
+        Blocking (fsyncs): a running sidecar calls it in a worker thread. The in-memory tombstone comes
+        first, so from then on the appender writes no value under the key (it leaves the value out).
+        """
+        with self._mutex:
+            entry = self._entries.get(subject)
+            tomb = (
+                entry
+                if entry is not None and entry.erased is not None
+                else Entry(subject, None, erased={"at": str(now_ns), "by": by, "reason": reason})
+            )
+            self._entries[subject] = tomb  # SECURITY: the key's last reference in this process goes here
+            for where in (self.path, *self.backups):
+                _overwrite(where / "keys" / file_of(subject))
+            self._save(tomb)
+            return tomb
 
     def recorded(self, subject: str, seq: int) -> None:
-        entry = self._entries[subject]
-        entry.seq = seq
-        self._save(entry)
+        with self._mutex:
+            entry = self._entries[subject]
+            entry.seq = seq
+            self._save(entry)
+
+
+def default_dir(data_dir: Path) -> Path:
+    """Where `sidecar serve` keeps the store unless told otherwise: `<data>/subjects/`."""
+    return data_dir / DEFAULT_DIR
+
+
+def bound_store(data_dir: Path) -> str | None:
+    """The id of the store this ledger is bound to (`<data>/subjects-bound.json`), None if not bound yet."""
+    path = data_dir / BINDING
+    try:
+        obj = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise StorageError(f"{path} is unreadable ({type(exc).__name__})") from exc
+    if not isinstance(obj, dict) or obj.get("format") != BINDING_FORMAT or not isinstance(obj.get("store"), str):
+        raise StorageError(f"{path} is not a {BINDING_FORMAT} file")
+    return str(obj["store"])
+
+
+def _bind(data_dir: Path, store_id: str) -> None:
+    write_atomic(data_dir / BINDING, orjson.dumps({"format": BINDING_FORMAT, "store": store_id}), mode=0o600)
+
+
+def holds_encrypted(data_dir: Path) -> bool:
+    """Whether any segment of the ledger holds an encrypted value (a byte scan, mmap'd)."""
+    import mmap
+
+    mark = b'"' + pii.MARK.encode() + b'":'
+    for seg in sorted((data_dir / "segments").glob("*.seg")):
+        with seg.open("rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                continue
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                if m.find(mark) >= 0:
+                    return True
+    return False
+
+
+def open_for_ledger(data_dir: Path, path: Path | None, backups: tuple[Path, ...] = ()) -> tuple[SubjectKeys, str]:
+    """The subject key store `serve` writes with: `path` (default `<data>/subjects/`), bound to this ledger.
+
+    * bound, store present with the bound id: opened ("opened");
+    * bound, store missing or another store: ConfigError (restore the store from a backup);
+    * not bound, store present: bound now ("bound"), a store made with `sidecar subject init`;
+    * not bound, no store, the ledger holds no encrypted value: created and bound ("created");
+    * not bound, no store, encrypted values in the ledger: ConfigError (their store is lost or elsewhere).
+
+    Never returns without a store: there is no plaintext fallback.
+    """
+    where = path if path is not None else default_dir(data_dir)
+    bound = bound_store(data_dir)
+    if bound is not None:
+        if not (where / META).exists():
+            raise ConfigError(
+                f"no subject key store in {where}, but this ledger's records are encrypted under store {bound} "
+                f"({data_dir / BINDING}); restore that store (or a backup of it) to {where}, or pass --subjects "
+                "with its location; refusing to go on without it"
+            )
+        store = SubjectKeys.open(where, backups)
+        if store.id != bound:
+            raise ConfigError(
+                f"the subject key store in {where} is store {store.id}, not this ledger's store {bound} "
+                f"({data_dir / BINDING}); point --subjects at this ledger's store; refusing to go on"
+            )
+        return store, "opened"
+    if (where / META).exists():
+        store = SubjectKeys.open(where, backups)
+        _bind(data_dir, store.assign_id())
+        return store, "bound"
+    if holds_encrypted(data_dir):
+        raise ConfigError(
+            f"no subject key store in {where}, but this ledger holds encrypted values: its store is elsewhere "
+            "(pass --subjects) or lost (restore it from a backup); refusing to go on without it"
+        )
+    try:
+        store = SubjectKeys.create(where, backups)
+    except OSError as exc:
+        raise StorageError(f"cannot create the subject key store in {where}: {exc.strerror or exc}") from exc
+    assert store.id is not None
+    _bind(data_dir, store.id)
+    return store, "created"
+
+
+def check_store_of(source: Path, store: SubjectKeys) -> None:
+    """A reader's --subjects must be the store a data directory is bound to (a pulled bundle is not bound)."""
+    bound = bound_store(source) if source.is_dir() else None
+    if bound is not None and store.id != bound:
+        raise ConfigError(
+            f"the subject key store {store.path} (store {store.id}) is not the store of {source} (store {bound})"
+        )
 
 
 UNATTRIBUTED = "unattributed:"
+ERASED_TYPE = "subject.erased"
 
 
 def unattributed_subject(now_ns: int) -> str:
@@ -258,6 +419,9 @@ class Protector:
         self._named: set[tuple[str, str]] = set()
 
     async def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
+        if payload.get("type") == ERASED_TYPE:
+            # Accountability, readable by every auditor forever: who erased whom (an opaque id) and why.
+            return payload
         now = self.now_ns()
         found = pii.identifying_values(
             payload,
@@ -272,6 +436,9 @@ class Protector:
         erased: list[str] = []
         for path, subject in found:
             value = pii.get_path(payload, path)
+            if subject.startswith(UNATTRIBUTED) and path[0] == "target" and path[-1] in _NAME_PATHS:
+                if isinstance(value, str):  # admins name users before Keycloak gives them ids
+                    subject = await self._named_subject(value, now)
             # Search tokens for real subjects only: a day's pseudo-subject would collect every typed name.
             names = (
                 (value,)
@@ -310,8 +477,21 @@ class Protector:
         async with self.store._lock:  # one writer of a new key, even when two appends meet
             # A new subject (or name): its key is on stable storage (every copy) before any record uses it.
             key = await asyncio.to_thread(self.store.ensure, subject, names, now)
+        if self.store.is_erased(subject):  # erased while the key was being saved: not under that key
+            return None
         self._remember(subject, names)
         return key
+
+    async def _named_subject(self, value: str, now: int) -> str:
+        found = self.store.named(value)
+        if found is not None:
+            return found
+        async with self.store._lock:
+            found = self.store.named(value)
+            if found is None:
+                found = f"{NAMED}{secrets.token_hex(16)}"
+                await asyncio.to_thread(self.store.ensure, found, (value,), now)
+        return found
 
     def _remember(self, subject: str, names: tuple[str, ...]) -> None:
         if len(self._named) > 100_000:  # bounded: a cache of (subject, name) pairs already in the store
@@ -322,38 +502,75 @@ class Protector:
 Protect = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
-async def erase_subject(
-    data_dir: Path, store: SubjectKeys, subject: str, *, by: str, reason: str, now_ns: Callable[[], int]
+async def erase_with(
+    append: Callable[[Any], Awaitable[Any]],
+    store: SubjectKeys,
+    subject: str,
+    *,
+    by: str,
+    reason: str,
+    now_ns: Callable[[], int],
 ) -> dict[str, Any]:
-    """Destroy a subject's key in every copy, then append the signed `subject.erased` record.
+    """Destroy a subject's key (memory first, then every copy), then append the signed `subject.erased` record.
 
-    The ledger is opened first, so a running sidecar (which holds the ledger's lock and the keys
-    in memory) makes this fail before anything is destroyed. Redoing it after a crash finishes it.
+    `append` is the one ledger writer's: the running sidecar's (live erasure over its control
+    channel, sidecar/control.py) or a ledger the CLI opened itself. Every record written after the
+    `subject.erased` record leaves the subject's values out (docs/format.md §5.2). Redoing it finishes
+    an erasure a crash interrupted.
     """
     from sidecar.core.events import EventType, IdentityEvent, Outcome, Party
-    from sidecar.ledger.writer import Ledger
 
     known = store._entries.get(subject)
     if known is None:
         raise ConfigError(f"subject {subject!r} is not in the subject key store {store.path}")
     if known.erased is not None and known.seq is not None:
         return {"subject": subject, "seq": known.seq, "already": True, "erased": known.erased}
+    async with store._lock:  # no key creation by this process's appender in between
+        linked = store.linked(subject)
+        tomb = await asyncio.to_thread(store.destroy, subject, by=by, reason=reason, now_ns=now_ns())
+        for other in linked:
+            await asyncio.to_thread(store.destroy, other, by=by, reason=reason, now_ns=now_ns())
+    assert tomb.erased is not None
+    details: dict[str, Any] = {"subject": subject, "reason": tomb.erased["reason"]}
+    if linked:
+        details["pseudonyms"] = linked  # random ids: they name nothing but the keys destroyed with this one
+    receipt = await append(
+        IdentityEvent(
+            EventType.SUBJECT_ERASED,
+            Outcome.SUCCEEDED,
+            actor=Party(username=tomb.erased["by"], kind="operator"),
+            details=details,
+        )
+    )
+    for other in (subject, *linked):
+        await asyncio.to_thread(store.recorded, other, receipt.seq)
+    return {
+        "subject": subject,
+        "seq": receipt.seq,
+        "already": False,
+        "erased": tomb.erased,
+        "copies": 1 + len(store.backups),
+    }
+
+
+async def erase_subject(
+    data_dir: Path, store: SubjectKeys, subject: str, *, by: str, reason: str, now_ns: Callable[[], int]
+) -> dict[str, Any]:
+    """Erasure with no sidecar running: the CLI opens the ledger itself (its lock: one writer) and erases.
+
+    The ledger is opened first, so a running sidecar (which holds the ledger's lock) makes this fail
+    before anything is destroyed; `sidecar subject erase` asks a running sidecar over its control
+    channel instead.
+    """
+    from sidecar.ledger.writer import Ledger
+
+    if subject not in store._entries:
+        raise ConfigError(f"subject {subject!r} is not in the subject key store {store.path}")
     ledger = await Ledger.open(data_dir)
     try:
-        tomb = store.destroy(subject, by=by, reason=reason, now_ns=now_ns())
-        assert tomb.erased is not None
-        receipt = await ledger.append(
-            IdentityEvent(
-                EventType.SUBJECT_ERASED,
-                Outcome.SUCCEEDED,
-                actor=Party(username=tomb.erased["by"], kind="operator"),
-                details={"subject": subject, "reason": tomb.erased["reason"]},
-            )
-        )
+        return await erase_with(ledger.append, store, subject, by=by, reason=reason, now_ns=now_ns)
     finally:
         await ledger.close()
-    store.recorded(subject, receipt.seq)
-    return {"subject": subject, "seq": receipt.seq, "already": False, "erased": tomb.erased}
 
 
 def reveal(
@@ -372,7 +589,10 @@ def reveal(
         key_of=store.key if store is not None else None,
         erased=lambda s: s in erased or (store is not None and store.is_erased(s)),
     )
-    if not opened.erased and not opened.sealed:
+    # Written after its subject's erasure: the appender left the values out and named them here.
+    left_out = (rec["event"].get("details") or {}).get("erased_fields")
+    left_out = [str(p) for p in left_out] if isinstance(left_out, list) else []
+    if not opened.erased and not opened.sealed and not left_out:
         return rec if opened.event is rec["event"] else {**rec, "event": opened.event}
     event = opened.event
     for path in (*opened.erased, *opened.sealed):
@@ -381,7 +601,7 @@ def reveal(
         **rec,
         "event": event,
         "pii": {
-            "erased": sorted(".".join(p) for p in opened.erased),
+            "erased": sorted({*(".".join(p) for p in opened.erased), *left_out}),
             "encrypted": sorted(".".join(p) for p in opened.sealed),
         },
     }

@@ -247,7 +247,8 @@ def render(data: Data) -> str:
             f"<h2>Erasures ({len(data.erasures)})</h2>",
             f"<p>{r.encrypted_records if r else 0} records carry encrypted personal data; "
             f"{r.erased_records if r else 0} of them belong to {r.erased_subjects if r else 0} erased subjects "
-            f"and are shown without those values ({data.erased_fields} records here). "
+            f"and are shown without those values ({data.erased_fields} records here); "
+            f"{r.withheld_records if r else 0} records were written after an erasure with its values left out. "
             + (
                 f"{data.encrypted_fields} records are shown with encrypted values left out (no subject key store "
                 "was given: ids stand in for names)."

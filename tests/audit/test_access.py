@@ -15,8 +15,7 @@ from joserfc.jwk import RSAKey
 from sidecar import metrics
 from sidecar.app import Settings, make_app
 from sidecar.audit.access import DeniedReads, LiveRoles, Refusal
-from sidecar.core import framing
-from sidecar.core.canonical import parse
+from tests.fixtures_sidecar import ledger_records
 from tests.replicate.support import init_keys, wait_for
 
 WINDOW_S = 2.0  # the refusal window of the end-to-end test
@@ -154,16 +153,7 @@ async def test_endpoint_writes_one_refusal_record_then_one_aggregate(tmp_path: P
             in_one_window = time.monotonic() - began < WINDOW_S
 
             def reads() -> list[dict[str, Any]]:
-                return [
-                    e
-                    for e in (
-                        parse(f.body)["event"]
-                        for seg in sorted((data / "segments").glob("*.seg"))
-                        for f in framing.iter_frames(seg.read_bytes())
-                        if isinstance(f, framing.Frame) and f.kind == framing.RECORD
-                    )
-                    if e["type"] == "audit.read"
-                ]
+                return [e for e in (r["event"] for r in ledger_records(data)) if e["type"] == "audit.read"]
 
             def accounted() -> int:  # refusals the records stand for: one each, plus what an aggregate suppressed
                 return sum(e["details"]["suppressed"] if e["details"].get("aggregated") else 1 for e in reads())

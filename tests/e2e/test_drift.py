@@ -110,7 +110,10 @@ async def test_monitor_records_a_bypassing_change(keycloak: KeycloakServer, side
         sd = state["event"]["details"]
         assert sd["field"] == "realm_roles" and "operator" not in sd["expected"]
         assert state["event"]["target"]["name"] == REALM.dave.username and sd["first_seen_ns"].isdigit()
-        dirty = await asyncio.to_thread(_drift, sidecar.data_dir, keycloak.base_url)
+        # names are encrypted by default: the investigator's drift check decrypts them with the ledger's store
+        dirty = await asyncio.to_thread(
+            _drift, sidecar.data_dir, keycloak.base_url, None, "--subjects", str(sidecar.data_dir / "subjects")
+        )
         assert dirty.returncode == 1, dirty.stdout + dirty.stderr
         found = [d for d in json.loads(dirty.stdout)["drift"] if d.get("id") == uid]
         assert found and found[0]["field"] == "realm_roles" and found[0]["name"] == REALM.dave.username

@@ -20,12 +20,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from sidecar.core.events import EventType, IdentityEvent, Outcome, Party
 from sidecar.harness import activity
 from sidecar.harness.keycloak import KeycloakServer, free_port
 from sidecar.harness.realm import REALM
 from sidecar.harness.versitygw import versitygw_bucket
 from tests.fixtures_keycloak import ADMIN_PASSWORD, ADMIN_USERNAME
-from tests.fixtures_sidecar import ledger_records, sidecar_process
+from tests.fixtures_sidecar import SidecarProcess, ledger_records, sidecar_process
 
 pytestmark = [pytest.mark.keycloak]
 
@@ -34,6 +35,10 @@ EMAIL = "erin.erasure-q7x@example.test"
 PASSWORD = "Erin-pw-5150!"
 IP = "127.0.0.23"
 ORIGIN = "erasure.test/keycloak-ledger"
+LIVE_USERNAME = "lena-live-erase-k4"
+LIVE_EMAIL = "lena.live-k4@example.test"
+LIVE_PASSWORD = "Lena-pw-8086!"
+LIVE_IP = "127.66.0.17"
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -42,9 +47,9 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     )
 
 
-async def _grant(base: str, username: str, password: str) -> int:
+async def _grant(base: str, username: str, password: str, ip: str = IP) -> int:
     """A password grant from the person's own address."""
-    connector = aiohttp.TCPConnector(local_addr=(IP, 0))
+    connector = aiohttp.TCPConnector(local_addr=(ip, 0))
     async with aiohttp.ClientSession(connector=connector) as http:
         async with http.post(
             f"{base}/realms/{REALM.name}/protocol/openid-connect/token",
@@ -95,7 +100,6 @@ async def test_erasure_leaves_no_identifying_byte_and_the_ledger_verifies(
         assert status == 201, status
         uid = await admin.user_id(REALM.name, USERNAME)
     try:
-        assert _cli("subject", "init", "--subjects", str(subjects), "--subjects-backup", str(backup)).returncode == 0
         with versitygw_bucket(tmp_path / "versitygw") as bucket:
             port = free_port()
             env = {**os.environ, **bucket.env(), "SIDECAR_READER_SECRET": REALM.robot.secret or ""}
@@ -135,7 +139,8 @@ async def test_erasure_leaves_no_identifying_byte_and_the_ledger_verifies(
                 while not any(r["event"]["type"] == "state.snapshot" for r in ledger_records(data)):
                     assert time.monotonic() < deadline, "no state.snapshot from the drift monitor"
                     await asyncio.sleep(0.2)
-            records = ledger_records(data)
+            assert (data / "subjects-bound.json").exists() and (backup / "subjects.json").exists()  # made by serve
+            records = ledger_records(data, decrypt=False)
             mine = [r for r in records if (r["event"].get("actor") or {}).get("id") == uid]
             assert len(mine) >= 2 and all(r["event"]["ip"]["sub"] == uid for r in mine)  # encrypted under uid
             trust = str(data / "trust.json")
@@ -240,7 +245,29 @@ async def test_erasure_leaves_no_identifying_byte_and_the_ledger_verifies(
 
 
 def test_a_lost_key_store_stops_serve_with_a_clear_error(keycloak: KeycloakServer, tmp_path: Path) -> None:
-    """serve --subjects on a missing store exits with a clear error and writes no record in the clear."""
+    """serve on a ledger whose bound key store is gone exits with a clear error and writes nothing (no plaintext)."""
+    from sidecar.ledger.keystore import KeyStore
+    from sidecar.ledger.subjects import Protector, open_for_ledger
+    from sidecar.ledger.writer import Ledger
+    from sidecar.policy.schema import PiiPolicy
+
+    data = tmp_path / "ledger"
+    KeyStore(data).init(ORIGIN)
+    store, _ = open_for_ledger(data, None)
+
+    async def one_record() -> None:
+        ledger = await Ledger.open(data)
+        ledger.protect = Protector(store, PiiPolicy(), ledger.origin, ledger.clock.now_ns)
+        await ledger.append(
+            IdentityEvent(
+                EventType.LOGIN_SUCCEEDED, Outcome.SUCCEEDED, actor=Party(id="u-1", username=USERNAME, kind="user")
+            )
+        )
+        await ledger.close()
+
+    asyncio.run(one_record())
+    before = {p: p.read_bytes() for p in (data / "segments").glob("*.seg")}
+    (data / "subjects").rename(tmp_path / "lost")
     port = free_port()
     proc = subprocess.run(
         [
@@ -248,16 +275,13 @@ def test_a_lost_key_store_stops_serve_with_a_clear_error(keycloak: KeycloakServe
             "-m",
             "sidecar",
             "serve",
-            "--init",
             "--upstream",
             keycloak.base_url,
             "--data",
-            str(tmp_path / "ledger"),
+            str(data),
             "--listen",
             f"127.0.0.1:{port}",
             "--no-drift",
-            "--subjects",
-            str(tmp_path / "lost"),
         ],
         capture_output=True,
         text=True,
@@ -265,4 +289,105 @@ def test_a_lost_key_store_stops_serve_with_a_clear_error(keycloak: KeycloakServe
     )
     assert proc.returncode != 0
     assert "no subject key store" in proc.stderr and "refusing to go on without it" in proc.stderr, proc.stderr
-    assert not list((tmp_path / "ledger").glob("segments/*.seg"))
+    assert {p: p.read_bytes() for p in (data / "segments").glob("*.seg")} == before
+    assert not (data / "subjects").exists()  # never a fresh, empty store in its place
+
+
+def _under(event: object, subject: str) -> bool:
+    """Whether any value of the event is encrypted under `subject`'s key."""
+    if isinstance(event, dict):
+        return (event.get("kc-enc") == 1 and event.get("sub") == subject) or any(
+            _under(v, subject) for v in event.values()
+        )
+    return isinstance(event, list) and any(_under(v, subject) for v in event)
+
+
+async def _wait_login(sidecar: SidecarProcess, uid: str, after: int) -> None:
+    deadline = time.monotonic() + 30
+    while not any(
+        r["seq"] > after
+        and r["event"]["type"] == "login.succeeded"
+        and (r["event"].get("actor") or {}).get("id") == uid
+        for r in ledger_records(sidecar.data_dir, decrypt=False)
+    ):
+        assert time.monotonic() < deadline, "no login.succeeded record"
+        await asyncio.sleep(0.2)
+
+
+async def test_live_erasure_through_the_running_sidecar(
+    keycloak: KeycloakServer, sidecar: SidecarProcess, secrets_seen: set[str]
+) -> None:
+    """With the session sidecar running (default key store), `subject erase` is done by it over its control socket;
+    later events of the subject carry no value of theirs; no byte anywhere holds the name, e-mail or IP; verify passes."""
+    secrets_seen.add(LIVE_PASSWORD)
+    data, trust = sidecar.data_dir, str(sidecar.trust)
+    async with activity.Admin(sidecar.base_url, ADMIN_USERNAME, ADMIN_PASSWORD) as admin:  # recorded
+        status, _ = await admin.call(
+            "POST",
+            f"{REALM.name}/users",
+            {
+                "username": LIVE_USERNAME,
+                "email": LIVE_EMAIL,
+                "firstName": "Lena",
+                "lastName": "Live-k4",
+                "enabled": True,
+                "emailVerified": True,
+                "credentials": [{"type": "password", "value": LIVE_PASSWORD, "temporary": False}],
+            },
+        )
+        assert status == 201, status
+        uid = await admin.user_id(REALM.name, LIVE_USERNAME)
+        try:
+            assert await _grant(sidecar.base_url, LIVE_USERNAME, LIVE_PASSWORD, LIVE_IP) == 200
+            await _wait_login(sidecar, uid, 0)
+            raw = ledger_records(data, decrypt=False)
+            mine = [r for r in raw if _under(r["event"], uid)]
+            assert len(mine) >= 2  # the creation and the login, encrypted by default (no --subjects given)
+            segments = b"".join(p.read_bytes() for p in sorted((data / "segments").glob("*.seg")))
+            assert LIVE_USERNAME.encode() not in segments and LIVE_IP.encode() not in segments
+            seen = ledger_records(data)  # the investigator's view: decrypted with <data>/subjects
+            assert any((r["event"].get("actor") or {}).get("username") == LIVE_USERNAME for r in seen)
+
+            erased = _cli(
+                "subject",
+                "erase",
+                uid,
+                "--reason",
+                "GDPR art. 17 request L-1",
+                "--by",
+                "dpo",
+                "--data",
+                str(data),
+                "--json",
+            )
+            assert erased.returncode == 0, erased.stdout + erased.stderr
+            result = json.loads(erased.stdout)
+            assert result["via"] == "sidecar" and not result["already"], result
+            at = int(result["seq"])
+            assert await _grant(sidecar.base_url, LIVE_USERNAME, LIVE_PASSWORD, LIVE_IP) == 200  # after erasure
+            await _wait_login(sidecar, uid, at)
+        finally:
+            assert (await admin.call("DELETE", f"{REALM.name}/users/{uid}"))[0] == 204
+    raw = ledger_records(data, decrypt=False)
+    later = [r for r in raw if r["seq"] > at]
+    assert not [r["seq"] for r in later if _under(r["event"], uid)], "a value under the destroyed key after erasure"
+    login = next(
+        r for r in later if r["event"]["type"] == "login.succeeded" and (r["event"].get("actor") or {}).get("id") == uid
+    )
+    assert "actor.username" in login["event"]["details"]["erased_fields"] and "ip" not in login["event"]
+    report = _cli("verify", str(data), "--trust", trust, "--json")
+    assert report.returncode in (0, 1), report.stderr  # the session ledger may end in an unsigned tail mid-append
+    counts = json.loads(report.stdout)
+    assert counts["erased_subjects"] >= 1 and counts["erased_records"] >= len(mine), counts
+    timeline = _cli("timeline", str(data), "--trust", trust, "--subjects", str(data / "subjects"))
+    assert timeline.returncode == 0, timeline.stderr
+    assert f"subject={uid}" in timeline.stdout and "erased: actor.username" in timeline.stdout
+    assert LIVE_USERNAME not in timeline.stdout
+    deadline = time.monotonic() + 30  # the replica catches up with the erasure record
+    while max((int(p.name.split("-")[0]) for p in (sidecar.store_dir / "checkpoints").glob("*.note")), default=0) <= at:
+        assert time.monotonic() < deadline, "the erasure record did not reach the store"
+        await asyncio.sleep(0.3)
+    every = _every_byte(data, sidecar.store_dir, sidecar.log_file)
+    for needle in (LIVE_USERNAME, LIVE_EMAIL, LIVE_IP, "Live-k4"):
+        hits = [str(p) for p, b in every if needle.encode() in b or needle.lower().encode() in b]
+        assert not hits, f"{needle!r} found after a live erasure in {hits}"

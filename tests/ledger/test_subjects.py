@@ -4,8 +4,10 @@ before and after."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import orjson
 import pytest
 
 from sidecar.audit.verifier import load_trust, verify_directory
@@ -14,7 +16,7 @@ from sidecar.core import pii
 from sidecar.core.events import EventType, IdentityEvent, Outcome, Party
 from sidecar.errors import ConfigError, StorageError
 from sidecar.ledger.keystore import KeyStore
-from sidecar.ledger.subjects import Protector, SubjectKeys, erase_subject, file_of
+from sidecar.ledger.subjects import Protector, SubjectKeys, bound_store, erase_subject, file_of, open_for_ledger
 from sidecar.ledger.writer import Ledger
 from sidecar.policy.schema import PiiPolicy, load_policy
 from tests.fixtures_sidecar import ledger_records
@@ -179,3 +181,149 @@ def test_a_drift_record_about_a_username_quotes_it_encrypted() -> None:
         )
     )
     assert found == {("target", "name"): ALICE, ("details", "expected"): ALICE, ("details", "live"): ALICE}
+
+
+async def _one_login(data: Path, store: SubjectKeys) -> None:
+    ledger = await _ledger(data, store)
+    await ledger.append(_login(ALICE, "alice.wonder", "203.0.113.7"))
+    await ledger.close()
+
+
+async def test_a_ledger_is_bound_to_its_store_created_by_default(tmp_path: Path) -> None:
+    """serve's store defaults to <data>/subjects, created and bound on a new ledger; a missing or foreign one stops it."""
+    data = tmp_path / "ledger"
+    KeyStore(data).init(ORIGIN)
+    store, how = open_for_ledger(data, None)
+    assert how == "created" and store.path == data / "subjects" and bound_store(data) == store.id is not None
+    assert (data / "subjects" / "subjects.json").stat().st_mode & 0o077 == 0
+    await _one_login(data, store)
+    again, how = open_for_ledger(data, None)
+    assert how == "opened" and again.id == store.id and again.key(ALICE) == store.key(ALICE)
+    (data / "subjects").rename(tmp_path / "moved")
+    with pytest.raises(ConfigError, match="restore that store"):
+        open_for_ledger(data, None)
+    SubjectKeys.create(data / "subjects")  # an empty store in its place is not this ledger's
+    with pytest.raises(ConfigError, match="not this ledger's store"):
+        open_for_ledger(data, None)
+    moved, how = open_for_ledger(data, tmp_path / "moved")  # the operator points it at its new place
+    assert how == "opened" and moved.key(ALICE) is not None
+
+
+async def test_an_unbound_ledger_with_encrypted_records_needs_its_store(tmp_path: Path) -> None:
+    """A ledger from before binding that holds ciphertext never gets a fresh store; its own store is bound (given an id)."""
+    data, legacy = tmp_path / "ledger", tmp_path / "legacy"
+    KeyStore(data).init(ORIGIN)
+    store = SubjectKeys.create(legacy)
+    meta = orjson.loads((legacy / "subjects.json").read_bytes())
+    del meta["id"]  # a store made before stores had ids
+    (legacy / "subjects.json").write_bytes(orjson.dumps(meta))
+    await _one_login(data, SubjectKeys.open(legacy))
+    with pytest.raises(ConfigError, match="holds encrypted values"):
+        open_for_ledger(data, None)
+    assert not (data / "subjects").exists() and bound_store(data) is None
+    bound, how = open_for_ledger(data, legacy)
+    assert how == "bound" and bound.id is not None and bound_store(data) == bound.id == SubjectKeys.open(legacy).id
+    assert store.path == bound.path
+
+
+async def test_readers_asked_to_decrypt_refuse_a_lost_or_foreign_store(tmp_path: Path) -> None:
+    """timeline, export and report with a foreign store, or one that lost a live subject's key, exit 2 with the cause."""
+    from click.testing import CliRunner
+
+    from sidecar.cli import main
+
+    data = tmp_path / "ledger"
+    KeyStore(data).init(ORIGIN)
+    store, _ = open_for_ledger(data, None)
+    await _one_login(data, store)
+    trust = str(data / "trust.json")
+    runner = CliRunner()
+    ok = runner.invoke(main, ["timeline", str(data), "--trust", trust, "--subjects", str(data / "subjects")])
+    assert ok.exit_code == 0 and "alice.wonder" in ok.output, ok.output
+    SubjectKeys.create(tmp_path / "foreign")
+    lost = tmp_path / "lost"
+    shutil.copytree(data / "subjects", lost)
+    (lost / "keys" / file_of(ALICE)).unlink()  # a restore that missed alice's key
+    for store_dir, why in ((tmp_path / "foreign", "is not the store of"), (lost, "cannot open")):
+        for args in (
+            ["timeline", str(data), "--trust", trust],
+            ["export", str(data), "--trust", trust, "--out", str(tmp_path / "x.jsonl")],
+            ["report", str(data), "--trust", trust, "--out", str(tmp_path / "r.html")],
+        ):
+            result = runner.invoke(main, [*args, "--subjects", str(store_dir)])
+            assert result.exit_code == 2 and why in result.output, (args, result.output)
+            assert "alice.wonder" not in result.output
+
+
+async def test_the_control_channel_erases_for_the_operator_only(tmp_path: Path) -> None:
+    """The sidecar's unix socket (0600) takes an erasure request and answers its result; bad bodies get 400."""
+    from sidecar import control
+
+    data = tmp_path / "d"
+    data.mkdir()
+    calls: list[tuple[str, str, str]] = []
+
+    async def erase(subject: str, by: str, reason: str) -> dict[str, object]:
+        calls.append((subject, by, reason))
+        if subject == "nobody":
+            raise ConfigError("subject 'nobody' is not in the subject key store")
+        return {"subject": subject, "seq": 7, "already": False, "copies": 2}
+
+    assert await control.request_erase(data, ALICE, "dpo", "r") is None  # no sidecar: the CLI erases itself
+    server = control.serve_control(data, erase)
+    await server.__anext__()
+    try:
+        sock = control.socket_path(data)
+        assert sock.stat().st_mode & 0o777 == 0o600
+        answer = await control.request_erase(data, ALICE, "dpo", "request 9")
+        assert answer == {"subject": ALICE, "seq": 7, "already": False, "copies": 2, "via": "sidecar"}
+        with pytest.raises(ConfigError, match="not in the subject key store"):
+            await control.request_erase(data, "nobody", "dpo", "r")
+        with pytest.raises(StorageError, match="400"):
+            await control.request_erase(data, ALICE, "dpo", "x" * 5000)
+        assert calls == [(ALICE, "dpo", "request 9"), ("nobody", "dpo", "r")]
+    finally:
+        with pytest.raises(StopAsyncIteration):
+            await server.__anext__()
+    assert not control.socket_path(data).exists()
+
+
+async def test_a_name_written_before_its_user_had_an_id_is_erased_with_the_user(tmp_path: Path) -> None:
+    """A create's intent names the user under a name: pseudo-subject, which erasing the user destroys and records."""
+    from sidecar.audit.pseudonyms import Revealer
+
+    data = tmp_path / "ledger"
+    KeyStore(data).init(ORIGIN)
+    store, _ = open_for_ledger(data, None)
+    ledger = await _ledger(data, store)
+    admin = Party(id="admin-1", username="admin", kind="user")
+    await ledger.append(
+        IdentityEvent(
+            EventType.USER_CREATED,
+            Outcome.PENDING,
+            actor=admin,
+            target=Party(username="erin.new", kind="user"),
+            details={"phase": "intent"},
+        )
+    )
+    await ledger.append(
+        IdentityEvent(
+            EventType.USER_CREATED,
+            Outcome.SUCCEEDED,
+            actor=admin,
+            target=Party(id=ALICE, username="erin.new", kind="user"),
+        )
+    )
+    await ledger.close()
+    intent, done = ledger_records(data, decrypt=False)[-2:]
+    named = intent["event"]["target"]["username"]["sub"]
+    assert named.startswith("name:") and done["event"]["target"]["username"]["sub"] == ALICE
+    assert store.find("erin.new") == [ALICE]  # a name pseudo-subject is never a search result
+    result = await erase_subject(data, store, ALICE, by="dpo", reason="request 11", now_ns=FixedClock().now_ns)
+    assert ledger_records(data)[-1]["event"]["details"]["pseudonyms"] == [named] and result["seq"] == 4
+    reader = Revealer(data, SubjectKeys.open(data / "subjects"))
+    shown = [reader(r) for r in ledger_records(data, decrypt=False)]
+    assert all("erin.new" not in str(r) for r in shown)
+    assert shown[-3]["pii"]["erased"] == ["target.username"]
+    report = verify_directory(data, load_trust(data / "trust.json"))
+    assert report.ok and report.erased_subjects == 2 and report.erased_records == 2

@@ -107,19 +107,10 @@ async def get(url: str | URL, token: str | None = None) -> tuple[int, bytes]:
 
 
 def audit_reads(data: Path) -> list[dict[str, Any]]:
-    from sidecar.core import framing
-    from sidecar.core.canonical import parse
+    """The audit.read events, decrypted with the ledger's own subject key store (serve always encrypts)."""
+    from tests.fixtures_sidecar import ledger_records
 
-    out = []
-    for seg in sorted((data / "segments").glob("*.seg")):
-        for frame in framing.iter_frames(seg.read_bytes()):
-            if isinstance(frame, framing.FrameDamage):
-                break
-            if frame.kind == framing.RECORD:
-                ev = parse(frame.body)["event"]
-                if ev["type"] == "audit.read":
-                    out.append(ev)
-    return out
+    return [r["event"] for r in ledger_records(data) if r["event"]["type"] == "audit.read"]
 
 
 async def test_tokens(env: Env) -> None:

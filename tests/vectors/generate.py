@@ -740,6 +740,7 @@ def _report(b: _Builder, external: int) -> dict[str, Any]:
         "limitations": [],
         "encrypted_records": 1,
         "erased_records": 1,
+        "withheld_records": 0,
         "erased_subjects": 1,
         "mode": "full",
         "findings": [],
