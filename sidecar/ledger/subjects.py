@@ -130,6 +130,7 @@ class SubjectKeys:
         self._entries: dict[str, Entry] = {}
         self._index_key = b""
         self.id: str | None = None  # None: a store made before stores had ids (given one when bound)
+        self._named_by_token: dict[str, str] | None = None
         self._lock = asyncio.Lock()
         # Key creation (the appender's, the drift monitor's snapshot sealing) and erasure exclude each other,
         # so a key being created cannot be written back over its tombstone.
@@ -214,27 +215,26 @@ class SubjectKeys:
             if e.erased is None and token in e.names and not e.subject.startswith(NAMED)
         )
 
+    def _named_index(self) -> dict[str, str]:
+        """Search token -> live `name:` pseudo-subject (built once, kept up to date by _ensure and destroy)."""
+        if self._named_by_token is None:
+            self._named_by_token = {
+                t: e.subject
+                for e in self._entries.values()
+                if e.erased is None and e.subject.startswith(NAMED)
+                for t in e.names
+            }
+        return self._named_by_token
+
     def named(self, value: str) -> str | None:
         """The live pseudo-subject of a user's name seen before the user had an id (a create's intent)."""
-        token = self.token(value)
-        return next(
-            (
-                e.subject
-                for e in self._entries.values()
-                if e.erased is None and e.subject.startswith(NAMED) and token in e.names
-            ),
-            None,
-        )
+        return self._named_index().get(self.token(value))
 
     def linked(self, subject: str) -> list[str]:
         """The live name pseudo-subjects that share a name with `subject` (erased together with it)."""
         entry = self._entries.get(subject)
-        tokens = set(entry.names) if entry is not None else set()
-        return sorted(
-            e.subject
-            for e in self._entries.values()
-            if e.erased is None and e.subject.startswith(NAMED) and tokens & set(e.names)
-        )
+        index = self._named_index()
+        return sorted({index[t] for t in (entry.names if entry is not None else ()) if t in index} - {subject})
 
     # ------------------------------------------------------------------ writing (durable in every copy)
     def assign_id(self) -> str:
@@ -276,6 +276,8 @@ class SubjectKeys:
             entry = Entry(subject, entry.key, entry.created, sorted({*entry.names, *tokens}))
         self._save(entry)
         self._entries[subject] = entry
+        if subject.startswith(NAMED):
+            self._named_index().update(dict.fromkeys(entry.names, subject))
         return entry.key
 
     def destroy(self, subject: str, *, by: str, reason: str, now_ns: int) -> Entry:
@@ -292,6 +294,8 @@ class SubjectKeys:
                 else Entry(subject, None, erased={"at": str(now_ns), "by": by, "reason": reason})
             )
             self._entries[subject] = tomb  # SECURITY: the key's last reference in this process goes here
+            if self._named_by_token is not None:
+                self._named_by_token = {t: n for t, n in self._named_by_token.items() if n != subject}
             for where in (self.path, *self.backups):
                 _overwrite(where / "keys" / file_of(subject))
             self._save(tomb)

@@ -67,7 +67,9 @@ async def _grant(base: str, username: str, password: str, ip: str = IP) -> int:
 
 
 def _every_byte(*roots: Path) -> list[tuple[Path, bytes]]:
-    return [(p, p.read_bytes()) for root in roots for p in sorted(root.rglob("*")) if p.is_file()]
+    """Every file under each root (a root that is a file, such as a log, is itself included)."""
+    files = [p for root in roots for p in ([root] if root.is_file() else sorted(root.rglob("*")))]
+    return [(p, p.read_bytes()) for p in files if p.is_file()]
 
 
 async def test_erasure_leaves_no_identifying_byte_and_the_ledger_verifies(
@@ -315,7 +317,7 @@ async def _wait_login(sidecar: SidecarProcess, uid: str, after: int) -> None:
 
 
 async def test_live_erasure_through_the_running_sidecar(
-    keycloak: KeycloakServer, sidecar: SidecarProcess, secrets_seen: set[str]
+    keycloak: KeycloakServer, sidecar: SidecarProcess, secrets_seen: set[str], tmp_path: Path
 ) -> None:
     """With the session sidecar running (default key store), `subject erase` is done by it over its control socket;
     later events of the subject carry no value of theirs; no byte anywhere holds the name, e-mail or IP; verify passes."""
@@ -383,11 +385,34 @@ async def test_live_erasure_through_the_running_sidecar(
     assert timeline.returncode == 0, timeline.stderr
     assert f"subject={uid}" in timeline.stdout and "erased: actor.username" in timeline.stdout
     assert LIVE_USERNAME not in timeline.stdout
+    subjects = str(data / "subjects")
+    exported = _cli("export", str(data), "--trust", trust, "--subjects", subjects, "--out", str(tmp_path / "x.jsonl"))
+    assert exported.returncode == 0, exported.stderr
+    drift = _cli(
+        "drift",
+        str(data),
+        "--trust",
+        trust,
+        "--subjects",
+        subjects,
+        "--keycloak",
+        keycloak.base_url,
+        "--realm",
+        REALM.name,
+        "--client-id",
+        REALM.robot.client_id,
+        "--json",
+        env={**os.environ, "SIDECAR_READER_SECRET": REALM.robot.secret or ""},
+    )
+    assert drift.returncode in (0, 1), drift.stdout + drift.stderr
+    gone = json.loads(drift.stdout)["erased"]
+    assert gone["records"] >= 2 and "actor.username" in gone["fields"] and "target.username" in gone["fields"], gone
     deadline = time.monotonic() + 30  # the replica catches up with the erasure record
     while max((int(p.name.split("-")[0]) for p in (sidecar.store_dir / "checkpoints").glob("*.note")), default=0) <= at:
         assert time.monotonic() < deadline, "the erasure record did not reach the store"
         await asyncio.sleep(0.3)
-    every = _every_byte(data, sidecar.store_dir, sidecar.log_file)
+    (tmp_path / "drift.json").write_text(drift.stdout)
+    every = _every_byte(data, sidecar.store_dir, sidecar.log_file, tmp_path)
     for needle in (LIVE_USERNAME, LIVE_EMAIL, LIVE_IP, "Live-k4"):
         hits = [str(p) for p, b in every if needle.encode() in b or needle.lower().encode() in b]
         assert not hits, f"{needle!r} found after a live erasure in {hits}"
