@@ -2,7 +2,8 @@
 
     SidecarError               root; `exit_code` is what the command line exits with (2 unless a subclass says)
     ├── ConfigError            bad flags, files or environment; the start stops (ValueError)
-    │   └── PolicyError        a policy file is invalid: names the file, the key and the reason
+    │   ├── PolicyError        a policy file is invalid: names the file, the key and the reason
+    │   └── KeyStoreMismatch   (audit/pseudonyms.py) a reader's --subjects store is foreign or lost a live key
     ├── UnusableInput          nothing verifiable at the given source (no segments, no trust file); exit 2
     ├── IntegrityError         stored bytes do not verify: names segment, sequence, expected, got; exit 1
     ├── ReadRefused            (audit/reading.py) a reader refuses a ledger that did not verify; carries the
