@@ -519,6 +519,14 @@ async def test_disk_full_is_503_with_back_off_then_heals(hostile: Hostile, secre
     async with activity.Admin(kc.base_url, ADMIN_USERNAME, ADMIN_PASSWORD) as admin:
         role = await admin.role(REALM.name, "operator")
     _, _, probe_uid = await _new_user(kc)
+    grant_url = f"{hostile.base}/admin/realms/{REALM.name}/users/{uid}/role-mappings/realm"
+    probe_url = f"{hostile.base}/admin/realms/{REALM.name}/users/{probe_uid}/role-mappings/realm"
+    # The probe user's key is on disk before it fills, so the probes reach the writer (its fault and back-off);
+    # an append that needs a new key fails at the subject key store instead, as closed (503) as the writer's.
+    async with aiohttp.ClientSession() as http:
+        for method in ("POST", "DELETE"):
+            async with http.request(method, probe_url, json=[role], headers={"Authorization": f"Bearer {token}"}) as r:
+                assert r.status == 204, r.status
     filler = hostile.data / "filler"
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
     try:
@@ -529,8 +537,6 @@ async def test_disk_full_is_503_with_back_off_then_heals(hostile: Hostile, secre
     finally:
         os.close(fd)
     log_before = len(hostile.log())
-    grant_url = f"{hostile.base}/admin/realms/{REALM.name}/users/{uid}/role-mappings/realm"
-    probe_url = f"{hostile.base}/admin/realms/{REALM.name}/users/{probe_uid}/role-mappings/realm"
     try:
         async with aiohttp.ClientSession() as http:
             refused, retry_after = 0, "0"
