@@ -131,6 +131,18 @@ class SegmentScan:
     findings: list[Finding] = field(default_factory=list)
 
 
+def _erased_by(details: dict[str, Any]) -> list[str]:
+    """The subject ids a `subject.erased` record's details name: its subject and its `pseudonyms` (§5.2)."""
+    extra = details.get("pseudonyms")
+    return [details["subject"], *(p for p in (extra if isinstance(extra, list) else []) if isinstance(p, str))]
+
+
+def _withheld(event: dict[str, Any]) -> bool:
+    """Whether the writer left an erased subject's values out of this event (`details.erased_fields`)."""
+    details = event.get("details")
+    return isinstance(details, dict) and isinstance(details.get("erased_fields"), list)
+
+
 def _before(at: int) -> int | None:
     """The seq a checkpoint finding carries: the last record before the frame (§15)."""
     return at - 1 if at > 0 else None
@@ -283,7 +295,11 @@ def _batched(name: str, data: bytes, want_sizes: frozenset[int]) -> SegmentScan 
             for etype, event in zip(etypes, events, strict=True):
                 details = event.get("details")
                 if etype == SUBJECT_ERASED and isinstance(details, dict) and isinstance(details.get("subject"), str):
-                    scan.erased_subjects.add(details["subject"])
+                    scan.erased_subjects.update(_erased_by(details))
+        if any(WITHHELD_MARK in b for b in bodies):
+            scan.withheld_records += sum(
+                WITHHELD_MARK in body and _withheld(event) for body, event in zip(bodies, events, strict=True)
+            )
         if any(ENCRYPTED_MARK in b for b in bodies):
             for body, event in zip(bodies, events, strict=True):
                 if ENCRYPTED_MARK in body:
@@ -505,9 +521,8 @@ def scan_reference(name: str, data: bytes, want_sizes: frozenset[int] = frozense
             elif etype == SUBJECT_ERASED:
                 details = rec.event.get("details")
                 if isinstance(details, dict) and isinstance(details.get("subject"), str):
-                    scan.erased_subjects.add(details["subject"])
-                    scan.erased_subjects.update(p for p in details.get("pseudonyms") or () if isinstance(p, str))
-            if WITHHELD_MARK in body and isinstance((rec.event.get("details") or {}).get("erased_fields"), list):
+                    scan.erased_subjects.update(_erased_by(details))
+            if WITHHELD_MARK in body and _withheld(rec.event):
                 scan.withheld_records += 1
             if ENCRYPTED_MARK in body:
                 subjects: set[str] = set()
