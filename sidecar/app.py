@@ -311,6 +311,8 @@ async def _ledger(app: web.Application) -> AsyncIterator[None]:
     app[LEDGER] = parts.ledger
     assert parts.subjects is not None  # make_app opened it: there is no plaintext mode
     parts.ledger.protect = Protector(parts.subjects, parts.policy.pii, parts.ledger.origin, parts.ledger.clock.now_ns)
+    store = parts.subjects
+    parts.checks["subjects"] = store.recent_write_error
     parts.checks["ledger"] = lambda: (
         f"ledger broken: {parts.ledger.broken}" if parts.ledger and parts.ledger.broken else None
     )

@@ -37,6 +37,7 @@ import hmac
 import os
 import secrets
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,6 +132,10 @@ class SubjectKeys:
         self._index_key = b""
         self.id: str | None = None  # None: a store made before stores had ids (given one when bound)
         self._named_by_token: dict[str, str] | None = None
+        # The last key write's failure (every copy must take it), None once one succeeds: readiness shows it,
+        # since every append that needs a new key fails (closed) until the store can be written again.
+        self.write_error: str | None = None
+        self.write_failed_at = 0.0
         self._lock = asyncio.Lock()
         # Key creation (the appender's, the drift monitor's snapshot sealing) and erasure exclude each other,
         # so a key being created cannot be written back over its tombstone.
@@ -215,6 +220,12 @@ class SubjectKeys:
             if e.erased is None and token in e.names and not e.subject.startswith(NAMED)
         )
 
+    def recent_write_error(self, window_s: float = 10.0) -> str | None:
+        """The key write failure of the last `window_s` seconds (readiness), unless a write succeeded since."""
+        if self.write_error is not None and time.monotonic() - self.write_failed_at < window_s:
+            return self.write_error
+        return None
+
     def _named_index(self) -> dict[str, str]:
         """Search token -> live `name:` pseudo-subject (built once, kept up to date by _ensure and destroy)."""
         if self._named_by_token is None:
@@ -253,9 +264,10 @@ class SubjectKeys:
             try:
                 _write_durable(where / "keys" / file_of(entry.subject), data)
             except OSError as exc:
-                raise StorageError(
-                    f"subject key store {where}: cannot write ({exc.strerror or type(exc).__name__})"
-                ) from exc
+                self.write_error = f"subject key store {where}: cannot write ({exc.strerror or type(exc).__name__})"
+                self.write_failed_at = time.monotonic()
+                raise StorageError(self.write_error) from exc
+        self.write_error = None
 
     def ensure(self, subject: str, names: tuple[str, ...], now_ns: int) -> bytes | None:
         """The subject's key, created (durably, in every copy) if new; None if the subject was erased."""

@@ -140,7 +140,8 @@ def test_a_missing_or_unreadable_key_store_is_an_error(tmp_path: Path) -> None:
 
 
 async def test_a_key_that_cannot_be_stored_fails_the_append(tmp_path: Path) -> None:
-    """When the store cannot take a new subject's key the append fails (503 upstream), nothing is written in clear."""
+    """When the store cannot take a new subject's key the append fails (503 upstream) and readiness says why; nothing
+    is written in clear; once the store is writable again appends and readiness recover."""
     data = tmp_path / "ledger"
     KeyStore(data).init(ORIGIN)
     store = SubjectKeys.create(tmp_path / "subjects")
@@ -151,6 +152,12 @@ async def test_a_key_that_cannot_be_stored_fails_the_append(tmp_path: Path) -> N
     try:
         with pytest.raises(StorageError, match="cannot write"):
             await ledger.append(_login(ALICE, "alice", "203.0.113.7"))
+        failed = store.recent_write_error()
+        assert failed is not None and "cannot write" in failed  # readiness names it
+        keys.unlink()
+        keys.mkdir()  # the operator fixed it: the next new key is written and readiness clears
+        await ledger.append(_login(ALICE, "alice", "203.0.113.7"))
+        assert store.recent_write_error() is None
     finally:
         await ledger.close()
     assert b"alice" not in _all_bytes(data)
