@@ -182,6 +182,7 @@ def scan_segment(
 _HEAD = struct.Struct(">BI")  # sidecar.core.framing: kind, body length; a CRC-32 of both and the body follows
 _CRC = struct.Struct(">I")
 _CANON = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
+_RUN_MAX = 1024  # records checked together at most (a longer run between checkpoints is cut into pieces)
 _ENVELOPE = operator.itemgetter("v", "seq", "ts", "prev", "event")
 _HINT_MAP = bytes.maketrans(b"0123456789-.eE:,[", b"00000000000...:::")
 _HINT_MAPPED = re.compile(rb":0+\.")
@@ -332,6 +333,8 @@ def _batched(name: str, data: bytes, want_sizes: frozenset[int]) -> SegmentScan 
                 return None
             append(data[pos + 5 : stop])
             pos = stop + 4
+            if len(bodies) >= _RUN_MAX and not records():  # memory stays flat however long a run is
+                return None
             if pos >= end:
                 break
             kind, length = unpack_head(data, pos)

@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar.clock import FixedClock
+from sidecar.core import verify
 from sidecar.core.canonical import NotCanonical, parse_canonical
 from sidecar.core.verify import _run_ok, _scan_batched, scan_reference
 from sidecar.ledger.keystore import KeyStore
@@ -133,3 +134,13 @@ def test_the_run_check_agrees_with_parse_canonical(items: list[tuple[Any, str]])
         except NotCanonical:
             expected = False
     assert _run_ok(bodies, [orjson.loads(b) for b in bodies]) == expected
+
+
+def test_long_runs_are_checked_in_pieces_with_the_same_scan(odd_ledger: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run longer than the batch limit is cut into pieces, and the scan still equals the reference."""
+    monkeypatch.setattr(verify, "_RUN_MAX", 3)
+    for path in segment_paths(odd_ledger):
+        data = path.read_bytes()
+        sizes = frozenset(range(0, 200, 5))
+        fast = _scan_batched(path.name, data, sizes)
+        assert fast is not None and fast == scan_reference(path.name, data, sizes)
