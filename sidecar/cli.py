@@ -282,6 +282,26 @@ def keys_show(data_dir: Path, witness_vkey: bool) -> None:
     _print_json(KeyStore(data_dir).trust().to_json())
 
 
+@keys.command("origins")
+@click.argument("trust_files", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--heartbeat", type=click.FloatRange(min=0.001), required=True, help="the sidecars' heartbeat, seconds")
+@click.option(
+    "--max-silence",
+    type=click.FloatRange(min=0.001),
+    default=None,
+    help="seconds without a checkpoint after which an origin is stalled (default: three heartbeats)",
+)
+def keys_origins(trust_files: tuple[Path, ...], heartbeat: float, max_silence: float | None) -> None:
+    """Print an origins trust file (kc-ledger-origins/1) of the nodes' trust anchors, for verifying a bucket."""
+    from sidecar.audit.origins import OriginsTrust
+    from sidecar.audit.verifier import load_trust
+
+    anchors = [load_trust(path) for path in trust_files]
+    if len({a.origin for a in anchors}) != len(anchors):
+        _fail("two trust files name the same origin: each node needs an origin of its own", 2)
+    click.echo(OriginsTrust.of(anchors, heartbeat, max_silence).encode().decode(), nl=False)
+
+
 @keys.command("rotate")
 @click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path, exists=True))
 @click.option("--json", "as_json", is_flag=True)

@@ -197,3 +197,22 @@ async def test_report_and_timeline_of_a_folder_of_origins(tmp_path: Path) -> Non
     text = page.read_text()
     assert "Verdict: INTACT" in text and "cluster.test/a" in text and "cluster.test/b" in text
     assert "per-origin seq" in text and "<script" not in text
+
+
+async def test_keys_origins_writes_the_trust_file_verify_reads(tmp_path: Path) -> None:
+    """`sidecar keys origins A.json B.json --heartbeat 30` writes the origins trust file; the same origin twice is refused."""
+    store = tmp_path / "store"
+    await _node(tmp_path, store, "a", events=5)
+    await _node(tmp_path, store, "b", events=5)
+    a, b = (str(tmp_path / f"ledger-{n}" / "trust.json") for n in ("a", "b"))
+    made = await run_cli("keys", "origins", a, b, "--heartbeat", "30")
+    assert made.returncode == 0, made.stderr
+    trust = tmp_path / "origins.json"
+    trust.write_text(made.stdout)
+    loaded = load_origins_trust(trust)
+    assert loaded is not None and sorted(loaded.anchors) == ["cluster.test/a", "cluster.test/b"]
+    assert loaded.heartbeat_s == 30 and loaded.max_silence_s == 90
+    checked = await run_cli("verify", str(store), "--trust", str(trust), "--json", "--workers", "1")
+    assert checked.returncode == 0, checked.stdout
+    twice = await run_cli("keys", "origins", a, a, "--heartbeat", "30")
+    assert twice.returncode == 2 and "same origin" in twice.stderr
