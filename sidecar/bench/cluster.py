@@ -81,7 +81,9 @@ def _phase(url: str, form: dict[str, str], seconds: float, concurrency: int, kc_
     return result
 
 
-def run_cluster(*, seconds: float = 20.0, concurrency: int = 8, data_dir: Path | None = None) -> dict[str, Any]:
+def run_cluster(
+    *, seconds: float = 20.0, concurrency: int = 8, warmup: float = 10.0, data_dir: Path | None = None
+) -> dict[str, Any]:
     from sidecar.harness.cluster import running_cluster
     from sidecar.harness.realm import REALM
 
@@ -108,6 +110,10 @@ def run_cluster(*, seconds: float = 20.0, concurrency: int = 8, data_dir: Path |
                 "client_secret": REALM.robot.secret or "",
             }
             out: dict[str, Any] = {"cluster_start_s": started, "concurrency": concurrency, "cores": os.cpu_count()}
+            # Unmeasured warm-up through both nodes (JIT, connection pools, caches), so that the two-node
+            # phases, which run first, do not pay for what the one-node phases then get for free.
+            for form in (login, tokens):
+                _phase(c.url, form, warmup, concurrency, pgids)
             for nodes in ("two", "one"):
                 if nodes == "one":
                     c.lb.admin("disable server sidecars/b")
