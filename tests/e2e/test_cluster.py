@@ -541,7 +541,7 @@ def test_a_sidecar_killed_under_load(cluster: Cluster, tmp_path: Path) -> None:
 
 def test_no_secret_in_anything_the_cluster_wrote(cluster: Cluster, secrets_seen: set[str]) -> None:
     """No password, client secret or token the cluster tests used is in either sidecar's ledger, data or log, or in the bucket."""
-    used = {*secrets_seen, cluster.admin_password, *_USED}
+    used = {*secrets_seen, cluster.admin_password, cluster.bucket.secret_key, *_USED}
     assert len(_USED) >= 20, "the module should have collected the tokens it received"
     files = [p for s in cluster.sidecars for p in s.data_dir.parent.rglob("*") if p.is_file()]
     files += [p for p in (cluster.worm.work_dir / "root").rglob("*") if p.is_file()]
