@@ -159,3 +159,12 @@ def test_bench_reads_runs(tmp_path: Path) -> None:
     assert data["report"]["verdict"] == "INTACT" and data["report"]["records"] == 2001
     assert data["lookup"]["matches"] >= 1 and data["lookup"]["index_seconds"] > 0
     assert list(tmp_path.iterdir()) == []  # cleaned up
+
+
+def test_bench_origins_runs() -> None:
+    """`bench origins --events 1000 --json` pulls and verifies a two-origin and a one-origin bucket of the same size."""
+    result = CliRunner().invoke(bench, ["origins", "--events", "1000", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["events"] == 1000 and data["one_origin_s"] > 0 and data["two_origins_s"] > 0
+    assert data["one_origin_records_per_s"] > 0 and data["two_origins_records_per_s"] > 0
