@@ -95,9 +95,9 @@ def canonical_bytes(value: Any) -> bytes:
         check(value)
     try:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-    except TypeError:
+    except TypeError as exc:
         check(value)  # names what is wrong (invalid Unicode) where the fast walk let it through
-        raise
+        raise CanonicalError(f"$: {exc}") from exc  # what only orjson refuses: nesting over 254 levels
 
 
 def parse(data: bytes) -> Any:

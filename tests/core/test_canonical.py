@@ -144,3 +144,12 @@ def test_the_fast_walk_accepts_exactly_what_check_accepts(value: Any) -> None:
     except (CanonicalError, TypeError):
         got = None
     assert got == expected
+
+
+def test_nesting_orjson_cannot_encode_is_a_canonical_error() -> None:
+    """A value nested deeper than orjson encodes is refused as a CanonicalError, never a bare TypeError."""
+    deep: list[Any] = []
+    for _ in range(300):
+        deep = [deep]
+    with pytest.raises(CanonicalError, match="Recursion limit"):
+        canonical_bytes(deep)
