@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 
+from sidecar.core import native
 from sidecar.errors import IntegrityError
 
 __all__ = [
@@ -62,6 +63,8 @@ _sha256 = hashlib.sha256
 # extend_concatenated hashes at most this many leaves as one perfect subtree at a time,
 # which bounds the temporary memory to about 2 MiB of hashes.
 _CHUNK_LEAVES = 1 << 16
+# One level of node hashes in C (sidecar/core/native.py), unless not built or SIDECAR_NATIVE=0.
+_hash_pairs = native.ext.hash_pairs if native.ENABLED else None
 
 
 def leaf_hash(data: bytes) -> bytes:
@@ -105,12 +108,16 @@ def _mth(buf: bytes) -> bytes:
         return EMPTY_ROOT
     sha = _sha256
     prefix = NODE_PREFIX
+    pairs = _hash_pairs
     while n > 1:
         paired = (n >> 1) * 64
-        level = [sha(prefix + buf[i : i + 64]).digest() for i in range(0, paired, 64)]
-        if n & 1:
-            level.append(buf[paired:])
-        buf = b"".join(level)
+        if pairs is not None:
+            buf = pairs(buf[:paired]) + buf[paired:]
+        else:
+            level = [sha(prefix + buf[i : i + 64]).digest() for i in range(0, paired, 64)]
+            if n & 1:
+                level.append(buf[paired:])
+            buf = b"".join(level)
         n = (n + 1) >> 1
     return buf
 

@@ -38,7 +38,7 @@ from typing import Any
 
 import orjson
 
-from sidecar.core import framing
+from sidecar.core import framing, native
 from sidecar.core.canonical import _FLOAT as _FLOAT_RE
 from sidecar.core.canonical import _FLOAT_HINT as _FLOAT_HINT_RE
 from sidecar.core.canonical import _KEY as _KEY_RE
@@ -49,6 +49,10 @@ from sidecar.core.note import Checkpoint, Note, NoteError, parse_note, signed_by
 from sidecar.core.record import RecordError, genesis_hash, parse_record
 from sidecar.core.segment import HeaderError, SegmentHeader, segment_name, segment_number
 from sidecar.core.trust import TrustAnchor
+
+# The batched scan's record loop in C (sidecar/core/native.py): used unless not built or SIDECAR_NATIVE=0.
+_native = native.ext
+NATIVE = native.ENABLED
 
 KEY_ROTATED = "key.rotated"
 SUBJECT_ERASED = "subject.erased"
@@ -171,8 +175,10 @@ def scan_segment(
     that would be a finding or that it does not handle (a key rotation); `scan_reference`, the
     record-by-record reference, then scans the segment again and reports exactly what is wrong.
     A clean segment gives the same `SegmentScan` either way (tests/core/test_verify.py checks
-    it on every vector and on random damage). `thorough` is accepted for callers of the old quick
-    scan and ignored: every record is read.
+    it on every vector and on random damage). The batched scan runs its hot loop in C when the
+    extension is there (`NATIVE`), a fast path that only vouches for clean records and leaves every
+    other record to the Python code (tests/core/test_verify_native.py). `thorough` is accepted for
+    callers of the old quick scan and ignored: every record is read.
     """
     del thorough
     fast = _scan_batched(name, data, want_sizes)
@@ -183,6 +189,7 @@ _HEAD = struct.Struct(">BI")  # sidecar.core.framing: kind, body length; a CRC-3
 _CRC = struct.Struct(">I")
 _CANON = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 _RUN_MAX = 1024  # records checked together at most (a longer run between checkpoints is cut into pieces)
+_NATIVE_MAX = 4096  # records the C loop takes per call at most (its leaf hashes: 128 KiB)
 _ENVELOPE = operator.itemgetter("v", "seq", "ts", "prev", "event")
 _HINT_MAP = bytes.maketrans(b"0123456789-.eE:,[", b"00000000000...:::")
 _HINT_MAPPED = re.compile(rb":0+\.")
@@ -216,15 +223,18 @@ def _run_ok(bodies: list[bytes], objs: list[Any]) -> bool:
     return True
 
 
-def _scan_batched(name: str, data: bytes, want_sizes: frozenset[int]) -> SegmentScan | None:
-    """The full check of a clean segment, a run of records at a time; None as soon as anything is off."""
+def _scan_batched(name: str, data: bytes, want_sizes: frozenset[int], native: bool | None = None) -> SegmentScan | None:
+    """The full check of a clean segment, a run of records at a time; None as soon as anything is off.
+
+    `native` picks the record loop: the C one (default: `NATIVE`) or the pure-Python one.
+    """
     try:
-        return _batched(name, data, want_sizes)
+        return _batched(name, data, want_sizes, NATIVE if native is None else native)
     except Exception:  # hostile bytes (a parse error, a missing member): the reference decides
         return None
 
 
-def _batched(name: str, data: bytes, want_sizes: frozenset[int]) -> SegmentScan | None:
+def _batched(name: str, data: bytes, want_sizes: frozenset[int], use_native: bool) -> SegmentScan | None:
     end = len(data)
     unpack_head, unpack_crc, crc32 = _HEAD.unpack_from, _CRC.unpack_from, zlib.crc32
     if end < framing.OVERHEAD:
@@ -253,10 +263,19 @@ def _batched(name: str, data: bytes, want_sizes: frozenset[int]) -> SegmentScan 
     digest = hashlib.sha256()
     digested = 0
     last_ts = -1
-    types: list[str] = []
+    types = scan.types
     bodies: list[bytes] = []
     sha256, loads = hashlib.sha256, orjson.loads
     pos = stop + 4
+
+    def fold(leaves: bytes, n: int) -> None:
+        """Fold n concatenated leaf hashes (of seq onwards) into crange, keeping the ranges asked for."""
+        folded = 0
+        for size in sorted(s for s in want_sizes if seq < s <= seq + n) if want_sizes else ():
+            crange.extend_concatenated(leaves[folded * 32 : (size - seq) * 32])
+            folded = size - seq
+            scan.extra_ranges[size] = tuple(crange.hashes)
+        crange.extend_concatenated(leaves[folded * 32 :])
 
     def records() -> bool:
         """Check the pending run of record bodies (column by column) and fold it into crange."""
@@ -291,7 +310,7 @@ def _batched(name: str, data: bytes, want_sizes: frozenset[int]) -> SegmentScan 
         if scan.first_ts is None:
             scan.first_ts = times[0]
             scan.first_hash = leaves[0]
-        types.extend(etypes if v2 else [t if type(t) is str else str(t) for t in etypes])
+        types.update(etypes if v2 else [t if type(t) is str else str(t) for t in etypes])
         if SUBJECT_ERASED in etypes:
             for etype, event in zip(etypes, events, strict=True):
                 details = event.get("details")
@@ -309,25 +328,55 @@ def _batched(name: str, data: bytes, want_sizes: frozenset[int]) -> SegmentScan 
                     if subjects:
                         scan.encrypted_records += 1
                         scan.subjects_by_record.append(frozenset(subjects))
-        folded = 0
-        for size in sorted(want_sizes.intersection(range(seq + 1, seq + n + 1))):
-            crange.extend_concatenated(b"".join(leaves[folded : size - seq]))
-            folded = size - seq
-            scan.extra_ranges[size] = tuple(crange.hashes)
-        crange.extend_concatenated(b"".join(leaves[folded:]))
+        fold(b"".join(leaves), n)
         last_ts = times[-1]
         prev = leaves[-1]
         seq += n
         bodies.clear()
         return True
 
+    def vouched(at: int) -> int:
+        """The C loop: fold in the clean records from `at` on; the offset of the first frame it left."""
+        nonlocal seq, prev, last_ts
+        at, n, leaves, first_ts, last, counts, subjects = _native.scan_records(
+            data, at, version, seq, prev, last_ts, _NATIVE_MAX
+        )
+        if n:
+            if scan.first_ts is None:
+                scan.first_ts = first_ts
+                scan.first_hash = leaves[:32]
+            types.update(counts)
+            if subjects:
+                scan.encrypted_records += len(subjects)
+                scan.subjects_by_record.extend(subjects)
+            fold(leaves, n)
+            last_ts = last
+            prev = leaves[-32:]
+            seq += n
+        return at
+
+    use_native = use_native and _native is not None
     record, max_frame, append = framing.RECORD, framing.MAX_FRAME, bodies.append
     while pos < end:
         if scan.sealed:
             return None
+        if use_native:
+            pos = vouched(pos)
+            if pos >= end:
+                break
         # A frame that runs past the end makes unpack_from raise: the reference then words the damage.
         kind, length = unpack_head(data, pos)
-        while kind == record:  # the hot loop: a run of records
+        if use_native and kind == record:
+            # A record the C loop did not vouch for: the Python checks of this one record, then back to C.
+            stop = pos + 5 + length
+            if length > max_frame or crc32(view[pos:stop]) != unpack_crc(data, stop)[0]:
+                return None
+            append(data[pos + 5 : stop])
+            pos = stop + 4
+            if not records():
+                return None
+            continue
+        while kind == record:  # the hot loop (pure Python): a run of records
             stop = pos + 5 + length
             if length > max_frame or crc32(view[pos:stop]) != unpack_crc(data, stop)[0]:
                 return None
@@ -376,7 +425,6 @@ def _batched(name: str, data: bytes, want_sizes: frozenset[int]) -> SegmentScan 
         pos = stop + 4
     if not records():
         return None
-    scan.types.update(types)
     scan.records = seq - header.first_seq
     scan.last_seq = seq - 1 if scan.records else None
     scan.last_hash = prev

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.core import merkle
+from sidecar.core import merkle, native
 from sidecar.core.merkle import (
     EMPTY_ROOT,
     LEAF_PREFIX,
@@ -309,6 +309,27 @@ def test_root_matches_reference_for_small_sizes() -> None:
     """root() equals the recursive RFC definition for every size 0..99."""
     for n in range(100):
         assert root(LEAVES[:n]) == REF_ROOTS[n], n
+
+
+@pytest.mark.parametrize(
+    "level",
+    [
+        "python",
+        # tests/core/test_native.py fails where the extension is missing by accident
+        pytest.param("native", marks=pytest.mark.skipif(native.ext is None, reason="the C extension is not built")),
+    ],
+)
+def test_root_matches_reference_with_either_level_hash(level: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """root() and extend_concatenated equal the RFC definition with node hashes in Python and in C alike."""
+    monkeypatch.setattr(merkle, "_hash_pairs", None if level == "python" else native.ext.hash_pairs)
+    for n in range(100):
+        assert root(LEAVES[:n]) == REF_ROOTS[n], n
+        rng = CompactRange.empty(0)
+        rng.extend_concatenated(b"".join(LEAVES[:n]))
+        assert rng.root() == REF_ROOTS[n], n
+    if level == "native":
+        with pytest.raises(ValueError, match="multiple of 64"):
+            native.ext.hash_pairs(b"x" * 63)
 
 
 def test_root_rejects_wrong_length_hashes() -> None:

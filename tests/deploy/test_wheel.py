@@ -25,17 +25,22 @@ TEST_ONLY = ("pytest", "playwright", "moto", "hypothesis", "keycloak", "mypy", "
 
 @pytest.mark.timeout(900)  # the first user of the session fixture builds the wheel and installs its dependencies
 def test_wheel_ships_its_runtime_files_and_no_test_tools(wheel_install: WheelInstall) -> None:
-    """Imported from the fresh venv (not the checkout), the default policy and realm template load from the package, and no test-only module is installed."""
+    """Imported from the fresh venv (not the checkout), the default policy and realm template load from the package, the verifier's C extension is there, `sidecar verify --help` starts, and no test-only module is installed."""
     probe = (
         "import importlib.util, sidecar, sidecar.resources as r\n"
         "from sidecar.policy.schema import load_policy\n"
         "print(sidecar.__file__); print(load_policy().name); print(r.TEST_REALM.stat().st_size)\n"
-        f"print([m for m in {TEST_ONLY!r} if importlib.util.find_spec(m)])"
+        f"print([m for m in {TEST_ONLY!r} if importlib.util.find_spec(m)])\n"
+        "import sidecar.core.verify as v; print(v.NATIVE, v._native.__file__)"
     )
     out = wheel_install.run("python", "-c", probe, check=True).stdout.splitlines()
     assert out[0].startswith(str(wheel_install.venv)), out
     assert out[1] and int(out[2]) > 1000
     assert out[3] == "[]", f"test-only modules in the runtime install: {out[3]}"
+    native, _, so = out[4].partition(" ")  # the verifier's C extension was built into the wheel
+    assert native == "True" and so.startswith(str(wheel_install.venv)), out[4]
+    helped = wheel_install.run("sidecar", "verify", "--help")
+    assert helped.returncode == 0 and "Usage" in helped.stdout, helped.stderr
 
 
 def test_wheel_keys_init_serve_and_verify_against_keycloak(
