@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 .PHONY: setup demo test lint unit clean
 
 # The runtime alone (what the demo and a deployment need); the test extras on top of it for `make test`.
-$(BIN)/.runtime: pyproject.toml
+$(BIN)/.runtime: pyproject.toml setup.py sidecar/core/_native.c  # pip install -e . builds the C extension
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e .

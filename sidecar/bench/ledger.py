@@ -37,7 +37,7 @@ from sidecar.bench.references import (
     sha256_record_rate,
     signing_tradeoff,
 )
-from sidecar.core import framing
+from sidecar.core import framing, native
 
 
 @dataclass
@@ -533,6 +533,7 @@ def run_ledger(
             "verified_records": report.records,
             "verify_ok": report.ok and report1.ok and again.ok,
             "verify_mode": report.mode,
+            "verify_scan": native.implementation(),  # the record loop: C, or pure Python (SIDECAR_NATIVE=0)
             "verify_findings": len(report.findings),
             "verify_seconds": verify_s,
             "verify_records_per_s": verify_per_s,
@@ -604,7 +605,8 @@ def print_ledger(result: dict[str, Any], console: Console) -> None:
                     fmt(res["verify_records_per_s"]),
                     f"{res['verify_vs_read_walk_hash_loop']:.1%} of the bare read + walk + SHA-256 loop on "
                     f"{ref['cores']} "
-                    f"cores ({fmt(ref['read_walk_hash_records_per_s_all_cores'])}/s)",
+                    f"cores ({fmt(ref['read_walk_hash_records_per_s_all_cores'])}/s); record loop: "
+                    f"{res.get('verify_scan', 'python')}",
                 ),
                 (
                     "append p50 beyond its own fsync",

@@ -21,7 +21,9 @@ rules of §15) where known, a stable code and a message that says what was
 expected and what was found. Findings come in the order of §15.4. Nothing here
 reads files, the clock or the network. Every reader goes through the one parser
 of each format: `framing.iter_frames`, `SegmentHeader.decode`, `parse_record`,
-`parse_note` and `signed_by`.
+`parse_note` and `signed_by`; the batched scan's fast paths (column checks in
+Python, and the record loop in C, sidecar/core/native.py) only vouch for clean
+records, and anything else goes back to those parsers.
 """
 
 from __future__ import annotations

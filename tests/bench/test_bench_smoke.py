@@ -8,6 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from sidecar.bench.cli import bench
+from sidecar.core import native
 
 REFERENCE_KEYS = {
     "cores",
@@ -94,6 +95,7 @@ def test_bench_ledger_json_has_every_figure(tmp_path: Path) -> None:
         assert data["tradeoff"][key] > 0, key
     assert data["results"]["verify_ok"] is True
     assert data["results"]["verify_mode"] == "full"  # kc-ledger/2: one procedure, no quick mode
+    assert data["results"]["verify_scan"] == native.implementation()  # which record loop ran: C or pure Python
     assert data["results"]["verify_peak_rss_kib"] > 0
     assert data["results"]["verified_records"] == 2001  # the events plus the ledger.started record
     assert {t["name"] for t in data["targets"]} == TARGETS
