@@ -46,6 +46,7 @@ from sidecar.capture.sessions import SessionDirectory
 from sidecar.capture.tokens import TokenVerifier
 from sidecar.core.events import Appender, EventType, IdentityEvent, Outcome, Party
 from sidecar.drift.monitor import DriftConfig, DriftMonitor, previous_run_end
+from sidecar.drift.peers import PeerFollower
 from sidecar.errors import ConfigError, OverloadError, StorageError
 from sidecar.ledger.index import LedgerIndex
 from sidecar.ledger.keystore import KeyStore
@@ -85,6 +86,10 @@ class Settings:
     upstream_probe_s: float = 5.0  # how often readiness checks that Keycloak answers; 0 turns it off
     access_log: bool = True  # one line per request on the "sidecar.access" logger
     drift: DriftConfig | None = field(default_factory=DriftConfig)  # None: no drift monitor (needs the reader)
+    # A cluster's origins trust file: drift reconciles against every origin's ledger (docs/operations.md §10.5),
+    # read from the bucket that holds every origin's prefix (default: the parent of store_url).
+    drift_peers: Path | None = None
+    drift_peers_store: str | None = None
     capture_budget_bytes: int = 64 * 1024 * 1024  # captured bodies held at once, all requests together
     identity_connections: int = 64  # upstream pool for captured requests (logins, tokens, admin writes)
     passthrough_connections: int = 256  # upstream pool for everything else
@@ -437,6 +442,9 @@ async def _drift_monitor(app: web.Application) -> AsyncIterator[None]:
     assert store is not None
     monitor.reveal = functools.partial(reveal, origin=origin, store=store)
     monitor.seal_state = lambda state: seal_snapshot(store, origin, state, clock.now_ns())
+    root = None
+    if s.drift_peers is not None:
+        root, monitor.peers = _peer_follower(s, parts.ledger.origin)
     parts.ledger.subscribers.append(monitor.on_commit)
     monitor.start()
     parts.drift = monitor
@@ -444,6 +452,38 @@ async def _drift_monitor(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await monitor.stop()
+        if root is not None:
+            await root.close()
+
+
+def _peer_follower(s: Settings, origin: str) -> tuple[ObjectStore, PeerFollower]:
+    """The other origins' ledgers for the drift monitor of a cluster node; ConfigError names what is wrong."""
+    from sidecar.audit.origins import load_origins_trust, parent_url, sub_url
+    from sidecar.audit.verifier import UnusableInput
+
+    assert s.drift_peers is not None
+    try:
+        trust = load_origins_trust(s.drift_peers)
+    except UnusableInput as exc:
+        raise ConfigError(f"drift_peers: {exc}") from exc
+    if trust is None:
+        raise ConfigError(f"drift_peers: {s.drift_peers} is not an origins trust file (kc-ledger-origins/1)")
+    if origin not in trust.anchors:
+        raise ConfigError(f"drift_peers: {s.drift_peers} does not list this ledger's origin {origin!r}")
+    url = s.drift_peers_store or (parent_url(s.store_url) if s.store_url else None)
+    if not url:
+        raise ConfigError("drift_peers needs the bucket the origins replicate to: set store or drift_peers_store")
+    days = s.store_retention_days
+    root = open_store(url, retention_days=days)
+    peers = PeerFollower(
+        trust,
+        origin,
+        root,
+        lambda prefix: open_store(sub_url(url, prefix), retention_days=days),
+        s.data_dir / "peers",
+        window_s=(s.drift or DriftConfig()).window_s,
+    )
+    return root, peers
 
 
 async def _control(app: web.Application) -> AsyncIterator[None]:

@@ -132,6 +132,19 @@ OPTIONS: tuple[Option, ...] = (
     Option("drift_poll", "float", 10.0, "seconds between reconciliations of Keycloak's event stores"),
     Option("drift_sweep", "float", 300.0, "seconds between full sweeps of the live access state"),
     Option("drift_rate", "float", 50.0, "most Keycloak reads per second the drift monitor makes"),
+    Option(
+        "drift_peers",
+        "path",
+        None,
+        "origins trust file (kc-ledger-origins/1, `sidecar keys origins`) of a cluster's sidecars: drift "
+        "reconciles Keycloak's shared events against every listed origin's ledger, read from the bucket",
+    ),
+    Option(
+        "drift_peers_store",
+        "str",
+        None,
+        "the bucket holding every origin's prefix (default: the store URL without its last path part)",
+    ),
     Option("upstream_probe", "float", 5.0, "seconds between readiness probes of Keycloak (0: off)"),
     Option("log_level", "str", "INFO", "DEBUG, INFO, WARNING or ERROR"),
     Option("log_format", "str", "text", "text or json (one JSON object per line)"),
@@ -340,6 +353,8 @@ def settings(resolved: Resolved) -> Any:
         )
         if resolved["drift"]
         else None,
+        drift_peers=resolved["drift_peers"],
+        drift_peers_store=resolved["drift_peers_store"],
         ledger=LedgerConfig(
             segment_max_bytes=resolved["segment_max_bytes"],
             segment_max_age_s=resolved["segment_max_age"],

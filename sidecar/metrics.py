@@ -161,7 +161,7 @@ DRIFT_EVENTS = Counter("sidecar_drift_events_checked", "Keycloak events matched 
 DRIFT_SWEEPS = Counter("sidecar_drift_sweeps", "Sweeps of the live access state", registry=REGISTRY)
 DRIFT_ERRORS = Counter(
     "sidecar_drift_errors",
-    "Drift monitor reads of Keycloak that failed, by phase (baseline, poll, sweep)",
+    "Drift monitor reads that failed, by phase (baseline, poll, sweep, upload, peers: the other origins' ledgers)",
     ["phase"],
     registry=REGISTRY,
 )
@@ -171,6 +171,23 @@ DRIFT_LAST_POLL = Gauge(
     "sidecar_drift_last_poll_timestamp_seconds", "When a reconciliation last succeeded", registry=REGISTRY
 )
 DRIFT_LAST_SWEEP = Gauge("sidecar_drift_last_sweep_timestamp_seconds", "When a sweep last succeeded", registry=REGISTRY)
+DRIFT_PEER_UNTRUSTED = Counter(
+    "sidecar_drift_peer_untrusted",
+    "Other origins' ledgers whose bytes in the bucket did not verify (their records are not used), by origin",
+    ["origin"],
+    registry=REGISTRY,
+)
+DRIFT_PEER_COVERAGE = Gauge(
+    "sidecar_drift_peer_coverage_timestamp_seconds",
+    "Time of the newest verified checkpoint of each other origin the drift monitor follows",
+    ["origin"],
+    registry=REGISTRY,
+)
+DRIFT_DEFERRED = Gauge(
+    "sidecar_drift_deferred_events",
+    "Keycloak events waiting for grace or for every other origin's ledger to cover them",
+    registry=REGISTRY,
+)
 
 READY = Gauge(
     "sidecar_ready", "1 while the sidecar is ready (ledger, replication and Keycloak fine)", registry=REGISTRY

@@ -142,6 +142,17 @@ def sub_url(url: str, prefix: str) -> str:
     return str(Path(url) / prefix)
 
 
+def parent_url(url: str) -> str:
+    """The store URL one prefix level up (`sub_url` inverted): s3://b/node-a?q -> s3://b/?q, /s/node-a -> /s."""
+    if url.startswith("s3://"):
+        parts = urlsplit(url)
+        path = parts.path.strip("/").rsplit("/", 1)[0] if "/" in parts.path.strip("/") else ""
+        return urlunsplit((parts.scheme, parts.netloc, "/" + path, parts.query, parts.fragment))
+    if url.startswith("file://"):
+        return url.rstrip("/").rsplit("/", 1)[0]
+    return str(Path(url).parent)
+
+
 def bundle_name(prefix: str) -> str:
     return prefix.replace("/", "+") or "root"
 

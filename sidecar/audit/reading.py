@@ -379,6 +379,9 @@ class _SegmentProver:
         return None
 
 
+SegmentProver = _SegmentProver  # public name: the drift monitor's peer follower checks segments the same way
+
+
 def _fits(size: int, hashes: tuple[bytes, ...]) -> bool:
     try:
         CompactRange(0, size, hashes)

@@ -18,7 +18,18 @@ which it queues; parsing and every Keycloak read happen in the monitor's task):
    not held against it (their targets are compared next time).
 
 Each finding is recorded once (deduplicated by what differs, expected and live) with the time
-it was first seen, and counted in `sidecar_drift_*` metrics (sidecar.metrics). A failed read is retried
+it was first seen, and counted in `sidecar_drift_*` metrics (sidecar.metrics).
+
+**In a cluster** (`peers`, a `sidecar.drift.peers.PeerFollower` over the origins trust file):
+the window and the replay hold the union of this node's records and every other origin's
+verified records read from the bucket. An event is decided only once every peer that is not
+stalled has a verified checkpoint at or after its time + `grace_s`; a sweep compares only once
+every such peer covers the end of its live read. A finding no origin's record explains is
+recorded by one origin only: its owner (`PeerFollower.owner`, a hash of the Keycloak event id or
+the mismatch over the sorted origins, passing over stalled ones); no node records one that a
+`drift.detected` record of any origin it has read already names. A node that is not the owner
+keeps the event and records it itself if the owner stalls before its record shows
+(docs/operations.md §10.5 states the residual window). A failed read is retried
 with backoff; it is never a "no drift": metrics and status show the last success.
 
 `check_once()` is the one-shot form: it verifies the ledger, replays it from the newest
@@ -41,11 +52,13 @@ from typing import Any
 import orjson
 
 from sidecar import metrics
-from sidecar.core.canonical import parse
+from sidecar.core.canonical import canonical_bytes, parse
 from sidecar.core.events import Appender, EventType, IdentityEvent, Outcome, Party
+from sidecar.core.pii import is_encrypted
 from sidecar.core.record import record_object
 from sidecar.drift.live import AdminReader, LiveState
-from sidecar.drift.reconcile import event_label, event_summary, match
+from sidecar.drift.peers import PeerFollower
+from sidecar.drift.reconcile import RecordId, event_label, event_summary, match, record_id
 from sidecar.drift.state import Expected, Mismatch, digest, state_bytes
 from sidecar.durable import write_atomic
 from sidecar.errors import CannotCheck as CannotCheck  # re-exported: the CLI imports it here
@@ -208,7 +221,7 @@ class DriftMonitor:
         self._commits: deque[Commit] = deque(maxlen=50_000)
         self._window: deque[dict[str, Any]] = deque()
         self._unapplied: list[dict[str, Any]] = []
-        self._used: set[int] = set()
+        self._used: set[RecordId] = set()
         self._seen_events: dict[str, int] = {}
         self._reported: dict[str, int] = {}
         self._expected: Expected | None = None
@@ -220,6 +233,10 @@ class DriftMonitor:
         # a snapshot holds are encrypted under their user's key before it is stored or replicated.
         self.reveal: Callable[[dict[str, Any]], dict[str, Any]] | None = None
         self.seal_state: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+        # In a cluster (set by the app): the other origins' ledgers, read from the bucket.
+        self.peers: PeerFollower | None = None
+        self._baseline_ns: int | None = None
+        self._handed: dict[str, tuple[dict[str, Any], int]] = {}  # event id -> (event, when handed to its owner)
 
     # the ledger calls this after each durable batch; it must never block or fail
     def on_commit(self, commit: Commit) -> None:
@@ -245,6 +262,8 @@ class DriftMonitor:
             "active": s.active[:50],
             "poll_s": self.config.poll_s,
             "sweep_s": self.config.sweep_s,
+            "peers": self.peers.to_json() if self.peers is not None else None,
+            "handed_to_owner": len(self._handed),
         }
 
     def _drain(self) -> None:
@@ -256,9 +275,50 @@ class DriftMonitor:
                     rec = self.reveal(rec)
                 self._window.append(rec)
                 self._unapplied.append(rec)
+        if self.peers is not None:
+            for rec in self.peers.take():
+                self._window.append(rec)
+                if self._baseline_ns is None or int(rec["ts"]) >= self._baseline_ns:  # older ones: in the snapshot
+                    self._unapplied.append(rec)
+            bad = self.peers.untrusted()
+            if bad and any(r.get("_origin") in bad for r in self._window):
+                self._window = deque(r for r in self._window if r.get("_origin") not in bad)
+                self._unapplied = [r for r in self._unapplied if r.get("_origin") not in bad]
         horizon = time.time_ns() - int(self.config.window_s * 1e9)
-        while self._window and int(self._window[0]["ts"]) < horizon:
-            self._used.discard(int(self._window.popleft()["seq"]))
+        if self._window and min(int(self._window[0]["ts"]), int(self._window[-1]["ts"])) < horizon:
+            kept: deque[dict[str, Any]] = deque()
+            for rec in self._window:  # peers' records arrive after this node's: not in time order
+                if int(rec["ts"]) >= horizon:
+                    kept.append(rec)
+                else:
+                    self._used.discard(record_id(rec))
+            self._window = kept
+
+    def _pool(self) -> list[dict[str, Any]]:
+        """The records events are matched against, in time order (this node's and, in a cluster, the peers')."""
+        if self.peers is None:
+            return list(self._window)
+        return sorted(self._window, key=lambda r: int(r["ts"]))
+
+    def _found(self) -> set[str]:
+        """What `drift.detected` records of every origin read so far name: Keycloak event ids, mismatch keys."""
+        out: set[str] = set()
+        for rec in self._window:
+            e = rec["event"]
+            if e.get("type") != "drift.detected":
+                continue
+            d = e.get("details") or {}
+            ev = d.get("keycloak_event")
+            if isinstance(ev, dict) and ev.get("id"):
+                out.add(f"event:{ev['id']}")
+            elif d.get("kind") == "state-mismatch":
+                t = e.get("target") or {}
+                out.add(_mismatch_ident(t.get("kind"), t.get("id"), d.get("field"), d.get("expected"), d.get("live")))
+        return out
+
+    @property
+    def _own_origin(self) -> str | None:
+        return self.peers.own if self.peers is not None else None
 
     async def _record(self, event: IdentityEvent, kind: str) -> None:
         await self.append(event)
@@ -312,6 +372,7 @@ class DriftMonitor:
         receipt = await self.append(snapshot_event(self.reader.realm, self.client_id, content, hexd, state))
         self._drain()
         self._unapplied = [r for r in self._unapplied if int(r["ts"]) >= now]  # older ones are in the snapshot
+        self._baseline_ns = now
         self._expected = Expected.from_snapshot(state, getattr(receipt, "seq", None))
         self.status.baseline_seq = self._expected.baseline_seq
         log.info(
@@ -338,24 +399,32 @@ class DriftMonitor:
             self._uploads.pop(0)
 
     async def poll(self) -> int:
-        """One reconciliation of Keycloak's event stores; returns how many events wait for grace."""
+        """One reconciliation of Keycloak's event stores; returns how many events wait (grace, or peers)."""
         realm = self.reader.realm
         since = self._watermark_ms
         user = await self.live.read_events("events", since)
         admin = await self.live.read_events("admin-events", since)
+        if self.peers is not None:
+            await self.peers.refresh()  # after the read: what the peers show then covers what was read
         self._drain()
-        now_ms = time.time() * 1000
+        now_ns = time.time_ns()
+        now_ms = now_ns / 1e6
+        grace_ms = self.config.grace_s * 1000
         fresh: list[dict[str, Any]] = []
         deferred: list[dict[str, Any]] = []
         for ev in user + admin:
             ident = _event_id(ev)
             if ident in self._seen_events:
                 continue
-            (deferred if now_ms - int(ev.get("time", 0)) < self.config.grace_s * 1000 else fresh).append(ev)
+            t = int(ev.get("time", 0))
+            ready = now_ms - t >= grace_ms and (
+                self.peers is None or self.peers.covered(int((t + grace_ms) * 1_000_000), now_ns)
+            )
+            (fresh if ready else deferred).append(ev)
         result = match(
             [e for e in fresh if "operationType" not in e],
             [e for e in fresh if "operationType" in e],
-            self._window,
+            self._pool(),
             realm,
             0,
             used=self._used,
@@ -364,11 +433,10 @@ class DriftMonitor:
         for ev in fresh:
             self._seen_events[_event_id(ev)] = int(ev.get("time", 0))
         metrics.DRIFT_EVENTS.inc(len(fresh))
+        found = self._found() if self.peers is not None else set()
         for ev in result.unmatched:
-            await self._record(
-                unrecorded_event(realm, ev, time.time_ns()),
-                "unrecorded-change" if "operationType" in ev else "unrecorded-event",
-            )
+            await self._decide(ev, found, now_ns)
+        await self._settle_handed(found, now_ns)
         newest = max([int(e.get("time", 0)) for e in fresh] or [since])
         self._watermark_ms = min([int(e.get("time", 0)) for e in deferred] or [newest])
         # forget ids older than the watermark: they can no longer come back from a query
@@ -376,7 +444,46 @@ class DriftMonitor:
         self.status.last_poll_ns = time.time_ns()
         metrics.DRIFT_POLLS.inc()
         metrics.DRIFT_LAST_POLL.set(time.time())
+        metrics.DRIFT_DEFERRED.set(len(deferred))
         return len(deferred)
+
+    async def _decide(self, ev: dict[str, Any], found: set[str], now_ns: int) -> None:
+        """Record an event no origin's record matched, if this node owns it and no origin recorded it yet."""
+        key = _event_id(ev)
+        if self.peers is not None:
+            if f"event:{key}" in found:
+                return
+            if self.peers.owner(key, now_ns) != self.peers.own:
+                self._handed[key] = (ev, now_ns)  # its owner records it; taken back if the owner stalls
+                return
+        await self._record(
+            unrecorded_event(self.reader.realm, ev, now_ns),
+            "unrecorded-change" if "operationType" in ev else "unrecorded-event",
+        )
+
+    async def _settle_handed(self, found: set[str], now_ns: int) -> None:
+        """Events handed to another owner: done once a record of it shows; ours if the owner stalled first."""
+        if self.peers is None:
+            return
+        horizon = now_ns - int(self.config.window_s * 1e9)
+        for key, (ev, at) in list(self._handed.items()):
+            if f"event:{key}" in found or at < horizon:
+                del self._handed[key]
+            elif self.peers.owner(key, now_ns) == self.peers.own:
+                del self._handed[key]
+                log.warning("drift: the owner of Keycloak event %s stalled before recording it: recording it here", key)
+                await self._record(
+                    unrecorded_event(self.reader.realm, ev, now_ns),
+                    "unrecorded-change" if "operationType" in ev else "unrecorded-event",
+                )
+
+    async def _await_coverage(self, t_ns: int) -> None:
+        """Until every peer that is not stalled covers t_ns (bounded: a peer silent past the bound is stalled)."""
+        assert self.peers is not None
+        deadline = time.monotonic() + self.peers.trust.max_silence_s + 2 * self.config.poll_s
+        while not self.peers.covered(t_ns) and time.monotonic() < deadline:
+            await asyncio.sleep(min(1.0, self.config.poll_s, self.peers.trust.heartbeat_s / 2))
+            await self.peers.refresh()
 
     async def sweep(self) -> list[Mismatch]:
         """One full comparison of the live state with baseline + ledger replay."""
@@ -385,7 +492,10 @@ class DriftMonitor:
         started = time.monotonic()
         calls_before = self.live.limit.calls
         live = await self.live.read_state(t0)
+        if self.peers is not None:
+            await self._await_coverage(time.time_ns())  # every peer's records written while the read ran
         self._drain()
+        self._unapplied.sort(key=lambda r: int(r["ts"]))  # the peers' records join in time order
         before = [r for r in self._unapplied if int(r["ts"]) < t0]
         during = [r for r in self._unapplied if int(r["ts"]) >= t0]
         exp = self._expected
@@ -395,10 +505,19 @@ class DriftMonitor:
         self._unapplied = during
         now = time.time_ns()
         active = {m.key: m for m in mismatches}
+        found = self._found() if self.peers is not None else set()
         for key, m in active.items():
-            if key not in self._reported:
-                self._reported[key] = now
-                await self._record(mismatch_event(m, now, exp.baseline_seq), "state-mismatch")
+            if key in self._reported:
+                continue
+            if self.peers is not None:
+                plain, sealed = _mismatch_idents(m)
+                if plain in found or sealed in found:
+                    self._reported[key] = now  # another origin recorded it
+                    continue
+                if self.peers.owner(key, now) != self.peers.own:
+                    continue  # its owner records it; the next sweep looks again (and takes it if the owner stalled)
+            self._reported[key] = now
+            await self._record(mismatch_event(m, now, exp.baseline_seq), "state-mismatch")
         self._reported = {k: v for k, v in self._reported.items() if k in active}
         self.status.active = [m.to_json() for m in mismatches]
         self.status.last_sweep_ns = now
@@ -409,6 +528,20 @@ class DriftMonitor:
         metrics.DRIFT_LAST_SWEEP.set(time.time())
         metrics.record_drift(len(live["users"]) + len(live["groups"]) + len(live["roles"]), len(mismatches))
         return mismatches
+
+
+def _mismatch_ident(kind: Any, ident: Any, fld: Any, expected: Any, live: Any) -> str:
+    """What a state-mismatch record is about: target, field, expected and live (only the first three when a
+    value is encrypted under a subject key this node does not hold: another origin's username drift)."""
+    if is_encrypted(expected) or is_encrypted(live):
+        return "sealed:" + digest(canonical_bytes({"k": kind, "i": ident, "f": fld}))
+    return "mismatch:" + digest(canonical_bytes({"k": kind, "i": ident, "f": fld, "e": expected, "l": live}))
+
+
+def _mismatch_idents(m: Mismatch) -> tuple[str, str]:
+    exp, got = _plain(m.expected), _plain(m.live)
+    sealed = "sealed:" + digest(canonical_bytes({"k": m.kind, "i": m.id, "f": m.field}))
+    return _mismatch_ident(m.kind, m.id, m.field, exp, got), sealed
 
 
 def _event_id(ev: dict[str, Any]) -> str:

@@ -16,6 +16,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sidecar.core.pii import is_encrypted
+
+RecordId = int | tuple[str, int]
+
 # Keycloak user event type -> (ledger types that may record it, outcome)
 USER_EVENTS: dict[str, tuple[tuple[str, ...], str]] = {
     "LOGIN": (("login.succeeded",), "succeeded"),
@@ -163,7 +167,7 @@ class Match:
     table: Counter[str] = field(default_factory=Counter)  # "KC_TYPE -> ledger.type": count
     unmatched: list[dict[str, Any]] = field(default_factory=list)  # Keycloak events with no record
     phantom: list[dict[str, Any]] = field(default_factory=list)  # ledger successes Keycloak did not see
-    used: set[int] = field(default_factory=set)  # seqs of the records that matched an event
+    used: set[RecordId] = field(default_factory=set)  # `record_id`s of the records that matched an event
 
     def render(self) -> str:
         lines = [f"  {k:55s} {v:4d}" for k, v in sorted(self.table.items())]
@@ -212,9 +216,20 @@ def event_summary(ev: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
+def record_id(rec: dict[str, Any]) -> RecordId:
+    """A record's identity in a pool: its seq, or (origin, seq) for another origin's record (sidecar.drift.peers)."""
+    origin = rec.get("_origin")
+    return (origin, int(rec["seq"])) if isinstance(origin, str) else int(rec["seq"])
+
+
 def _actor_ok(kc_user: str | None, kc_username: str | None, rec: dict[str, Any]) -> bool:
     actor = rec["event"].get("actor") or {}
     if kc_user and actor.get("id") == kc_user:
+        return True
+    if kc_username and not kc_user and not actor.get("id") and is_encrypted(actor.get("username")):
+        # Another origin's record (or an erased subject's) names the user only under a key this reader does
+        # not hold: for an event that names no user id either, the name cannot be compared, so the record's
+        # kind, client and outcome decide (docs/operations.md §10.5).
         return True
     return bool(kc_username) and actor.get("username") == kc_username
 
@@ -226,12 +241,12 @@ def match(
     realm: str,
     since_ns: int,
     *,
-    used: set[int] | None = None,
+    used: set[RecordId] | None = None,
     any_admin: bool = False,
 ) -> Match:
     """Pair every Keycloak event with one ledger record (each record used once).
 
-    `used` carries the seqs already matched by earlier calls (an incremental reconciler);
+    `used` carries the `record_id`s already matched by earlier calls (an incremental reconciler);
     `any_admin` also requires a record for admin events of resource types not in ADMIN_EVENTS.
     """
     result = Match(used=used if used is not None else set())
@@ -243,7 +258,7 @@ def match(
         and r["event"].get("realm") == realm
         and (r["event"].get("details") or {}).get("phase") != "intent"
     ]
-    twins: set[int] = set()  # records already matched by the UPDATE_PASSWORD twin of an UPDATE_CREDENTIAL
+    twins: set[RecordId] = set()  # records already matched by the UPDATE_PASSWORD twin of an UPDATE_CREDENTIAL
     for ev in sorted(user_events, key=lambda e: e["time"]):
         if ev.get("type") not in USER_EVENTS:
             continue
@@ -259,7 +274,7 @@ def match(
         ]
         for rec in ranked:
             e = rec["event"]
-            if rec["seq"] in taken or e["type"] not in kinds:
+            if record_id(rec) in taken or e["type"] not in kinds:
                 continue
             client_ok = e.get("client") in (None, ev.get("clientId"))
             if ev["type"] in ("CLIENT_LOGIN", "CLIENT_LOGIN_ERROR"):
@@ -276,7 +291,7 @@ def match(
             else:
                 ok = _actor_ok(ev.get("userId"), username, rec)
             if ok and client_ok:
-                taken.add(rec["seq"])
+                taken.add(record_id(rec))
                 result.table[f"{ev['type']} -> {e['type']}"] += 1
                 break
         else:
@@ -301,7 +316,7 @@ def match(
         for rec in pool:
             e = rec["event"]
             if (
-                rec["seq"] in used_seqs
+                record_id(rec) in used_seqs
                 or e["type"] not in kinds
                 or e["outcome"] not in ("succeeded", "unchanged", "unknown")
             ):
@@ -320,12 +335,12 @@ def match(
                 candidates.append((rank, rec))
         if candidates:
             rec = min(candidates, key=lambda c: c[0])[1]  # min keeps the earliest of equal rank
-            used_seqs.add(rec["seq"])
+            used_seqs.add(record_id(rec))
             result.table[f"{key[0]} {key[1]} -> {rec['event']['type']}"] += 1
         else:
             result.unmatched.append(ev)
     for rec in pool:
         e = rec["event"]
-        if rec["seq"] not in used_seqs and e["outcome"] == "succeeded" and e["type"] in ORACLE_VISIBLE:
+        if record_id(rec) not in used_seqs and e["outcome"] == "succeeded" and e["type"] in ORACLE_VISIBLE:
             result.phantom.append(rec)
     return result
