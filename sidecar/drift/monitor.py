@@ -194,6 +194,7 @@ class _Status:
     last_sweep_ns: int | None = None
     last_error: str | None = None
     recorded: int = 0
+    decided_ms: int | None = None  # the newest Keycloak event time decided (events wait in time order)
     active: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -262,6 +263,7 @@ class DriftMonitor:
             "active": s.active[:50],
             "poll_s": self.config.poll_s,
             "sweep_s": self.config.sweep_s,
+            "decided_ms": s.decided_ms,
             "peers": self.peers.to_json() if self.peers is not None else None,
             "handed_to_owner": len(self._handed),
         }
@@ -438,6 +440,8 @@ class DriftMonitor:
             await self._decide(ev, found, now_ns)
         await self._settle_handed(found, now_ns)
         newest = max([int(e.get("time", 0)) for e in fresh] or [since])
+        if fresh:
+            self.status.decided_ms = max(newest, self.status.decided_ms or 0)
         self._watermark_ms = min([int(e.get("time", 0)) for e in deferred] or [newest])
         # forget ids older than the watermark: they can no longer come back from a query
         self._seen_events = {k: t for k, t in self._seen_events.items() if t >= self._watermark_ms}

@@ -11,9 +11,13 @@ Role: compose/docker-compose.cluster.yml as processes. Invariants:
   every node then runs ``start --optimized`` with its own JGroups bind address (127.0.0.1) and port,
   HTTP and management ports. The cached build is shared by both nodes (one key: conf, Java, dist).
 * Each sidecar runs ``serve --config compose/sidecar.toml`` with only per-node values overridden
-  through SIDECAR_* variables (upstream, data, listen, store prefix, origin, trusted proxies): its
-  own ledger, origin and key, replicating under its own prefix of the one bucket. It believes
-  forwarded headers only from HAProxy's source address.
+  through SIDECAR_* variables (upstream, data, listen, store prefix, origin, trusted proxies, the
+  origins trust file): its own ledger, origin and key, replicating under its own prefix of the one
+  bucket. It believes forwarded headers only from HAProxy's source address.
+* Before any sidecar starts, each node's keys are made with ``sidecar keys init`` and the origins
+  trust file of all of them with ``sidecar keys origins`` (compose's ``keys-init`` service does the
+  same): every drift monitor reconciles against every origin's ledger read from the bucket
+  (SIDECAR_DRIFT_PEERS, docs/operations.md §10.5).
 * Keycloak's public URL (KC_HOSTNAME) is HAProxy's, so every token and redirect names the load
   balancer; each Keycloak believes X-Forwarded-* only from 127.0.0.1 (its sidecar).
 * Every process is ended by its own pid / process group (`stop()`); `kill_sidecar()` is SIGKILL.
@@ -195,6 +199,7 @@ class Cluster:
     sidecars: list[SidecarNode]
     lb: HAProxy
     admin_username: str
+    origins: Path  # the origins trust file every sidecar's drift monitor was given
     admin_password: str = field(repr=False)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -220,6 +225,7 @@ def sidecar_env(
     origin: str,
     prefix: str,
     reader: tuple[str, str, str] | None,
+    peers: Path | None = None,
     extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """The per-node SIDECAR_* values over compose/sidecar.toml (and the store credentials)."""
@@ -235,9 +241,8 @@ def sidecar_env(
             "SIDECAR_TRUSTED_PROXIES": PROXY_SOURCE,
             "SIDECAR_TLS_CERT": "",
             "SIDECAR_TLS_KEY": "",
-            # Each drift monitor reconciles Keycloak's shared event store against its own ledger only, so
-            # in a cluster it would report every change made through the other node (docs/operations.md §10.5).
-            "SIDECAR_DRIFT": "false",
+            # Drift reconciles Keycloak's shared events against every origin's ledger (docs/operations.md §10.5).
+            "SIDECAR_DRIFT_PEERS": str(peers) if peers is not None else "",
         }
     )
     if reader is not None:
@@ -327,10 +332,11 @@ def running_cluster(
         timings["keycloak others"] = round(time.monotonic() - t, 1)
         _wait_members(nodes, len(nodes), 120)
         sidecars: list[SidecarNode] = []
+        heartbeat = (sidecar_extra or {}).get("SIDECAR_HEARTBEAT", "30")
+        origins = _make_keys(work_dir, names, heartbeat)
         for name, node in zip(names, nodes, strict=True):
             sport = port()
             data = work_dir / f"sidecar-{name}" / "ledger"
-            data.parent.mkdir(parents=True, exist_ok=True)
             origin, prefix = f"auth.cluster.test/{name}", f"node-{name}"
             env = sidecar_env(
                 name=name,
@@ -341,6 +347,7 @@ def running_cluster(
                 origin=origin,
                 prefix=prefix,
                 reader=reader,
+                peers=origins,
                 extra=sidecar_extra,
             )
             sidecars.append(SidecarNode(name, sport, origin, prefix, data, data.parent / "sidecar.log", env))
@@ -356,7 +363,30 @@ def running_cluster(
         for sc in sidecars:
             lb.wait_state(sc.name, "UP", 30)
         timings["total"] = round(time.monotonic() - began, 1)
-        yield Cluster(pg, worm, bucket, nodes, sidecars, lb, admin_username, admin_password, timings)
+        yield Cluster(pg, worm, bucket, nodes, sidecars, lb, admin_username, origins, admin_password, timings)
+
+
+def _make_keys(work_dir: Path, names: Sequence[str], heartbeat: str) -> Path:
+    """Each node's keys (`sidecar keys init`) and the origins trust file of all (`sidecar keys origins`)."""
+    trust_files = []
+    for name in names:
+        data = work_dir / f"sidecar-{name}" / "ledger"
+        data.parent.mkdir(parents=True, exist_ok=True)
+        if not (data / "trust.json").exists():
+            _sidecar_cli("keys", "init", "--data", str(data), "--origin", f"auth.cluster.test/{name}")
+        trust_files.append(str(data / "trust.json"))
+    origins = work_dir / "origins.json"
+    origins.write_text(_sidecar_cli("keys", "origins", *trust_files, "--heartbeat", heartbeat))
+    return origins
+
+
+def _sidecar_cli(*args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "sidecar", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    if done.returncode != 0:
+        raise UpstreamError(f"sidecar {' '.join(args[:2])} failed: {done.stderr.strip()}")
+    return done.stdout
 
 
 def _wait_members(nodes: Sequence[ClusterKeycloak], count: int, timeout: float) -> None:

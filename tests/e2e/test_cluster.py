@@ -8,7 +8,9 @@ the module.
 Attribution across nodes: a browser login begun on A and completed on B, an admin token obtained
 through A and used through B (lightweight, no `sub`), a session created on A and revoked on B.
 One bucket: `sidecar verify s3://ledger/` checks both origins against an origins trust file and
-`sidecar timeline` merges them. Failure: one sidecar SIGKILLed under load.
+`sidecar timeline` merges them. Drift across the cluster: each drift monitor reconciles against both
+ledgers (read back verified from the bucket), so a change through a sidecar is drift for no origin and
+one around every sidecar is drift once. Failure: one sidecar SIGKILLed under load.
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ from tests.fixtures_sidecar import ledger_records
 pytestmark = [pytest.mark.keycloak, pytest.mark.s3, pytest.mark.timeout(1500)]
 
 _ACTION = re.compile(r'<form[^>]*id="kc-form-login"[^>]*action="([^"]+)"', re.S)
-HEARTBEAT_S = 30.0  # compose/sidecar.toml leaves the default
+HEARTBEAT_S = 30.0  # the auditor's trust file here states the default heartbeat (lenient: the sidecars beat faster)
+# Drift in the test: a poll every 2 s, and a heartbeat of 5 s so that an idle peer's coverage moves on soon.
+SIDECAR_HEARTBEAT_S = 5.0
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +59,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         work,
         realm_files=[REALM.file],
         reader=(REALM.name, REALM.robot.client_id, REALM.robot.secret or ""),
-        sidecar_extra={"SIDECAR_DRIFT": "false"},
+        sidecar_extra={"SIDECAR_DRIFT_POLL": "2", "SIDECAR_HEARTBEAT": str(SIDECAR_HEARTBEAT_S)},
         admin_username=ADMIN_USERNAME,
         admin_password=ADMIN_PASSWORD,  # the seeded workload's admins log in with the suite's admin password
     ) as running:
@@ -366,8 +370,10 @@ def _replicated(c: Cluster, timeout: float = 60.0) -> None:
             behind = []
             for s in c.sidecars:
                 local = len(ledger_records(s.data_dir))
-                listed = client.list_objects_v2(Bucket=c.bucket.bucket, Prefix=f"{s.prefix}/checkpoints/")
-                sizes = [int(o["Key"].rsplit("/", 1)[1].split("-")[0]) for o in listed.get("Contents", [])]
+                pages = client.get_paginator("list_objects_v2").paginate(
+                    Bucket=c.bucket.bucket, Prefix=f"{s.prefix}/checkpoints/"
+                )
+                sizes = [int(o["Key"].rsplit("/", 1)[1].split("-")[0]) for p in pages for o in p.get("Contents", [])]
                 if max(sizes, default=0) < local:
                     behind.append((s.name, local, max(sizes, default=0)))
             if not behind:
@@ -447,6 +453,92 @@ async def test_seeded_workload_through_haproxy_across_both_nodes(
     assert all(per_node.values()), "HAProxy spread the workload over both nodes"
     assert not result.unmatched, f"{len(result.unmatched)} Keycloak events without a record"
     assert not result.phantom, f"{len(result.phantom)} records claim successes Keycloak did not see"
+
+
+def _drift_status(c: Cluster) -> dict[str, dict[str, Any]]:
+    import urllib.request
+
+    out = {}
+    for s in c.sidecars:
+        with urllib.request.urlopen(f"{s.url}/.sidecar/drift", timeout=10) as resp:
+            out[s.name] = orjson.loads(resp.read())
+    return out
+
+
+def test_a_change_through_a_sidecar_is_no_drift_and_one_around_every_sidecar_is_drift_once(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A user update made through sidecar A is drift for no origin; one made straight on Keycloak node B's own port is exactly one drift.detected record across both origins in the bucket (pulled and read verified)."""
+    from sidecar.audit.origins import bundle_name
+    from sidecar.audit.reading import read_verified
+
+    since_ms = oracle.now_ms() - 1
+
+    async def changes() -> tuple[str, str, list[dict[str, Any]]]:
+        async with aiohttp.ClientSession() as http:
+            token = await _admin_token(http, cluster, "a")
+            ids = {}
+            for user in (REALM.carol, REALM.dave):
+                status, found = await _admin(
+                    http, cluster, token, "GET", f"{REALM.name}/users?username={user.username}&exact=true", "a"
+                )
+                assert status == 200 and len(found) == 1, found
+                ids[user.username] = str(found[0]["id"])
+            through, around = ids[REALM.carol.username], ids[REALM.dave.username]
+            status, body = await _admin(
+                http, cluster, token, "PUT", f"{REALM.name}/users/{through}", "a", body={"firstName": "ThroughA"}
+            )
+            assert status == 204, body
+            # Around every sidecar: node b's own HTTP port, with a token from that port.
+            direct = await oracle.admin_token(cluster.nodes[1].base_url, ADMIN_USERNAME, ADMIN_PASSWORD)
+            url = f"{cluster.nodes[1].base_url}/admin/realms/{REALM.name}/users/{around}"
+            async with http.put(
+                url, json={"firstName": "AroundAll"}, headers={"Authorization": f"Bearer {direct}"}
+            ) as r:
+                assert r.status == 204, await r.text()
+            _user_events, admin_events = await oracle.keycloak_events(
+                cluster.nodes[1].base_url, direct, REALM.name, since_ms
+            )
+        return through, around, admin_events
+
+    through, around, admin_events = asyncio.run(changes())
+    by_path = {e.get("resourcePath"): e for e in admin_events if e.get("operationType") == "UPDATE"}
+    through_ev, around_ev = by_path[f"users/{through}"], by_path[f"users/{around}"]
+    # Both monitors have decided both events and nothing waits for an owner's record.
+    deadline = time.monotonic() + 90
+    newest = max(int(through_ev["time"]), int(around_ev["time"]))
+    while True:
+        status = _drift_status(cluster)
+        settled = all((st["decided_ms"] or 0) >= newest and st["handed_to_owner"] == 0 for st in status.values())
+        if settled or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    print(
+        f"drift monitors: { {n: {k: st[k] for k in ('decided_ms', 'handed_to_owner', 'peers')} for n, st in status.items()} }"
+    )
+    assert settled, status
+    _replicated(cluster)
+    bundles = tmp_path / "bundles"
+    pulled = _cli(cluster, "pull", cluster.store_url(""), "--out", str(bundles), "--json")
+    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+    drift: list[tuple[str, dict[str, Any]]] = []
+    for s in cluster.sidecars:
+        records = read_verified(bundles / bundle_name(s.prefix), load_trust(s.trust))
+        drift += [(s.name, r["event"]) for r in records if r["event"]["type"] == "drift.detected"]
+    named = [(n, e) for n, e in drift if (e["details"].get("keycloak_event") or {}).get("id") == around_ev["id"]]
+    assert len(named) == 1, f"one drift record for the change around every sidecar, got {named}"
+    assert named[0][1]["details"]["kind"] == "unrecorded-change" and named[0][1]["target"]["id"] == around
+    about_through = [
+        (n, e)
+        for n, e in drift
+        if (e["details"].get("keycloak_event") or {}).get("id") == through_ev["id"]
+        or (
+            (e.get("target") or {}).get("id") == through
+            and int((e["details"].get("keycloak_event") or {}).get("time") or 0) >= since_ms
+        )
+    ]
+    assert not about_through, f"a change made through sidecar A is drift for no origin: {about_through}"
+    print(f"drift records in the bucket: {len(drift)}; the bypass recorded once, by node {named[0][0]}")
 
 
 def _verify_alone(c: Cluster, node: str) -> dict[str, Any]:
