@@ -195,6 +195,7 @@ class _Status:
     last_error: str | None = None
     recorded: int = 0
     decided_ms: int | None = None  # the newest Keycloak event time decided (events wait in time order)
+    deferred: int = 0
     active: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -265,7 +266,8 @@ class DriftMonitor:
             "sweep_s": self.config.sweep_s,
             "decided_ms": s.decided_ms,
             "peers": self.peers.to_json() if self.peers is not None else None,
-            "handed_to_owner": len(self._handed),
+            "deferred": s.deferred,
+            "handed_to_owner": sorted(self._handed)[:50],  # Keycloak event ids waiting for their owner's record
         }
 
     def _drain(self) -> None:
@@ -317,10 +319,6 @@ class DriftMonitor:
                 t = e.get("target") or {}
                 out.add(_mismatch_ident(t.get("kind"), t.get("id"), d.get("field"), d.get("expected"), d.get("live")))
         return out
-
-    @property
-    def _own_origin(self) -> str | None:
-        return self.peers.own if self.peers is not None else None
 
     async def _record(self, event: IdentityEvent, kind: str) -> None:
         await self.append(event)
@@ -449,6 +447,7 @@ class DriftMonitor:
         metrics.DRIFT_POLLS.inc()
         metrics.DRIFT_LAST_POLL.set(time.time())
         metrics.DRIFT_DEFERRED.set(len(deferred))
+        self.status.deferred = len(deferred)
         return len(deferred)
 
     async def _decide(self, ev: dict[str, Any], found: set[str], now_ns: int) -> None:
