@@ -58,34 +58,42 @@ def check(value: Any, path: str = "$") -> None:
     raise CanonicalError(f"{path}: type {type(value).__name__} is not allowed in records")
 
 
+_SCALAR = frozenset({str, bool, type(None)})
+
+
 def _plainly_safe(value: Any) -> bool:
     """Whether `value` is built only of the exact types `check` accepts, within its bounds (no paths kept).
 
-    The writer's hot path: an iterative walk that does not build a path string per member. A False
-    only means "ask `check`", which gives the error (or accepts what this walk does not know, such
-    as a str subclass). Invalid Unicode (a lone surrogate) is left to orjson, which refuses it.
+    The writer's hot path: an iterative walk over values only, without a path string per member.
+    Object keys are left to the caller: orjson refuses a key that is not a string (TypeError), and
+    `canonical_bytes` asks `check` when the bytes are not ASCII (a non-ASCII key is then named). A
+    False only means "ask `check`", which gives the error (or accepts what this walk does not know,
+    such as a str subclass). Invalid Unicode (a lone surrogate) is left to orjson, which refuses it.
     """
+    t = type(value)
+    if t in _SCALAR:
+        return True
+    if t is int:
+        return bool(-MAX_SAFE_INT <= value <= MAX_SAFE_INT)
+    if t is not dict and t is not list and t is not tuple:
+        return False
+    scalar, safe = _SCALAR, MAX_SAFE_INT
     stack = [value]
-    pop, push, extend = stack.pop, stack.append, stack.extend
+    pop, push = stack.pop, stack.append
     while stack:
         v = pop()
-        t = type(v)
-        if t is str or t is bool or v is None:
-            continue
-        if t is int:
-            if -MAX_SAFE_INT <= v <= MAX_SAFE_INT:
+        for item in v.values() if type(v) is dict else v:
+            ti = type(item)
+            if ti in scalar:
+                continue
+            if ti is int:
+                if -safe <= item <= safe:
+                    continue
+                return False
+            if ti is dict or ti is list or ti is tuple:
+                push(item)
                 continue
             return False
-        if t is dict:
-            for key, item in v.items():
-                if type(key) is not str or not key.isascii():
-                    return False
-                push(item)
-            continue
-        if t is list or t is tuple:
-            extend(v)
-            continue
-        return False
     return True
 
 
@@ -94,10 +102,32 @@ def canonical_bytes(value: Any) -> bytes:
     if not _plainly_safe(value):
         check(value)
     try:
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        out = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     except TypeError as exc:
-        check(value)  # names what is wrong (invalid Unicode) where the fast walk let it through
+        check(value)  # names what is wrong (a key that is not a string, invalid Unicode)
         raise CanonicalError(f"$: {exc}") from exc  # what only orjson refuses: nesting over 254 levels
+    if not out.isascii() and not _ascii_keys(value):
+        check(value)  # a non-ASCII object key (JCS and orjson sort those differently): named and refused
+    return out
+
+
+def _ascii_keys(value: Any) -> bool:
+    """Whether every object key in `value` (already known to be plain JSON) is ASCII."""
+    stack = [value]
+    pop, push = stack.pop, stack.append
+    while stack:
+        v = pop()
+        if type(v) is dict:
+            if not "".join(v).isascii():
+                return False
+            for item in v.values():
+                if type(item) in (dict, list, tuple):
+                    push(item)
+        elif type(v) in (list, tuple):
+            for item in v:
+                if type(item) in (dict, list, tuple):
+                    push(item)
+    return True
 
 
 def parse(data: bytes) -> Any:

@@ -520,12 +520,14 @@ class Ledger:
         records: list[tuple[int, int, bytes]] = []
         offset = st.offset
         receipts: list[tuple[asyncio.Future[Receipt] | None, int, bytes]] = []
+        leaves: list[bytes] = []  # folded into the compact range once per batch (extend_concatenated)
+        version, now_ns, frame = st.version, self.clock.now_ns, framing.encode_frame
 
         def add_record(payload: dict[str, Any], fut: asyncio.Future[Receipt] | None) -> None:
             nonlocal seq, prev, last_ts, first_hash
-            ts = max(self.clock.now_ns(), last_ts)
+            ts = max(now_ns(), last_ts)
             try:
-                body = encode_record(seq, ts, prev, payload, st.version)
+                body = encode_record(seq, ts, prev, payload, version)
             except Exception as exc:  # SECURITY: a hostile value fails its own append, never the writer
                 self._reject(fut, f"record cannot be encoded: {str(exc)[:200]}")
                 return
@@ -534,8 +536,8 @@ class Ledger:
                 return
             leaf = record_hash(body)
             records.append((seq, offset + len(buf), body))
-            buf.extend(framing.encode_frame(framing.RECORD, body))
-            crange.append(leaf)
+            buf.extend(frame(framing.RECORD, body))
+            leaves.append(leaf)
             receipts.append((fut, seq, leaf))
             if first_hash is None:
                 first_hash = leaf
@@ -565,6 +567,7 @@ class Ledger:
                     ).to_json(),
                     None,
                 )
+        crange.extend_concatenated(b"".join(leaves))
         root = crange.root()
         digest = st.digest.copy() if st.digest is not None else None
         if digest is not None:
