@@ -222,16 +222,58 @@ def record_id(rec: dict[str, Any]) -> RecordId:
     return (origin, int(rec["seq"])) if isinstance(origin, str) else int(rec["seq"])
 
 
-def _actor_ok(kc_user: str | None, kc_username: str | None, rec: dict[str, Any]) -> bool:
+def _actor_ok(kc_user: str | None, kc_username: str | None, rec: dict[str, Any], kc_session: str | None = None) -> bool:
     actor = rec["event"].get("actor") or {}
     if kc_user and actor.get("id") == kc_user:
         return True
-    if kc_username and not kc_user and not actor.get("id") and is_encrypted(actor.get("username")):
+    if kc_username and not actor.get("id") and is_encrypted(actor.get("username")):
         # Another origin's record (or an erased subject's) names the user only under a key this reader does
-        # not hold: for an event that names no user id either, the name cannot be compared, so the record's
-        # kind, client and outcome decide (docs/operations.md §10.5).
-        return True
+        # not hold, so the name cannot be compared: the Keycloak session decides where both name one; else
+        # only an event that names no user id either pairs, by the record's kind, client and outcome
+        # (docs/operations.md §10.5).
+        session = rec["event"].get("session")
+        if session and kc_session:
+            return bool(session == kc_session)
+        return not kc_user
     return bool(kc_username) and actor.get("username") == kc_username
+
+
+def _pair(
+    ev: dict[str, Any], pool: list[dict[str, Any]], used: set[RecordId], twins: set[RecordId]
+) -> dict[str, Any] | None:
+    """The first record of pool that records user event ev (marked used), or None."""
+    kinds, outcome = USER_EVENTS[ev["type"]]
+    username = (ev.get("details") or {}).get("username")
+    # Keycloak 26 records one password change twice: UPDATE_PASSWORD (deprecated) and UPDATE_CREDENTIAL
+    # (credential_type=password). Both name the one password.changed record.
+    taken = twins if ev["type"] == "UPDATE_PASSWORD" else used
+    # A record whose outcome the sidecar could not observe (`unknown`) is this event's record only when
+    # none with the event's own outcome is: it claims nothing, but it is the request Keycloak recorded.
+    ranked = [r for r in pool if r["event"]["outcome"] == outcome] + [
+        r for r in pool if r["event"]["outcome"] == "unknown"
+    ]
+    for rec in ranked:
+        e = rec["event"]
+        if record_id(rec) in taken or e["type"] not in kinds:
+            continue
+        client_ok = e.get("client") in (None, ev.get("clientId"))
+        if ev["type"] in ("CLIENT_LOGIN", "CLIENT_LOGIN_ERROR"):
+            ok = e.get("client") == ev.get("clientId")
+        elif ev["type"] in _DCR:  # Keycloak names the registered client and no user
+            ok = client_ok = (e.get("target") or {}).get("client") == ev.get("clientId")
+        elif ev["type"] == "IMPERSONATE":  # Keycloak puts the impersonated user in userId
+            ok = (e.get("target") or {}).get("id") == ev.get("userId")
+        elif not ev.get("userId") and not username:  # an error page or redirect before any user is known
+            # the redirect's error parameter may differ from the event's code (unauthorized_client / not_allowed)
+            ok = e.get("client") == ev.get("clientId") and (
+                e.get("error") == ev.get("error") or (e.get("details") or {}).get("via") == "error-redirect"
+            )
+        else:
+            ok = _actor_ok(ev.get("userId"), username, rec, ev.get("sessionId"))
+        if ok and client_ok:
+            taken.add(record_id(rec))
+            return rec
+    return None
 
 
 def match(
@@ -259,43 +301,22 @@ def match(
         and (r["event"].get("details") or {}).get("phase") != "intent"
     ]
     twins: set[RecordId] = set()  # records already matched by the UPDATE_PASSWORD twin of an UPDATE_CREDENTIAL
-    for ev in sorted(user_events, key=lambda e: e["time"]):
-        if ev.get("type") not in USER_EVENTS:
-            continue
-        kinds, outcome = USER_EVENTS[ev["type"]]
-        username = (ev.get("details") or {}).get("username")
-        # Keycloak 26 records one password change twice: UPDATE_PASSWORD (deprecated) and UPDATE_CREDENTIAL
-        # (credential_type=password). Both name the one password.changed record.
-        taken = twins if ev["type"] == "UPDATE_PASSWORD" else used_seqs
-        # A record whose outcome the sidecar could not observe (`unknown`) is this event's record only when
-        # none with the event's own outcome is: it claims nothing, but it is the request Keycloak recorded.
-        ranked = [r for r in pool if r["event"]["outcome"] == outcome] + [
-            r for r in pool if r["event"]["outcome"] == "unknown"
-        ]
-        for rec in ranked:
-            e = rec["event"]
-            if record_id(rec) in taken or e["type"] not in kinds:
-                continue
-            client_ok = e.get("client") in (None, ev.get("clientId"))
-            if ev["type"] in ("CLIENT_LOGIN", "CLIENT_LOGIN_ERROR"):
-                ok = e.get("client") == ev.get("clientId")
-            elif ev["type"] in _DCR:  # Keycloak names the registered client and no user
-                ok = client_ok = (e.get("target") or {}).get("client") == ev.get("clientId")
-            elif ev["type"] == "IMPERSONATE":  # Keycloak puts the impersonated user in userId
-                ok = (e.get("target") or {}).get("id") == ev.get("userId")
-            elif not ev.get("userId") and not username:  # an error page or redirect before any user is known
-                # the redirect's error parameter may differ from the event's code (unauthorized_client / not_allowed)
-                ok = e.get("client") == ev.get("clientId") and (
-                    e.get("error") == ev.get("error") or (e.get("details") or {}).get("via") == "error-redirect"
-                )
-            else:
-                ok = _actor_ok(ev.get("userId"), username, rec)
-            if ok and client_ok:
-                taken.add(record_id(rec))
-                result.table[f"{ev['type']} -> {e['type']}"] += 1
-                break
-        else:
+    events = [ev for ev in sorted(user_events, key=lambda e: e["time"]) if ev.get("type") in USER_EVENTS]
+    # First the pairs one Keycloak session names (the event's sessionId is the record's session): an event
+    # whose record is missing (its node was killed before writing it) must not take the record of a later
+    # event of the same user and client, which would then be the one reported unmatched.
+    by_session: dict[int, dict[str, Any]] = {}
+    for i, ev in enumerate(events):
+        if sid := ev.get("sessionId"):
+            rec = _pair(ev, [r for r in pool if r["event"].get("session") == sid], used_seqs, twins)
+            if rec is not None:
+                by_session[i] = rec
+    for i, ev in enumerate(events):
+        rec = by_session[i] if i in by_session else _pair(ev, pool, used_seqs, twins)
+        if rec is None:
             result.unmatched.append(ev)
+        else:
+            result.table[f"{ev['type']} -> {rec['event']['type']}"] += 1
     for ev in sorted(admin_events, key=lambda e: e["time"]):
         key = (ev.get("operationType"), ev.get("resourceType"))
         if key in ADMIN_EVENTS:

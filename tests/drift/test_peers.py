@@ -359,3 +359,34 @@ def test_a_peers_encrypted_username_matches_only_an_event_that_names_no_user_id(
     assert parent_url("s3://ledger/node-a?endpoint=http://127.0.0.1:9&region=r") == (
         "s3://ledger/?endpoint=http://127.0.0.1:9&region=r"
     )
+
+
+def _login(seq: int, session: str, *, actor: dict[str, Any], origin: str | None = PEER) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "seq": seq,
+        "ts": str(seq),
+        "event": {
+            "type": "login.succeeded",
+            "outcome": "succeeded",
+            "realm": "r",
+            "client": "web",
+            "session": session,
+            "actor": actor,
+        },
+    }
+    if origin is not None:
+        rec["_origin"] = origin
+    return rec
+
+
+def test_a_keycloak_session_pairs_first_and_names_a_sealed_actor() -> None:
+    """An event pairs with the record of its own Keycloak session before any other, so a missing record leaves its own event unmatched; a peer's record naming the user only by a sealed username pairs by session."""
+    sealed = {"ct": "AAAA", "kc-enc": 1, "n": "AAAAAAAAAAAAAAAA", "sub": "name:x"}
+    first = {"id": "k1", "time": 1, "type": "LOGIN", "clientId": "web", "userId": "u1", "sessionId": "s1"}
+    first["details"] = {"username": "alice"}
+    second = {**first, "id": "k2", "time": 2, "sessionId": "s2"}
+    only_second = [_login(5, "s2", actor={"id": "u1", "kind": "user"}, origin=None)]
+    assert match([first, second], [], only_second, "r", 0).unmatched == [first]
+    by_name = [_login(7, "s1", actor={"username": sealed, "kind": "user"})]
+    assert match([first], [], by_name, "r", 0).unmatched == []
+    assert match([second], [], by_name, "r", 0).unmatched == [second], "another session: not this event's record"
