@@ -404,8 +404,9 @@ class DriftMonitor:
         since = self._watermark_ms
         user = await self.live.read_events("events", since)
         admin = await self.live.read_events("admin-events", since)
-        if self.peers is not None:
-            await self.peers.refresh()  # after the read: what the peers show then covers what was read
+        if self.peers is not None and (user or admin or self._handed):
+            # After the read: what the peers show then covers what was read. (Nothing to decide: no read.)
+            await self.peers.refresh()
         self._drain()
         now_ns = time.time_ns()
         now_ms = now_ns / 1e6

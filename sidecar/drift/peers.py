@@ -10,7 +10,8 @@ remote half. For each origin of the origins trust file (kc-ledger-origins/1) oth
   under it is verified against that origin's key from the trust file.
 * **Reading it, incrementally.** Each `refresh()` pulls the prefix into ``<cache>/<prefix>/``
   (`sidecar.audit.pull`: objects already fetched are not fetched again; the open segment is
-  rebuilt from its tail chunks) and scans only the segments from the last one it stopped in.
+  rebuilt from its tail chunks) and scans only the segments from the last one it stopped in,
+  all in a worker thread with an event loop of its own (the proxy's loop is never held up).
 * **Verifying it, on every read.** A segment's records are used only when a signed checkpoint of
   that segment covers them, the checkpoint's root recomputed from the records and the header's
   prefix range, and its key descends from the trust file's key through checked `key.rotated`
@@ -43,7 +44,7 @@ from typing import Any
 
 from sidecar import metrics
 from sidecar.audit.origins import OriginsTrust, bundle_name, discover
-from sidecar.audit.pull import pull
+from sidecar.audit.pull import PullResult, pull
 from sidecar.audit.reading import SegmentProver
 from sidecar.audit.verifier import UnusableInput
 from sidecar.core import framing
@@ -214,18 +215,16 @@ class PeerFollower:
     async def _refresh(self, peer: Peer) -> None:
         assert peer.prefix is not None
         bundle = self.cache_dir / bundle_name(peer.prefix)
-        store = self.open_prefix(peer.prefix)
-        try:
-            result = await pull(store, bundle, check_versions=False, concurrency=4)
-        except UnusableInput:
+        # The pull (listing, fetching, rebuilding the open segment) and the verification run in a worker
+        # thread with an event loop of its own: the proxy's loop keeps answering while a peer is read.
+        got = await asyncio.to_thread(self._fetch_and_read, peer, bundle)
+        if got is None:
             return  # nothing of the ledger there yet
-        finally:
-            await store.close()
-        for f in result.findings:  # `sidecar verify` judges these; here only verified records count
-            if f.message not in peer.reported:
-                peer.reported.add(f.message)
-                log.warning("drift peers: %s: %s", peer.origin, f.message)
-        records, coverage, problem = await asyncio.to_thread(self._read, peer, bundle)
+        findings, records, coverage, problem = got
+        for message in findings:  # `sidecar verify` judges these; here only verified records count
+            if message not in peer.reported:
+                peer.reported.add(message)
+                log.warning("drift peers: %s: %s", peer.origin, message)
         if problem is not None:
             peer.untrusted = problem
             peer.fresh = []
@@ -239,6 +238,26 @@ class PeerFollower:
                 peer.fresh.append(rec)
         if coverage is not None and (peer.coverage_ns is None or coverage > peer.coverage_ns):
             peer.coverage_ns = coverage
+
+    def _fetch_and_read(
+        self, peer: Peer, bundle: Path
+    ) -> tuple[list[str], list[dict[str, Any]], int | None, str | None] | None:
+        """In a worker thread: pull the peer's prefix into bundle, then `_read` it; None if it holds no ledger."""
+        assert peer.prefix is not None
+        prefix = peer.prefix
+
+        async def fetch() -> PullResult:
+            store = self.open_prefix(prefix)  # opened in this thread's loop, closed before it ends
+            try:
+                return await pull(store, bundle, check_versions=False, concurrency=4)
+            finally:
+                await store.close()
+
+        try:
+            result = asyncio.run(fetch())
+        except UnusableInput:
+            return None
+        return ([f.message for f in result.findings], *self._read(peer, bundle))
 
     def _read(self, peer: Peer, bundle: Path) -> tuple[list[dict[str, Any]], int | None, str | None]:
         """(new verified records, newest verified checkpoint time, why not trusted) of a pulled bundle."""

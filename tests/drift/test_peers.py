@@ -64,13 +64,16 @@ class LivePeer:
 
 
 @asynccontextmanager
-async def live_peer(tmp: Path, store: Path, *, heartbeat_s: float = 0.2) -> AsyncIterator[LivePeer]:
+async def live_peer(
+    tmp: Path, store: Path, *, heartbeat_s: float = 0.2, store_url: str | None = None
+) -> AsyncIterator[LivePeer]:
     data = tmp / "peer-b"
     anchor = KeyStore(data).init(PEER)
     ledger = await Ledger.open(
         data, config=LedgerConfig(heartbeat_s=heartbeat_s, fsync=False, segment_max_bytes=4096), clock=SystemClock()
     )
-    rep = Replicator(data, open_store(str(store / "node-b")), interval_s=0.05, durable_end=ledger.durable_end)
+    target = open_store(store_url or str(store / "node-b"))
+    rep = Replicator(data, target, interval_s=0.05, durable_end=ledger.durable_end)
     peer = LivePeer(ledger, rep, anchor)
     ledger.subscribers += [rep.on_commit, peer.on_commit]  # wired as sidecar.app wires it; stepped by the test
     try:
@@ -78,6 +81,7 @@ async def live_peer(tmp: Path, store: Path, *, heartbeat_s: float = 0.2) -> Asyn
     finally:
         await ledger.close()
         await rep.stop()
+        await target.close()
 
 
 async def _shipping(peer: LivePeer, work: Awaitable[T]) -> T:
