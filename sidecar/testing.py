@@ -263,6 +263,20 @@ def write_frames(path: Path, frames: Sequence[Frame]) -> None:
     write_bytes(path, b"".join(framing.encode_frame(kind, body) for kind, body in frames))
 
 
+def damage(raw: bytes, at: int, how: str, chunk: bytes) -> bytes:
+    """`raw` with `chunk` written over ("set"), put in ("insert") or as many bytes cut out ("delete") at `at`."""
+    out = bytearray(raw)
+    if how == "set":
+        out[at : at + len(chunk)] = chunk
+    elif how == "insert":
+        out[at:at] = chunk
+    elif how == "delete":
+        del out[at : at + len(chunk)]
+    else:
+        raise ValueError(f"unknown damage {how!r}")
+    return bytes(out)
+
+
 def flip_byte(path: Path, offset: int, value: int | None = None) -> tuple[int, int]:
     """Set the byte at `offset` to `value` (default: its bitwise complement), CRC untouched; returns (old, new)."""
     data = bytearray(path.read_bytes())

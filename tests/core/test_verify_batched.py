@@ -23,7 +23,7 @@ from sidecar.core import verify
 from sidecar.core.canonical import NotCanonical, parse_canonical
 from sidecar.core.verify import _run_ok, _scan_batched, scan_reference
 from sidecar.ledger.keystore import KeyStore
-from sidecar.testing import append_events, segment_paths, synthetic_event
+from sidecar.testing import append_events, damage, segment_paths, synthetic_event
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors"
 ALL_SEGMENTS = sorted(VECTORS.rglob("*.seg"))
@@ -95,17 +95,11 @@ def test_special_records_scan_the_same_batched(odd_ledger: Path) -> None:
 def test_damaged_segments_scan_the_same_batched(odd_ledger: Path, data: st.DataObject) -> None:
     """After any overwritten, inserted or deleted bytes the batched scan equals the reference or gives up."""
     path = data.draw(st.sampled_from(segment_paths(odd_ledger)))
-    raw = bytearray(path.read_bytes())
+    raw = path.read_bytes()
     at = data.draw(st.integers(0, len(raw) - 1))
     how = data.draw(st.sampled_from(["set", "insert", "delete"]))
-    chunk = data.draw(st.binary(min_size=1, max_size=4))
-    if how == "set":
-        raw[at : at + len(chunk)] = chunk
-    elif how == "insert":
-        raw[at:at] = chunk
-    else:
-        del raw[at : at + len(chunk)]
-    assert _same_or_none(path.name, bytes(raw))
+    damaged = damage(raw, at, how, data.draw(st.binary(min_size=1, max_size=4)))
+    assert _same_or_none(path.name, damaged)
 
 
 _JSON = st.recursive(

@@ -24,7 +24,7 @@ from sidecar.core import framing, verify
 from sidecar.core.canonical import NotCanonical, parse_canonical
 from sidecar.core.verify import _scan_batched, scan_reference, scan_segment
 from sidecar.ledger.keystore import KeyStore
-from sidecar.testing import append_events, segment_paths, synthetic_event
+from sidecar.testing import append_events, damage, segment_paths, synthetic_event
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors"
 ALL_SEGMENTS = sorted(VECTORS.rglob("*.seg"))
@@ -159,17 +159,10 @@ def test_many_event_types_end_a_call_early_with_the_same_scan(tmp_path: Path) ->
 def test_damaged_segments_scan_the_same_natively(odd_ledger: Path, data: st.DataObject) -> None:
     """After any overwritten, inserted or deleted bytes both paths give the same scan (or both give up), and the same findings."""
     path = data.draw(st.sampled_from(segment_paths(odd_ledger)))
-    raw = bytearray(path.read_bytes())
+    raw = path.read_bytes()
     at = data.draw(st.integers(0, len(raw) - 1))
     how = data.draw(st.sampled_from(["set", "insert", "delete"]))
-    chunk = data.draw(st.binary(min_size=1, max_size=4))
-    if how == "set":
-        raw[at : at + len(chunk)] = chunk
-    elif how == "insert":
-        raw[at:at] = chunk
-    else:
-        del raw[at : at + len(chunk)]
-    damaged = bytes(raw)
+    damaged = damage(raw, at, how, data.draw(st.binary(min_size=1, max_size=4)))
     _scans(path.name, damaged)
     findings = []
     was = verify.NATIVE
