@@ -101,7 +101,10 @@ def keycloak_path(target: str) -> KeycloakPath:
     path = _UNRESERVED_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), raw)
     path = _SLASHES.sub("/", _remove_dot_segments(path if path.startswith("/") else "/" + path))
     normalised = path == raw and ";" not in raw
-    segments = [seg.partition(";")[0] for seg in path.split("/")[1:]]
+    # A segment that is only matrix parameters (";x") is empty once they are cut, like the empty
+    # segment of a doubled slash, and goes the same way: one more normalisation changes nothing.
+    raw_segments = path.split("/")[1:]
+    segments = [cut for seg in raw_segments if (cut := seg.partition(";")[0]) or not seg]
     if segments and segments[-1] == "":
         segments.pop()  # one trailing slash is ignored by the matcher
     return KeycloakPath(tuple(segments), normalised)
