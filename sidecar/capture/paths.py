@@ -29,7 +29,13 @@ the absolute form `http://host/realms/...` reach the token endpoint; `token//`,
 `//realms/...`, `./`, `x/../`, `%74oken`, `ledger%2Dtest` get 400
 `missingNormalization`; any `;` gets 400 `invalidCharacter`; `Token`, `Realms`,
 `protocol%2Fopenid-connect`, `token%20`, `token.`, `token#x` match no resource
-(404/405); methods are case-sensitive (`post` gets 405).
+(404/405); methods are case-sensitive (`post` gets 405). With
+`--http-accept-non-normalized-paths=true` (probed on 26.7.3, 2 Dec 2026): `token;`,
+`token;/`, `token/;x`, `realms;/r/...` and `r;x=1` reach the token endpoint, while a
+segment that is only matrix parameters is an empty segment, not a collapsed one:
+`/realms/;/r/...` names realm "" (404), `/;/realms/...`, `/r/;/protocol/...` and
+`token/;/` match nothing (404/405); `..;` and `.;` stay literal `..` and `.` segments
+(`/r/x/..;/protocol/...` is 404, never realm r's token endpoint).
 """
 
 from __future__ import annotations
@@ -101,10 +107,9 @@ def keycloak_path(target: str) -> KeycloakPath:
     path = _UNRESERVED_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), raw)
     path = _SLASHES.sub("/", _remove_dot_segments(path if path.startswith("/") else "/" + path))
     normalised = path == raw and ";" not in raw
-    # A segment that is only matrix parameters (";x") is empty once they are cut, like the empty
-    # segment of a doubled slash, and goes the same way: one more normalisation changes nothing.
-    raw_segments = path.split("/")[1:]
-    segments = [cut for seg in raw_segments if (cut := seg.partition(";")[0]) or not seg]
+    # Matrix parameters are cut after the slashes were collapsed, so a segment that is only matrix
+    # parameters (";x") stays as an empty segment: Keycloak does not route `/realms/;/r/...` to realm r.
+    segments = [seg.partition(";")[0] for seg in path.split("/")[1:]]
     if segments and segments[-1] == "":
         segments.pop()  # one trailing slash is ignored by the matcher
     return KeycloakPath(tuple(segments), normalised)
