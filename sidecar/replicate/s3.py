@@ -239,14 +239,16 @@ class S3Store:
         validate_prefix(prefix)
         client = await self._s3()
         current: dict[str, ObjectInfo] = {}
-        counts: dict[str, int] = {}
+        # Version ids per key, not a count of listed entries: versitygw repeats the last version of
+        # one page at the start of the next, and a repeat is not a second version.
+        ids: dict[str, set[str | None]] = {}
         hidden: set[str] = set()
         pages = client.get_paginator("list_object_versions").paginate(Bucket=self._bucket, Prefix=self._prefix + prefix)
         with map_s3_errors(self.url, "ListObjectVersions", prefix):
             async for page in pages:
                 for item in page.get("Versions", []):
                     key = item["Key"][len(self._prefix) :]
-                    counts[key] = counts.get(key, 0) + 1
+                    ids.setdefault(key, set()).add(item.get("VersionId"))
                     if item.get("IsLatest"):
                         current[key] = ObjectInfo(key, int(item["Size"]), item.get("VersionId"))
                 for marker in page.get("DeleteMarkers", []):
@@ -259,7 +261,7 @@ class S3Store:
             if key_problem(key) is not None:
                 _log.warning("%s: ignoring object %r: not a valid store key", self.url, self._prefix + key)
                 continue
-            found.append(ObjectInfo(key, info.size, info.version_id, counts[key]))
+            found.append(ObjectInfo(key, info.size, info.version_id, len(ids[key])))
         found.sort(key=lambda info: info.key)
         return found
 
@@ -267,17 +269,15 @@ class S3Store:
         validate_key(key)
         client = await self._s3()
         full = self._prefix + key
-        newest_first: builtins.list[ObjectInfo] = []
+        newest_first: dict[str | None, ObjectInfo] = {}  # by version id: a page may repeat the last one
         pages = client.get_paginator("list_object_versions").paginate(Bucket=self._bucket, Prefix=full)
         with map_s3_errors(self.url, "ListObjectVersions", key):
             async for page in pages:
                 # S3 lists the versions of one key newest first; the prefix also matches longer keys.
-                newest_first.extend(
-                    ObjectInfo(key, int(v["Size"]), v.get("VersionId"))
-                    for v in page.get("Versions", [])
-                    if v["Key"] == full
-                )
-        return newest_first[::-1]
+                for v in page.get("Versions", []):
+                    if v["Key"] == full:
+                        newest_first.setdefault(v.get("VersionId"), ObjectInfo(key, int(v["Size"]), v.get("VersionId")))
+        return builtins.list(newest_first.values())[::-1]
 
     async def close(self) -> None:
         self._closed = True
