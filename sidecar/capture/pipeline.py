@@ -685,7 +685,8 @@ class CapturePipeline:
             if claimed is not None:
                 details["unverified"] = claimed
                 actor = _unverified()
-            out.append(replace(e, actor=actor, details=details))
+            # Nothing added (a client-credentials grant): the event as built, not a second bounding pass.
+            out.append(e if actor is e.actor and details == e.details else replace(e, actor=actor, details=details))
             if e.outcome is Outcome.SUCCEEDED and e.actor and (e.actor.id or e.actor.username):
                 principal = Principal(e.actor.id, e.actor.username, rt.realm, e.client)
                 if e.session:

@@ -20,6 +20,15 @@ would turn a public key into a shared secret) or `none` never verifies.
 each a bounded string or None, whatever shape the token carried (a claim
 `{"sub": 1.5}` or a 700 KB `sid` cannot reach a record or a dictionary key).
 
+A token whose signature verified is remembered (by its SHA-256, a bounded LRU)
+together with the realm key set that verified it, so a client presenting the
+same token again (the admin console sends one token with every request) is not
+verified again while that key set is the realm's current one: a refetched JWKS
+(rotation, a removed key) empties the memory for that realm in effect, because
+an entry counts only if its key set is still the one in use. Expiry is checked
+on every presentation, remembered or not; a token that failed is never
+remembered, and `fresh_keys=True` always verifies anew.
+
 Refresh tokens and the KEYCLOAK_IDENTITY cookie are HMAC-signed with keys that
 are not published; their payloads are only decoded (`unverified_claims`) to
 correlate a session, and records say so.
@@ -29,9 +38,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +52,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import KeySet
 
-from sidecar.core.events import clean_text
+from sidecar.core.events import MAX_TEXT, clean_text
 
 log = logging.getLogger("sidecar.capture")
 
@@ -50,6 +61,7 @@ ASYMMETRIC_ALGS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "Ed25519"}
 )
 _MAX_TOKEN = 64 * 1024  # Keycloak's tokens are a few KB; a bigger one is not parsed at all
+_VERIFIED_MAX = 1024  # verified tokens remembered (a few KB of claims each)
 
 JwksFetcher = Callable[[str], Awaitable[dict[str, Any] | None]]
 
@@ -88,6 +100,8 @@ class Claims:
 
         def text(name: str) -> str | None:
             value = raw.get(name)
+            if type(value) is str and len(value) <= MAX_TEXT and value.isascii():
+                return value  # what clean_text returns for it (short, no surrogate), without its work
             return clean_text(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
 
         return cls(
@@ -128,6 +142,8 @@ class TokenVerifier:
         self._fetched_at: dict[str, float] = {}
         self._leeway = leeway_s
         self._refetch_every = refetch_every_s
+        # sha256(token) -> (realm, the KeySet that verified it, its verified claims), most recent last.
+        self._verified: OrderedDict[bytes, tuple[str, KeySet, dict[str, Any]]] = OrderedDict()
 
     async def _keyset(self, realm: str, force: bool, wait: bool = False) -> KeySet | None:
         now = time.monotonic()
@@ -162,6 +178,14 @@ class TokenVerifier:
         `fresh_keys=True` refetches the realm's keys first (within the same rate limit): for a
         token Keycloak has just accepted although it did not verify here.
         """
+        if not isinstance(token, str) or len(token) > _MAX_TOKEN:
+            return None
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        seen = None if fresh_keys else self._verified.get(digest)
+        if seen is not None and self._sets.get(seen[0]) is seen[1]:
+            # SECURITY: verified before against the key set still in use; a refetched set invalidates this.
+            self._verified.move_to_end(digest)
+            return self._checked(seen[0], seen[2], check_expiry)
         claims = unverified_claims(token)
         if claims is None:
             return None
@@ -186,12 +210,20 @@ class TokenVerifier:
                 decoded = jwt.decode(token, candidates[0], algorithms=[str(alg)])
         except (JoseError, ValueError, TypeError):
             return None
+        self._verified[digest] = (realm, keyset, decoded.claims)
+        self._verified.move_to_end(digest)
+        while len(self._verified) > _VERIFIED_MAX:
+            self._verified.popitem(last=False)
+        return self._checked(realm, decoded.claims, check_expiry)
+
+    def _checked(self, realm: str, claims: dict[str, Any], check_expiry: bool) -> dict[str, Any] | None:
+        """A verified token's claims for the caller (a copy, with `_realm`), if unexpired when that is asked."""
         if check_expiry:
             try:
-                jwt.JWTClaimsRegistry(leeway=self._leeway).validate(decoded.claims)
+                jwt.JWTClaimsRegistry(leeway=self._leeway).validate(claims)
             except (JoseError, ValueError, TypeError):
                 return None
-        out = dict(decoded.claims)
+        out = dict(claims)
         out["_realm"] = realm
         return out
 

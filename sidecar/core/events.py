@@ -136,6 +136,8 @@ class _Bounds:
 
 
 def _text(value: object, limit: int, path: str, bounds: _Bounds) -> str | None:
+    if type(value) is str and len(value) <= limit and value.isascii():
+        return value  # the common case, unchanged by every step below (hot: ~20 calls per event)
     if value is None:
         return None
     if isinstance(value, bool):

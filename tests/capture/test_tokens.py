@@ -107,3 +107,49 @@ def test_claims_view_is_bounded_strings() -> None:
     assert view.sub is None and view.sid is None and view.azp == str(2**60)
     assert view.preferred_username is not None and len(view.preferred_username) == 255
     assert Claims.of(None, verified=False) is None
+
+
+async def test_remembered_token_is_verified_again_after_the_realm_changes_its_keys() -> None:
+    """A token verified once stops verifying once a refetched JWKS no longer publishes its key."""
+    old, new = _key("RS256", "k-old"), _key("RS256", "k-new")
+    published = [old]
+
+    async def fetch(realm: str) -> dict[str, Any] | None:
+        return {"keys": [k.as_dict(private=False) for k in published]}
+
+    verifier = TokenVerifier(fetch, refetch_every_s=0.0)
+    token = _sign(old, "RS256", _claims())
+    assert (await verifier.verify(token) or {}).get("sub") == "u-1"
+    assert (await verifier.verify(token) or {}).get("sub") == "u-1"  # remembered
+    published[:] = [new]
+    # A token naming an unknown key id makes the verifier refetch: the realm now publishes only k-new.
+    assert (await verifier.verify(_sign(new, "RS256", _claims()))) is not None
+    assert await verifier.verify(token) is None
+
+
+async def test_remembered_token_is_checked_for_expiry_at_every_presentation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A remembered token that has since expired is refused, and still passes with check_expiry=False."""
+    key = _key("ES256", "k1")
+    token = _sign(key, "ES256", _claims())
+    verifier = _verifier(key)
+    assert await verifier.verify(token) is not None
+    later = time.time() + 3600
+    monkeypatch.setattr(time, "time", lambda: later)
+    assert await verifier.verify(token) is None
+    assert await verifier.verify(token, check_expiry=False) is not None
+
+
+async def test_a_changed_byte_of_a_remembered_token_is_refused() -> None:
+    """Remembering a verified token does not vouch for any other spelling of it (a flipped signature byte)."""
+    key = _key("RS256", "k1")
+    token = _sign(key, "RS256", _claims())
+    verifier = _verifier(key)
+    assert await verifier.verify(token) is not None
+    head, body, sig = token.split(".")
+    flipped = sig[:10] + ("A" if sig[10] != "A" else "B") + sig[11:]
+    assert await verifier.verify(f"{head}.{body}.{flipped}") is None
+    assert await verifier.verify(token) is not None
+    returned = await verifier.verify(token)
+    assert returned is not None
+    returned["sub"] = "someone-else"  # a caller's copy: the remembered claims stay as verified
+    assert (await verifier.verify(token) or {}).get("sub") == "u-1"
