@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 import struct
@@ -109,12 +110,13 @@ class Checkpoint:
     segment: SegmentBytes | None = None
 
     def body(self) -> bytes:
-        lines = [self.origin, str(self.size), base64.b64encode(self.root).decode(), f"time {self.time_ns}"]
+        # One format call: the writer builds a body per commit, on the path an append waits on.
+        text = f"{self.origin}\n{self.size}\n{base64.b64encode(self.root).decode()}\ntime {self.time_ns}\n"
         if self.segment is not None:
-            lines.append(self.segment.line())
+            text += self.segment.line() + "\n"
         if self.seal is not None:
-            lines.append(self.seal.line())
-        return ("\n".join(lines) + "\n").encode()
+            text += self.seal.line() + "\n"
+        return text.encode()
 
     @classmethod
     def parse_body(cls, body: bytes) -> Checkpoint:
@@ -186,9 +188,17 @@ class Note:
 
 def sign_note(body: bytes, signer: Signer) -> bytes:
     """Return the signed note: body, blank line, one signature line."""
-    sig = signer.sign(body)
-    blob = base64.b64encode(signer.public.key_id + sig).decode()
-    return body + b"\n" + f"{SIG_PREFIX}{signer.name} {blob}\n".encode()
+    head, kid = _signature_head(signer.public)
+    return b"".join((body, head, base64.b64encode(kid + signer.sign(body)), b"\n"))
+
+
+@functools.lru_cache(maxsize=64)
+def _signature_head(key: PublicKey) -> tuple[bytes, bytes]:
+    """The blank line and `— <name> ` that start a signature line by `key`, and its key id.
+
+    Cached: the writer signs one note per commit with the same key, and the key id is a SHA-256.
+    """
+    return f"\n{SIG_PREFIX}{key.name} ".encode(), key.key_id
 
 
 def split_note(note: bytes) -> tuple[bytes, list[NoteSignature]]:

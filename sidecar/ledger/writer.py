@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import dataclasses
 import fcntl
 import hashlib
 import logging
@@ -262,7 +261,7 @@ class Ledger:
         digest = st.digest.copy() if st.digest is not None else None
         root = st.crange.root()
         data = _note_frame(
-            framing.CHECKPOINT, Checkpoint(self.origin, st.seq, root, now), old_signer, st.header, digest, st.offset
+            framing.CHECKPOINT, (self.origin, st.seq, root, now), old_signer, st.header, digest, st.offset
         )
         if digest is not None:
             digest.update(data)
@@ -271,7 +270,7 @@ class Ledger:
             line = Seal(st.segment, st.header.first_seq, st.seq - 1, st.first_hash, st.prev, st.header.policy)
             seal = _note_frame(
                 framing.SEAL,
-                Checkpoint(self.origin, st.seq, root, now, line),
+                (self.origin, st.seq, root, now, line),
                 old_signer,
                 st.header,
                 digest,
@@ -567,14 +566,15 @@ class Ledger:
                     ).to_json(),
                     None,
                 )
-        crange.extend_concatenated(b"".join(leaves))
+        if len(leaves) == 1:  # one appender: one leaf per commit, no concatenated buffer to hash
+            crange.append(leaves[0])
+        else:
+            crange.extend_concatenated(b"".join(leaves))
         root = crange.root()
         digest = st.digest.copy() if st.digest is not None else None
         if digest is not None:
             digest.update(buf)
-        checkpoint = _signed_note(
-            Checkpoint(self.origin, seq, root, now), st.signer, st.header, digest, offset + len(buf)
-        )
+        checkpoint = _signed_note((self.origin, seq, root, now), st.signer, st.header, digest, offset + len(buf))
         cp_frame = framing.encode_frame(framing.CHECKPOINT, checkpoint)
         buf.extend(cp_frame)
         if digest is not None:
@@ -594,7 +594,7 @@ class Ledger:
             sealer = new_signer if new_signer is not None and st.version < 2 else st.signer
             seal_frame = _note_frame(
                 framing.SEAL,
-                Checkpoint(self.origin, seq, root, now, seal_line),
+                (self.origin, seq, root, now, seal_line),
                 sealer,
                 st.header,
                 digest,
@@ -801,15 +801,20 @@ def _new_segment_state(
     return _State(seq, prev, crange.copy(), number, 0, header, None, last_ts, signer, epoch_start, now, now)
 
 
-def _note_frame(kind: int, cp: Checkpoint, signer: Signer, header: SegmentHeader, digest: Any, offset: int) -> bytes:
+# A checkpoint's (origin, size, root, time) and, for a seal, its seal line; the note adds the segment line.
+_NoteParts = tuple[str, int, bytes, int] | tuple[str, int, bytes, int, Seal]
+
+
+def _note_frame(kind: int, cp: _NoteParts, signer: Signer, header: SegmentHeader, digest: Any, offset: int) -> bytes:
     """A signed checkpoint or seal frame at `offset`; in kc-ledger/2 it signs `digest` (the bytes before it)."""
     return framing.encode_frame(kind, _signed_note(cp, signer, header, digest, offset))
 
 
-def _signed_note(cp: Checkpoint, signer: Signer, header: SegmentHeader, digest: Any, offset: int) -> bytes:
-    if header.version >= 2:
-        cp = dataclasses.replace(cp, segment=SegmentBytes(header.segment, offset, digest.digest()))
-    return sign_note(cp.body(), signer)
+def _signed_note(cp: _NoteParts, signer: Signer, header: SegmentHeader, digest: Any, offset: int) -> bytes:
+    # Built once with its segment line (kc-ledger/2), not built and then copied with one field replaced.
+    seal = cp[4] if len(cp) == 5 else None
+    segment = SegmentBytes(header.segment, offset, digest.digest()) if header.version >= 2 else None
+    return sign_note(Checkpoint(cp[0], cp[1], cp[2], cp[3], seal, segment).body(), signer)
 
 
 def _create_segment(seg_dir: Path, state: _State, now: int) -> int:
@@ -819,7 +824,7 @@ def _create_segment(seg_dir: Path, state: _State, now: int) -> int:
     digest = hashlib.sha256(head)
     opening = _note_frame(
         framing.CHECKPOINT,
-        Checkpoint(state.header.origin, state.seq, state.crange.root(), now),
+        (state.header.origin, state.seq, state.crange.root(), now),
         state.signer,
         state.header,
         digest,
