@@ -144,6 +144,16 @@ async def _drive(
     }
 
 
+# The parts of one append, in the order they happen (the keys of `_append_sequential`'s `parts`).
+LATENCY_PARTS = (
+    ("to_commit", "append() to the writer's commit"),
+    ("build", "building the commit (encode, Merkle, one Ed25519 signature, frames) + hand-off to the file thread"),
+    ("io", "pwrite + fdatasync (the writer's own)"),
+    ("back", "file thread back to the event loop, and the commit's end"),
+    ("to_caller", "commit's end back to the caller"),
+)
+
+
 async def _append_sequential(
     data_dir: Path,
     events: Sequence[dict[str, Any]],
@@ -151,38 +161,65 @@ async def _append_sequential(
     with_index: bool = False,
     probe: FsyncProbe | None = None,
     io_times: list[float] | None = None,
+    parts: dict[str, list[float]] | None = None,
 ) -> list[float]:
     """One appender, one append at a time; the latency of each in µs.
 
     Every 100 appends the fsync probe (if any) takes 10 samples, so reference and measurement
     see the same disk at the same time. With `io_times`, the writer's own pwrite + fdatasync
     inside each timed append is timed too (the `Ledger.write_at` seam), so what an append costs
-    beyond its own fsync is known per append, whatever the shared disk does meanwhile.
+    beyond its own fsync is known per append, whatever the shared disk does meanwhile. With
+    `parts`, each append is split at the start and end of the writer's commit and of its write
+    (`LATENCY_PARTS`; one clock, `perf_counter_ns`, read on both threads).
     """
     times: list[float] = []
     async with _ledger(data_dir, segment_max_bytes=segment_max_bytes, with_index=with_index) as ledger:
         for event in events[:50]:  # warm-up
             await ledger.append(event)
         inner = ledger.write_at
+        commit = ledger._commit
         io_ns = [0]
+        marks = [0, 0, 0, 0]  # commit start, write start, write end, commit end (the last write's)
+        clock = time.perf_counter_ns
 
         def timed_write_at(fd: int, data: bytes, offset: int, do_fsync: bool) -> None:
-            t0 = time.perf_counter_ns()
+            t0 = marks[1] = clock()
             try:
                 inner(fd, data, offset, do_fsync)
             finally:
-                io_ns[0] += time.perf_counter_ns() - t0
+                marks[2] = clock()
+                io_ns[0] += marks[2] - t0
+
+        async def timed_commit(batch: Any) -> None:
+            marks[0] = clock()
+            try:
+                await commit(batch)
+            finally:
+                marks[3] = clock()
 
         ledger.write_at = timed_write_at
+        if parts is not None:
+            ledger._commit = timed_commit  # the bench probes the one commit path through this seam
         for n, event in enumerate(events[50:]):
             if probe is not None and n % 100 == 0:
                 probe.sample(10)
             io_ns[0] = 0
-            t0 = time.perf_counter_ns()
+            t0 = clock()
             await ledger.append(event)
-            times.append((time.perf_counter_ns() - t0) / 1000)
+            t_end = clock()
+            times.append((t_end - t0) / 1000)
             if io_times is not None:
                 io_times.append(io_ns[0] / 1000)
+            if parts is not None:
+                cs, ws, we, ce = marks
+                for key, ns in (
+                    ("to_commit", cs - t0),
+                    ("build", ws - cs),
+                    ("io", we - ws),
+                    ("back", ce - we),
+                    ("to_caller", t_end - ce),
+                ):
+                    parts.setdefault(key, []).append(ns / 1000)
     return times
 
 
@@ -379,9 +416,10 @@ def run_ledger(
         KeyStore(lat_dir).init(ORIGIN)
         probe = FsyncProbe(root)
         io_times: list[float] = []
+        parts: dict[str, list[float]] = {}
         try:
             latencies = asyncio.run(
-                _append_sequential(lat_dir, lat_events, segment_max_bytes, with_index, probe, io_times)
+                _append_sequential(lat_dir, lat_events, segment_max_bytes, with_index, probe, io_times, parts)
             )
             probe.sample(10)
         finally:
@@ -535,6 +573,8 @@ def run_ledger(
                 [a - b for a, b in zip(latencies, io_times, strict=True)], 50
             ),
             "latency_p50_vs_own_fsync_p50": lat_p50 / percentile(io_times, 50) if percentile(io_times, 50) else 0.0,
+            # p50 of each part of the same appends (LATENCY_PARTS); the p50s need not add up to the total's.
+            "latency_parts_p50_us": {key: percentile(parts.get(key, []), 50) for key, _ in LATENCY_PARTS},
             "verified_records": report.records,
             "verify_ok": report.ok and report1.ok and again.ok,
             "verify_mode": report.mode,
@@ -618,6 +658,11 @@ def print_ledger(result: dict[str, Any], console: Console) -> None:
                     f"{res['latency_beyond_own_fsync_p50_us']:.0f} us",
                     f"the same appends' own pwrite + fdatasync p50 {res['latency_own_fsync_p50_us']:.0f} us; "
                     f"append p50 = {res['latency_p50_vs_own_fsync_p50']:.2f} x it",
+                ),
+                (
+                    "append p50 by part, us",
+                    " / ".join(f"{v:.0f}" for v in res.get("latency_parts_p50_us", {}).values()),
+                    "to commit / build + hand-off / pwrite + fdatasync / back to the loop / to the caller",
                 ),
                 (
                     "full verification, records/s, 1 worker",

@@ -153,3 +153,10 @@ def test_nesting_orjson_cannot_encode_is_a_canonical_error() -> None:
         deep = [deep]
     with pytest.raises(CanonicalError, match="Recursion limit"):
         canonical_bytes(deep)
+
+
+@pytest.mark.parametrize(("value", "message"), [(1.5, "floats are not allowed"), (b"x", "type bytes is not allowed")])
+def test_a_top_level_value_outside_the_subset_is_refused_by_name(value: Any, message: str) -> None:
+    """A lone float or bytes value (not inside a container) is refused with check()'s message."""
+    with pytest.raises(CanonicalError, match=message):
+        canonical_bytes(value)
