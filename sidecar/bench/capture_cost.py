@@ -8,7 +8,8 @@ part timed on its own, p50 of many runs:
 * classification + attribution: `needs_before`, `begin`, `needs_after`, `finish` (the returned
   token's claims are read here);
 * token verification: `TokenVerifier.verify` of an RS256 bearer token with the JWKS cached (what
-  an admin or account request pays; a token grant presents none);
+  an admin or account request pays; a token grant presents none), for a token presented again
+  (the verifier remembers a verified token) and for tokens each presented the first time;
 * redaction + encoding: `Redactor.record` and `encode_record` of the event;
 * the ledger's one-appender path, `Ledger.append` to acknowledgement, split by timers around the
   writer's commit and its write call: queueing and wake-ups, building the commit (encode, Merkle
@@ -78,8 +79,9 @@ def _exchange(recordings: Path) -> tuple[Any, Any]:
     return request, response
 
 
-def _bearer_verifier() -> tuple[Any, str]:
-    """A TokenVerifier whose realm JWKS is already cached, and an RS256 token it accepts."""
+def _bearer_verifier(fresh: int = 0) -> tuple[Any, str, list[str]]:
+    """A TokenVerifier whose realm JWKS is already cached, an RS256 token it accepts, and `fresh` more
+    (distinct tokens, each verified once: what a first presentation costs)."""
     from joserfc import jwt
     from joserfc.jwk import RSAKey
 
@@ -92,19 +94,19 @@ def _bearer_verifier() -> tuple[Any, str]:
         return jwks
 
     now = int(time.time())
-    token = jwt.encode(
-        {"alg": "RS256", "kid": "bench"},
-        {
+
+    def token(jti: str) -> str:
+        claims = {
             "iss": "http://127.0.0.1:8443/realms/ledger-test",
             "sub": "u-1",
             "azp": "admin-cli",
             "iat": now,
             "exp": now + 3600,
             "preferred_username": "carol",
-        },
-        key,
-    )
-    return TokenVerifier(fetch), token
+        }
+        return jwt.encode({"alg": "RS256", "kid": "bench"}, {**claims, "jti": jti} if jti else claims, key)
+
+    return TokenVerifier(fetch), token(""), [token(f"j-{i}") for i in range(fresh)]
 
 
 async def _ledger_split(data_dir: Path, payload: dict[str, Any], n: int, probe: FsyncProbe) -> dict[str, float]:
@@ -214,10 +216,12 @@ def capture_cost(recordings: Path, work_dir: Path, *, quick: bool = False) -> di
 
     key = Ed25519PrivateKey.generate()
     msg = hashlib.sha256(b"checkpoint").digest()
-    verifier, bearer = _bearer_verifier()
+    verifier, bearer, fresh = _bearer_verifier(max(50, n // 10))
 
-    async def ledger_and_tokens() -> tuple[float, dict[str, float]]:
+    async def ledger_and_tokens() -> tuple[float, float, dict[str, float]]:
         await verifier.verify(bearer)  # fills the JWKS cache
+        first = iter(fresh)
+        first_us = await _p50_us_async(lambda: verifier.verify(next(first)), len(fresh))
         verify_us = await _p50_us_async(lambda: verifier.verify(bearer), max(50, n // 10))
         probe = FsyncProbe(work_dir)
         try:
@@ -225,12 +229,12 @@ def capture_cost(recordings: Path, work_dir: Path, *, quick: bool = False) -> di
         finally:
             probe.close()
         split["fsync_probe"] = probe.summary()["p50_us"]
-        return verify_us, split
+        return first_us, verify_us, split
 
     work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         work_dir = Path(tmp)
-        verify_us, ledger = asyncio.run(ledger_and_tokens())
+        first_us, verify_us, ledger = asyncio.run(ledger_and_tokens())
     parts = {
         "routing (plan)": _p50_us(lambda: pipeline.plan(request.head), n),
         "classification + attribution": _p50_us(classify, n),
@@ -248,13 +252,16 @@ def capture_cost(recordings: Path, work_dir: Path, *, quick: bool = False) -> di
     parts["ledger: append() to acknowledgement, total"] = ledger["append_total"]
     parts["reference: this disk's fsync probe p50"] = ledger["fsync_probe"]
     parts["token verification (RS256 bearer, cached JWKS)"] = verify_us
+    parts["token verification, first presentation (RS256)"] = first_us
     notes = {
         "routing (plan)": "every request pays this, captured or not",
         "classification + attribution": "needs_before, begin, needs_after, finish (returned token's claims read)",
         "redaction + encoding": "Redactor.record + encode_record",
         "signing (one Ed25519 signature)": "part of 'build commit' (one checkpoint per single-record commit)",
         "ledger: append() to acknowledgement, total": "one appender, p50",
-        "token verification (RS256 bearer, cached JWKS)": "admin/account requests only; a token grant has none",
+        "token verification (RS256 bearer, cached JWKS)": "the same token again (remembered once verified); "
+        "admin/account requests only, a token grant has none",
+        "token verification, first presentation (RS256)": "a token not seen before: parse, signature, claims",
     }
     overhead = ledger["append_total"] - ledger.get("write_fsync", ledger["fsync_probe"])
     return {

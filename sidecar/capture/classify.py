@@ -36,6 +36,7 @@ Keycloak behaviours this relies on, as recorded (docs/capture.md has the table):
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -88,8 +89,14 @@ def route(head: RequestHead) -> Route | None:
     normalised, matrix parameters and one trailing slash dropped, template values
     decoded), so every spelling Keycloak routes to a resource is routed here too.
     """
-    kp = keycloak_path(head.raw_path or head.path)
-    seg, method = kp.segments, head.method
+    return _route(head.raw_path or head.path, head.method)
+
+
+# A pure function of (target, method), asked several times per captured request; bounded like keycloak_path.
+@functools.lru_cache(maxsize=4096)
+def _route(target: str, method: str) -> Route | None:
+    kp = keycloak_path(target)
+    seg = kp.segments
     if len(seg) >= 2 and seg[0] == "realms":
         realm, rest = kp.value(1), kp.values(2)
         if rest[:1] == ("login-actions",) and len(rest) == 2:

@@ -51,10 +51,16 @@ _MFA = ":mfa"  # suffix of the attempt key under which a passed OTP step is reme
 
 
 # ---------------------------------------------------------------------------------------------- headers
-def cookies(headers: Any, name: str) -> dict[str, str]:
-    """Cookie name -> value from every `name` header (Cookie or Set-Cookie); bad ones are skipped."""
+def cookies(headers: Any, name: str, only: str | None = None) -> dict[str, str]:
+    """Cookie name -> value from every `name` header (Cookie or Set-Cookie); bad ones are skipped.
+
+    With `only`, headers whose text does not contain that cookie name are not parsed (a cookie
+    name is matched literally, so they cannot hold it): the same answer for `jar.get(only)`.
+    """
     jar: dict[str, str] = {}
     for raw in headers.getall(name, ()):
+        if only is not None and only not in raw:
+            continue
         try:
             parsed: SimpleCookie = SimpleCookie()
             parsed.load(raw)
@@ -560,7 +566,7 @@ class CapturePipeline:
     def _identity_cookie(response: ResponseView) -> dict[str, str] | None:
         # The identity cookie Keycloak sets is HMAC-signed with a key it does not publish; its claims
         # come on the answer the sidecar forwarded (the channel vouches for them).
-        value = cookies(response.headers, "Set-Cookie").get("KEYCLOAK_IDENTITY")
+        value = cookies(response.headers, "Set-Cookie", "KEYCLOAK_IDENTITY").get("KEYCLOAK_IDENTITY")
         return _safe(unverified_claims(value)) if value else None
 
     def _browser(self, rt: c.Route, request: RequestView, response: ResponseView) -> list[IdentityEvent]:
@@ -594,7 +600,7 @@ class CapturePipeline:
                 # The required-action post that finishes it names only the alias (not, e.g., which
                 # credential delete_credential removes): remember it for this login attempt.
                 cookie = cookies(request.headers, "Cookie").get("AUTH_SESSION_ID") or cookies(
-                    response.headers, "Set-Cookie"
+                    response.headers, "Set-Cookie", "AUTH_SESSION_ID"
                 ).get("AUTH_SESSION_ID")
                 if cookie:
                     self.sessions.remember_action(self.sessions.attempt_key(cookie), action[:512])
