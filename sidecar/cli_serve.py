@@ -52,9 +52,9 @@ def serve(config_file: Path | None, **flags: Any) -> None:
     Settings come from flags, then SIDECAR_* environment variables, then the --config TOML file,
     then the defaults (see `sidecar config check`).
     """
-    import asyncio
+    import logging
 
-    from sidecar import config, logs
+    from sidecar import config, logs, loop
     from sidecar.app import TlsFiles, make_app, serve_app
     from sidecar.ledger.keystore import KeyStore
 
@@ -70,7 +70,12 @@ def serve(config_file: Path | None, **flags: Any) -> None:
         click.echo(f"created ledger keys for origin {anchor.origin} in {data_dir}", err=True)
     tls = TlsFiles(resolved["tls_cert"], resolved["tls_key"]) if resolved["tls_cert"] else None
     app = make_app(settings)
-    asyncio.run(serve_app(app, settings.host, settings.port, tls=tls))
+
+    async def main() -> None:
+        logging.getLogger("sidecar").info("event loop: %s", loop.kind())
+        await serve_app(app, settings.host, settings.port, tls=tls)
+
+    loop.run(main(), use_uvloop=resolved["uvloop"])
 
 
 @click.group("config")

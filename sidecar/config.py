@@ -149,6 +149,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_level", "str", "INFO", "DEBUG, INFO, WARNING or ERROR"),
     Option("log_format", "str", "text", "text or json (one JSON object per line)"),
     Option("access_log", "bool", True, "one line per request (method, path without query, status, time)"),
+    Option("uvloop", "bool", True, "run on uvloop where it is installed (off: Python's own asyncio loop)"),
 )
 BY_KEY = {o.key: o for o in OPTIONS}
 _TRUE = {"1", "true", "yes", "on"}

@@ -22,7 +22,6 @@ they are renamed the split is left out and only the total is reported).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import secrets
 import tempfile
@@ -31,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from sidecar import loop
 from sidecar.bench.common import ORIGIN, percentile
 from sidecar.bench.references import FsyncProbe
 
@@ -234,7 +234,7 @@ def capture_cost(recordings: Path, work_dir: Path, *, quick: bool = False) -> di
     work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         work_dir = Path(tmp)
-        first_us, verify_us, ledger = asyncio.run(ledger_and_tokens())
+        first_us, verify_us, ledger = loop.run(ledger_and_tokens())  # on the loop `serve` runs on
     parts = {
         "routing (plan)": _p50_us(lambda: pipeline.plan(request.head), n),
         "classification + attribution": _p50_us(classify, n),

@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sidecar import loop
 from sidecar.core.events import EventType, IdentityEvent, Outcome, Party
 
 ORIGIN = "bench.local/keycloak-ledger"
@@ -73,6 +74,8 @@ def machine_info(data_dir: Path | None = None) -> dict[str, Any]:
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "kernel": platform.release(),
         "python": platform.python_version(),
+        # The loop the sidecar and its bare reference run on (SIDECAR_UVLOOP), the same for both.
+        "event_loop": loop.planned(),
     }
     if data_dir is not None:
         info["filesystem"] = _filesystem(data_dir)
@@ -432,7 +435,7 @@ def machine_line(m: dict[str, Any]) -> str:
     fs = f", {m['filesystem']}" if "filesystem" in m else ""
     return (
         f"{m['date']}  {m['cpu']}, {m['cores']} cores, load average {load}, Linux {m['kernel']}, "
-        f"Python {m['python']}{fs}"
+        f"Python {m['python']}, {m.get('event_loop', 'asyncio')} loop{fs}"
     )
 
 

@@ -27,6 +27,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from sidecar import loop
+
 _HOP = frozenset(
     {
         "connection",
@@ -166,7 +168,10 @@ def main(argv: list[str] | None = None) -> None:
     si.add_argument("names", nargs="+")
     args = parser.parse_args(argv)
     app = bare_proxy(args.upstream) if args.server == "bare-proxy" else standin(args.recordings, args.names)
-    web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None)
+    new_loop = loop.factory(loop.enabled())  # the sidecar's loop kind, so the ratios compare like with like
+    web.run_app(
+        app, host="127.0.0.1", port=args.port, print=None, access_log=None, loop=new_loop() if new_loop else None
+    )
 
 
 if __name__ == "__main__":
