@@ -17,6 +17,7 @@ from typing import Any
 
 from rich.console import Console
 
+from sidecar import loop
 from sidecar.bench.common import (
     ORIGIN,
     Target,
@@ -289,7 +290,7 @@ def _encryption_cost(root: Path, events: int, concurrency: int, segment_max_byte
         where = root / f"pii-{n}-{kind}"
         KeyStore(where).init(ORIGIN)
         runs[kind].append(
-            asyncio.run(
+            loop.run(
                 _encrypted_or_not(
                     where,
                     evs,
@@ -402,7 +403,7 @@ def run_ledger(
         bulk = root / "throughput"
         trust = KeyStore(bulk).init(ORIGIN)
         with ui.bar("appending", events) as progress:
-            run = asyncio.run(_append_many(bulk, evs, concurrency, segment_max_bytes, progress, with_index))
+            run = loop.run(_append_many(bulk, evs, concurrency, segment_max_bytes, progress, with_index))
         del evs
         ui.phase("reference: Ed25519 signing loop (after the append run)")
         sign_rates.append(ed25519_sign_rate(reference_seconds))
@@ -418,7 +419,7 @@ def run_ledger(
         io_times: list[float] = []
         parts: dict[str, list[float]] = {}
         try:
-            latencies = asyncio.run(
+            latencies = loop.run(
                 _append_sequential(lat_dir, lat_events, segment_max_bytes, with_index, probe, io_times, parts)
             )
             probe.sample(10)
