@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -111,6 +112,16 @@ def sidecar_process(
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
+
+
+def holds_secret(blob: bytes, secret: str) -> bool:
+    """Whether `blob` holds `secret`. A short all-digit secret (a one-time code) counts only as a number of
+    its own: any six digits turn up inside nanosecond timestamps and byte offsets sooner or later, and a
+    code written at rest would stand alone (`"otp":"123456"`, `otp=123456`)."""
+    raw = secret.encode()
+    if raw.isdigit() and len(raw) <= 10:
+        return re.search(rb"(?<![0-9])" + re.escape(raw) + rb"(?![0-9])", blob) is not None
+    return raw in blob
 
 
 @pytest.fixture(scope="session")
