@@ -45,13 +45,17 @@ def kind(loop: asyncio.AbstractEventLoop | None = None) -> str:
     return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
 
 
+def _chosen(use_uvloop: bool | None) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The factory for an explicit choice, or for the environment's when there is none."""
+    return factory(enabled() if use_uvloop is None else use_uvloop)
+
+
 def planned(use_uvloop: bool | None = None) -> str:
     """ "uvloop" or "asyncio": the loop `run` would use (for reports written before any loop runs)."""
-    return "asyncio" if factory(enabled() if use_uvloop is None else use_uvloop) is None else "uvloop"
+    return "asyncio" if _chosen(use_uvloop) is None else "uvloop"
 
 
 def run(main: Coroutine[Any, Any, T], *, use_uvloop: bool | None = None) -> T:
     """`asyncio.run(main)` on the chosen loop (None: as the environment says)."""
-    chosen = factory(enabled() if use_uvloop is None else use_uvloop)
-    with asyncio.Runner(loop_factory=chosen) as runner:
+    with asyncio.Runner(loop_factory=_chosen(use_uvloop)) as runner:
         return runner.run(main)
